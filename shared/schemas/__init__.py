@@ -1,0 +1,1 @@
+"""Pydantic wire schemas: XRequest/XResponse for actions, XCreate/XRead for resources."""

@@ -1,0 +1,86 @@
+"""Contract of the generator's `POST /v1/generate`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from shared.schemas.base import InputModel, OutputModel
+from shared.spec import TaskSpec
+
+Example = dict[str, Annotated[str, StringConstraints(max_length=4000)]]
+
+
+class SamplingSettings(InputModel):
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    top_k: int = Field(default=50, ge=-1, le=1000)
+    max_tokens: int = Field(default=96, ge=1, le=1024)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+
+class GenerateRequest(InputModel):
+    task: TaskSpec
+    # In-context examples (default: the task's seed examples) and feedback examples (OOD picks).
+    examples: list[Example] | None = Field(default=None, max_length=32)
+    feedback: list[Example] = Field(default_factory=list, max_length=32)
+    n: int = Field(default=16, ge=1, le=512)
+    mode: Literal["train", "ood"] = "train"
+    # Labels to request, one per sample (classification); default: balanced over the label set.
+    labels: list[str] | None = Field(default=None, max_length=512)
+    sampling: SamplingSettings = SamplingSettings()
+    # Hashes (GeneratedSample.text_hash) of earlier samples that must not be produced again.
+    exclude_hashes: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=100000
+    )
+    structured: bool = False
+
+
+class PromptExamples(OutputModel):
+    examples: list[int] = []  # indices into the request's examples
+    feedback: list[int] = []  # indices into the request's feedback
+
+
+class GeneratedSample(OutputModel):
+    fields: dict[str, str]  # input fields + output field
+    label: str | None = None
+    prompt: PromptExamples
+    text_hash: str
+
+
+class Rejected(OutputModel):
+    reason: str
+    text: str
+
+
+class ParseStats(OutputModel):
+    requested: int
+    completions: int
+    accepted: int
+    rejected: dict[str, int] = {}
+
+
+class Usage(OutputModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class GenerationSettingsUsed(OutputModel):
+    model: str
+    revision: str | None = None
+    engine: str
+    engine_version: str | None = None
+    seed: int | None = None
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+
+
+class GenerateResponse(OutputModel):
+    samples: list[GeneratedSample]
+    stats: ParseStats
+    rejections: list[Rejected] = []
+    usage: Usage
+    settings: GenerationSettingsUsed

@@ -1,0 +1,68 @@
+"""Resources of the orchestrator's public API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from shared.schemas.base import OutputModel
+
+
+class RunRead(OutputModel):
+    id: uuid.UUID
+    name: str
+    status: str
+    iteration: int
+    stage: str | None
+    progress: float
+    error: str | None
+    spec: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class IterationRead(OutputModel):
+    index: int
+    status: str
+    parse_stats: dict[str, Any]
+    timings: dict[str, float]
+    checkpoint_id: uuid.UUID | None
+    metrics: dict[str, float] = {}
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class SampleRead(OutputModel):
+    id: uuid.UUID
+    iteration: int
+    kind: str
+    position: int
+    fields: dict[str, str]
+    label: str | None
+    prompt_examples: dict[str, Any]
+    holdout: bool
+    energy: float | None
+    selected: bool
+
+
+class SamplePage(OutputModel):
+    items: list[SampleRead]
+    total: int
+    offset: int
+    limit: int
+
+
+class MetricRead(OutputModel):
+    iteration: int
+    name: str
+    value: float
+
+
+class RunSummary(OutputModel):
+    """The final run as one JSON object (what `gold ... --json` prints last)."""
+
+    run: RunRead
+    iterations: list[IterationRead]
+    sample_counts: dict[str, int]

@@ -1,0 +1,23 @@
+"""Payload and result of the trainer's RQ job (JSON only; the job reloads state from Postgres)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+
+class TrainJob(BaseModel):
+    run_id: str
+    iteration: int
+    role: Literal["loop", "final"] = "loop"
+    # Continue from this checkpoint (the loop's persistent student) instead of a fresh one.
+    init_checkpoint_id: str | None = None
+
+
+class TrainResult(BaseModel):
+    checkpoint_id: str
+    metrics: dict[str, float]
+    seconds: float
+    examples_per_second: float
+    extra: dict[str, Any] = {}

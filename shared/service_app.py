@@ -1,0 +1,28 @@
+"""What every GOLD HTTP service has in common: settings on app.state, error handlers, /healthz."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+
+from shared.errors import install_error_handlers
+from shared.settings import GoldSettings
+
+
+def create_service_app(
+    title: str,
+    settings: GoldSettings,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    description: str = "",
+) -> FastAPI:
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

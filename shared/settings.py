@@ -1,0 +1,54 @@
+"""Configuration: one pydantic-settings base class, one subclass per service, env prefix GOLD_."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GoldSettings(BaseSettings):
+    """Settings every process reads. The launcher (`gold up`) fills the URLs it starts."""
+
+    model_config = SettingsConfigDict(env_prefix="GOLD_", extra="ignore")
+
+    data_dir: Path = Path(".gold")
+    artifact_dir: Path | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+    log_level: str = "INFO"
+    # Bearer tokens accepted by the HTTP services: JSON object {"team-name": "token"}.
+    # Empty = authentication disabled (the launcher always generates one).
+    api_keys: dict[str, SecretStr] = {}
+
+    orchestrator_url: str = "http://127.0.0.1:8000"
+    generator_url: str = "http://127.0.0.1:8001"
+    scorer_url: str = "http://127.0.0.1:8002"
+    # Token the orchestrator presents to the generator and scorer (one of their api_keys).
+    service_token: SecretStr | None = None
+
+    @field_validator("data_dir", "artifact_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @property
+    def artifacts(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("GOLD_DATABASE_URL is not set: start the stack with `gold up` or set it")
+        return self.database_url
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError("GOLD_REDIS_URL is not set: start the stack with `gold up` or set it")
+        return self.redis_url
+
+
+@lru_cache
+def get_settings() -> GoldSettings:
+    return GoldSettings()

@@ -1,0 +1,158 @@
+"""The run spec: what a user submits to `POST /runs` (YAML or JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator
+
+from shared.schemas.base import InputModel
+
+FieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class TaskSpec(InputModel):
+    type: Literal["classification", "seq2seq"]
+    description: str = Field(min_length=1, max_length=2000)
+    input_fields: list[FieldName] = Field(min_length=1, max_length=4)
+    output_field: FieldName
+    labels: list[ShortText] | None = Field(default=None, max_length=32)
+    seed_examples: list[dict[str, Annotated[str, StringConstraints(max_length=4000)]]] = Field(
+        min_length=2, max_length=16
+    )
+
+    # Field validators (not one model validator) so a 422 names the exact field, e.g. task.labels.
+    @field_validator("output_field")
+    @classmethod
+    def _distinct(cls, value: str, info: ValidationInfo) -> str:
+        if value in info.data.get("input_fields", []):
+            raise ValueError("output_field must differ from every input field")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if info.data.get("type") == "classification":
+            if not value or len(value) < 2:
+                raise ValueError("a classification task needs at least two labels")
+            if len(set(value)) != len(value):
+                raise ValueError("duplicate label")
+        elif value:
+            raise ValueError("only classification tasks take labels")
+        return value
+
+    @field_validator("seed_examples")
+    @classmethod
+    def _seeds(cls, value: list[dict[str, str]], info: ValidationInfo) -> list[dict[str, str]]:
+        if "input_fields" not in info.data or "output_field" not in info.data:
+            return value  # the field errors above are reported instead
+        fields = [*info.data["input_fields"], info.data["output_field"]]
+        labels = info.data.get("labels")
+        for i, example in enumerate(value):
+            missing = [f for f in fields if not example.get(f, "").strip()]
+            if missing:
+                raise ValueError(f"example {i} is missing field(s) {missing}")
+            extra = sorted(set(example) - set(fields))
+            if extra:
+                raise ValueError(f"example {i} has unknown field(s) {extra}")
+            label = example[info.data["output_field"]]
+            if labels and label not in labels:
+                raise ValueError(f"example {i} has label {label!r}, which is not one of {labels}")
+        return value
+
+
+class TeacherSpec(InputModel):
+    model: str = Field(default="default", max_length=200)
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    top_k: int = Field(default=50, ge=-1, le=1000)
+    max_tokens: int = Field(default=96, ge=8, le=1024)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class StudentSpec(InputModel):
+    model: str = Field(default="default", max_length=200)
+    kind: Literal["auto", "classifier", "seq2seq"] = "auto"
+    epochs: int = Field(default=3, ge=1, le=100)
+    learning_rate: float = Field(default=2.0e-4, gt=0.0, le=1.0)
+    batch_size: int = Field(default=16, ge=1, le=512)
+    max_length: int = Field(default=128, ge=8, le=1024)
+    loss: Literal["ce", "sce"] = "ce"
+    sce_alpha: float = Field(default=1.0, ge=0.0)
+    sce_beta: float = Field(default=1.0, ge=0.0)
+    # Continue fine-tuning one student through the loop (the paper's code) or start fresh each time.
+    continue_training: bool = True
+    seed: int = Field(default=44, ge=0, le=2**31 - 1)
+
+
+class LoopSpec(InputModel):
+    iterations: int = Field(default=3, ge=1, le=1000)
+    samples_per_iteration: int = Field(default=48, ge=1, le=10000)
+    ood_samples_per_iteration: int = Field(default=16, ge=0, le=10000)
+    feedback: bool = True
+    feedback_per_iteration: int = Field(default=4, ge=0, le=64)
+    selection_band: tuple[float, float] = (0.5, 0.8)
+    energy_temperature: float = Field(default=1.0, gt=0.0, le=100.0)
+    # Share of generated training data held out to measure the student on generated data.
+    holdout_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
+    # The paper's last step: a fresh student trained on the whole generated pool.
+    final_student: bool = True
+
+    @field_validator("feedback_per_iteration")
+    @classmethod
+    def _feedback_source(cls, value: int, info: ValidationInfo) -> int:
+        if info.data.get("feedback") and value > 0 and info.data.get("ood_samples_per_iteration") == 0:
+            raise ValueError("feedback needs OOD samples: set ood_samples_per_iteration > 0")
+        return value
+
+    @field_validator("selection_band")
+    @classmethod
+    def _band(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not (0.0 <= low < high <= 1.0):
+            raise ValueError("need 0 <= low < high <= 1 (quantiles of the OOD energies)")
+        return value
+
+
+class EvaluationSpec(InputModel):
+    path: str = Field(min_length=1, max_length=1000)
+    input_map: dict[FieldName, str] = Field(default_factory=dict)
+    label_field: str = Field(default="label_text", max_length=64)
+    limit: int | None = Field(default=None, ge=1, le=100000)
+
+
+class RunSpec(InputModel):
+    name: str = Field(min_length=1, max_length=200)
+    task: TaskSpec
+    teacher: TeacherSpec = TeacherSpec()
+    student: StudentSpec = StudentSpec()
+    loop: LoopSpec = LoopSpec()
+    evaluation: EvaluationSpec | None = None
+
+    @field_validator("evaluation")
+    @classmethod
+    def _evaluation_fields(cls, value: EvaluationSpec | None, info: ValidationInfo) -> EvaluationSpec | None:
+        task = info.data.get("task")
+        if value and task:
+            unknown = sorted(set(value.input_map) - set(task.input_fields))
+            if unknown:
+                raise ValueError(f"input_map names {unknown}, which are not task input_fields")
+        return value
+
+    @property
+    def student_kind(self) -> Literal["classifier", "seq2seq"]:
+        if self.student.kind != "auto":
+            return self.student.kind
+        return "classifier" if self.task.type == "classification" else "seq2seq"
+
+
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON spec file into a dict (validation happens at the API)."""
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a run spec must be a mapping")
+    return data

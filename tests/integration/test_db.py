@@ -1,0 +1,26 @@
+import uuid
+
+from sqlalchemy import func, select
+
+from shared.db.models import Run, Sample
+
+
+def test_migrations_create_schema_and_rows_roundtrip(session_factory):
+    run_id = uuid.uuid4()
+    with session_factory() as session, session.begin():
+        session.add(Run(id=run_id, name="t", spec={"name": "t"}))
+        session.flush()
+        session.add(Sample(run_id=run_id, iteration=0, kind="seed", position=0, fields={"text": "x"}))
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Sample).where(Sample.run_id == run_id)) == 1
+        assert session.get(Run, run_id).status == "queued"
+
+
+def test_tables_are_empty_for_each_test(session_factory):
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 0
+
+
+def test_redis_is_real(redis_conn):
+    redis_conn.set("k", "v")
+    assert redis_conn.get("k") == b"v"
