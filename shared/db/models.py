@@ -76,6 +76,7 @@ class Sample(UUIDPK, Timestamped, Base):
     position: Mapped[int] = mapped_column(Integer)  # order within (run, iteration, kind)
     fields: Mapped[dict[str, str]] = mapped_column(JSONType)  # input fields + output field
     label: Mapped[str | None] = mapped_column(String(200))
+    text_hash: Mapped[str | None] = mapped_column(String(64))  # the generator's duplicate key
     # In-context examples of the prompt that produced it: {"seeds": [i...], "feedback": [sample ids]}
     prompt_examples: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     holdout: Mapped[bool] = mapped_column(Boolean, default=False)

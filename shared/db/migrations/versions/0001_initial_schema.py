@@ -104,6 +104,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("label", sa.String(length=200), nullable=True),
+        sa.Column("text_hash", sa.String(length=64), nullable=True),
         sa.Column(
             "prompt_examples",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
