@@ -4,13 +4,14 @@ UpstreamError naming the service, so a run's error says which service failed and
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
 from shared.errors import UpstreamError
-from shared.schemas.generation import GenerateRequest, GenerateResponse
+from shared.schemas.generation import ClassifyRequest, ClassifyResponse, GenerateRequest, GenerateResponse
+from shared.schemas.runs import RunRead, RunSummary
 from shared.schemas.scoring import EnergyRequest, EnergyResponse, SelectRequest, SelectResponse
 
 logger = logging.getLogger(__name__)
@@ -30,15 +31,22 @@ class ServiceClient:
         self._http.close()
 
     def _post(self, path: str, body: BaseModel, response_type: type[ResponseT]) -> ResponseT:
+        return self._request("POST", path, response_type, json=body.model_dump(mode="json"))
+
+    def _request(self, method: str, path: str, response_type: type[ResponseT], **kwargs: Any) -> ResponseT:
         try:
-            response = self._http.post(path, json=body.model_dump(mode="json"))
+            response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise UpstreamError(self.service, f"{type(exc).__name__} calling {path}: {exc}", 503) from exc
+            raise UpstreamError(
+                self.service, f"{type(exc).__name__} calling {path}: {exc}", 503, retryable=True
+            ) from exc
         if response.status_code >= 400:
+            transient = response.status_code >= 500 or response.status_code == 429
             raise UpstreamError(
                 self.service,
                 f"{path} answered {response.status_code}: {response.text[:500]}",
-                503 if response.status_code >= 500 else 502,
+                503 if transient else 502,
+                retryable=transient,
             )
         return response_type.model_validate(response.json())
 
@@ -55,6 +63,9 @@ class GeneratorClient(ServiceClient):
     def generate(self, request: GenerateRequest) -> GenerateResponse:
         return self._post("/v1/generate", request, GenerateResponse)
 
+    def classify(self, request: ClassifyRequest) -> ClassifyResponse:
+        return self._post("/v1/classify", request, ClassifyResponse)
+
 
 class ScorerClient(ServiceClient):
     service = "scorer"
@@ -64,3 +75,25 @@ class ScorerClient(ServiceClient):
 
     def select(self, request: SelectRequest) -> SelectResponse:
         return self._post("/v1/select", request, SelectResponse)
+
+
+class OrchestratorClient(ServiceClient):
+    """What the `gold` CLI uses; other programs can use it too."""
+
+    service = "orchestrator"
+
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0):
+        super().__init__(base_url, token, timeout_s)
+
+    def create_run(self, spec: dict[str, Any], idempotency_key: str | None = None) -> RunRead:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._request("POST", "/runs", RunRead, json=spec, headers=headers)
+
+    def get_run(self, run_id: str) -> RunRead:
+        return self._request("GET", f"/runs/{run_id}", RunRead)
+
+    def summary(self, run_id: str) -> RunSummary:
+        return self._request("GET", f"/runs/{run_id}/summary", RunSummary)
+
+    def cancel(self, run_id: str) -> RunRead:
+        return self._request("POST", f"/runs/{run_id}/cancel", RunRead)

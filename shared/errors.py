@@ -70,10 +70,12 @@ class UpstreamError(GoldError):
     status_code = 502
     error = "upstream_error"
 
-    def __init__(self, service: str, message: str, status_code: int = 502):
+    def __init__(self, service: str, message: str, status_code: int = 502, retryable: bool = False):
         super().__init__(f"{service}: {message}", detail={"service": service})
         self.service = service
         self.status_code = status_code
+        # Unreachable, 5xx or 429: worth retrying. A 4xx means the request itself is wrong.
+        self.retryable = retryable
 
 
 class NotReady(GoldError):

@@ -19,7 +19,7 @@ class TaskSpec(InputModel):
     description: str = Field(min_length=1, max_length=2000)
     input_fields: list[FieldName] = Field(min_length=1, max_length=4)
     output_field: FieldName
-    labels: list[ShortText] | None = Field(default=None, max_length=32)
+    labels: list[ShortText] | None = Field(default=None, max_length=32, validate_default=True)
     seed_examples: list[dict[str, Annotated[str, StringConstraints(max_length=4000)]]] = Field(
         min_length=2, max_length=16
     )
@@ -94,6 +94,8 @@ class LoopSpec(InputModel):
     ood_samples_per_iteration: int = Field(default=16, ge=0, le=10000)
     feedback: bool = True
     feedback_per_iteration: int = Field(default=4, ge=0, le=64)
+    # Share the feedback count across labels (classification) instead of taking the band as is.
+    stratify_selection: bool = False
     selection_band: tuple[float, float] = (0.5, 0.8)
     energy_temperature: float = Field(default=1.0, gt=0.0, le=100.0)
     # Share of generated training data held out to measure the student on generated data.
@@ -122,6 +124,8 @@ class EvaluationSpec(InputModel):
     input_map: dict[FieldName, str] = Field(default_factory=dict)
     label_field: str = Field(default="label_text", max_length=64)
     limit: int | None = Field(default=None, ge=1, le=100000)
+    # Also measure the teacher answering the same data few-shot (classification).
+    teacher_baseline: bool = True
 
 
 class RunSpec(InputModel):

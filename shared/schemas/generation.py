@@ -84,3 +84,23 @@ class GenerateResponse(OutputModel):
     rejections: list[Rejected] = []
     usage: Usage
     settings: GenerationSettingsUsed
+
+
+class ClassifyRequest(InputModel):
+    """The teacher answers classification inputs few-shot (label with the highest likelihood)."""
+
+    task: TaskSpec
+    # In-context examples (default: the task's seed examples).
+    examples: list[Example] | None = Field(default=None, max_length=32)
+    inputs: list[Example] = Field(min_length=1, max_length=4096)
+
+
+class ClassPrediction(OutputModel):
+    label: str
+    probabilities: dict[str, float]  # normalised over the task's labels
+
+
+class ClassifyResponse(OutputModel):
+    predictions: list[ClassPrediction]
+    model: str
+    engine: str

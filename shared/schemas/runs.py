@@ -30,6 +30,7 @@ class IterationRead(OutputModel):
     timings: dict[str, float]
     checkpoint_id: uuid.UUID | None
     metrics: dict[str, float] = {}
+    sample_counts: dict[str, int] = {}  # train, ood, holdout, selected
     started_at: datetime | None
     finished_at: datetime | None
 

@@ -1,0 +1,185 @@
+"""The `gold` command: start the local stack, submit runs, follow them, run the demo."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gold.report import iteration_table, time_split_table, write_report
+from gold.stack import Stack, local_token
+from shared.clients import OrchestratorClient
+from shared.errors import UpstreamError
+from shared.logging import configure_logging
+from shared.schemas.runs import RunSummary
+from shared.settings import GoldSettings
+from shared.spec import load_spec_file
+
+app = typer.Typer(help="GOLD: distil a teacher LLM into a small student with OOD-guided data generation.")
+console = Console(stderr=True)
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _client(settings: GoldSettings) -> OrchestratorClient:
+    token = os.environ.get("GOLD_API_TOKEN")
+    if token is None and (settings.data_dir / "api_token").exists():
+        token = local_token(settings.data_dir)
+    return OrchestratorClient(settings.orchestrator_url, token)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def follow(client: OrchestratorClient, run_id: str, poll_s: float = 2.0, stack: Stack | None = None) -> RunSummary:
+    """Show live progress until the run ends; return its summary."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("queued", total=1.0)
+        while True:
+            run = client.get_run(run_id)
+            label = f"iteration {run.iteration} · {run.stage or run.status}"
+            progress.update(task, completed=run.progress, description=label)
+            if run.status in TERMINAL:
+                progress.update(task, completed=1.0 if run.status == "succeeded" else run.progress,
+                                description=run.status)
+                break
+            if stack is not None:
+                stack.check_alive()
+            time.sleep(poll_s)
+    return client.summary(run_id)
+
+
+def show_summary(summary: RunSummary, as_json: bool) -> None:
+    out = Console()
+    out.print(iteration_table(summary))
+    out.print(time_split_table(summary))
+    if summary.run.error:
+        out.print(f"[red]run failed:[/red] {summary.run.error}")
+    if as_json:
+        print(summary.model_dump_json())
+
+
+@app.command()
+def up(
+    trainers: Annotated[int, typer.Option(help="trainer workers to start")] = 1,
+) -> None:
+    """Start the whole local stack, print the URLs; Ctrl-C stops everything it started."""
+    settings = GoldSettings()
+    configure_logging(settings.log_level)
+    stack = Stack(settings, trainers=trainers)
+    with console.status("starting PostgreSQL, Redis, generator, scorer, trainer, orchestrator..."):
+        stack.__enter__()
+    try:
+        console.print(f"orchestrator  {stack.orchestrator_url}  (API docs: {stack.orchestrator_url}/docs)")
+        console.print(f"generator     {stack.generator_url}")
+        console.print(f"scorer        {stack.scorer_url}")
+        console.print(f"API token     in {settings.data_dir / 'api_token'}; logs in {settings.data_dir / 'logs'}")
+        console.print("Ctrl-C stops everything.")
+        while True:
+            stack.check_alive()
+            time.sleep(2.0)
+    except KeyboardInterrupt:
+        console.print("stopping...")
+    finally:
+        stack.stop()
+
+
+@app.command()
+def submit(
+    spec_path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="run spec, YAML or JSON")],
+    wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="end with the run as one JSON object")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="same key, same run")] = None,
+) -> None:
+    """Submit a run spec to the orchestrator."""
+    settings = GoldSettings()
+    client = _client(settings)
+    try:
+        run = client.create_run(load_spec_file(spec_path), idempotency_key)
+        console.print(f"run {run.id} {run.status}")
+        if not wait:
+            if as_json:
+                print(run.model_dump_json())
+            return
+        summary = follow(client, str(run.id))
+    except UpstreamError as exc:
+        _fail(exc.message)
+        return
+    show_summary(summary, as_json)
+    if summary.run.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    run_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a run's status and per-iteration results."""
+    try:
+        summary = _client(GoldSettings()).summary(run_id)
+    except UpstreamError as exc:
+        _fail(exc.message)
+        return
+    console.print(
+        f"run {summary.run.id} ({summary.run.name}): {summary.run.status}, iteration {summary.run.iteration}, "
+        f"stage {summary.run.stage}, {summary.run.progress:.0%}"
+    )
+    show_summary(summary, as_json)
+
+
+def demo_spec() -> dict[str, Any]:
+    spec = load_spec_file(resources.files("gold") / "specs" / "demo.yaml")
+    evaluation = spec.get("evaluation")
+    if evaluation and not Path(evaluation["path"]).is_file():
+        console.print(f"[yellow]{evaluation['path']} not found: the demo runs without real-data evaluation[/yellow]")
+        spec.pop("evaluation")
+    return spec
+
+
+@app.command()
+def demo(as_json: Annotated[bool, typer.Option("--json", help="end with the run as one JSON object")] = False) -> None:
+    """Start the stack, run the bundled demo spec with live progress, print results, stop."""
+    settings = GoldSettings()
+    configure_logging("WARNING")
+    spec = demo_spec()
+    started = time.monotonic()
+    with console.status("starting the stack (first start converts the teacher model: a few minutes)..."):
+        stack = Stack(settings)
+        stack.__enter__()
+    try:
+        console.print(f"stack ready in {time.monotonic() - started:.0f} s; orchestrator at {stack.orchestrator_url}")
+        client = OrchestratorClient(stack.orchestrator_url, stack.token)
+        run = client.create_run(spec)
+        console.print(f"run {run.id}: {spec['name']}")
+        summary = follow(client, str(run.id), stack=stack)
+        show_summary(summary, as_json)
+        report = write_report(summary, settings.data_dir / "reports" / f"{run.id}.json")
+        console.print(f"results written to {report}")
+    except UpstreamError as exc:
+        _fail(exc.message)
+        return
+    finally:
+        stack.stop()
+    if summary.run.status != "succeeded":
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()
+

@@ -1,0 +1,83 @@
+"""Tables and files a person reads after a run: per-iteration results and where the time went."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from shared.schemas.runs import RunSummary
+
+STAGE_GROUPS = {
+    "generation": ("generate_train", "generate_ood"),
+    "training": ("train", "final_train"),
+    "scoring": ("score", "select"),
+    "teacher baseline": ("teacher_eval",),
+}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def iteration_table(summary: RunSummary) -> Table:
+    spec = summary.run.spec
+    loops = spec["loop"]["iterations"]
+    table = Table(title=f"run {summary.run.id} · {summary.run.name} · {summary.run.status}")
+    for column in ("iteration", "train (ok/asked)", "ood", "selected", "train loss",
+                   "holdout acc", "real-data acc", "seconds"):
+        table.add_column(column, justify="right")
+    teacher = None
+    for it in summary.iterations:
+        if it.index == 0:
+            teacher = it.metrics.get("teacher_eval_accuracy")
+            continue
+        train = it.parse_stats.get("train", {})
+        ood = it.parse_stats.get("ood", {})
+        name = "final" if it.index > loops else str(it.index)
+        table.add_row(
+            name,
+            f"{train.get('accepted', '-')}/{train.get('requested', '-')}" if train else "-",
+            str(ood.get("accepted", "-")) if ood else "-",
+            str(it.sample_counts.get("selected", 0)) if ood else "-",
+            _fmt(it.metrics.get("train_loss")),
+            _fmt(it.metrics.get("holdout_accuracy")),
+            _fmt(it.metrics.get("eval_accuracy")),
+            f"{sum(it.timings.values()):.0f}",
+        )
+    if teacher is not None:
+        table.caption = f"teacher (gemma few-shot) real-data accuracy: {teacher:.3f}"
+    return table
+
+
+def time_split(summary: RunSummary) -> dict[str, float]:
+    totals = dict.fromkeys(STAGE_GROUPS, 0.0)
+    for it in summary.iterations:
+        for stage, seconds in it.timings.items():
+            for group, stages in STAGE_GROUPS.items():
+                if stage in stages:
+                    totals[group] += seconds
+    run = summary.run
+    if run.started_at and run.finished_at:
+        wall = (run.finished_at - run.started_at).total_seconds()
+        totals["other"] = max(wall - sum(totals.values()), 0.0)
+        totals["total"] = wall
+    return totals
+
+
+def time_split_table(summary: RunSummary) -> Table:
+    split = time_split(summary)
+    total = split.get("total") or sum(split.values()) or 1.0
+    table = Table(title="where the time went")
+    table.add_column("part")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    for part, seconds in split.items():
+        table.add_row(part, f"{seconds:.0f}", "" if part == "total" else f"{seconds / total:.0%}")
+    return table
+
+
+def write_report(summary: RunSummary, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(summary.model_dump_json(indent=2))
+    return path

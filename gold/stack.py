@@ -1,0 +1,191 @@
+"""The local stack: embedded PostgreSQL and Redis (unless URLs are given) plus the four services
+as child processes, with logs under the data directory. Stopping it stops everything it started."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.db.migrate import upgrade
+from shared.local_servers import LocalServer, start_postgres, start_redis
+from shared.settings import GoldSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    module: str
+    url: str | None  # health-checked HTTP service, or None for a worker
+    ready_path: str = "/readyz"
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+
+@dataclass
+class Stack:
+    settings: GoldSettings
+    trainers: int = 1
+    ports: dict[str, int] = field(default_factory=lambda: {"orchestrator": 8000, "generator": 8001, "scorer": 8002})
+    servers: list[LocalServer] = field(default_factory=list)
+    services: list[ServiceProcess] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    token: str = ""
+
+    @property
+    def orchestrator_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['orchestrator']}"
+
+    @property
+    def generator_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['generator']}"
+
+    @property
+    def scorer_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['scorer']}"
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self, ready_timeout_s: float = 900.0) -> None:
+        data_dir = self.settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name, port in self.ports.items():
+            if _port_in_use(port):
+                raise RuntimeError(
+                    f"port {port} for the {name} is in use: stop what holds it or choose other ports"
+                )
+        database_url = self.settings.database_url
+        if not database_url:
+            server = start_postgres(data_dir / "postgres")
+            self.servers.append(server)
+            database_url = server.url
+        upgrade(database_url)
+        redis_url = self.settings.redis_url
+        if not redis_url:
+            server = start_redis(data_dir / "redis")
+            self.servers.append(server)
+            redis_url = server.url
+        self.token = local_token(data_dir)
+        self.env = {
+            **os.environ,
+            "GOLD_DATA_DIR": str(data_dir),
+            "GOLD_ARTIFACT_DIR": str(self.settings.artifacts),
+            "GOLD_DATABASE_URL": database_url,
+            "GOLD_REDIS_URL": redis_url,
+            "GOLD_API_KEYS": json.dumps({"local": self.token}),
+            "GOLD_SERVICE_TOKEN": self.token,
+            "GOLD_ORCHESTRATOR_PORT": str(self.ports["orchestrator"]),
+            "GOLD_GENERATOR_PORT": str(self.ports["generator"]),
+            "GOLD_SCORER_PORT": str(self.ports["scorer"]),
+            "GOLD_GENERATOR_URL": self.generator_url,
+            "GOLD_SCORER_URL": self.scorer_url,
+            "GOLD_ORCHESTRATOR_URL": self.orchestrator_url,
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        self.services = [
+            ServiceProcess("generator", "services.generator", self.generator_url),
+            ServiceProcess("scorer", "services.scorer", self.scorer_url),
+            *[ServiceProcess(f"trainer-{i}", "services.trainer", None) for i in range(self.trainers)],
+            ServiceProcess("orchestrator", "services.orchestrator", self.orchestrator_url, "/healthz"),
+        ]
+        logs = data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        for service in self.services:
+            self._spawn(service, logs)
+        self.wait_ready(ready_timeout_s)
+
+    def _spawn(self, service: ServiceProcess, logs: Path) -> None:
+        service.log_path = logs / f"{service.name}.log"
+        handle = service.log_path.open("ab")
+        service.process = subprocess.Popen(
+            [sys.executable, "-m", service.module],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the launcher, which stops children in order
+        )
+        logger.info("started %s (pid %d), log %s", service.name, service.process.pid, service.log_path)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = [s for s in self.services if s.url]
+        while pending:
+            for service in list(pending):
+                self.check_alive(service)
+                try:
+                    if httpx.get(service.url + service.ready_path, timeout=2.0).status_code == 200:
+                        pending.remove(service)
+                        logger.info("%s ready at %s", service.name, service.url)
+                except httpx.HTTPError:
+                    pass
+            if time.monotonic() > deadline:
+                names = ", ".join(s.name for s in pending)
+                raise RuntimeError(f"not ready after {timeout_s:.0f} s: {names} (see {self.settings.data_dir}/logs)")
+            if pending:
+                time.sleep(1.0)
+
+    def check_alive(self, service: ServiceProcess | None = None) -> None:
+        for s in [service] if service else self.services:
+            if s.process is not None and s.process.poll() is not None:
+                tail = _tail(s.log_path)
+                raise RuntimeError(f"{s.name} exited with code {s.process.returncode}; last log lines:\n{tail}")
+
+    # -- stop ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            if service.process is not None and service.process.poll() is None:
+                os.killpg(service.process.pid, signal.SIGTERM)
+        for service in reversed(self.services):
+            if service.process is None:
+                continue
+            try:
+                service.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(service.process.pid, signal.SIGKILL)
+                service.process.wait()
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers.clear()
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def local_token(data_dir: Path) -> str:
+    """The local stack's API key, generated once and kept private in the data directory."""
+    path = data_dir / "api_token"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _tail(path: Path | None, lines: int = 30) -> str:
+    if path is None or not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,4 @@
+from services.orchestrator.main import main
+
+if __name__ == "__main__":
+    main()

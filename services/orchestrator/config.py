@@ -1,0 +1,28 @@
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+
+from shared.settings import GoldSettings
+
+
+class OrchestratorSettings(GoldSettings):
+    orchestrator_host: str = "127.0.0.1"
+    orchestrator_port: int = 8000
+    # Evaluation files must lie under one of these folders (relative paths resolve against the
+    # first); the default is the benchmark data beside the project and the project itself.
+    data_roots: list[Path] = Field(default_factory=lambda: [Path("../shared/data"), Path(".")])
+    # How many runs one orchestrator drives at the same time.
+    concurrent_runs: int = 1
+    driver_poll_s: float = 1.0
+    lease_s: float = 120.0
+    # A service call is retried with backoff until this deadline, then the run fails naming it.
+    upstream_deadline_s: float = 300.0
+    # Attempts of one training step (each a fresh RQ job) before the run fails.
+    train_attempts: int = 3
+    max_request_bytes: int = 2_000_000
+
+
+@lru_cache
+def get_orchestrator_settings() -> OrchestratorSettings:
+    return OrchestratorSettings()

@@ -1,0 +1,241 @@
+"""Drives runs outside request handlers. A run is claimed with a lease in Postgres; completed steps
+are skipped, so a restarted orchestrator (or another one, once the lease expires) resumes a run
+from its last completed step."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+from rq import Queue
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.orchestrator import plan as stages
+from services.orchestrator import steps
+from services.orchestrator.config import OrchestratorSettings
+from services.orchestrator.plan import PlannedStep, build_plan
+from services.orchestrator.steps import RunCancelled, RunContext, StepFailed
+from shared.clients import GeneratorClient, ScorerClient
+from shared.db.base import utcnow
+from shared.db.models import Iteration, Run, Step
+from shared.spec import RunSpec
+
+logger = logging.getLogger(__name__)
+ACTIVE = ("queued", "running", "cancelling")
+
+
+class RunDriver:
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        sessions: sessionmaker[Session],
+        train_queue: Queue,
+        generator: GeneratorClient,
+        scorer: ScorerClient,
+    ):
+        self.settings = settings
+        self.sessions = sessions
+        self.train_queue = train_queue
+        self.generator = generator
+        self.scorer = scorer
+        # Stable across restarts of the same instance, so it takes its own runs back at once.
+        self.owner = f"{socket.gethostname()}:{settings.orchestrator_port}"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._release_own_leases()
+        for i in range(self.settings.concurrent_runs):
+            thread = threading.Thread(target=self._work, name=f"run-driver-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _release_own_leases(self) -> None:
+        try:
+            with self.sessions() as session, session.begin():
+                session.execute(
+                    update(Run).where(Run.lease_owner == self.owner).values(lease_owner=None, lease_expires_at=None)
+                )
+        except OperationalError:
+            logger.warning("database unavailable at start; leases expire on their own")
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                run_id = self._claim()
+            except OperationalError as exc:
+                logger.warning("database unavailable (%s); retrying", exc.__class__.__name__)
+                run_id = None
+            if run_id is None:
+                self._stop.wait(self.settings.driver_poll_s)
+                continue
+            try:
+                self.drive(run_id)
+            except OperationalError:
+                # Postgres went away mid-step: the step did not commit; the run is picked up again.
+                logger.warning("run %s: database error, will resume", run_id, exc_info=True)
+                self._stop.wait(2.0)
+            finally:
+                self._release(run_id)
+
+    def _claim(self) -> uuid.UUID | None:
+        now = utcnow()
+        with self.sessions() as session, session.begin():
+            run = session.scalar(
+                select(Run)
+                .where(Run.status.in_(ACTIVE), or_(Run.lease_owner.is_(None), Run.lease_expires_at < now))
+                .order_by(Run.created_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if run is None:
+                return None
+            run.lease_owner = self.owner
+            run.lease_expires_at = now + timedelta(seconds=self.settings.lease_s)
+            return run.id
+
+    def _release(self, run_id: uuid.UUID) -> None:
+        try:
+            with self.sessions() as session, session.begin():
+                session.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.lease_owner == self.owner)
+                    .values(lease_owner=None, lease_expires_at=None)
+                )
+        except OperationalError:
+            logger.warning("run %s: could not release lease (database down); it expires", run_id)
+
+    # -- one run -----------------------------------------------------------------------------
+    def _heartbeat(self, run_id: uuid.UUID) -> None:
+        if self._stop.is_set():
+            raise RunCancelled("orchestrator shutting down")
+        with self.sessions() as session, session.begin():
+            run = session.get(Run, run_id, with_for_update=True)
+            if run is None or run.status in ("cancelling", "cancelled"):
+                raise RunCancelled()
+            run.lease_expires_at = utcnow() + timedelta(seconds=self.settings.lease_s)
+
+    def drive(self, run_id: uuid.UUID) -> None:
+        with self.sessions() as session, session.begin():
+            run = session.get(Run, run_id, with_for_update=True)
+            if run is None or run.status not in ACTIVE:
+                return
+            if run.status == "cancelling":
+                self._finish(session, run, "cancelled")
+                return
+            spec = RunSpec.model_validate(run.spec)
+            if run.status == "queued":
+                run.status, run.started_at = "running", utcnow()
+            done = {
+                (s.iteration, s.stage)
+                for s in session.scalars(select(Step).where(Step.run_id == run_id, Step.status == "done"))
+            }
+        ctx = RunContext(
+            run_id=run_id,
+            spec=spec,
+            sessions=self.sessions,
+            generator=self.generator,
+            scorer=self.scorer,
+            train_queue=self.train_queue,
+            settings=self.settings,
+            heartbeat=lambda: self._heartbeat(run_id),
+        )
+        plan = build_plan(spec)
+        try:
+            for index, step in enumerate(plan):
+                if (step.iteration, step.stage) in done:
+                    continue
+                ctx.heartbeat()
+                self._enter(run_id, step, index / len(plan))
+                started = time.monotonic()
+                logger.info("run %s: iteration %d %s", run_id, step.iteration, step.stage)
+                self._execute(ctx, step)
+                self._record_time(run_id, step, time.monotonic() - started, last_of_iteration(plan, index))
+        except RunCancelled:
+            if self._stop.is_set():
+                return  # shutting down: the run stays active and resumes on the next start
+            with self.sessions() as session, session.begin():
+                self._finish(session, session.get(Run, run_id, with_for_update=True), "cancelled")
+            logger.info("run %s cancelled", run_id)
+            return
+        except StepFailed as exc:
+            self._fail(run_id, str(exc))
+            return
+        except OperationalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any other bug fails the run with its message, logged
+            logger.exception("run %s failed", run_id)
+            self._fail(run_id, f"{type(exc).__name__}: {exc}")
+            return
+        with self.sessions() as session, session.begin():
+            self._finish(session, session.get(Run, run_id, with_for_update=True), "succeeded")
+        logger.info("run %s succeeded", run_id)
+
+    def _execute(self, ctx: RunContext, step: PlannedStep) -> None:
+        match step.stage:
+            case stages.TEACHER_EVAL:
+                steps.teacher_eval(ctx)
+            case stages.GENERATE_TRAIN | stages.GENERATE_OOD:
+                steps.generate(ctx, step.iteration, step.stage)
+            case stages.TRAIN:
+                steps.train(ctx, step.iteration, "loop")
+            case stages.SCORE:
+                steps.score(ctx, step.iteration)
+            case stages.SELECT:
+                steps.select_feedback(ctx, step.iteration)
+            case stages.FINAL_TRAIN:
+                steps.train(ctx, step.iteration, "final")
+            case _:
+                raise StepFailed(f"unknown stage {step.stage}")
+
+    def _enter(self, run_id: uuid.UUID, step: PlannedStep, progress: float) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(iteration=step.iteration, stage=step.stage, progress=round(progress, 4))
+            )
+
+    def _record_time(self, run_id: uuid.UUID, step: PlannedStep, seconds: float, closes_iteration: bool) -> None:
+        with self.sessions() as session, session.begin():
+            it = steps.iteration_row(session, run_id, step.iteration)
+            it.timings = {**it.timings, step.stage: round(seconds, 3)}
+            if closes_iteration:
+                it.status, it.finished_at = "done", utcnow()
+
+    def _finish(self, session: Session, run: Run | None, status: str) -> None:
+        if run is None:
+            return
+        run.status, run.finished_at = status, utcnow()
+        if status == "succeeded":
+            run.progress, run.stage = 1.0, "done"
+        session.execute(
+            update(Iteration)
+            .where(Iteration.run_id == run.id, Iteration.status == "running")
+            .values(status="done" if status == "succeeded" else status)
+        )
+
+    def _fail(self, run_id: uuid.UUID, message: str) -> None:
+        logger.error("run %s failed: %s", run_id, message)
+        with self.sessions() as session, session.begin():
+            run = session.get(Run, run_id, with_for_update=True)
+            if run is not None:
+                run.error = message
+                self._finish(session, run, "failed")
+
+
+def last_of_iteration(plan: list[PlannedStep], index: int) -> bool:
+    return index + 1 == len(plan) or plan[index + 1].iteration != plan[index].iteration
+

@@ -1,0 +1,60 @@
+"""The public API of GOLD: submit runs, watch them, read their results."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis import Redis
+
+from services.orchestrator.api import runs
+from services.orchestrator.config import OrchestratorSettings, get_orchestrator_settings
+from services.orchestrator.driver import RunDriver
+from shared.clients import GeneratorClient, ScorerClient
+from shared.db.session import make_engine, make_sessionmaker
+from shared.jobs import train_queue
+from shared.logging import configure_logging
+from shared.service_app import create_service_app
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool = True) -> FastAPI:
+    settings = settings or get_orchestrator_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.require_database_url())
+        app.state.sessions = make_sessionmaker(engine)
+        redis = Redis.from_url(settings.require_redis_url())
+        token = settings.service_token.get_secret_value() if settings.service_token else None
+        generator = GeneratorClient(settings.generator_url, token)
+        scorer = ScorerClient(settings.scorer_url, token)
+        driver = RunDriver(settings, app.state.sessions, train_queue(redis), generator, scorer)
+        if drive_runs:
+            driver.start()
+        yield
+        driver.stop()
+        generator.close()
+        scorer.close()
+        redis.close()
+        engine.dispose()
+
+    app = create_service_app(
+        "GOLD orchestrator",
+        settings,
+        lifespan,
+        description="Submit GOLD distillation runs and follow their iterations, samples and metrics.",
+    )
+    app.include_router(runs.router)
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = get_orchestrator_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.orchestrator_host, port=settings.orchestrator_port)

@@ -1,0 +1,191 @@
+"""Run resources: create, read, list, cancel. Functions take `session` and never commit."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.orchestrator.config import OrchestratorSettings
+from shared.db.base import utcnow
+from shared.db.models import Iteration, Metric, Run, Sample
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage, SampleRead
+from shared.spec import RunSpec
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def resolve_data_path(raw: str, settings: OrchestratorSettings, field: str) -> Path:
+    """Resolve a user-given data path inside the configured data roots (no `..` escapes)."""
+    roots = [root.expanduser().resolve() for root in settings.data_roots]
+    candidate = Path(raw).expanduser()
+    candidates = [candidate.resolve()] if candidate.is_absolute() else [
+        (Path.cwd() / candidate).resolve(),
+        *[(root / candidate).resolve() for root in roots],
+    ]
+    allowed = [c for c in candidates if any(c.is_relative_to(root) for root in roots)]
+    if not allowed:
+        raise InvalidInput(field, f"{raw!r} is outside the allowed data roots {[str(r) for r in roots]}")
+    existing = [c for c in allowed if c.is_file()]
+    if not existing:
+        raise InvalidInput(field, f"{raw!r} does not exist (looked for {allowed[0]})")
+    return existing[0]
+
+
+def create_run(
+    spec: RunSpec, *, session: Session, settings: OrchestratorSettings, idempotency_key: str | None = None
+) -> Run:
+    if idempotency_key:
+        existing = session.scalar(select(Run).where(Run.idempotency_key == idempotency_key))
+        if existing is not None:
+            if existing.spec.get("name") != spec.name:
+                raise Conflict("Idempotency-Key was already used for a different run spec")
+            return existing
+    stored = spec.model_dump(mode="json")
+    if spec.evaluation:
+        stored["evaluation"]["path"] = str(resolve_data_path(spec.evaluation.path, settings, "evaluation.path"))
+    run = Run(id=uuid.uuid4(), name=spec.name, spec=stored, idempotency_key=idempotency_key)
+    session.add(run)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent request with the same Idempotency-Key won
+        raise Conflict("a run with this Idempotency-Key is being created; retry to read it") from exc
+    seeds = [
+        {
+            "id": uuid.uuid4(),
+            "run_id": run.id,
+            "iteration": 0,
+            "kind": "seed",
+            "position": i,
+            "fields": example,
+            "label": example[spec.task.output_field] if spec.task.labels else None,
+            "prompt_examples": {},
+        }
+        for i, example in enumerate(spec.task.seed_examples)
+    ]
+    session.execute(Sample.__table__.insert(), seeds)
+    return run
+
+
+def get_run(run_id: uuid.UUID, *, session: Session) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+def list_runs(*, session: Session, status: str | None, offset: int, limit: int) -> list[Run]:
+    query = select(Run).order_by(Run.created_at.desc()).offset(offset).limit(limit)
+    if status:
+        query = query.where(Run.status == status)
+    return list(session.scalars(query))
+
+
+def list_iterations(run_id: uuid.UUID, *, session: Session) -> list[IterationRead]:
+    get_run(run_id, session=session)
+    iterations = session.scalars(select(Iteration).where(Iteration.run_id == run_id).order_by(Iteration.index))
+    metrics: dict[int, dict[str, float]] = {}
+    for metric in run_metrics(run_id, session=session):
+        metrics.setdefault(metric.iteration, {})[metric.name] = metric.value
+    counts: dict[int, dict[str, int]] = {}
+    rows = session.execute(
+        select(Sample.iteration, Sample.kind, Sample.holdout, Sample.selected, func.count())
+        .where(Sample.run_id == run_id)
+        .group_by(Sample.iteration, Sample.kind, Sample.holdout, Sample.selected)
+    )
+    for index, kind, holdout, selected, count in rows:
+        bucket = counts.setdefault(index, {})
+        bucket[kind] = bucket.get(kind, 0) + count
+        if holdout:
+            bucket["holdout"] = bucket.get("holdout", 0) + count
+        if selected:
+            bucket["selected"] = bucket.get("selected", 0) + count
+    return [
+        IterationRead.model_validate(it).model_copy(
+            update={"metrics": metrics.get(it.index, {}), "sample_counts": counts.get(it.index, {})}
+        )
+        for it in iterations
+    ]
+
+
+def list_samples(
+    run_id: uuid.UUID,
+    *,
+    session: Session,
+    iteration: int | None,
+    kind: str | None,
+    selected: bool | None,
+    offset: int,
+    limit: int,
+) -> SamplePage:
+    get_run(run_id, session=session)
+    conditions = [Sample.run_id == run_id]
+    if iteration is not None:
+        conditions.append(Sample.iteration == iteration)
+    if kind is not None:
+        conditions.append(Sample.kind == kind)
+    if selected is not None:
+        conditions.append(Sample.selected == selected)
+    total = session.scalar(select(func.count()).select_from(Sample).where(*conditions)) or 0
+    rows = session.scalars(
+        select(Sample)
+        .where(*conditions)
+        .order_by(Sample.iteration, Sample.kind, Sample.position)
+        .offset(offset)
+        .limit(limit)
+    )
+    return SamplePage(
+        items=[SampleRead.model_validate(row) for row in rows], total=total, offset=offset, limit=limit
+    )
+
+
+def run_metrics(run_id: uuid.UUID, *, session: Session) -> list[MetricRead]:
+    get_run(run_id, session=session)
+    rows = session.scalars(select(Metric).where(Metric.run_id == run_id).order_by(Metric.iteration, Metric.name))
+    return [MetricRead.model_validate(row) for row in rows]
+
+
+def sample_counts(run_id: uuid.UUID, *, session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Sample.kind, func.count()).where(Sample.run_id == run_id).group_by(Sample.kind)
+    ).all()
+    counts = {kind: count for kind, count in rows}
+    counts["selected"] = (
+        session.scalar(select(func.count()).select_from(Sample).where(Sample.run_id == run_id, Sample.selected))
+        or 0
+    )
+    return counts
+
+
+def run_summary(run_id: uuid.UUID, *, session: Session) -> RunSummary:
+    run = get_run(run_id, session=session)
+    return RunSummary(
+        run=RunRead.model_validate(run),
+        iterations=list_iterations(run_id, session=session),
+        sample_counts=sample_counts(run_id, session=session),
+    )
+
+
+def cancel_run(run_id: uuid.UUID, *, session: Session) -> Run:
+    run = session.get(Run, run_id, with_for_update=True)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    if run.status in TERMINAL:
+        return run
+    if run.status == "queued":
+        run.status, run.finished_at = "cancelled", utcnow()
+    else:
+        run.status = "cancelling"  # the driver stops at its next check, within seconds
+    return run
+
+
+def delete_run(run_id: uuid.UUID, *, session: Session) -> Run:
+    run = get_run(run_id, session=session)
+    if run.status not in TERMINAL:
+        raise Conflict(f"run {run_id} is {run.status}: cancel it first, then delete it")
+    session.execute(delete(Run).where(Run.id == run_id))
+    return run

@@ -1,0 +1,48 @@
+"""Trainer settings (env prefix GOLD_): the student allow-list and worker knobs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from shared.settings import GoldSettings
+
+# Names a run spec may give as `student.model`. "default" means the kind's default student;
+# the two package-backed names need no hub. Hub ids are loaded with trust_remote_code off and only
+# when listed here: a spec can never point the trainer at an arbitrary path or repository.
+DEFAULT_ALLOWED_STUDENTS = [
+    "default",
+    "minilm",
+    "sentence-transformers/all-MiniLM-L6-v2",
+    "tiny-t5",
+    "t5-small",
+    "t5-base",
+    "google-t5/t5-small",
+    "google-t5/t5-base",
+    "google/flan-t5-small",
+    "google/flan-t5-base",
+    "bert-base-uncased",
+    "google-bert/bert-base-uncased",
+    "roberta-base",
+    "FacebookAI/roberta-base",
+    "microsoft/deberta-v3-base",
+]
+
+
+class TrainerSettings(GoldSettings):
+    allowed_student_models: list[str] = DEFAULT_ALLOWED_STUDENTS
+    # CPU threads for torch (None: torch's default). The generator may share the cores.
+    torch_threads: int | None = None
+    # Target tokens for seq2seq students (the paper: 32 for labels and short answers).
+    max_target_length: int = 64
+    # Final student: epoch budget (None: the spec's student.epochs) and early-stopping patience.
+    final_max_epochs: int | None = None
+    final_patience: int = 2
+    eval_batch_size: int = 64
+    # Worker: how often abandoned jobs (a worker killed mid-job) are looked for, in seconds.
+    worker_maintenance_interval_s: int = 60
+    worker_name: str | None = None
+
+
+@lru_cache
+def get_trainer_settings() -> TrainerSettings:
+    return TrainerSettings()

@@ -1,0 +1,42 @@
+"""Cross-entropy and symmetric cross-entropy (Wang et al., ICCV 2019) for noisy teacher labels.
+
+SCE = alpha * CE + beta * RCE, with RCE = -sum_k p_k log q_k where q is the one-hot target clamped
+at 1e-4, so RCE = -log(1e-4) * (1 - p_y). For seq2seq the loss is per token over the vocabulary and
+averaged over real (non-pad) target tokens only."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+_RCE_SCALE = -math.log(1e-4)
+
+
+def token_losses(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    kind: Literal["ce", "sce"] = "ce",
+    alpha: float = 1.0,
+    beta: float = 1.0,
+) -> torch.Tensor:
+    """Mean loss over positions whose target is not IGNORE_INDEX.
+
+    logits: (..., C); targets: (...) class indices, IGNORE_INDEX where masked (seq2seq padding)."""
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    targets = targets.reshape(-1)
+    valid = targets != IGNORE_INDEX
+    if not bool(valid.any()):
+        return logits.sum() * 0.0  # keeps the graph; an all-pad batch contributes nothing
+    logits, targets = logits[valid], targets[valid]
+    ce = F.cross_entropy(logits, targets, reduction="none")
+    if kind == "ce":
+        return ce.mean()
+    # The closed form of -sum_k p_k log(clamp(onehot, 1e-4)) avoids a (N, C) one-hot matrix, which
+    # matters for a 32k vocabulary. p_y is clamped as in the reference implementation.
+    p_y = torch.softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1).clamp(1e-7, 1.0)
+    rce = _RCE_SCALE * (1.0 - p_y)
+    return (alpha * ce + beta * rce).mean()

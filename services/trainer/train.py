@@ -1,0 +1,348 @@
+"""`train(cfg) -> TrainResult`: one student, trained, evaluated and saved, top to bottom.
+
+Called by the RQ job (services/trainer/jobs.py) and from the command line:
+    python -m services.trainer.train --spec SPEC.yaml --train train.jsonl [--holdout h.jsonl] --output DIR
+(JSONL rows: {"fields": {...}, "label": "..."} or the fields themselves)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import math
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, Field
+
+from services.trainer.checkpoints import FORMAT_VERSION, METADATA_FILE, model_card, publish
+from services.trainer.config import DEFAULT_ALLOWED_STUDENTS
+from services.trainer.losses import token_losses
+from services.trainer.metrics import classification_metrics, generation_metrics
+from services.trainer.students import (
+    Example,
+    Student,
+    batches,
+    build_fresh,
+    load_checkpoint_model,
+    resolve_model_name,
+)
+from shared.schemas.training import TrainResult
+from shared.student_format import StudentFormat
+
+logger = logging.getLogger(__name__)
+
+
+class EvalItem(BaseModel):
+    fields: dict[str, str]
+    references: list[str]
+
+
+class TrainConfig(BaseModel):
+    checkpoint_id: str
+    output_dir: Path  # the final folder; written atomically
+    kind: Literal["classifier", "seq2seq"]
+    model: str = "default"
+    task_type: Literal["classification", "seq2seq"]
+    input_fields: list[str]
+    output_field: str
+    labels: list[str] | None = None
+    init_from: Path | None = None  # continue from this checkpoint folder instead of a fresh student
+    epochs: int = 3
+    learning_rate: float = 2e-4
+    batch_size: int = 16
+    max_length: int = 128
+    max_target_length: int = 64
+    loss: Literal["ce", "sce"] = "ce"
+    sce_alpha: float = 1.0
+    sce_beta: float = 1.0
+    seed: int = 44
+    warmup_fraction: float = 0.06
+    # Early stopping on the holdout (the final student): keep the best epoch, stop after `patience`.
+    early_stopping: bool = False
+    patience: int = 2
+    train: list[Example]
+    holdout: list[Example] = Field(default_factory=list)
+    evaluation: list[EvalItem] = Field(default_factory=list)
+    eval_batch_size: int = 64
+    allowed_models: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_STUDENTS))
+    torch_threads: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)  # run_id, iteration, role: for the card
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    # bf16 autocast on GPUs; fp32 on CPU (CPU bf16 autocast is slower on most CPUs).
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _loss(student: Student, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> torch.Tensor:
+    return token_losses(student.logits(batch), batch["labels"], cfg.loss, cfg.sce_alpha, cfg.sce_beta)
+
+
+@torch.inference_mode()
+def _holdout_scores(student: Student, inputs, targets, cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
+    """(mean loss, accuracy); accuracy is NaN for seq2seq here (greedy decoding is kept for the end)."""
+    student.model.eval()
+    loss_sum = correct = 0.0
+    for idx in batches(len(inputs), cfg.eval_batch_size):
+        batch = _to(student.collate([inputs[i] for i in idx], [targets[i] for i in idx]), device)
+        with _autocast(device):
+            logits = student.logits(batch)
+        loss_sum += float(token_losses(logits, batch["labels"], cfg.loss, cfg.sce_alpha, cfg.sce_beta)) * len(idx)
+        if student.kind == "classifier":
+            correct += float((logits.argmax(-1) == batch["labels"]).sum())
+    n = max(len(inputs), 1)
+    return loss_sum / n, (correct / n if student.kind == "classifier" else math.nan)
+
+
+@torch.inference_mode()
+def _predict(student: Student, examples: list[Example], cfg: TrainConfig, device: torch.device) -> list[str]:
+    student.model.eval()
+    inputs = student.encode_inputs(examples)
+    # Sorting by length keeps padding (and wasted compute) small; the order is restored after.
+    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]["input_ids"]))
+    predictions: dict[int, str] = {}
+    for idx in batches(len(order), cfg.eval_batch_size, order):
+        batch = _to(student.collate([inputs[i] for i in idx], None), device)
+        with _autocast(device):
+            predictions.update(zip(idx, student.predict(batch), strict=True))
+    return [predictions[i] for i in range(len(inputs))]
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    started = time.perf_counter()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = _device()
+    fmt = StudentFormat.from_task(cfg.input_fields, cfg.output_field, cfg.labels)
+
+    # 1. The student: continued from a checkpoint, or fresh from an allowed base model.
+    base_model = resolve_model_name(cfg.model, cfg.kind, cfg.allowed_models)
+    if cfg.init_from is not None:
+        model, tokenizer = load_checkpoint_model(cfg.kind, cfg.init_from)
+    else:
+        model, tokenizer = build_fresh(cfg.kind, base_model, fmt, cfg.seed)
+    model.to(device)
+    student = Student(cfg.kind, model, tokenizer, fmt, cfg.max_length, cfg.max_target_length)
+
+    # 2. Data. A classifier cannot learn from a label outside the label set: count and drop it.
+    def usable(examples: list[Example]) -> list[Example]:
+        if cfg.kind != "classifier":
+            return [e for e in examples if fmt.target(e.fields, e.label)]
+        return [e for e in examples if fmt.label_index(e.fields, e.label) is not None]
+
+    train_set, holdout_set = usable(cfg.train), usable(cfg.holdout)
+    dropped = len(cfg.train) - len(train_set) + len(cfg.holdout) - len(holdout_set)
+    if not train_set:
+        raise ValueError("no usable training examples")
+    train_inputs, train_targets = student.encode_inputs(train_set), student.encode_targets(train_set)
+    holdout_inputs = student.encode_inputs(holdout_set) if holdout_set else []
+    holdout_targets = student.encode_targets(holdout_set) if holdout_set else []
+
+    # 3. Optimiser: AdamW with linear warm-up and decay over the whole epoch budget.
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(total_steps * cfg.warmup_fraction)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (step + 1) / (warmup + 1) if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup)),
+    )
+
+    # 4. The loop.
+    generator = torch.Generator().manual_seed(cfg.seed)
+    early = cfg.early_stopping and bool(holdout_set)
+    best_key: tuple[float, float] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch = epochs_run = stale = 0
+    epoch_losses: list[float] = []
+    holdout_history: list[dict[str, float]] = []
+    train_seconds = 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        tick = time.perf_counter()
+        loss_sum = 0.0
+        order = torch.randperm(len(train_set), generator=generator).tolist()
+        for idx in batches(len(order), cfg.batch_size, order):
+            batch = _to(student.collate([train_inputs[i] for i in idx], [train_targets[i] for i in idx]), device)
+            with _autocast(device):
+                loss = _loss(student, batch, cfg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(idx)
+        train_seconds += time.perf_counter() - tick
+        epochs_run = epoch
+        epoch_losses.append(loss_sum / len(train_set))
+        if not early:
+            continue
+        h_loss, h_acc = _holdout_scores(student, holdout_inputs, holdout_targets, cfg, device)
+        holdout_history.append({"epoch": epoch, "loss": h_loss, "accuracy": h_acc})
+        # Classifier: best holdout accuracy, ties to the lower loss. seq2seq: lowest holdout loss.
+        key = (h_acc if cfg.kind == "classifier" else 0.0, -h_loss)
+        if best_key is None or key > best_key:
+            best_key, best_epoch, stale = key, epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                logger.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    final_epoch = best_epoch or epochs_run
+    seen = len(train_set) * epochs_run
+
+    # 5. Metrics: generated holdout, then the real evaluation data.
+    metrics: dict[str, float] = {
+        "train_loss": epoch_losses[final_epoch - 1],
+        "train_examples": float(len(train_set)),
+        "train_seconds": train_seconds,
+        "train_examples_per_s": seen / train_seconds if train_seconds > 0 else 0.0,
+    }
+    if holdout_set:
+        predictions = _predict(student, holdout_set, cfg, device)
+        targets = [(fmt.target(e.fields, e.label) or "").strip() for e in holdout_set]
+        metrics["holdout_accuracy"] = sum(p == t for p, t in zip(predictions, targets, strict=True)) / len(targets)
+    if cfg.evaluation:
+        eval_examples = [Example(fields=item.fields) for item in cfg.evaluation]
+        predictions = _predict(student, eval_examples, cfg, device)
+        references = [item.references for item in cfg.evaluation]
+        if cfg.task_type == "classification":
+            scores = classification_metrics(predictions, [r[0] for r in references], cfg.labels or [])
+            metrics["eval_accuracy"], metrics["eval_macro_f1"] = scores["accuracy"], scores["macro_f1"]
+        else:
+            scores = generation_metrics(predictions, references)
+            metrics["eval_exact_match"], metrics["eval_f1"] = scores["exact_match"], scores["f1"]
+            metrics["eval_rouge_l"] = scores["rouge_l"]
+
+    # 6. Save: Hugging Face folder + metadata + model card, published atomically.
+    training = {
+        "model": cfg.model,
+        "epochs": cfg.epochs,
+        "epochs_run": epochs_run,
+        "best_epoch": final_epoch,
+        "learning_rate": cfg.learning_rate,
+        "batch_size": cfg.batch_size,
+        "max_length": cfg.max_length,
+        "max_target_length": cfg.max_target_length,
+        "loss": cfg.loss,
+        "sce_alpha": cfg.sce_alpha,
+        "sce_beta": cfg.sce_beta,
+        "seed": cfg.seed,
+        "early_stopping": early,
+        "init_from": cfg.init_from.name if cfg.init_from else None,
+        "train_examples": len(train_set),
+        "holdout_examples": len(holdout_set),
+        "evaluation_examples": len(cfg.evaluation),
+        "dropped_examples": dropped,
+        "epoch_losses": epoch_losses,
+        "holdout_history": holdout_history,
+        "device": device.type,
+    }
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "checkpoint_id": cfg.checkpoint_id,
+        **{k: cfg.metadata.get(k) for k in ("run_id", "iteration", "role")},
+        "student_kind": cfg.kind,
+        "base_model": base_model,
+        "task": {
+            "type": cfg.task_type,
+            "input_fields": cfg.input_fields,
+            "output_field": cfg.output_field,
+            "labels": cfg.labels,
+        },
+        "training": training,
+        "metrics": metrics,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (folder / "README.md").write_text(model_card(meta), encoding="utf-8")
+
+    publish(cfg.output_dir, write)
+    seconds = time.perf_counter() - started
+    logger.info(
+        "trained %s %s on %d examples in %.1fs (%.1f ex/s): %s",
+        cfg.kind, base_model, len(train_set), seconds, metrics["train_examples_per_s"], metrics,
+    )
+    return TrainResult(
+        checkpoint_id=cfg.checkpoint_id,
+        metrics=metrics,
+        seconds=seconds,
+        examples_per_second=metrics["train_examples_per_s"],
+        extra={"best_epoch": final_epoch, "epochs_run": epochs_run, "dropped_examples": dropped, "base_model": base_model},
+    )
+
+
+def _read_examples(path: Path) -> list[Example]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Example(**r) if "fields" in r else Example(fields=r) for r in rows]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from shared.evaluation_data import load_evaluation
+    from shared.spec import RunSpec, load_spec_file
+
+    parser = argparse.ArgumentParser(description="Train one GOLD student from JSONL data.")
+    parser.add_argument("--spec", required=True, type=Path, help="run spec (YAML/JSON): task + student")
+    parser.add_argument("--train", required=True, type=Path)
+    parser.add_argument("--holdout", type=Path)
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--early-stopping", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec = RunSpec.model_validate(load_spec_file(args.spec))
+    evaluation = load_evaluation(spec.evaluation, spec.task).examples if spec.evaluation else []
+    s = spec.student
+    cfg = TrainConfig(
+        checkpoint_id=str(uuid.uuid4()),
+        output_dir=args.output.resolve(),
+        kind=spec.student_kind,
+        model=s.model,
+        task_type=spec.task.type,
+        input_fields=spec.task.input_fields,
+        output_field=spec.task.output_field,
+        labels=spec.task.labels,
+        epochs=s.epochs,
+        learning_rate=s.learning_rate,
+        batch_size=s.batch_size,
+        max_length=s.max_length,
+        loss=s.loss,
+        sce_alpha=s.sce_alpha,
+        sce_beta=s.sce_beta,
+        seed=s.seed,
+        early_stopping=args.early_stopping,
+        train=_read_examples(args.train),
+        holdout=_read_examples(args.holdout) if args.holdout else [],
+        evaluation=[EvalItem(fields=e.fields, references=list(e.references)) for e in evaluation],
+    )
+    print(train(cfg).model_dump_json(indent=2))
+
+
+if __name__ == "__main__":
+    main()

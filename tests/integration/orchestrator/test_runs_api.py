@@ -1,0 +1,109 @@
+"""The public run API against a real PostgreSQL: contract, validation errors, idempotency."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from shared.db.models import Run, Sample
+
+
+def test_create_then_read_run(api, spec, session_factory):
+    response = api.post("/runs", json=spec)
+    assert response.status_code == 201, response.text
+    run = response.json()
+    assert run["status"] == "queued"
+    assert api.get(f"/runs/{run['id']}").json()["id"] == run["id"]
+    assert [r["id"] for r in api.get("/runs").json()] == [run["id"]]
+    seeds = api.get(f"/runs/{run['id']}/samples", params={"kind": "seed"}).json()
+    assert seeds["total"] == 2 and seeds["items"][0]["label"] == "positive"
+    assert api.get(f"/runs/{run['id']}/iterations").json() == []
+    assert api.get(f"/runs/{run['id']}/metrics").json() == []
+    summary = api.get(f"/runs/{run['id']}/summary").json()
+    assert summary["sample_counts"]["seed"] == 2
+
+
+def _with(spec: dict, path: str, value) -> dict:
+    spec = copy.deepcopy(spec)
+    target = spec
+    *parents, last = path.split(".")
+    for key in parents:
+        target = target[int(key)] if key.isdigit() else target[key]
+    key = int(last) if last.isdigit() else last
+    if value is _DELETE:
+        del target[key]
+    else:
+        target[key] = value
+    return spec
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("task.type", "regression", "task.type"),
+        ("task.labels", _DELETE, "task.labels"),
+        ("task.seed_examples.0.label", "neutral", "task.seed_examples"),
+        ("task.seed_examples.1", {"label": "negative"}, "task.seed_examples"),
+        ("loop.iterations", 0, "loop.iterations"),
+        ("loop.selection_band", [0.9, 0.2], "loop.selection_band"),
+        ("loop.selection_band", [0.5, 1.5], "loop.selection_band"),
+        ("evaluation.path", "sst2/does-not-exist.jsonl", "evaluation.path"),
+        ("evaluation.path", "/etc/passwd", "evaluation.path"),
+        ("evaluation.path", "../../../../etc/passwd", "evaluation.path"),
+        ("loop.unknown_knob", 3, "loop.unknown_knob"),
+    ],
+)
+def test_invalid_spec_is_422_naming_the_field(api, spec, session_factory, path, value, field):
+    response = api.post("/runs", json=_with(spec, path, value))
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_input"
+    assert any(".".join(str(p) for p in d["loc"]).startswith(field) for d in body["detail"]), body
+    with session_factory() as session:  # nothing half-created
+        assert session.scalar(select(func.count()).select_from(Run)) == 0
+        assert session.scalar(select(func.count()).select_from(Sample)) == 0
+
+
+def test_unknown_run_is_404(api):
+    missing = uuid.uuid4()
+    for path in ("", "/iterations", "/samples", "/metrics", "/summary"):
+        response = api.get(f"/runs/{missing}{path}")
+        assert response.status_code == 404, path
+        assert response.json()["error"] == "not_found"
+    assert api.post(f"/runs/{missing}/cancel").status_code == 404
+    assert api.get("/runs/not-a-uuid").status_code == 422
+
+
+def test_auth_required(api, spec):
+    response = api.post("/runs", json=spec, headers={"Authorization": ""})
+    assert response.status_code == 401
+    assert api.get("/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert api.get("/healthz", headers={"Authorization": ""}).status_code == 200
+
+
+def test_idempotency_key_returns_the_same_run(api, spec, session_factory):
+    first = api.post("/runs", json=spec, headers={"Idempotency-Key": "abc"})
+    second = api.post("/runs", json=spec, headers={"Idempotency-Key": "abc"})
+    assert first.status_code == 201 and second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 1
+
+
+def test_cancel_queued_run(api, spec):
+    run = api.post("/runs", json=spec).json()
+    cancelled = api.post(f"/runs/{run['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["finished_at"] is not None
+
+
+def test_evaluation_path_is_stored_resolved(api, spec, shared_data):
+    spec = _with(spec, "evaluation.path", "sst2/validation.jsonl")
+    run = api.post("/runs", json=spec).json()
+    assert run["spec"]["evaluation"]["path"] == str((shared_data / "sst2" / "validation.jsonl").resolve())
