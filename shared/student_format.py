@@ -31,7 +31,9 @@ class StudentFormat:
     labels: tuple[str, ...] | None = None
 
     @classmethod
-    def from_task(cls, input_fields: Sequence[str], output_field: str, labels: Sequence[str] | None) -> StudentFormat:
+    def from_task(
+        cls, input_fields: Sequence[str], output_field: str, labels: Sequence[str] | None
+    ) -> StudentFormat:
         return cls(tuple(input_fields), output_field, tuple(labels) if labels else None)
 
     def missing_inputs(self, fields: Mapping[str, str]) -> list[str]:

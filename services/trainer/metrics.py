@@ -19,11 +19,15 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
 
 
-def classification_metrics(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str]) -> dict:
+def classification_metrics(
+    predictions: Sequence[str], references: Sequence[str], labels: Sequence[str]
+) -> dict:
     """accuracy and macro-F1 over the task's label set (a prediction outside it is simply wrong)."""
     return {
         "accuracy": float(accuracy_score(references, predictions)),
-        "macro_f1": float(f1_score(references, predictions, labels=list(labels), average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(references, predictions, labels=list(labels), average="macro", zero_division=0)
+        ),
     }
 
 

@@ -33,7 +33,14 @@ logger = logging.getLogger(__name__)
 TINY_T5 = "tiny-t5"
 MINILM_NAMES = ("minilm", "sentence-transformers/all-MiniLM-L6-v2")
 # Shape of the built-in T5: enough to exercise every code path, small enough for 2 CPU cores.
-TINY_T5_CONFIG = {"d_model": 128, "d_ff": 256, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 32}
+TINY_T5_CONFIG = {
+    "d_model": 128,
+    "d_ff": 256,
+    "num_layers": 2,
+    "num_decoder_layers": 2,
+    "num_heads": 4,
+    "d_kv": 32,
+}
 
 
 class StudentModelError(ValueError):
@@ -49,7 +56,9 @@ class Example:
 def resolve_model_name(name: str, kind: StudentKind, allowed: Sequence[str]) -> str:
     """The canonical name of an allowed student ("default" becomes the kind's default)."""
     if name not in allowed:
-        raise StudentModelError(f"student model {name!r} is not in the allow-list (GOLD_ALLOWED_STUDENT_MODELS)")
+        raise StudentModelError(
+            f"student model {name!r} is not in the allow-list (GOLD_ALLOWED_STUDENT_MODELS)"
+        )
     if name == "default":
         return "minilm" if kind == "classifier" else TINY_T5
     if name in MINILM_NAMES:
@@ -97,7 +106,9 @@ def build_fresh(
         return T5ForConditionalGeneration(config), tokenizer
     if name == "minilm":
         raise StudentModelError("all-MiniLM-L6-v2 is an encoder: use it as a classifier student")
-    return AutoModelForSeq2SeqLM.from_pretrained(name, **common), AutoTokenizer.from_pretrained(name, **common)
+    return AutoModelForSeq2SeqLM.from_pretrained(name, **common), AutoTokenizer.from_pretrained(
+        name, **common
+    )
 
 
 def load_checkpoint_model(kind: StudentKind, path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -142,13 +153,15 @@ class Student:
                 raise ValueError("an example has no label in the label set (filter before encoding)")
             return out  # type: ignore[return-value]
         targets = [self.fmt.target(e.fields, e.label) or "" for e in examples]
-        return self.tokenizer(text_target=targets, truncation=True, max_length=self.max_target_length)["input_ids"]
+        return self.tokenizer(text_target=targets, truncation=True, max_length=self.max_target_length)[
+            "input_ids"
+        ]
 
-    def collate(self, inputs: Sequence[dict[str, list[int]]], targets: Sequence[Any] | None) -> dict[str, torch.Tensor]:
+    def collate(
+        self, inputs: Sequence[dict[str, list[int]]], targets: Sequence[Any] | None
+    ) -> dict[str, torch.Tensor]:
         pad_id = self.tokenizer.pad_token_id or 0
-        batch = {
-            k: _pad([row[k] for row in inputs], pad_id if k == "input_ids" else 0) for k in inputs[0]
-        }
+        batch = {k: _pad([row[k] for row in inputs], pad_id if k == "input_ids" else 0) for k in inputs[0]}
         if targets is not None:
             if self.kind == "classifier":
                 batch["labels"] = torch.tensor(list(targets), dtype=torch.long)
@@ -175,7 +188,9 @@ class Student:
             assert self.fmt.labels is not None
             ids = self.model(**inputs).logits.argmax(dim=-1).tolist()
             return [self.fmt.labels[i] for i in ids]
-        out = self.model.generate(**inputs, max_new_tokens=self.max_target_length, num_beams=1, do_sample=False)
+        out = self.model.generate(
+            **inputs, max_new_tokens=self.max_target_length, num_beams=1, do_sample=False
+        )
         return [text.strip() for text in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 

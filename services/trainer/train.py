@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import logging
 import math
@@ -97,7 +96,9 @@ def _loss(student: Student, batch: dict[str, torch.Tensor], cfg: TrainConfig) ->
 
 
 @torch.inference_mode()
-def _holdout_scores(student: Student, inputs, targets, cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
+def _holdout_scores(
+    student: Student, inputs, targets, cfg: TrainConfig, device: torch.device
+) -> tuple[float, float]:
     """(mean loss, accuracy); accuracy is NaN for seq2seq here (greedy decoding is kept for the end)."""
     student.model.eval()
     loss_sum = correct = 0.0
@@ -105,7 +106,9 @@ def _holdout_scores(student: Student, inputs, targets, cfg: TrainConfig, device:
         batch = _to(student.collate([inputs[i] for i in idx], [targets[i] for i in idx]), device)
         with _autocast(device):
             logits = student.logits(batch)
-        loss_sum += float(token_losses(logits, batch["labels"], cfg.loss, cfg.sce_alpha, cfg.sce_beta)) * len(idx)
+        loss_sum += float(token_losses(logits, batch["labels"], cfg.loss, cfg.sce_alpha, cfg.sce_beta)) * len(
+            idx
+        )
         if student.kind == "classifier":
             correct += float((logits.argmax(-1) == batch["labels"]).sum())
     n = max(len(inputs), 1)
@@ -165,7 +168,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: (step + 1) / (warmup + 1) if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup)),
+        lambda step: (
+            (step + 1) / (warmup + 1)
+            if step < warmup
+            else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        ),
     )
 
     # 4. The loop.
@@ -183,7 +190,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         loss_sum = 0.0
         order = torch.randperm(len(train_set), generator=generator).tolist()
         for idx in batches(len(order), cfg.batch_size, order):
-            batch = _to(student.collate([train_inputs[i] for i in idx], [train_targets[i] for i in idx]), device)
+            batch = _to(
+                student.collate([train_inputs[i] for i in idx], [train_targets[i] for i in idx]), device
+            )
             with _autocast(device):
                 loss = _loss(student, batch, cfg)
             optimizer.zero_grad(set_to_none=True)
@@ -224,7 +233,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     if holdout_set:
         predictions = _predict(student, holdout_set, cfg, device)
         targets = [(fmt.target(e.fields, e.label) or "").strip() for e in holdout_set]
-        metrics["holdout_accuracy"] = sum(p == t for p, t in zip(predictions, targets, strict=True)) / len(targets)
+        metrics["holdout_accuracy"] = sum(p == t for p, t in zip(predictions, targets, strict=True)) / len(
+            targets
+        )
     if cfg.evaluation:
         eval_examples = [Example(fields=item.fields) for item in cfg.evaluation]
         predictions = _predict(student, eval_examples, cfg, device)
@@ -288,14 +299,24 @@ def train(cfg: TrainConfig) -> TrainResult:
     seconds = time.perf_counter() - started
     logger.info(
         "trained %s %s on %d examples in %.1fs (%.1f ex/s): %s",
-        cfg.kind, base_model, len(train_set), seconds, metrics["train_examples_per_s"], metrics,
+        cfg.kind,
+        base_model,
+        len(train_set),
+        seconds,
+        metrics["train_examples_per_s"],
+        metrics,
     )
     return TrainResult(
         checkpoint_id=cfg.checkpoint_id,
         metrics=metrics,
         seconds=seconds,
         examples_per_second=metrics["train_examples_per_s"],
-        extra={"best_epoch": final_epoch, "epochs_run": epochs_run, "dropped_examples": dropped, "base_model": base_model},
+        extra={
+            "best_epoch": final_epoch,
+            "epochs_run": epochs_run,
+            "dropped_examples": dropped,
+            "base_model": base_model,
+        },
     )
 
 

@@ -1,0 +1,221 @@
+"""The trainer's RQ job. It takes ids only and reloads everything from Postgres, so it can run
+again at any time: the checkpoint id and folder are deterministic per (run, iteration, role) and
+the Checkpoint + Metric rows are upserted in one transaction at the end."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from services.trainer.checkpoints import checkpoint_dir, checkpoint_uuid, read_metadata
+from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_trainer_settings
+from services.trainer.students import Example
+from services.trainer.train import EvalItem, TrainConfig, train
+from shared.db.models import Checkpoint, Metric, Run, Sample
+from shared.db.session import make_engine, make_sessionmaker, transaction
+from shared.evaluation_data import load_evaluation
+from shared.schemas.training import TrainJob, TrainResult
+from shared.spec import RunSpec
+
+logger = logging.getLogger(__name__)
+
+_watchdog_started = threading.Event()
+
+
+def _exit_with_parent() -> None:
+    """A work horse lives in its own process group, so a kill -9 of the worker leaves it running
+    with nobody sending heartbeats. RQ then re-runs the abandoned job; this stops the orphan first
+    so two copies never train the same checkpoint."""
+    if os.environ.get(EXIT_WITH_PARENT_ENV) != "1" or _watchdog_started.is_set():
+        return
+    _watchdog_started.set()
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(2.0)
+            if os.getppid() != parent:
+                logger.error("worker process %d is gone: abandoning the job (RQ will run it again)", parent)
+                os._exit(70)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _report(stage: str, **values: Any) -> None:
+    """Progress in job.meta, for anyone watching the queue."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is not None:
+        job.meta.update({"stage": stage, **values})
+        job.save_meta()
+
+
+def _examples(rows: list[Sample]) -> list[Example]:
+    return [Example(fields=dict(r.fields), label=r.label) for r in rows]
+
+
+def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: TrainerSettings) -> TrainConfig:
+    """The training config of one job, from the run's spec and its samples in Postgres."""
+    run_id = uuid.UUID(job.run_id)
+    final = job.role == "final"
+    query = (
+        select(Sample).where(Sample.run_id == run_id).order_by(Sample.iteration, Sample.kind, Sample.position)
+    )
+    if not final:
+        query = query.where(Sample.iteration <= job.iteration)
+    rows = list(session.scalars(query))
+    train_rows = [r for r in rows if not r.holdout]
+    holdout_rows = [r for r in rows if r.holdout]
+
+    init_from = None
+    if not final and spec.student.continue_training and job.init_checkpoint_id:
+        init_from = checkpoint_dir(settings.artifacts, job.init_checkpoint_id)
+        meta = read_metadata(init_from)
+        if meta is None:
+            raise FileNotFoundError(
+                f"init checkpoint {job.init_checkpoint_id} not found in {init_from.parent}"
+            )
+        if meta.get("student_kind") != spec.student_kind:
+            raise ValueError(
+                f"init checkpoint is a {meta.get('student_kind')}, the spec wants {spec.student_kind}"
+            )
+
+    evaluation: list[EvalItem] = []
+    if spec.evaluation is not None:
+        try:
+            data = load_evaluation(spec.evaluation, spec.task)
+        except FileNotFoundError as exc:
+            logger.warning("skipping real-data evaluation: %s", exc)
+        else:
+            evaluation = [EvalItem(fields=e.fields, references=list(e.references)) for e in data.examples]
+            if data.skipped:
+                logger.info("evaluation rows skipped: %s", dict(data.skipped))
+
+    s = spec.student
+    cid = checkpoint_uuid(job.run_id, job.iteration, job.role)
+    return TrainConfig(
+        checkpoint_id=str(cid),
+        output_dir=checkpoint_dir(settings.artifacts, cid),
+        kind=spec.student_kind,
+        model=s.model,
+        task_type=spec.task.type,
+        input_fields=spec.task.input_fields,
+        output_field=spec.task.output_field,
+        labels=spec.task.labels,
+        init_from=init_from,
+        epochs=(settings.final_max_epochs or s.epochs) if final else s.epochs,
+        learning_rate=s.learning_rate,
+        batch_size=s.batch_size,
+        max_length=s.max_length,
+        max_target_length=settings.max_target_length,
+        loss=s.loss,
+        sce_alpha=s.sce_alpha,
+        sce_beta=s.sce_beta,
+        seed=s.seed,
+        early_stopping=final,
+        patience=settings.final_patience,
+        train=_examples(train_rows),
+        holdout=_examples(holdout_rows),
+        evaluation=evaluation,
+        eval_batch_size=settings.eval_batch_size,
+        allowed_models=settings.allowed_student_models,
+        torch_threads=settings.torch_threads,
+        metadata={"run_id": job.run_id, "iteration": job.iteration, "role": job.role},
+    )
+
+
+def record(
+    session: Session, job: TrainJob, cfg: TrainConfig, result: TrainResult, base_model: str, relpath: str
+) -> None:
+    """Upsert the Checkpoint row and one Metric row per metric (the caller commits once)."""
+    run_id = uuid.UUID(job.run_id)
+    values = {
+        "path": relpath,
+        "student_model": base_model,
+        "student_kind": cfg.kind,
+        "metrics": result.metrics,
+    }
+    stmt = insert(Checkpoint).values(
+        id=uuid.UUID(result.checkpoint_id), run_id=run_id, iteration=job.iteration, role=job.role, **values
+    )
+    session.execute(stmt.on_conflict_do_update(index_elements=["run_id", "iteration", "role"], set_=values))
+    if result.metrics:
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "run_id": run_id,
+                "iteration": job.iteration,
+                "name": name,
+                "value": float(value),
+            }
+            for name, value in sorted(result.metrics.items())
+        ]
+        stmt = insert(Metric).values(rows)
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["run_id", "iteration", "name"], set_={"value": stmt.excluded.value}
+            )
+        )
+
+
+def _stored_result(row: Checkpoint, meta: dict[str, Any]) -> TrainResult:
+    metrics = {k: float(v) for k, v in (row.metrics or {}).items()}
+    return TrainResult(
+        checkpoint_id=str(row.id),
+        metrics=metrics,
+        seconds=0.0,
+        examples_per_second=metrics.get("train_examples_per_s", 0.0),
+        extra={"reused": True, "base_model": meta.get("base_model")},
+    )
+
+
+def train_student(payload: dict[str, Any]) -> dict[str, Any]:
+    """RQ entry point (services.trainer.jobs.train_student): TrainJob in, TrainResult out."""
+    _exit_with_parent()
+    job = TrainJob.model_validate(payload)
+    settings = get_trainer_settings()
+    engine = make_engine(settings.require_database_url())
+    factory = make_sessionmaker(engine)
+    try:
+        _report("loading")
+        with factory() as session:
+            run = session.get(Run, uuid.UUID(job.run_id))
+            if run is None:
+                raise LookupError(f"run {job.run_id} does not exist")
+            spec = RunSpec.model_validate(run.spec)
+            cid = checkpoint_uuid(job.run_id, job.iteration, job.role)
+            folder = checkpoint_dir(settings.artifacts, cid)
+            done = session.get(Checkpoint, cid)
+            meta = read_metadata(folder)
+            if done is not None and meta is not None:
+                logger.info("checkpoint %s already complete: not training again", cid)
+                return _stored_result(done, meta).model_dump()
+            cfg = build_config(session, job, spec, settings)
+        logger.info(
+            "training %s student for run %s iteration %d (%s): %d train, %d holdout, %d eval examples",
+            cfg.kind,
+            job.run_id,
+            job.iteration,
+            job.role,
+            len(cfg.train),
+            len(cfg.holdout),
+            len(cfg.evaluation),
+        )
+        _report("training", train_examples=len(cfg.train))
+        result = train(cfg)
+        relpath = cfg.output_dir.relative_to(settings.artifacts).as_posix()
+        with transaction(factory) as session:
+            record(session, job, cfg, result, str(result.extra.get("base_model", cfg.model)), relpath)
+        _report("done", checkpoint_id=result.checkpoint_id)
+        return result.model_dump()
+    finally:
+        engine.dispose()

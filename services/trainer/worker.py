@@ -1,0 +1,50 @@
+"""The trainer worker: RQ SpawnWorker on the "train" queue, JSON serializer.
+
+Why SpawnWorker (RQ 3.0, read from rq/worker/*.py and rq/registry.py):
+- Every job runs in a fresh interpreter started with posix_spawn, so no CUDA state ever crosses a
+  fork and GPU memory is returned when the job ends. The parent never imports torch.
+- The parent monitors the work horse and heartbeats the job every `job_monitoring_interval` (30 s)
+  with a TTL of ~90 s in the StartedJobRegistry. A SimpleWorker cannot heartbeat while it trains:
+  its registry entry lives for job_timeout + 60 s (4 h here), so a killed SimpleWorker's job would
+  be noticed only hours later.
+- Work horse killed (kill -9, OOM): the parent sees it at once and fails the job through
+  handle_job_failure, which retries it while retries are left (shared.jobs: Retry(max=2,
+  interval=[5, 30]), scheduled retries need the scheduler: with_scheduler=True below).
+- Whole worker killed (kill -9): RQ 3.0's StartedJobRegistry.cleanup() treats a job whose
+  heartbeat expired while STARTED as abandoned and calls job.retry() when retries are left (older
+  RQ versions only moved it to the failed registry). Cleanup runs in the maintenance of any
+  worker of the queue: at its start and every `maintenance_interval` (60 s here, RQ's default is
+  10 min). So a restarted (or a second) worker re-runs the job within ~90 s + 60 s. The orphaned
+  horse notices that its parent is gone and exits (jobs._exit_with_parent)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from redis import Redis
+from rq import SpawnWorker
+from rq.serializers import JSONSerializer
+
+from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings
+from shared.jobs import train_queue
+
+logger = logging.getLogger(__name__)
+
+
+def run_worker(settings: TrainerSettings, burst: bool = False) -> bool:
+    os.environ[EXIT_WITH_PARENT_ENV] = "1"  # inherited by every spawned work horse
+    if settings.torch_threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(settings.torch_threads))
+    redis = Redis.from_url(settings.require_redis_url())
+    settings.require_database_url()  # fail at start, not in the first job
+    queue = train_queue(redis)
+    worker = SpawnWorker(
+        [queue],
+        connection=redis,
+        serializer=JSONSerializer,
+        name=settings.worker_name,
+        maintenance_interval=settings.worker_maintenance_interval_s,
+    )
+    logger.info("trainer worker %s on queue %r (artifacts: %s)", worker.name, queue.name, settings.artifacts)
+    return worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())

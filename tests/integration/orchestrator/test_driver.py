@@ -1,0 +1,230 @@
+"""The run driver's logic (step order, keyed idempotent steps, resume, cancel, failure messages)
+against a real PostgreSQL. The generator, scorer and trainer are stand-ins here: their own tests
+and the end-to-end test run the real ones."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+from redis import Redis
+from sqlalchemy import func, select
+
+from services.orchestrator import steps
+from services.orchestrator.driver import RunDriver
+from services.orchestrator.service import create_run
+from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample, Step
+from shared.errors import UpstreamError
+from shared.jobs import train_queue
+from shared.schemas.generation import (
+    ClassifyResponse,
+    ClassPrediction,
+    GeneratedSample,
+    GenerateResponse,
+    GenerationSettingsUsed,
+    ParseStats,
+    PromptExamples,
+    Rejected,
+    Usage,
+)
+from shared.schemas.scoring import EnergyResponse, SelectResponse
+from shared.schemas.training import TrainResult
+from shared.spec import RunSpec
+
+
+class StandInGenerator:
+    def __init__(self) -> None:
+        self.calls: list = []
+        self.fail_on_call: int | None = None
+        self.failure: Exception = UpstreamError("generator", "connection refused", 503, retryable=True)
+
+    def generate(self, request):
+        self.calls.append(request)
+        if self.fail_on_call == len(self.calls):
+            raise self.failure
+        labels = request.task.labels
+        samples = []
+        for i in range(request.n):
+            label = labels[i % len(labels)]
+            text = f"{request.mode} sample {len(self.calls)}-{i} that is {label}"
+            samples.append(
+                GeneratedSample(
+                    fields={"text": text, "label": label},
+                    label=label,
+                    prompt=PromptExamples(examples=[0, 1], feedback=list(range(len(request.feedback)))),
+                    text_hash=hashlib.sha256(text.encode()).hexdigest()[:32],
+                )
+            )
+        return GenerateResponse(
+            samples=samples,
+            stats=ParseStats(requested=request.n, completions=request.n + 1, accepted=request.n,
+                             rejected={"too_short": 1}),
+            rejections=[Rejected(reason="too_short", text="ok")],
+            usage=Usage(prompt_tokens=10, completion_tokens=20),
+            settings=GenerationSettingsUsed(model="stand-in", engine="stand-in", temperature=0.8, top_p=0.95,
+                                            top_k=50, max_tokens=64, seed=request.sampling.seed),
+        )
+
+    def classify(self, request):
+        return ClassifyResponse(
+            predictions=[ClassPrediction(label="positive", probabilities={"positive": 0.6, "negative": 0.4})
+                         for _ in request.inputs],
+            model="stand-in", engine="stand-in",
+        )
+
+
+class StandInScorer:
+    def energy(self, request):
+        return EnergyResponse(checkpoint_id=request.checkpoint_id,
+                              energies=[-float(i) for i in range(len(request.samples))], student_kind="classifier")
+
+    def select(self, request):
+        order = sorted(range(len(request.energies)), key=lambda i: request.energies[i])
+        low, high = int(request.band[0] * len(order)), int(request.band[1] * len(order))
+        picked = order[low:high][: request.count]
+        return SelectResponse(selected=picked, low_energy=0.0, high_energy=0.0)
+
+
+@pytest.fixture
+def stand_in_trainer(monkeypatch, session_factory):
+    """Writes what the real trainer job writes (a checkpoint row and metrics)."""
+    jobs = []
+
+    def run_train_job(ctx, job):
+        jobs.append(job)
+        checkpoint_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{job.run_id}/{job.iteration}/{job.role}")
+        with session_factory() as session, session.begin():
+            session.merge(Checkpoint(id=checkpoint_id, run_id=uuid.UUID(job.run_id), iteration=job.iteration,
+                                     role=job.role, path=f"checkpoints/{checkpoint_id}", student_model="x",
+                                     student_kind="classifier", metrics={}))
+            session.merge(Metric(id=uuid.uuid5(checkpoint_id, "acc"), run_id=uuid.UUID(job.run_id),
+                                 iteration=job.iteration, name="eval_accuracy", value=0.5))
+        return TrainResult(checkpoint_id=str(checkpoint_id), metrics={"eval_accuracy": 0.5}, seconds=0.1,
+                           examples_per_second=1.0)
+
+    monkeypatch.setattr(steps, "_run_train_job", run_train_job)
+    return jobs
+
+
+@pytest.fixture
+def make_driver(orchestrator_settings, session_factory, redis_url):
+    def make(generator=None, scorer=None, **overrides):
+        settings = orchestrator_settings.model_copy(update={"upstream_deadline_s": 3.0, **overrides})
+        queue = train_queue(Redis.from_url(redis_url))
+        return RunDriver(settings, session_factory, queue, generator or StandInGenerator(), scorer or StandInScorer())
+
+    return make
+
+
+def _submit(spec: dict, session_factory, settings) -> uuid.UUID:
+    with session_factory() as session, session.begin():
+        return create_run(RunSpec.model_validate(spec), session=session, settings=settings).id
+
+
+def _count(session, model, *where) -> int:
+    return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def test_gold_run_stores_every_step(make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer):
+    generator = StandInGenerator()
+    driver = make_driver(generator)
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    driver.drive(run_id)
+    with session_factory() as session:
+        run = session.get(Run, run_id)
+        assert run.status == "succeeded", run.error
+        assert run.progress == 1.0
+        for i in (1, 2):
+            assert _count(session, Sample, Sample.run_id == run_id, Sample.iteration == i, Sample.kind == "train") == 8
+            ood = Sample.run_id == run_id, Sample.iteration == i, Sample.kind == "ood"
+            assert _count(session, Sample, *ood) == 4
+            assert _count(session, Sample, *ood, Sample.energy.is_not(None)) == 4
+            # band [0.5, 0.8) of 4 energies = indices 2..3 -> 1 sample (int(3.2) = 3)
+            assert _count(session, Sample, *ood, Sample.selected) == 1
+        iterations = {it.index: it for it in session.scalars(select(Iteration).where(Iteration.run_id == run_id))}
+        assert sorted(iterations) == [0, 1, 2, 3]  # teacher baseline, 2 loop iterations, final student
+        assert set(iterations[1].timings) == {"generate_train", "generate_ood", "train", "score", "select"}
+        assert iterations[1].parse_stats["train"]["rejected"] == {"too_short": 1}
+        assert iterations[1].checkpoint_id is not None
+        teacher = session.scalar(select(Metric.value).where(Metric.run_id == run_id, Metric.name == "teacher_eval_accuracy"))
+        assert 0.0 <= teacher <= 1.0
+        assert _count(session, Step, Step.run_id == run_id, Step.status == "done") == 12
+    # feedback of iteration 1 goes into the training prompt of iteration 2, and earlier hashes are excluded
+    second_train = [c for c in generator.calls if c.mode == "train"][1]
+    assert len(second_train.feedback) == 1
+    assert len(second_train.exclude_hashes) == 8 + 4
+    assert [j.role for j in stand_in_trainer] == ["loop", "loop", "final"]
+    assert stand_in_trainer[1].init_checkpoint_id is not None  # continued training
+
+
+def test_vanilla_spends_the_same_budget_without_feedback(make_driver, spec, session_factory,
+                                                         orchestrator_settings, stand_in_trainer):
+    spec["loop"]["feedback"] = False
+    generator = StandInGenerator()
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(generator).drive(run_id)
+    assert [c.mode for c in generator.calls] == ["train", "train"]
+    assert all(c.n == 12 and not c.feedback for c in generator.calls)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        assert _count(session, Sample, Sample.run_id == run_id, Sample.kind == "ood") == 0
+
+
+def test_crash_mid_run_resumes_without_duplicates(make_driver, spec, session_factory, orchestrator_settings,
+                                                  stand_in_trainer):
+    generator = StandInGenerator()
+    generator.fail_on_call = 3  # iteration 2's training generation
+    generator.failure = RuntimeError("process died")
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(generator).drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "failed"
+        session.execute(Run.__table__.update().where(Run.id == run_id).values(status="running", error=None))
+        session.commit()
+    generator.fail_on_call = None
+    make_driver(generator).drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        assert _count(session, Sample, Sample.run_id == run_id, Sample.kind == "train") == 16
+        assert _count(session, Sample, Sample.run_id == run_id, Sample.kind == "ood") == 8
+    # iteration 1 was not generated again: 2 calls, the failed one, then iteration 2's two
+    assert len(generator.calls) == 5
+
+
+def test_unreachable_generator_fails_naming_it(make_driver, spec, session_factory, orchestrator_settings,
+                                               stand_in_trainer):
+    generator = StandInGenerator()
+    generator.fail_on_call = 1
+    calls = []
+
+    def always_down(request):
+        calls.append(request)
+        raise UpstreamError("generator", "ConnectError calling /v1/generate", 503, retryable=True)
+
+    generator.generate = always_down
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(generator, upstream_deadline_s=2.0).drive(run_id)
+    with session_factory() as session:
+        run = session.get(Run, run_id)
+    assert run.status == "failed"
+    assert run.error.startswith("generator: ConnectError") and "gave up after" in run.error
+    assert len(calls) >= 2  # retried with backoff before giving up
+
+
+def test_cancel_while_running(make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer):
+    generator = StandInGenerator()
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    original = generator.generate
+
+    def cancel_then_generate(request):
+        with session_factory() as session, session.begin():
+            session.get(Run, run_id).status = "cancelling"
+        return original(request)
+
+    generator.generate = cancel_then_generate
+    make_driver(generator).drive(run_id)
+    with session_factory() as session:
+        run = session.get(Run, run_id)
+        assert run.status == "cancelled" and run.finished_at is not None
+        assert _count(session, Sample, Sample.run_id == run_id, Sample.kind == "ood") == 0
