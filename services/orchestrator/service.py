@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.orchestrator.config import OrchestratorSettings
 from shared.db.base import utcnow
-from shared.db.models import Iteration, Metric, Run, Sample
+from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage, SampleRead
 from shared.spec import RunSpec
@@ -183,9 +183,11 @@ def cancel_run(run_id: uuid.UUID, *, session: Session) -> Run:
     return run
 
 
-def delete_run(run_id: uuid.UUID, *, session: Session) -> Run:
+def delete_run(run_id: uuid.UUID, *, session: Session, artifacts: Path) -> list[Path]:
+    """Delete a finished run's rows; return its checkpoint folders for removal after the commit."""
     run = get_run(run_id, session=session)
     if run.status not in TERMINAL:
         raise Conflict(f"run {run_id} is {run.status}: cancel it first, then delete it")
+    folders = [(artifacts / p).resolve() for p in session.scalars(select(Checkpoint.path).where(Checkpoint.run_id == run_id))]
     session.execute(delete(Run).where(Run.id == run_id))
-    return run
+    return folders

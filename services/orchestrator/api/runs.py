@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
+from fastapi.responses import StreamingResponse
 
-from services.orchestrator import service
+from services.orchestrator import exports, service
 from services.orchestrator.deps import SessionDep, SettingsDep
 from shared.auth import Caller
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage
@@ -80,3 +81,32 @@ def run_metrics(run_id: uuid.UUID, session: SessionDep, _: Caller) -> list[Metri
 @router.post("/{run_id}/cancel", response_model=RunRead)
 def cancel_run(run_id: uuid.UUID, session: SessionDep, _: Caller) -> RunRead:
     return RunRead.model_validate(service.cancel_run(run_id, session=session))
+
+
+@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_run(
+    run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, background: BackgroundTasks, _: Caller
+) -> Response:
+    folders = service.delete_run(run_id, session=session, artifacts=settings.artifacts)
+    background.add_task(exports.remove_folders, folders, settings.artifacts)  # after the commit
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{run_id}/dataset", response_class=StreamingResponse)
+def download_dataset(run_id: uuid.UUID, session: SessionDep, _: Caller) -> StreamingResponse:
+    """The generated dataset as JSONL (load with `datasets.load_dataset("json", data_files=...)`)."""
+    lines = list(exports.dataset_lines(run_id, session=session))
+    return StreamingResponse(
+        iter(lines),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="gold-dataset-{run_id}.jsonl"'},
+    )
+
+
+@router.get("/{run_id}/model")
+def download_model(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, _: Caller) -> Response:
+    """The student as a .tar.gz of its Hugging Face folder (final student when there is one)."""
+    filename, data = exports.model_archive(run_id, session=session, artifacts=settings.artifacts)
+    return Response(
+        data, media_type="application/gzip", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

@@ -107,3 +107,26 @@ def test_evaluation_path_is_stored_resolved(api, spec, shared_data):
     spec = _with(spec, "evaluation.path", "sst2/validation.jsonl")
     run = api.post("/runs", json=spec).json()
     assert run["spec"]["evaluation"]["path"] == str((shared_data / "sst2" / "validation.jsonl").resolve())
+
+
+def test_delete_only_finished_runs(api, spec, session_factory):
+    run = api.post("/runs", json=spec).json()
+    assert api.delete(f"/runs/{run['id']}").status_code == 409
+    api.post(f"/runs/{run['id']}/cancel")
+    assert api.delete(f"/runs/{run['id']}").status_code == 204
+    assert api.get(f"/runs/{run['id']}").status_code == 404
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Sample)) == 0
+
+
+def test_dataset_is_jsonl_and_model_needs_a_student(api, spec):
+    import json
+
+    run = api.post("/runs", json=spec).json()
+    response = api.get(f"/runs/{run['id']}/dataset")
+    assert response.status_code == 200
+    rows = [json.loads(line) for line in response.text.splitlines()]
+    assert [r["gold_kind"] for r in rows] == ["seed", "seed"]
+    assert rows[0]["text"] == "A joy from start to finish." and rows[0]["label"] == "positive"
+    model = api.get(f"/runs/{run['id']}/model")
+    assert model.status_code == 409 and "no trained student" in model.json()["message"]

@@ -1,0 +1,72 @@
+"""What a user takes away from a run: the generated dataset as JSONL and the student as an archive
+of its Hugging Face folder. Reads only; the caller's session is not committed here."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.orchestrator.service import get_run
+from shared.db.models import Checkpoint, Sample
+from shared.errors import Conflict, NotFound
+
+
+def dataset_lines(run_id: uuid.UUID, *, session: Session, batch: int = 1000) -> Iterator[str]:
+    """One JSON object a line: the sample's fields, label and how the loop used it."""
+    get_run(run_id, session=session)
+    query = (
+        select(Sample)
+        .where(Sample.run_id == run_id)
+        .order_by(Sample.iteration, Sample.kind, Sample.position)
+        .execution_options(yield_per=batch)
+    )
+    for sample in session.scalars(query):
+        yield json.dumps(
+            {
+                **sample.fields,
+                "label": sample.label,
+                "gold_kind": sample.kind,
+                "gold_iteration": sample.iteration,
+                "gold_holdout": sample.holdout,
+                "gold_energy": sample.energy,
+                "gold_selected": sample.selected,
+                "gold_id": str(sample.id),
+            },
+            ensure_ascii=False,
+        ) + "\n"
+
+
+def best_checkpoint(run_id: uuid.UUID, *, session: Session) -> Checkpoint:
+    """The final student when there is one, else the last loop checkpoint."""
+    get_run(run_id, session=session)
+    checkpoints = list(session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)))
+    if not checkpoints:
+        raise Conflict(f"run {run_id} has no trained student yet")
+    return max(checkpoints, key=lambda c: (c.role == "final", c.iteration))
+
+
+def model_archive(run_id: uuid.UUID, *, session: Session, artifacts: Path) -> tuple[str, bytes]:
+    checkpoint = best_checkpoint(run_id, session=session)
+    folder = (artifacts / checkpoint.path).resolve()
+    if not folder.is_relative_to(artifacts.resolve()) or not folder.is_dir():
+        raise NotFound(f"checkpoint {checkpoint.id} files are missing from the artifact store")
+    buffer = io.BytesIO()
+    name = f"gold-student-{run_id}"
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(folder, arcname=name)
+    return f"{name}.tar.gz", buffer.getvalue()
+
+
+def remove_folders(folders: list[Path], artifacts: Path) -> None:
+    root = artifacts.resolve()
+    for folder in folders:
+        if folder.is_relative_to(root) and folder != root:
+            shutil.rmtree(folder, ignore_errors=True)

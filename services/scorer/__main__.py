@@ -1,0 +1,19 @@
+"""`python -m services.scorer`: serve the scorer with uvicorn (GOLD_SCORER_HOST / GOLD_SCORER_PORT)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.scorer.config import get_scorer_settings
+from services.scorer.main import create_app
+from shared.logging import configure_logging
+
+
+def main() -> None:
+    settings = get_scorer_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.scorer_host, port=settings.scorer_port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

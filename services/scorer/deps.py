@@ -1,0 +1,28 @@
+"""Dependencies: the long-lived resources built in the lifespan, reached through Annotated types."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Request
+
+from services.scorer.config import ScorerSettings
+from services.scorer.engine import ModelCache
+
+
+def get_settings(request: Request) -> ScorerSettings:
+    return request.app.state.settings
+
+
+def get_cache(request: Request) -> ModelCache:
+    return request.app.state.model_cache
+
+
+def get_limiter(request: Request) -> anyio.CapacityLimiter:
+    return request.app.state.model_limiter
+
+
+SettingsDep = Annotated[ScorerSettings, Depends(get_settings)]
+CacheDep = Annotated[ModelCache, Depends(get_cache)]
+LimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_limiter)]

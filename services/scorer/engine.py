@@ -1,0 +1,250 @@
+"""Free energy of samples under a student checkpoint (Liu et al., NeurIPS 2020).
+
+classifier: E(x) = -T * logsumexp_c(f_c(x) / T) over the class logits.
+seq2seq:    teacher-forced on the sample's target text; per target position
+            e_t = -T * logsumexp_v(z_tv / T) over the vocabulary, averaged over the real target tokens
+            (pad_mode "mask"). pad_mode "reference" reproduces the reference code, which pads every
+            target to the maximum target length and averages over the padding too (compatibility only).
+
+Models are loaded only from a checkpoint folder the trainer wrote (local files, no remote code)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from shared.student_format import StudentFormat
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "gold_checkpoint.json"
+PadMode = Literal["mask", "reference"]
+
+
+class MissingField(ValueError):
+    def __init__(self, index: int, field: str):
+        super().__init__(f"sample {index} has no text field {field!r}")
+        self.index, self.field = index, field
+
+
+class EnergyModel(Protocol):
+    kind: str
+    nbytes: int
+
+    def validate(self, samples: Sequence[Mapping[str, str]]) -> None: ...
+
+    def energy(
+        self, samples: Sequence[Mapping[str, str]], temperature: float, pad_mode: PadMode
+    ) -> list[float]: ...
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _model_bytes(model: torch.nn.Module) -> int:
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def free_energy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """-T * logsumexp(logits / T) over the last axis, in float32."""
+    return -temperature * torch.logsumexp(logits.float() / temperature, dim=-1)
+
+
+class _Base:
+    kind = "base"
+
+    def __init__(self, folder: Path, meta: dict[str, Any], batch_size: int):
+        task = meta["task"]
+        training = meta.get("training", {})
+        self.fmt = StudentFormat.from_task(task["input_fields"], task["output_field"], task.get("labels"))
+        self.max_length = int(training.get("max_length", 128))
+        self.max_target_length = int(training.get("max_target_length", 64))
+        self.batch_size = batch_size
+        self.device = _device()
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False
+        )
+        self.model = self._load(folder).to(self.device).eval()
+        self.nbytes = _model_bytes(self.model)
+        self._lock = threading.Lock()  # one forward at a time per model: CPU threads are shared anyway
+
+    def _load(self, folder: Path) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def validate(self, samples: Sequence[Mapping[str, str]]) -> None:
+        for i, sample in enumerate(samples):
+            for name in self._needed():
+                if not isinstance(sample.get(name), str):
+                    raise MissingField(i, name)
+
+    def _needed(self) -> tuple[str, ...]:
+        return self.fmt.input_fields
+
+    def _order(self, texts: Sequence[str]) -> list[int]:
+        # Length-sorted batches waste little compute on padding; results are put back in order.
+        return sorted(range(len(texts)), key=lambda i: len(texts[i]))
+
+    def energy(
+        self, samples: Sequence[Mapping[str, str]], temperature: float, pad_mode: PadMode
+    ) -> list[float]:
+        self.validate(samples)
+        keys = [self._sort_key(s) for s in samples]
+        order = self._order(keys)
+        out = [0.0] * len(samples)
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                values = self._batch_energy([samples[i] for i in idx], temperature, pad_mode)
+                for i, value in zip(idx, values, strict=True):
+                    out[i] = value
+        return out
+
+    def _sort_key(self, sample: Mapping[str, str]) -> str:
+        return "".join(sample[name] for name in self._needed())
+
+    def _batch_energy(
+        self, samples: list[Mapping[str, str]], temperature: float, pad_mode: PadMode
+    ) -> list[float]:
+        raise NotImplementedError
+
+
+class ClassifierEnergy(_Base):
+    kind = "classifier"
+
+    def _load(self, folder: Path) -> torch.nn.Module:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False
+        )
+
+    def encode(self, samples: Sequence[Mapping[str, str]]) -> dict[str, torch.Tensor]:
+        pairs = [self.fmt.classifier_text(s) for s in samples]
+        second = [b for _, b in pairs] if pairs[0][1] is not None else None
+        return self.tokenizer(
+            [a for a, _ in pairs],
+            second,
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+
+    def _batch_energy(
+        self, samples: list[Mapping[str, str]], temperature: float, pad_mode: PadMode
+    ) -> list[float]:
+        batch = {k: v.to(self.device) for k, v in self.encode(samples).items()}
+        with _autocast(self.device):
+            logits = self.model(**batch).logits
+        return free_energy(logits, temperature).tolist()
+
+
+class Seq2SeqEnergy(_Base):
+    kind = "seq2seq"
+
+    def _load(self, folder: Path) -> torch.nn.Module:
+        return AutoModelForSeq2SeqLM.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False
+        )
+
+    def _needed(self) -> tuple[str, ...]:
+        return (*self.fmt.input_fields, self.fmt.output_field)
+
+    def encode(self, samples: Sequence[Mapping[str, str]], pad_mode: PadMode) -> dict[str, torch.Tensor]:
+        sources = [self.fmt.seq2seq_source(s) for s in samples]
+        targets = [self.fmt.target(s) or "" for s in samples]
+        enc = self.tokenizer(
+            sources, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        )
+        padding = "max_length" if pad_mode == "reference" else True
+        tgt = self.tokenizer(
+            text_target=targets,
+            truncation=True,
+            max_length=self.max_target_length,
+            padding=padding,
+            return_tensors="pt",
+        )
+        return {**enc, "labels": tgt["input_ids"], "target_mask": tgt["attention_mask"]}
+
+    def _batch_energy(
+        self, samples: list[Mapping[str, str]], temperature: float, pad_mode: PadMode
+    ) -> list[float]:
+        enc = {k: v.to(self.device) for k, v in self.encode(samples, pad_mode).items()}
+        decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels=enc["labels"])
+        with _autocast(self.device):
+            logits = self.model(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                decoder_input_ids=decoder_input_ids,
+            ).logits
+        per_token = free_energy(logits, temperature)  # (B, L)
+        if pad_mode == "reference":
+            return per_token.mean(dim=1).tolist()
+        mask = enc["target_mask"].to(per_token.dtype)
+        return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).tolist()
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+
+
+def load_energy_model(folder: Path, batch_size: int = 64) -> EnergyModel:
+    meta = read_metadata(folder)
+    kind = meta.get("student_kind")
+    if kind == "classifier":
+        return ClassifierEnergy(folder, meta, batch_size)
+    if kind == "seq2seq":
+        return Seq2SeqEnergy(folder, meta, batch_size)
+    raise ValueError(f"unknown student kind {kind!r} in {folder / METADATA_FILE}")
+
+
+class ModelCache:
+    """Loaded students keyed by checkpoint id, least recently used dropped past `max_models` or
+    `max_bytes`. A checkpoint folder re-published by a re-run (new metadata mtime) is reloaded."""
+
+    def __init__(self, max_models: int, max_bytes: int, loader: Callable[[Path], EnergyModel]):
+        self.max_models, self.max_bytes = max(1, max_models), max_bytes
+        self._loader = loader
+        self._items: OrderedDict[str, tuple[int, EnergyModel]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(model.nbytes for _, model in self._items.values())
+
+    def get(self, key: str, folder: Path) -> EnergyModel:
+        stamp = (folder / METADATA_FILE).stat().st_mtime_ns
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] == stamp:
+                self._items.move_to_end(key)
+                return hit[1]
+            model = self._loader(folder)
+            self._items[key] = (stamp, model)
+            self._items.move_to_end(key)
+            while len(self._items) > 1 and (
+                len(self._items) > self.max_models or self.nbytes > self.max_bytes
+            ):
+                dropped, _ = self._items.popitem(last=False)
+                logger.info("model cache: dropped %s", dropped)
+            return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

@@ -1,0 +1,55 @@
+"""The scorer service: free energies of samples under student checkpoints, and band selection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import anyio
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from services.scorer.api.energy import router as energy_router
+from services.scorer.config import ScorerSettings, get_scorer_settings
+from services.scorer.engine import ModelCache, load_energy_model
+from shared.service_app import create_service_app
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: ScorerSettings | None = None) -> FastAPI:
+    settings = settings or get_scorer_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        (settings.artifacts / "checkpoints").mkdir(parents=True, exist_ok=True)
+        app.state.model_cache = ModelCache(
+            settings.scorer_cache_max_models,
+            settings.scorer_cache_max_bytes,
+            partial(load_energy_model, batch_size=settings.scorer_batch_size),
+        )
+        app.state.model_limiter = anyio.CapacityLimiter(settings.scorer_concurrency)
+        logger.info("scorer ready; checkpoints under %s", settings.artifacts / "checkpoints")
+        yield
+        app.state.model_cache.clear()
+
+    app = create_service_app(
+        "GOLD scorer", settings, lifespan, description="Free energy of generated samples under a student."
+    )
+    app.include_router(energy_router)
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        root = settings.artifacts / "checkpoints"
+        cache = getattr(app.state, "model_cache", None)
+        if cache is None or not root.is_dir():
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready", "models_loaded": len(cache), "model_bytes": cache.nbytes})
+
+    return app

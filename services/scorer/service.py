@@ -1,0 +1,111 @@
+"""Scorer logic: energies for a checkpoint's samples, and energy-band selection."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from functools import partial
+from pathlib import Path
+
+import anyio
+import numpy as np
+
+from services.scorer.config import ScorerSettings
+from services.scorer.engine import METADATA_FILE, MissingField, ModelCache
+from shared.errors import InvalidInput, NotFound
+from shared.schemas.scoring import EnergyRequest, EnergyResponse, SelectRequest, SelectResponse
+
+
+def checkpoint_folder(artifacts: Path, checkpoint_id: uuid.UUID) -> Path:
+    """The ONLY place a checkpoint id can point to: {artifacts}/checkpoints/{uuid}/ (the id is a
+    parsed UUID, so it cannot carry a path)."""
+    folder = artifacts / "checkpoints" / str(checkpoint_id)
+    if not (folder / METADATA_FILE).is_file():
+        raise NotFound(f"checkpoint {checkpoint_id} not found")
+    return folder
+
+
+def _energies(request: EnergyRequest, cache: ModelCache, settings: ScorerSettings) -> EnergyResponse:
+    folder = checkpoint_folder(settings.artifacts, request.checkpoint_id)
+    model = cache.get(str(request.checkpoint_id), folder)
+    try:
+        energies = model.energy(request.samples, request.temperature, request.pad_mode)
+    except MissingField as exc:
+        raise InvalidInput(
+            f"samples.{exc.index}.{exc.field}", f"this {model.kind} student needs the field"
+        ) from exc
+    return EnergyResponse(checkpoint_id=request.checkpoint_id, energies=energies, student_kind=model.kind)
+
+
+async def compute_energies(
+    request: EnergyRequest, *, cache: ModelCache, settings: ScorerSettings, limiter: anyio.CapacityLimiter
+) -> EnergyResponse:
+    """Model loading and forward passes run in a worker thread, never on the event loop."""
+    return await anyio.to_thread.run_sync(partial(_energies, request, cache, settings), limiter=limiter)
+
+
+def band_positions(n: int, low: float, high: float) -> range:
+    """Sorted positions [floor(low n), floor(high n)): the reference code's band ([0.5, 0.8) of 8 = 2)."""
+    eps = 1e-9  # 0.29 * 100 is 28.999999999999996 in floating point
+    return range(math.floor(low * n + eps), min(n, math.floor(high * n + eps)))
+
+
+def _spread(items: list[int], count: int | None) -> list[int]:
+    """At most `count` items, evenly spread over the band (not only its low edge)."""
+    if count is None or len(items) <= count:
+        return items
+    return [items[math.floor((j + 0.5) * len(items) / count)] for j in range(count)]
+
+
+def _quotas(pools: dict[str, int], count: int) -> dict[str, int]:
+    """Share `count` across labels as evenly as their band sizes allow."""
+    quota = dict.fromkeys(pools, 0)
+    left = count
+    while left > 0:
+        open_labels = sorted(
+            (k for k in pools if quota[k] < pools[k]), key=lambda k: (quota[k], -pools[k], k)
+        )
+        if not open_labels:
+            break
+        quota[open_labels[0]] += 1
+        left -= 1
+    return quota
+
+
+def select_band(request: SelectRequest) -> SelectResponse:
+    energies = np.asarray(request.energies, dtype=np.float64)
+    if not np.isfinite(energies).all():
+        raise InvalidInput("energies", "every energy must be a finite number")
+    low, high = request.band
+    if request.labels is not None and len(request.labels) != len(energies):
+        raise InvalidInput(
+            "labels", f"needs one label per energy ({len(energies)}), got {len(request.labels)}"
+        )
+    if request.stratify and request.labels is None:
+        raise InvalidInput("labels", "stratified selection needs the labels")
+
+    def ascending(indices: list[int]) -> list[int]:
+        return sorted(indices, key=lambda i: (energies[i], i))
+
+    if request.stratify:
+        assert request.labels is not None
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, label in enumerate(request.labels):
+            groups[label].append(i)
+        bands = {}
+        for label, members in groups.items():
+            ranked = ascending(members)
+            bands[label] = [ranked[p] for p in band_positions(len(ranked), low, high)]
+        quotas = (
+            _quotas({k: len(v) for k, v in bands.items()}, request.count) if request.count is not None else {}
+        )
+        selected = [i for label, band in bands.items() for i in _spread(band, quotas.get(label, None))]
+    else:
+        ranked = ascending(list(range(len(energies))))
+        selected = _spread([ranked[p] for p in band_positions(len(ranked), low, high)], request.count)
+    return SelectResponse(
+        selected=ascending(selected),
+        low_energy=float(np.quantile(energies, low)),
+        high_energy=float(np.quantile(energies, high)),
+    )
