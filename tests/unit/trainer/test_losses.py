@@ -1,0 +1,45 @@
+import math
+
+import torch
+
+from services.trainer.losses import IGNORE_INDEX, token_losses
+
+
+def _sce_by_definition(logits, targets, alpha, beta):
+    """SCE written out as in Wang et al.: RCE = -sum_k p_k log(clamp(onehot, 1e-4))."""
+    p = torch.softmax(logits, -1).clamp(1e-7, 1.0)
+    onehot = torch.nn.functional.one_hot(targets, logits.shape[-1]).float().clamp(1e-4, 1.0)
+    rce = -(p * torch.log(onehot)).sum(-1)
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    return (alpha * ce + beta * rce).mean()
+
+
+def test_ce_matches_torch_cross_entropy():
+    logits, targets = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    expected = torch.nn.functional.cross_entropy(logits, targets)
+    assert torch.allclose(token_losses(logits, targets, "ce"), expected)
+
+
+def test_sce_matches_its_definition_with_clamped_one_hot():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(8, 5) * 3, torch.randint(0, 5, (8,))
+    got = token_losses(logits, targets, "sce", alpha=0.1, beta=1.0)
+    assert torch.allclose(got, _sce_by_definition(logits, targets, 0.1, 1.0), atol=1e-4)
+    # RCE is bounded by -log(1e-4): a confidently wrong prediction costs at most that much extra.
+    wrong = torch.tensor([[20.0, -20.0]])
+    rce_only = token_losses(wrong, torch.tensor([1]), "sce", alpha=0.0, beta=1.0)
+    assert math.isclose(float(rce_only), -math.log(1e-4), rel_tol=1e-4)
+
+
+def test_seq2seq_loss_ignores_padding_positions():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 5, 11)
+    targets = torch.tensor([[3, 4, 1, IGNORE_INDEX, IGNORE_INDEX], [5, 6, 7, 8, 1]])
+    got = token_losses(logits, targets, "sce", 1.0, 1.0)
+    valid = targets != IGNORE_INDEX
+    expected = _sce_by_definition(logits[valid], targets[valid], 1.0, 1.0)
+    assert torch.allclose(got, expected, atol=1e-4)
+    # Changing the logits at padded positions changes nothing.
+    logits2 = logits.clone()
+    logits2[0, 3:] = 100.0
+    assert torch.allclose(token_losses(logits2, targets, "sce"), got)

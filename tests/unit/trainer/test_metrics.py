@@ -1,0 +1,24 @@
+import pytest
+
+from services.trainer.metrics import classification_metrics, generation_metrics, normalize_answer
+
+
+def test_classification_metrics_accuracy_and_macro_f1():
+    m = classification_metrics(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a", "b"])
+    assert m["accuracy"] == pytest.approx(0.75)
+    # f1(a) = 2/3, f1(b) = 0.8
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_squad_style_em_f1_take_the_best_reference():
+    assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
+    m = generation_metrics(["the Eiffel tower", "in 1889"], [["Eiffel Tower", "Paris"], ["1887"]])
+    assert m["exact_match"] == pytest.approx(0.5)
+    assert m["f1"] == pytest.approx(0.5)  # "in 1889" vs "1887": no common token
+    assert 0.5 <= m["rouge_l"] < 1.0
+
+
+def test_generation_metrics_partial_overlap():
+    m = generation_metrics(["denver broncos"], [["the Denver Broncos team"]])
+    assert m["exact_match"] == 0.0
+    assert m["f1"] == pytest.approx(2 * 1.0 * (2 / 3) / (1 + 2 / 3))
