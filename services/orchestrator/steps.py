@@ -261,8 +261,12 @@ def _run_train_job(ctx: RunContext, job: TrainJob) -> TrainResult:
 
 
 def score(ctx: RunContext, iteration: int) -> dict[str, Any]:
+    """Free energy of the iteration's OOD samples (for selection) and, for the report, of its
+    training samples, under the student just trained."""
     with ctx.sessions() as session:
-        ood = _samples(session, ctx.run_id, iteration=iteration, kind="ood")
+        scored = _samples(session, ctx.run_id, iteration=iteration, kind="ood") + _samples(
+            session, ctx.run_id, iteration=iteration, kind="train"
+        )
         checkpoint_id = session.scalar(
             select(Iteration.checkpoint_id).where(Iteration.run_id == ctx.run_id, Iteration.index == iteration)
         )
@@ -270,17 +274,17 @@ def score(ctx: RunContext, iteration: int) -> dict[str, Any]:
         raise StepFailed(f"iteration {iteration} has no student checkpoint to score with")
     request = EnergyRequest(
         checkpoint_id=checkpoint_id,
-        samples=[s.fields for s in ood],
+        samples=[s.fields for s in scored],
         temperature=ctx.spec.loop.energy_temperature,
     )
     response = ctx.call(ctx.scorer.energy, request)
     with ctx.sessions() as session, session.begin():
         session.execute(
             update(Sample),
-            [{"id": s.id, "energy": e} for s, e in zip(ood, response.energies, strict=True)],
+            [{"id": s.id, "energy": e} for s, e in zip(scored, response.energies, strict=True)],
         )
-        mark_done(session, ctx, iteration, SCORE, {"scored": len(ood)})
-    return {"scored": len(ood)}
+        mark_done(session, ctx, iteration, SCORE, {"scored": len(scored)})
+    return {"scored": len(scored)}
 
 
 def select_feedback(ctx: RunContext, iteration: int) -> dict[str, Any]:

@@ -6,9 +6,9 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
-from services.orchestrator import exports, service
+from services.orchestrator import exports, report, service
 from services.orchestrator.deps import SessionDep, SettingsDep
 from shared.auth import Caller
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage
@@ -110,3 +110,14 @@ def download_model(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep
     return Response(
         data, media_type="application/gzip", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )
+
+
+@router.get("/{run_id}/report", response_class=HTMLResponse)
+def run_report(
+    run_id: uuid.UUID,
+    session: SessionDep,
+    _: Caller,
+    compare: Annotated[list[uuid.UUID], Query(max_length=4, description="runs to plot beside this one")] = [],  # noqa: B006
+) -> HTMLResponse:
+    """An HTML page with plots: metric per iteration, energies, labels, diversity, feedback picks."""
+    return HTMLResponse(report.build_report(run_id, compare, session=session))

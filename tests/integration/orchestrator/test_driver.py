@@ -140,6 +140,8 @@ def test_gold_run_stores_every_step(make_driver, spec, session_factory, orchestr
             ood = Sample.run_id == run_id, Sample.iteration == i, Sample.kind == "ood"
             assert _count(session, Sample, *ood) == 4
             assert _count(session, Sample, *ood, Sample.energy.is_not(None)) == 4
+            assert _count(session, Sample, Sample.run_id == run_id, Sample.iteration == i,
+                          Sample.energy.is_not(None)) == 12
             # band [0.5, 0.8) of 4 energies = indices 2..3 -> 1 sample (int(3.2) = 3)
             assert _count(session, Sample, *ood, Sample.selected) == 1
         iterations = {it.index: it for it in session.scalars(select(Iteration).where(Iteration.run_id == run_id))}
@@ -228,3 +230,18 @@ def test_cancel_while_running(make_driver, spec, session_factory, orchestrator_s
         run = session.get(Run, run_id)
         assert run.status == "cancelled" and run.finished_at is not None
         assert _count(session, Sample, Sample.run_id == run_id, Sample.kind == "ood") == 0
+
+
+def test_report_renders_plots_for_gold_and_vanilla(make_driver, spec, session_factory, orchestrator_settings,
+                                                   stand_in_trainer, api):
+    gold = _submit(spec, session_factory, orchestrator_settings)
+    make_driver().drive(gold)
+    spec["loop"]["feedback"] = False
+    vanilla = _submit(spec, session_factory, orchestrator_settings)
+    make_driver().drive(vanilla)
+    response = api.get(f"/runs/{gold}/report", params={"compare": str(vanilla)})
+    assert response.status_code == 200
+    page = response.text
+    assert page.count("data:image/png;base64,") == 4  # metric, energies, labels, diversity
+    assert "teacher few-shot accuracy" in page and "vanilla" in page
+    assert "<td>2</td>" in page  # the feedback table lists iteration-2 picks

@@ -1,0 +1,198 @@
+"""vLLM backend: one in-process AsyncLLM, so concurrent requests share continuous batching.
+
+Prompts are tokenized here with the model's Hugging Face tokenizer (checked to add BOS) and sent
+as token ids, so what the model sees never depends on a second tokenizer configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from services.generator.config import GeneratorSettings
+from services.generator.engine import Completion, EngineError, EngineInfo, PromptResult, Sampling
+from services.generator.model_store import ModelError, ResolvedModel, check_bos
+
+logger = logging.getLogger(__name__)
+
+
+class VLLMEngine:
+    def __init__(self, settings: GeneratorSettings, model: ResolvedModel):
+        import vllm
+
+        self.settings = settings
+        self.info = EngineInfo(engine="vllm", engine_version=vllm.__version__, model=model,
+                               supports_structured=True)
+        self._llm: Any = None
+        self._tokenizer: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.wait_for(asyncio.to_thread(self._start_sync), self.settings.generator_start_timeout_s)
+
+    def _start_sync(self) -> None:
+        from transformers import AutoTokenizer
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        path = self.info.model.path
+        self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        check_bos(self._tokenizer, where=f"tokenizer of {self.info.model.name}")
+        # The KV cache on CPU is sized by this variable (GiB); keep it small beside other work.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.generator_kv_cache_gib:g}")
+        args = AsyncEngineArgs(
+            model=path,
+            tokenizer=path,
+            dtype=self.settings.generator_dtype,
+            max_model_len=self.settings.generator_max_model_len,
+            max_num_seqs=self.settings.generator_max_num_seqs,
+            enforce_eager=self.settings.generator_enforce_eager,
+            enable_prefix_caching=True,
+            trust_remote_code=False,
+            disable_log_stats=True,
+            seed=0,
+        )
+        self._llm = AsyncLLM.from_engine_args(args)
+        engine_tokenizer = self._llm.get_tokenizer()
+        if engine_tokenizer is not None:
+            try:
+                check_bos(engine_tokenizer, where="vLLM's tokenizer")
+            except ModelError:
+                self._llm.shutdown()
+                self._llm = None
+                raise
+
+    async def close(self) -> None:
+        if self._llm is not None:
+            llm, self._llm = self._llm, None
+            await asyncio.to_thread(llm.shutdown)
+
+    def ready(self) -> bool:
+        return self._llm is not None and not getattr(self._llm, "errored", False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- generation ------------------------------------------------------------------------------
+    def _params(self, sampling: Sampling, output_kind: Any = None, **extra: Any) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k if sampling.top_k > 0 else -1,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+            stop=list(sampling.stop) or None,
+            output_kind=output_kind or RequestOutputKind.FINAL_ONLY,
+            **extra,
+        )
+
+    def _encode(self, prompt: str) -> list[int]:
+        return self._tokenizer(prompt)["input_ids"]
+
+    async def _final(self, token_ids: list[int], params: Any) -> Any:
+        final = None
+        async for output in self._llm.generate(
+            {"prompt_token_ids": token_ids}, params, request_id=uuid.uuid4().hex
+        ):
+            final = output
+        return final
+
+    async def _run_all(self, token_ids: list[list[int]], params: list[Any]) -> list[Any]:
+        if self._llm is None:
+            raise EngineError("the vLLM engine is not running")
+        try:
+            # Cancelling the gather (timeout) cancels each generate(), which aborts its request.
+            return await asyncio.wait_for(
+                asyncio.gather(*(self._final(ids, p) for ids, p in zip(token_ids, params, strict=True))),
+                self.settings.generator_timeout_s,
+            )
+        except TimeoutError as exc:
+            raise EngineError(f"engine call timed out after {self.settings.generator_timeout_s:g} s") from exc
+
+    async def generate(self, prompts: Sequence[str], sampling: Sequence[Sampling]) -> list[PromptResult]:
+        token_ids = await asyncio.to_thread(lambda: [self._encode(p) for p in prompts])
+        params = [self._params(s) for s in sampling]
+        outputs = await self._run_all(token_ids, params)
+        return [
+            PromptResult(
+                prompt_tokens=len(ids),
+                completions=[
+                    Completion(text=c.text, tokens=len(c.token_ids), finish_reason=c.finish_reason)
+                    for c in out.outputs
+                ],
+            )
+            for ids, out in zip(token_ids, outputs, strict=True)
+        ]
+
+    async def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[str]:
+        from vllm.sampling_params import RequestOutputKind
+
+        if self._llm is None:
+            raise EngineError("the vLLM engine is not running")
+        ids = await asyncio.to_thread(self._encode, prompt)
+        params = self._params(sampling, output_kind=RequestOutputKind.DELTA)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.generator_timeout_s
+        stream = self._llm.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex)
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                try:
+                    output = await asyncio.wait_for(anext(stream), max(remaining, 0.001))
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as exc:
+                    raise EngineError("engine call timed out") from exc
+                for completion in output.outputs:
+                    if completion.text:
+                        yield completion.text
+        finally:
+            await stream.aclose()
+
+    # -- scoring ---------------------------------------------------------------------------------
+    async def score_continuations(
+        self, prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[float]]:
+        """Sum of next-token logprobs of each continuation, one decode step per distinct context.
+
+        Contexts are the prompt plus each proper prefix of a continuation; all continuations that
+        share a context are scored in the same step (`logprob_token_ids`), and prefix caching
+        makes every step after the first cost a few tokens, so a few-shot prefix shared by many
+        prompts is computed once.
+        """
+        prompt_ids, cont_ids = await asyncio.to_thread(
+            lambda: (
+                [self._encode(p) for p in prompts],
+                [self._tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations],
+            )
+        )
+        if any(not ids for ids in cont_ids):
+            raise EngineError("a continuation encodes to no tokens")
+        wanted: dict[tuple[int, ...], set[int]] = {}
+        for ids in prompt_ids:
+            for cont in cont_ids:
+                for k, token in enumerate(cont):
+                    wanted.setdefault((*ids, *cont[:k]), set()).add(token)
+        contexts = list(wanted)
+        params = [
+            self._params(Sampling(n=1, temperature=0.0, top_k=-1, top_p=1.0, max_tokens=1),
+                         logprob_token_ids=sorted(wanted[c]))
+            for c in contexts
+        ]
+        outputs = await self._run_all([list(c) for c in contexts], params)
+        table: dict[tuple[int, ...], dict[int, float]] = {}
+        for context, output in zip(contexts, outputs, strict=True):
+            step = output.outputs[0].logprobs[0]
+            table[context] = {token: step[token].logprob for token in wanted[context]}
+        return [
+            [sum(table[(*ids, *cont[:k])][token] for k, token in enumerate(cont)) for cont in cont_ids]
+            for ids in prompt_ids
+        ]

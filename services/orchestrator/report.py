@@ -1,0 +1,239 @@
+"""The run report: one self-contained HTML page with PNG plots (metric per iteration, energy
+histograms, label distribution, diversity) and the feedback samples the loop chose."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from services.orchestrator.service import get_run, list_iterations  # noqa: E402
+from shared.db.models import Sample  # noqa: E402
+from shared.schemas.runs import IterationRead  # noqa: E402
+from shared.spec import RunSpec  # noqa: E402
+
+
+@dataclass
+class RunData:
+    run_id: uuid.UUID
+    name: str
+    status: str
+    spec: RunSpec
+    iterations: list[IterationRead]
+    samples: list[Sample]
+
+    @property
+    def label(self) -> str:
+        return "gold" if self.spec.loop.feedback else "vanilla"
+
+
+def load_run(run_id: uuid.UUID, *, session: Session) -> RunData:
+    run = get_run(run_id, session=session)
+    samples = list(
+        session.scalars(select(Sample).where(Sample.run_id == run_id).order_by(Sample.iteration, Sample.position))
+    )
+    return RunData(run_id, run.name, run.status, RunSpec.model_validate(run.spec),
+                   list_iterations(run_id, session=session), samples)
+
+
+def _png(fig: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _loop_iterations(data: RunData) -> list[IterationRead]:
+    return [it for it in data.iterations if 1 <= it.index <= data.spec.loop.iterations]
+
+
+def teacher_accuracy(data: RunData) -> float | None:
+    return next((it.metrics.get("teacher_eval_accuracy") for it in data.iterations if it.index == 0), None)
+
+
+def metric_plot(runs: list[RunData]) -> str:
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for data in runs:
+        loop = _loop_iterations(data)
+        for name, style in (("eval_accuracy", "-o"), ("holdout_accuracy", ":s")):
+            points = [(it.index, it.metrics[name]) for it in loop if name in it.metrics]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, label=f"{data.label} {name.replace('_', ' ')}")
+        final = next((it for it in data.iterations if it.index == data.spec.loop.iterations + 1), None)
+        if final and "eval_accuracy" in final.metrics:
+            ax.plot([final.index], [final.metrics["eval_accuracy"]], "*", markersize=14,
+                    label=f"{data.label} final student")
+    teacher = teacher_accuracy(runs[0])
+    if teacher is not None:
+        ax.axhline(teacher, color="grey", linestyle="--", label="teacher few-shot")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("accuracy")
+    ax.set_title("student accuracy per iteration (real data and held-out generated data)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def energy_plot(data: RunData) -> str | None:
+    loop = _loop_iterations(data)
+    if not any(s.energy is not None for s in data.samples):
+        return None
+    fig, axes = plt.subplots(1, len(loop), figsize=(3.2 * len(loop), 2.8), squeeze=False, sharey=True)
+    low_q, high_q = data.spec.loop.selection_band
+    for ax, it in zip(axes[0], loop, strict=True):
+        train = [s.energy for s in data.samples if s.iteration == it.index and s.kind == "train" and s.energy is not None]
+        ood = [s.energy for s in data.samples if s.iteration == it.index and s.kind == "ood" and s.energy is not None]
+        if train or ood:
+            bins = np.histogram_bin_edges(train + ood, bins=15)
+            ax.hist(train, bins=bins, alpha=0.6, label="training samples")
+            ax.hist(ood, bins=bins, alpha=0.6, label="OOD samples")
+        if ood:
+            low, high = np.quantile(ood, [low_q, high_q])
+            ax.axvspan(low, high, color="orange", alpha=0.15, label=f"selected band [{low_q}, {high_q})")
+        selected = [s.energy for s in data.samples if s.iteration == it.index and s.selected]
+        for energy in selected:
+            ax.axvline(energy, color="red", linewidth=1)
+        ax.set_title(f"iteration {it.index}")
+        ax.set_xlabel("free energy (low = familiar)")
+    axes[0][0].legend(fontsize=7)
+    return _png(fig)
+
+
+def label_plot(data: RunData) -> str | None:
+    labels = data.spec.task.labels
+    if not labels:
+        return None
+    loop = _loop_iterations(data)
+    counts = {it.index: Counter(s.label for s in data.samples if s.iteration == it.index) for it in loop}
+    fig, ax = plt.subplots(figsize=(6, 3))
+    bottom = np.zeros(len(loop))
+    for label in labels:
+        values = np.array([counts[it.index][label] for it in loop], dtype=float)
+        ax.bar([str(it.index) for it in loop], values, bottom=bottom, label=label)
+        bottom += values
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("generated samples")
+    ax.set_title("label distribution of generated data")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    grams = [tuple(t.lower().split()[i : i + n]) for t in texts for i in range(max(len(t.split()) - n + 1, 0))]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def embedding_spread(texts: list[str]) -> float:
+    """Mean pairwise cosine distance of TF-IDF/LSA embeddings: higher = more spread out."""
+    if len(texts) < 3:
+        return 0.0
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    matrix = TfidfVectorizer(min_df=1).fit_transform(texts)
+    components = max(1, min(32, matrix.shape[1] - 1, len(texts) - 1))
+    vectors = TruncatedSVD(n_components=components, random_state=0).fit_transform(matrix)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+    similarity = vectors @ vectors.T
+    upper = similarity[np.triu_indices(len(texts), k=1)]
+    return float(1.0 - upper.mean())
+
+
+def diversity(data: RunData) -> dict[int, dict[str, float]]:
+    fields = data.spec.task.input_fields
+    out = {}
+    for it in _loop_iterations(data):
+        texts = [" ".join(s.fields.get(f, "") for f in fields) for s in data.samples if s.iteration == it.index]
+        out[it.index] = {
+            "distinct_1": distinct_n(texts, 1),
+            "distinct_2": distinct_n(texts, 2),
+            "embedding_spread": embedding_spread(texts),
+        }
+    return out
+
+
+def diversity_plot(runs: list[RunData]) -> str:
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for data in runs:
+        values = diversity(data)
+        xs = sorted(values)
+        for name, style in (("distinct_2", "-o"), ("embedding_spread", "--s")):
+            ax.plot(xs, [values[x][name] for x in xs], style, label=f"{data.label} {name.replace('_', ' ')}")
+    ax.set_xlabel("iteration")
+    ax.set_title("diversity of generated data (higher = more diverse)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _feedback_table(data: RunData) -> str:
+    fields = [*data.spec.task.input_fields]
+    rows = [s for s in data.samples if s.selected]
+    if not rows:
+        return "<p>No feedback samples were selected (vanilla run or no OOD batch).</p>"
+    head = "".join(f"<th>{html.escape(f)}</th>" for f in ["iteration", "energy", *fields, "label"])
+    body = "".join(
+        "<tr>"
+        + f"<td>{s.iteration}</td><td>{s.energy:.3f}</td>"
+        + "".join(f"<td>{html.escape(s.fields.get(f, ''))}</td>" for f in fields)
+        + f"<td>{html.escape(s.label or s.fields.get(data.spec.task.output_field, ''))}</td></tr>"
+        for s in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(b64: str | None, alt: str) -> str:
+    return f'<img alt="{alt}" src="data:image/png;base64,{b64}">' if b64 else ""
+
+
+def render_report(runs: list[RunData]) -> str:
+    """HTML for one run, or a gold run compared with others (e.g. its vanilla twin)."""
+    main = runs[0]
+    teacher = teacher_accuracy(main)
+    metrics_rows = "".join(
+        f"<tr><td>{d.label}</td><td>{it.index if it.index <= d.spec.loop.iterations else 'final'}</td>"
+        f"<td>{it.metrics.get('eval_accuracy', float('nan')):.3f}</td>"
+        f"<td>{it.metrics.get('holdout_accuracy', float('nan')):.3f}</td>"
+        f"<td>{it.metrics.get('train_loss', float('nan')):.3f}</td></tr>"
+        for d in runs
+        for it in d.iterations
+        if it.index >= 1
+    )
+    parts = [
+        f"<h1>GOLD run {html.escape(main.name)}</h1>",
+        f"<p>run {main.run_id} · {main.status}"
+        + (f" · teacher few-shot accuracy {teacher:.3f}" if teacher is not None else "")
+        + "</p>",
+        "<h2>Metric per iteration</h2>",
+        _img(metric_plot(runs), "metric per iteration"),
+        "<table><tr><th>run</th><th>iteration</th><th>real-data acc</th><th>held-out generated acc</th>"
+        f"<th>train loss</th></tr>{metrics_rows}</table>",
+        "<h2>Energy of training vs OOD samples</h2>",
+        _img(energy_plot(main), "energy histograms") or "<p>No energies (vanilla run).</p>",
+        "<h2>Label distribution</h2>",
+        _img(label_plot(main), "label distribution") or "<p>Not a classification task.</p>",
+        "<h2>Diversity</h2>",
+        _img(diversity_plot(runs), "diversity"),
+        "<h2>Feedback samples chosen</h2>",
+        _feedback_table(main),
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+    )
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+
+
+def build_report(run_id: uuid.UUID, compare: list[uuid.UUID], *, session: Session) -> str:
+    return render_report([load_run(r, session=session) for r in [run_id, *compare]])

@@ -1,0 +1,56 @@
+"""Real student checkpoints (MiniLM classifier, tiny T5) written by the trainer's train(), the
+producer of the folder format the scorer reads."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from services.trainer.checkpoints import checkpoint_dir
+from services.trainer.students import Example
+from services.trainer.train import TrainConfig, train
+
+NLI = [
+    ({"premise": "A man plays a guitar on stage.", "hypothesis": "A person makes music."}, "entailment"),
+    ({"premise": "Two dogs run through the snow.", "hypothesis": "Animals are outside."}, "entailment"),
+    ({"premise": "A woman reads a book in a cafe.", "hypothesis": "The woman is asleep at home."}, "contradiction"),
+    ({"premise": "Children swim in a lake.", "hypothesis": "The kids are in a desert."}, "contradiction"),
+]
+QA = [
+    ({"context": "The Eiffel Tower was finished in 1889.", "question": "When was it finished?"}, "1889"),
+    ({"context": "Ada Lovelace wrote the first program.", "question": "Who wrote it?"}, "Ada Lovelace"),
+    ({"context": "The Nile flows north into the sea.", "question": "Which way does it flow?"}, "north"),
+]
+
+
+def _train(artifacts: Path, kind: str, examples, fields, output, labels) -> str:
+    cid = str(uuid.uuid4())
+    cfg = TrainConfig(
+        checkpoint_id=cid,
+        output_dir=checkpoint_dir(artifacts, cid),
+        kind=kind,
+        task_type="classification" if labels else "seq2seq",
+        input_fields=fields,
+        output_field=output,
+        labels=labels,
+        epochs=1,
+        batch_size=4,
+        max_target_length=16,
+        train=[Example(fields=f, label=y if labels else None) if labels else Example(fields={**f, output: y}) for f, y in examples],
+    )
+    train(cfg)
+    return cid
+
+
+@pytest.fixture(scope="session")
+def scorer_artifacts(tmp_path_factory) -> dict:
+    torch.set_num_threads(2)
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    return {
+        "artifacts": artifacts,
+        "classifier": _train(artifacts, "classifier", NLI, ["premise", "hypothesis"], "label", ["entailment", "contradiction"]),
+        "seq2seq": _train(artifacts, "seq2seq", QA, ["context", "question"], "answer", None),
+    }
