@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from gold.evaluate import evaluate, parse_modes, results_table
 from gold.report import iteration_table, time_split_table, write_report
 from gold.stack import Stack, local_token
 from shared.clients import OrchestratorClient
@@ -152,34 +156,84 @@ def demo_spec() -> dict[str, Any]:
     return spec
 
 
+@contextmanager
+def local_stack(settings: GoldSettings, attach: bool) -> Iterator[tuple[OrchestratorClient, Stack | None]]:
+    """A client to a running orchestrator (--attach) or to a stack started for this command."""
+    if attach:
+        yield _client(settings), None
+        return
+    started = time.monotonic()
+    with console.status("starting the stack (the first start converts the teacher model: a few minutes)..."):
+        stack = Stack(settings)
+        stack.__enter__()
+    try:
+        console.print(f"stack ready in {time.monotonic() - started:.0f} s; orchestrator at {stack.orchestrator_url}")
+        yield OrchestratorClient(stack.orchestrator_url, stack.token), stack
+    finally:
+        stack.stop()
+
+
+def save_report(client: OrchestratorClient, settings: GoldSettings, run_id: str, compare: list[str] = ()) -> None:
+    folder = settings.data_dir / "reports"
+    html_path = write_report(client.report(run_id, list(compare)), folder / f"{run_id}.html")
+    console.print(f"report: {html_path}")
+
+
 @app.command()
 def demo(as_json: Annotated[bool, typer.Option("--json", help="end with the run as one JSON object")] = False) -> None:
     """Start the stack, run the bundled demo spec with live progress, print results, stop."""
     settings = GoldSettings()
     configure_logging("WARNING")
     spec = demo_spec()
-    started = time.monotonic()
-    with console.status("starting the stack (first start converts the teacher model: a few minutes)..."):
-        stack = Stack(settings)
-        stack.__enter__()
     try:
-        console.print(f"stack ready in {time.monotonic() - started:.0f} s; orchestrator at {stack.orchestrator_url}")
-        client = OrchestratorClient(stack.orchestrator_url, stack.token)
-        run = client.create_run(spec)
-        console.print(f"run {run.id}: {spec['name']}")
-        summary = follow(client, str(run.id), stack=stack)
-        show_summary(summary, as_json)
-        report = write_report(summary, settings.data_dir / "reports" / f"{run.id}.json")
-        console.print(f"results written to {report}")
-    except UpstreamError as exc:
-        _fail(exc.message)
+        with local_stack(settings, attach=False) as (client, stack):
+            run = client.create_run(spec)
+            console.print(f"run {run.id}: {spec['name']}")
+            summary = follow(client, str(run.id), stack=stack)
+            show_summary(summary, as_json)
+            save_report(client, settings, str(run.id))
+    except (UpstreamError, RuntimeError) as exc:
+        _fail(str(exc))
         return
-    finally:
-        stack.stop()
     if summary.run.status != "succeeded":
         raise typer.Exit(1)
 
 
-if __name__ == "__main__":
-    app()
+@app.command("eval")
+def eval_command(
+    spec_path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="run spec, YAML or JSON")],
+    modes: Annotated[str, typer.Option(help="comma-separated: gold, vanilla, teacher")] = "gold,vanilla,teacher",
+    repeats: Annotated[int, typer.Option(min=1, max=20)] = 1,
+    attach: Annotated[bool, typer.Option("--attach", help="use a running `gold up` instead of starting one")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="end with all results as one JSON object")] = False,
+) -> None:
+    """Measure GOLD against vanilla generation and the teacher's own few-shot answers."""
+    settings = GoldSettings()
+    configure_logging("WARNING")
+    try:
+        chosen = parse_modes(modes)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    spec = load_spec_file(spec_path)
+    try:
+        with local_stack(settings, attach) as (client, stack):
 
+            def run(mode_spec: dict[str, Any]) -> RunSummary:
+                created = client.create_run(mode_spec)
+                console.print(f"run {created.id}: {mode_spec['name']}")
+                summary = follow(client, str(created.id), stack=stack)
+                Console().print(iteration_table(summary))
+                return summary
+
+            result = evaluate(spec, chosen, repeats, run)
+            gold_runs = next((m["run_ids"] for m in result["modes"] if m["mode"] == "gold"), [])
+            vanilla_runs = next((m["run_ids"] for m in result["modes"] if m["mode"] == "vanilla"), [])
+            if gold_runs:
+                save_report(client, settings, gold_runs[0], vanilla_runs[:1])
+    except (UpstreamError, RuntimeError) as exc:
+        _fail(str(exc))
+        return
+    Console().print(results_table(result))
+    if as_json:
+        print(json.dumps(result))

@@ -77,7 +77,7 @@ def time_split_table(summary: RunSummary) -> Table:
     return table
 
 
-def write_report(summary: RunSummary, path: Path) -> Path:
+def write_report(content: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(summary.model_dump_json(indent=2))
+    path.write_text(content, encoding="utf-8")
     return path

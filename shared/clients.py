@@ -97,3 +97,12 @@ class OrchestratorClient(ServiceClient):
 
     def cancel(self, run_id: str) -> RunRead:
         return self._request("POST", f"/runs/{run_id}/cancel", RunRead)
+
+    def report(self, run_id: str, compare: list[str] | None = None) -> str:
+        try:
+            response = self._http.get(f"/runs/{run_id}/report", params={"compare": compare or []})
+        except httpx.HTTPError as exc:
+            raise UpstreamError(self.service, f"{type(exc).__name__} fetching the report: {exc}", 503) from exc
+        if response.status_code >= 400:
+            raise UpstreamError(self.service, f"report answered {response.status_code}: {response.text[:300]}")
+        return response.text

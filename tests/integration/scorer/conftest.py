@@ -16,7 +16,10 @@ from services.trainer.train import TrainConfig, train
 NLI = [
     ({"premise": "A man plays a guitar on stage.", "hypothesis": "A person makes music."}, "entailment"),
     ({"premise": "Two dogs run through the snow.", "hypothesis": "Animals are outside."}, "entailment"),
-    ({"premise": "A woman reads a book in a cafe.", "hypothesis": "The woman is asleep at home."}, "contradiction"),
+    (
+        {"premise": "A woman reads a book in a cafe.", "hypothesis": "The woman is asleep at home."},
+        "contradiction",
+    ),
     ({"premise": "Children swim in a lake.", "hypothesis": "The kids are in a desert."}, "contradiction"),
 ]
 QA = [
@@ -39,7 +42,10 @@ def _train(artifacts: Path, kind: str, examples, fields, output, labels) -> str:
         epochs=1,
         batch_size=4,
         max_target_length=16,
-        train=[Example(fields=f, label=y if labels else None) if labels else Example(fields={**f, output: y}) for f, y in examples],
+        train=[
+            Example(fields=f, label=y if labels else None) if labels else Example(fields={**f, output: y})
+            for f, y in examples
+        ],
     )
     train(cfg)
     return cid
@@ -51,6 +57,8 @@ def scorer_artifacts(tmp_path_factory) -> dict:
     artifacts = tmp_path_factory.mktemp("artifacts")
     return {
         "artifacts": artifacts,
-        "classifier": _train(artifacts, "classifier", NLI, ["premise", "hypothesis"], "label", ["entailment", "contradiction"]),
+        "classifier": _train(
+            artifacts, "classifier", NLI, ["premise", "hypothesis"], "label", ["entailment", "contradiction"]
+        ),
         "seq2seq": _train(artifacts, "seq2seq", QA, ["context", "question"], "answer", None),
     }

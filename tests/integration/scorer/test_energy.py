@@ -39,7 +39,9 @@ def test_classifier_energy_matches_numpy(client, scorer_artifacts):
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
     for t in (1.0, 2.5):
-        response = client.post("/v1/energy", json={"checkpoint_id": cid, "samples": samples, "temperature": t})
+        response = client.post(
+            "/v1/energy", json={"checkpoint_id": cid, "samples": samples, "temperature": t}
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["student_kind"] == "classifier"
@@ -71,13 +73,19 @@ def test_seq2seq_energy_masks_padding_and_matches_numpy(client, scorer_artifacts
     model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
     # Different target lengths in one batch: padding must not change the masked energy.
-    samples = [{**f, "answer": a} for f, a in QA] + [{"context": "Nothing here.", "question": "What?", "answer": "a"}]
+    samples = [{**f, "answer": a} for f, a in QA] + [
+        {"context": "Nothing here.", "question": "What?", "answer": "a"}
+    ]
     max_target = json.loads((folder / "gold_checkpoint.json").read_text())["training"]["max_target_length"]
     for t in (1.0, 2.0):
-        masked = client.post("/v1/energy", json={"checkpoint_id": cid, "samples": samples, "temperature": t}).json()
+        masked = client.post(
+            "/v1/energy", json={"checkpoint_id": cid, "samples": samples, "temperature": t}
+        ).json()
         expected = [_np_seq2seq_energy(model, tok, s, t) for s in samples]
         np.testing.assert_allclose(masked["energies"], expected, rtol=1e-4, atol=1e-4)
-    ref = client.post("/v1/energy", json={"checkpoint_id": cid, "samples": samples, "pad_mode": "reference"}).json()
+    ref = client.post(
+        "/v1/energy", json={"checkpoint_id": cid, "samples": samples, "pad_mode": "reference"}
+    ).json()
     expected_ref = [_np_seq2seq_energy(model, tok, s, 1.0, pad_to=max_target) for s in samples]
     np.testing.assert_allclose(ref["energies"], expected_ref, rtol=1e-4, atol=1e-4)
     assert ref["student_kind"] == "seq2seq"
@@ -85,15 +93,21 @@ def test_seq2seq_energy_masks_padding_and_matches_numpy(client, scorer_artifacts
 
 
 def test_energy_errors(client, scorer_artifacts):
-    unknown = client.post("/v1/energy", json={"checkpoint_id": str(uuid.uuid4()), "samples": [{"premise": "x"}]})
+    unknown = client.post(
+        "/v1/energy", json={"checkpoint_id": str(uuid.uuid4()), "samples": [{"premise": "x"}]}
+    )
     assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
     not_a_uuid = client.post("/v1/energy", json={"checkpoint_id": "../../etc", "samples": [{"premise": "x"}]})
     assert not_a_uuid.status_code == 422
     cid = scorer_artifacts["classifier"]
-    missing = client.post("/v1/energy", json={"checkpoint_id": cid, "samples": [{"premise": "only one field"}]})
+    missing = client.post(
+        "/v1/energy", json={"checkpoint_id": cid, "samples": [{"premise": "only one field"}]}
+    )
     assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["samples", "0", "hypothesis"]
     empty = client.post("/v1/energy", json={"checkpoint_id": cid, "samples": []})
     assert empty.status_code == 422
-    seq = client.post("/v1/energy", json={"checkpoint_id": scorer_artifacts["seq2seq"], "samples": [QA[0][0]]})
+    seq = client.post(
+        "/v1/energy", json={"checkpoint_id": scorer_artifacts["seq2seq"], "samples": [QA[0][0]]}
+    )
     assert seq.status_code == 422 and seq.json()["detail"][0]["loc"][-1] == "answer"  # target needed
     assert client.get("/readyz").json()["models_loaded"] >= 1

@@ -26,7 +26,9 @@ def test_select_sorts_by_energy_and_keeps_the_band():
 def test_count_spreads_over_the_band():
     energies = list(range(20))  # band [0.5, 1.0) = 10..19
     assert select_band(SelectRequest(energies=energies, band=(0.5, 1.0), count=2)).selected == [12, 17]
-    assert select_band(SelectRequest(energies=energies, band=(0.5, 1.0), count=50)).selected == list(range(10, 20))
+    assert select_band(SelectRequest(energies=energies, band=(0.5, 1.0), count=50)).selected == list(
+        range(10, 20)
+    )
     assert select_band(SelectRequest(energies=energies, band=(0.5, 1.0), count=0)).selected == []
 
 
@@ -38,7 +40,9 @@ def test_stratified_selection_bands_each_label_and_shares_the_count():
     assert plain.selected == [7, 8, 9, 10]  # unstratified: one quantile band over both labels
     strat = select_band(SelectRequest(energies=energies, labels=labels, stratify=True, band=(0.5, 0.8)))
     assert strat.selected == [5, 6, 7, 12]  # a: positions 5..7 of 10; b: position 2 of 4
-    counted = select_band(SelectRequest(energies=energies, labels=labels, stratify=True, band=(0.5, 0.8), count=2))
+    counted = select_band(
+        SelectRequest(energies=energies, labels=labels, stratify=True, band=(0.5, 0.8), count=2)
+    )
     assert sorted(labels[i] for i in counted.selected) == ["a", "b"]
 
 

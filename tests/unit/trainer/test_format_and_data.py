@@ -45,7 +45,9 @@ def test_evaluation_data_dotted_lists_input_map_limit_and_skips(tmp_path):
     ]
     path = tmp_path / "dev.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    spec = EvaluationSpec(path=str(path), input_map={"context": "ctx", "question": "q"}, label_field="answers.text", limit=2)
+    spec = EvaluationSpec(
+        path=str(path), input_map={"context": "ctx", "question": "q"}, label_field="answers.text", limit=2
+    )
     data = load_evaluation(spec, _task())
     assert [e.references for e in data.examples] == [("France",), ("y",)]
     assert data.examples[0].fields == {"context": "Paris is in France.", "question": "Where is Paris?"}
@@ -54,7 +56,9 @@ def test_evaluation_data_dotted_lists_input_map_limit_and_skips(tmp_path):
 
 def test_evaluation_labels_outside_the_label_set_are_skipped(shared_data, tmp_path):
     path = tmp_path / "sst.jsonl"
-    path.write_text('{"sentence": "good", "label_text": "positive"}\n{"sentence": "meh", "label_text": "neutral"}\n')
+    path.write_text(
+        '{"sentence": "good", "label_text": "positive"}\n{"sentence": "meh", "label_text": "neutral"}\n'
+    )
     task = TaskSpec(
         type="classification",
         description="sentiment",

@@ -1,0 +1,127 @@
+"""`gold eval`: the same spec as GOLD (feedback on), vanilla (feedback off, same budget and seeds)
+and the teacher answering few-shot, measured on the spec's real evaluation data."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.table import Table
+
+from shared.schemas.runs import RunSummary
+
+MODES = ("gold", "vanilla", "teacher")
+# The first of these a run reports is its headline metric.
+PRIMARY_METRICS = ("eval_accuracy", "eval_exact_match", "eval_rouge_l")
+
+
+def parse_modes(raw: str) -> list[str]:
+    modes = [m.strip() for m in raw.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise ValueError(f"--modes: unknown mode(s) {unknown}; choose from {list(MODES)}")
+    if modes == ["teacher"]:
+        raise ValueError("--modes: the teacher is measured inside a gold or vanilla run; add one of them")
+    return modes
+
+
+def mode_spec(spec: dict[str, Any], mode: str, repeat: int, measure_teacher: bool) -> dict[str, Any]:
+    out = copy.deepcopy(spec)
+    out["name"] = f"{spec['name']}-{mode}-r{repeat}"
+    out.setdefault("loop", {})["feedback"] = mode == "gold"
+    for part in ("teacher", "student"):
+        section = out.setdefault(part, {})
+        section["seed"] = int(section.get("seed", 0 if part == "teacher" else 44)) + repeat
+    if out.get("evaluation"):
+        out["evaluation"]["teacher_baseline"] = measure_teacher
+    return out
+
+
+def final_metrics(summary: RunSummary) -> dict[str, float]:
+    """The metrics of the run's last student (the final one when there is one)."""
+    trained = [it for it in summary.iterations if it.index >= 1 and it.metrics]
+    return max(trained, key=lambda it: it.index).metrics if trained else {}
+
+
+def primary_metric(metrics: dict[str, float]) -> tuple[str, float] | None:
+    for name in PRIMARY_METRICS:
+        if name in metrics:
+            return name, metrics[name]
+    return None
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    values: list[float] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    metric: str | None = None
+    parameters: float | None = None
+    seconds_per_example: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "metric": self.metric,
+            "mean": statistics.fmean(self.values) if self.values else None,
+            "std": statistics.stdev(self.values) if len(self.values) > 1 else 0.0,
+            "values": self.values,
+            "repeats": len(self.values),
+            "run_ids": self.run_ids,
+            "parameters": self.parameters,
+            "seconds_per_example": self.seconds_per_example,
+        }
+
+
+def evaluate(
+    spec: dict[str, Any],
+    modes: list[str],
+    repeats: int,
+    run: Callable[[dict[str, Any]], RunSummary],
+) -> dict[str, Any]:
+    """Run every (repeat, mode) one after the other through `run`; collect the headline metrics."""
+    results = {m: ModeResult(m) for m in modes}
+    student_modes = [m for m in modes if m != "teacher"]
+    for repeat in range(repeats):
+        for i, mode in enumerate(student_modes):
+            measure_teacher = "teacher" in modes and repeat == 0 and i == 0
+            summary = run(mode_spec(spec, mode, repeat, measure_teacher))
+            result = results[mode]
+            result.run_ids.append(str(summary.run.id))
+            if summary.run.status != "succeeded":
+                continue
+            metrics = final_metrics(summary)
+            headline = primary_metric(metrics)
+            if headline:
+                result.metric, value = headline
+                result.values.append(value)
+            result.parameters = metrics.get("student_parameters", result.parameters)
+            result.seconds_per_example = metrics.get("eval_seconds_per_example", result.seconds_per_example)
+            if measure_teacher:
+                teacher = next((it.metrics for it in summary.iterations if it.index == 0), {})
+                if "teacher_eval_accuracy" in teacher:
+                    results["teacher"].metric = "eval_accuracy"
+                    results["teacher"].values.append(teacher["teacher_eval_accuracy"])
+                    results["teacher"].run_ids.append(str(summary.run.id))
+                    results["teacher"].parameters = teacher.get("teacher_parameters")
+                    results["teacher"].seconds_per_example = teacher.get("teacher_seconds_per_example")
+    return {
+        "spec": spec["name"],
+        "repeats": repeats,
+        "modes": [results[m].as_dict() for m in modes],
+    }
+
+
+def results_table(result: dict[str, Any]) -> Table:
+    table = Table(title=f"{result['spec']}: real-data metric over {result['repeats']} repeat(s)")
+    for column in ("mode", "metric", "mean", "spread (std)", "parameters", "s / example"):
+        table.add_column(column, justify="right")
+    for row in result["modes"]:
+        mean = "-" if row["mean"] is None else f"{row['mean']:.3f}"
+        params = "-" if not row["parameters"] else f"{row['parameters'] / 1e6:.1f}M"
+        latency = "-" if not row["seconds_per_example"] else f"{row['seconds_per_example'] * 1000:.1f} ms"
+        table.add_row(row["mode"], row["metric"] or "-", mean, f"{row['std']:.3f}", params, latency)
+    return table

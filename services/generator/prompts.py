@@ -1,0 +1,175 @@
+"""Task-agnostic prompts for a base model: raw few-shot continuation in a fixed field format.
+
+A generation prompt ends with the new example's header: for classification the label comes
+first (a small base model keeps the label it is given far better than it labels its own text),
+then the first input field's marker, so the model writes the fields and the parser reads them
+back by their markers.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shared.spec import TaskSpec
+
+EXAMPLE_HEADER = "Example"
+# Generation stops at the end of the example: a blank line or the next example's header.
+STOP = ("\n\n", f"\n{EXAMPLE_HEADER}")
+
+OOD_INSTRUCTIONS = (
+    "The new examples must be significantly different from the ones shown: a new topic, a new "
+    "domain, another perspective or another writer.",
+    "Each new example comes from a different source than the ones above: another subject, another "
+    "setting and another kind of writer.",
+    "The new examples cover topics and domains that none of the examples above covers, written from "
+    "a different point of view.",
+    "Every new example is unlike the examples above: change the topic, the domain and the style of "
+    "the writer.",
+)
+
+
+def field_title(name: str) -> str:
+    """The marker a field is written under: "premise" -> "Premise", "question_text" -> "Question text"."""
+    return name.replace("_", " ").strip().capitalize()
+
+
+def one_line(value: str) -> str:
+    """Field values are written on one line: a newline would end the example early."""
+    return " ".join(value.split())
+
+
+def generation_order(task: TaskSpec) -> list[str]:
+    """Field order in generation prompts: the label first for classification, the output last otherwise."""
+    if task.type == "classification":
+        return [task.output_field, *task.input_fields]
+    return [*task.input_fields, task.output_field]
+
+
+def titles(task: TaskSpec) -> dict[str, str]:
+    names = [*task.input_fields, task.output_field]
+    out = {name: field_title(name) for name in names}
+    if len(set(out.values())) < len(out):  # two names with the same title: keep names verbatim
+        return {name: name for name in names}
+    return out
+
+
+def preamble(task: TaskSpec, order: Sequence[str], ood_variant: int | None = None) -> str:
+    names = titles(task)
+    lines = [f"The examples below come from a dataset for this task: {one_line(task.description)}"]
+    if task.type == "classification" and task.labels:
+        labels = ", ".join(task.labels)
+        lines.append(f"Every example has the fields {', '.join(names[f] for f in order)}. "
+                     f"{names[task.output_field]} is one of: {labels}.")
+    else:
+        lines.append(f"Every example has the fields {', '.join(names[f] for f in order)}.")
+    if ood_variant is not None:
+        lines.append(OOD_INSTRUCTIONS[ood_variant % len(OOD_INSTRUCTIONS)])
+    return "\n".join(lines) + "\n\n"
+
+
+def format_example(number: int, example: dict[str, str], order: Sequence[str], names: dict[str, str]) -> str:
+    body = "\n".join(f"{names[f]}: {one_line(example.get(f, ''))}" for f in order)
+    return f"{EXAMPLE_HEADER} {number}\n{body}\n\n"
+
+
+@dataclass
+class PlannedPrompt:
+    text: str
+    n: int
+    label: str | None
+    examples: list[int] = field(default_factory=list)  # indices into the request's examples
+    feedback: list[int] = field(default_factory=list)  # indices into the request's feedback
+    # Text the completion continues: the fields already written in the prompt's last example.
+    given: dict[str, str] = field(default_factory=dict)
+    first_field: str = ""
+    variant: int | None = None
+
+
+def assign_labels(task: TaskSpec, n: int, rng: random.Random) -> list[str | None]:
+    """n labels balanced over the label set (the remainder goes to randomly chosen labels)."""
+    if task.type != "classification" or not task.labels:
+        return [None] * n
+    labels = list(task.labels)
+    per_label, remainder = divmod(n, len(labels))
+    extra = set(rng.sample(range(len(labels)), remainder))
+    out: list[str | None] = []
+    for i, label in enumerate(labels):
+        out.extend([label] * (per_label + (1 if i in extra else 0)))
+    return out
+
+
+def _pick(count: int, limit: int, rng: random.Random) -> list[int]:
+    """A random subset and order of `count` items, at most `limit` long: varied prompts, varied samples."""
+    if count == 0:
+        return []
+    size = count if count <= 3 else rng.randint(max(3, math.ceil(0.6 * count)), count)
+    return rng.sample(range(count), min(size, limit))
+
+
+def plan_generation(
+    task: TaskSpec,
+    examples: Sequence[dict[str, str]],
+    feedback: Sequence[dict[str, str]],
+    labels: Sequence[str | None],
+    *,
+    mode: str,
+    samples_per_prompt: int,
+    max_examples: int,
+    rng: random.Random,
+) -> list[PlannedPrompt]:
+    """Split the requested samples (one label each) into prompts of at most samples_per_prompt."""
+    order = generation_order(task)
+    names = titles(task)
+    groups: dict[str | None, int] = {}
+    for label in labels:
+        groups[label] = groups.get(label, 0) + 1
+    chunks: list[tuple[str | None, int]] = []
+    for label, count in groups.items():
+        for start in range(0, count, samples_per_prompt):
+            chunks.append((label, min(samples_per_prompt, count - start)))
+    rng.shuffle(chunks)
+
+    prompts: list[PlannedPrompt] = []
+    for label, n in chunks:
+        shown = _pick(len(examples), max_examples, rng)
+        # Feedback samples are the point of the loop: all of them, after the examples, in varied order.
+        fed = rng.sample(range(len(feedback)), min(len(feedback), max_examples))
+        variant = rng.randrange(len(OOD_INSTRUCTIONS)) if mode == "ood" else None
+        text = preamble(task, order, variant)
+        number = 1
+        for i in shown:
+            text += format_example(number, examples[i], order, names)
+            number += 1
+        for i in fed:
+            text += format_example(number, feedback[i], order, names)
+            number += 1
+        given: dict[str, str] = {}
+        text += f"{EXAMPLE_HEADER} {number}\n"
+        if task.type == "classification":
+            assert label is not None
+            given[task.output_field] = label
+            text += f"{names[task.output_field]}: {label}\n"
+        first = next(f for f in order if f not in given)
+        text += f"{names[first]}:"
+        prompts.append(PlannedPrompt(text=text, n=n, label=label, examples=shown, feedback=fed,
+                                     given=given, first_field=first, variant=variant))
+    return prompts
+
+
+def classification_prefix(task: TaskSpec, examples: Sequence[dict[str, str]]) -> str:
+    """The shared few-shot prefix for classify: inputs first, the label last."""
+    order = [*task.input_fields, task.output_field]
+    names = titles(task)
+    text = preamble(task, order)
+    for number, example in enumerate(examples, start=1):
+        text += format_example(number, example, order, names)
+    return text
+
+
+def classification_prompt(task: TaskSpec, prefix: str, count: int, inputs: dict[str, str]) -> str:
+    names = titles(task)
+    body = "".join(f"{names[f]}: {one_line(inputs.get(f, ''))}\n" for f in task.input_fields)
+    return f"{prefix}{EXAMPLE_HEADER} {count + 1}\n{body}{names[task.output_field]}:"

@@ -1,0 +1,296 @@
+"""train_student end to end: samples in Postgres, the job through a real RQ burst worker, the
+checkpoint folder, Checkpoint/Metric rows, continued training, the final student, idempotency."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+from sqlalchemy import func, select
+
+from services.trainer.checkpoints import checkpoint_uuid
+from services.trainer.config import get_trainer_settings
+from shared.db.models import Checkpoint, Metric, Run, Sample
+from shared.jobs import enqueue_train, train_job_id, train_queue
+from shared.schemas.training import TrainJob, TrainResult
+from shared.spec import RunSpec
+
+pytestmark = pytest.mark.slow
+
+POS = [
+    "a warm and funny film",
+    "great acting, I loved it",
+    "a moving, beautiful story",
+    "brilliant from start to end",
+    "the best movie this year",
+    "charming and clever",
+    "a joy to watch",
+    "wonderful music and heart",
+]
+NEG = [
+    "a dull, boring mess",
+    "terrible plot and wooden acting",
+    "I hated every minute",
+    "far too long and flat",
+    "a waste of two hours",
+    "clumsy and lifeless",
+    "painfully bad jokes",
+    "an ugly, stupid film",
+]
+
+
+@pytest.fixture
+def trainer_env(monkeypatch, tmp_path, database_url):
+    monkeypatch.setenv("GOLD_DATABASE_URL", database_url)
+    monkeypatch.setenv("GOLD_ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("GOLD_TORCH_THREADS", "2")
+    monkeypatch.setenv("GOLD_FINAL_MAX_EPOCHS", "3")
+    get_trainer_settings.cache_clear()
+    yield tmp_path / "artifacts"
+    get_trainer_settings.cache_clear()
+
+
+def _run(session_factory, spec: dict) -> uuid.UUID:
+    RunSpec.model_validate(spec)
+    run_id = uuid.uuid4()
+    with session_factory() as session, session.begin():
+        session.add(Run(id=run_id, name=spec["name"], spec=spec, status="running"))
+    return run_id
+
+
+def _add(session_factory, run_id, iteration, kind, rows, holdout=False, start=0):
+    with session_factory() as session, session.begin():
+        for i, (fields, label) in enumerate(rows):
+            session.add(
+                Sample(
+                    run_id=run_id,
+                    iteration=iteration,
+                    kind=kind,
+                    position=start + i,
+                    fields=fields,
+                    label=label,
+                    holdout=holdout,
+                )
+            )
+
+
+def _work(redis_conn, job: TrainJob) -> TrainResult:
+    queue = train_queue(redis_conn)
+    enqueue_train(queue, job)
+    SimpleWorker([queue], connection=redis_conn, serializer=JSONSerializer).work(burst=True)
+    rq_job = queue.fetch_job(train_job_id(job))
+    assert rq_job.get_status() == "finished", rq_job.latest_result().exc_string
+    return TrainResult.model_validate(rq_job.return_value())
+
+
+def _metrics(session_factory, run_id, iteration):
+    with session_factory() as session:
+        rows = session.scalars(select(Metric).where(Metric.run_id == run_id, Metric.iteration == iteration))
+        return {m.name: m.value for m in rows}
+
+
+def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, redis_conn, tmp_path):
+    eval_path = tmp_path / "real.jsonl"
+    eval_path.write_text(
+        "".join(
+            json.dumps({"sentence": t, "label_text": y}) + "\n"
+            for t, y in [
+                ("a lovely film", "positive"),
+                ("boring and bad", "negative"),
+                ("I loved the acting", "positive"),
+                ("a dull waste", "negative"),
+            ]
+        )
+    )
+    spec = {
+        "name": "sentiment",
+        "task": {
+            "type": "classification",
+            "description": "sentiment",
+            "input_fields": ["text"],
+            "output_field": "label",
+            "labels": ["negative", "positive"],
+            "seed_examples": [{"text": POS[0], "label": "positive"}, {"text": NEG[0], "label": "negative"}],
+        },
+        "student": {
+            "epochs": 2,
+            "batch_size": 8,
+            "learning_rate": 2e-4,
+            "max_length": 32,
+            "loss": "sce",
+            "sce_alpha": 0.1,
+            "sce_beta": 1.0,
+        },
+        "evaluation": {
+            "path": str(eval_path),
+            "input_map": {"text": "sentence"},
+            "label_field": "label_text",
+        },
+    }
+    run_id = _run(session_factory, spec)
+    _add(
+        session_factory,
+        run_id,
+        0,
+        "seed",
+        [
+            ({"text": POS[0], "label": "positive"}, "positive"),
+            ({"text": NEG[0], "label": "negative"}, "negative"),
+        ],
+    )
+    gen = [({"text": t, "label": "positive"}, "positive") for t in POS[1:6]]
+    gen += [({"text": t, "label": "negative"}, "negative") for t in NEG[1:6]]
+    _add(session_factory, run_id, 1, "train", gen)
+    _add(
+        session_factory,
+        run_id,
+        1,
+        "train",
+        [({"text": POS[6]}, "positive"), ({"text": NEG[6]}, "negative")],
+        holdout=True,
+        start=100,
+    )
+    _add(
+        session_factory,
+        run_id,
+        1,
+        "ood",
+        [({"text": "the soup was cold"}, "negative"), ({"text": "an off-label row"}, "neutral")],
+    )
+    # A later iteration's samples must not leak into iteration 1.
+    _add(
+        session_factory, run_id, 2, "train", [({"text": POS[7]}, "positive"), ({"text": NEG[7]}, "negative")]
+    )
+
+    first = _work(redis_conn, TrainJob(run_id=str(run_id), iteration=1))
+    cid = checkpoint_uuid(str(run_id), 1, "loop")
+    assert first.checkpoint_id == str(cid)
+    # seeds 2 + train 10 + ood 1 usable (the "neutral" one is outside the label set): holdout excluded
+    assert first.metrics["train_examples"] == 13 and first.extra["dropped_examples"] == 1
+    folder = trainer_env / "checkpoints" / str(cid)
+    meta = json.loads((folder / "gold_checkpoint.json").read_text())
+    assert meta["student_kind"] == "classifier" and meta["task"]["labels"] == ["negative", "positive"]
+    assert meta["training"]["loss"] == "sce" and meta["training"]["init_from"] is None
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert "| eval_accuracy |" in (folder / "README.md").read_text()
+    metrics = _metrics(session_factory, run_id, 1)
+    assert {
+        "train_loss",
+        "holdout_accuracy",
+        "eval_accuracy",
+        "eval_macro_f1",
+        "train_examples",
+        "train_seconds",
+        "train_examples_per_s",
+    } <= set(metrics)
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and metrics["train_examples_per_s"] > 0
+    with session_factory() as session:
+        row = session.get(Checkpoint, cid)
+        assert row.path == f"checkpoints/{cid}" and row.role == "loop" and row.student_model == "minilm"
+
+    # Iteration 2 continues from iteration 1's student and sees iteration 2's samples.
+    second = _work(redis_conn, TrainJob(run_id=str(run_id), iteration=2, init_checkpoint_id=str(cid)))
+    assert second.metrics["train_examples"] == 15
+    meta2 = json.loads(
+        (trainer_env / "checkpoints" / second.checkpoint_id / "gold_checkpoint.json").read_text()
+    )
+    assert meta2["training"]["init_from"] == str(cid)
+
+    # The final student: fresh, the whole pool, early stopping on the holdout.
+    final = _work(
+        redis_conn, TrainJob(run_id=str(run_id), iteration=3, role="final", init_checkpoint_id=str(cid))
+    )
+    meta3 = json.loads(
+        (trainer_env / "checkpoints" / final.checkpoint_id / "gold_checkpoint.json").read_text()
+    )
+    assert meta3["role"] == "final" and meta3["training"]["init_from"] is None
+    assert meta3["training"]["early_stopping"] is True and len(meta3["training"]["holdout_history"]) >= 1
+    assert final.metrics["train_examples"] == 15
+
+    # Re-running a finished step changes nothing: same id, same rows, no second training.
+    queue = train_queue(redis_conn)
+    queue.fetch_job(train_job_id(TrainJob(run_id=str(run_id), iteration=1))).delete()
+    again = _work(redis_conn, TrainJob(run_id=str(run_id), iteration=1))
+    assert again.checkpoint_id == first.checkpoint_id and again.extra.get("reused") is True
+    assert again.metrics == pytest.approx(first.metrics)
+    with session_factory() as session:
+        assert (
+            session.scalar(select(func.count()).select_from(Checkpoint).where(Checkpoint.run_id == run_id))
+            == 3
+        )
+        n_metrics = session.scalar(select(func.count()).select_from(Metric).where(Metric.run_id == run_id))
+    assert n_metrics == len(first.metrics) + len(second.metrics) + len(final.metrics)
+
+
+def test_seq2seq_student_with_generation_metrics(trainer_env, session_factory, redis_conn, tmp_path):
+    eval_path = tmp_path / "squad.jsonl"
+    eval_path.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {
+                    "context": "Paris is the capital of France.",
+                    "question": "Capital of France?",
+                    "answers": {"text": ["Paris", "Paris"]},
+                },
+                {
+                    "context": "Water boils at 100 degrees.",
+                    "question": "Boiling point?",
+                    "answers": {"text": ["100 degrees"]},
+                },
+            ]
+        )
+    )
+    seeds = [
+        {"context": "Ada wrote code.", "question": "Who wrote code?", "answer": "Ada"},
+        {"context": "The sky is blue.", "question": "What colour is the sky?", "answer": "blue"},
+    ]
+    spec = {
+        "name": "qa",
+        "task": {
+            "type": "seq2seq",
+            "description": "extractive QA",
+            "input_fields": ["context", "question"],
+            "output_field": "answer",
+            "seed_examples": seeds,
+        },
+        "student": {"epochs": 1, "batch_size": 4, "max_length": 64, "loss": "sce"},
+        "evaluation": {"path": str(eval_path), "label_field": "answers.text"},
+    }
+    run_id = _run(session_factory, spec)
+    _add(session_factory, run_id, 0, "seed", [(s, None) for s in seeds])
+    _add(session_factory, run_id, 1, "train", [(s, None) for s in seeds * 3], start=10)
+    result = _work(redis_conn, TrainJob(run_id=str(run_id), iteration=1))
+    metrics = _metrics(session_factory, run_id, 1)
+    assert {"eval_exact_match", "eval_f1", "eval_rouge_l", "train_loss"} <= set(metrics)
+    assert result.metrics["train_examples"] == 8
+    with session_factory() as session:
+        assert session.get(Checkpoint, uuid.UUID(result.checkpoint_id)).student_kind == "seq2seq"
+
+
+def test_unknown_run_and_disallowed_model_fail(trainer_env, session_factory):
+    from services.trainer.jobs import train_student
+
+    with pytest.raises(LookupError):
+        train_student(TrainJob(run_id=str(uuid.uuid4()), iteration=1).model_dump())
+    spec = {
+        "name": "x",
+        "task": {
+            "type": "classification",
+            "description": "d",
+            "input_fields": ["text"],
+            "output_field": "label",
+            "labels": ["a", "b"],
+            "seed_examples": [{"text": "1", "label": "a"}, {"text": "2", "label": "b"}],
+        },
+        "student": {"model": "/etc/some/local/path"},
+    }
+    run_id = _run(session_factory, spec)
+    _add(session_factory, run_id, 0, "seed", [({"text": "1"}, "a"), ({"text": "2"}, "b")])
+    with pytest.raises(ValueError, match="allow-list"):
+        train_student(TrainJob(run_id=str(run_id), iteration=1).model_dump())

@@ -1,0 +1,57 @@
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from gold.evaluate import evaluate, mode_spec, parse_modes
+from shared.schemas.runs import IterationRead, RunRead, RunSummary
+
+SPEC = {"name": "s", "teacher": {"seed": 3}, "loop": {"iterations": 1}, "evaluation": {"path": "x"}}
+
+
+def summary(spec, accuracy, teacher=None) -> RunSummary:
+    now = datetime.now(UTC)
+    its = [IterationRead(index=2, status="done", parse_stats={}, timings={}, checkpoint_id=None,
+                         metrics={"eval_accuracy": accuracy, "student_parameters": 22e6},
+                         started_at=now, finished_at=now)]
+    if teacher is not None:
+        its.insert(0, IterationRead(index=0, status="done", parse_stats={}, timings={}, checkpoint_id=None,
+                                    metrics={"teacher_eval_accuracy": teacher}, started_at=now, finished_at=now))
+    run = RunRead(id=uuid.uuid4(), name=spec["name"], status="succeeded", iteration=2, stage="done", progress=1.0,
+                  error=None, spec=spec, created_at=now, started_at=now, finished_at=now)
+    return RunSummary(run=run, iterations=its, sample_counts={})
+
+
+def test_mode_spec_switches_feedback_and_shifts_seeds_per_repeat():
+    gold = mode_spec(SPEC, "gold", 2, measure_teacher=False)
+    vanilla = mode_spec(SPEC, "vanilla", 2, measure_teacher=True)
+    assert gold["loop"]["feedback"] is True and vanilla["loop"]["feedback"] is False
+    assert gold["teacher"]["seed"] == vanilla["teacher"]["seed"] == 5
+    assert gold["student"]["seed"] == 46
+    assert vanilla["evaluation"]["teacher_baseline"] is True and gold["evaluation"]["teacher_baseline"] is False
+    assert SPEC["loop"] == {"iterations": 1}  # the input is not modified
+
+
+def test_evaluate_aggregates_repeats_and_measures_the_teacher_once():
+    submitted = []
+
+    def run(spec):
+        submitted.append(spec)
+        gold = spec["loop"]["feedback"]
+        return summary(spec, 0.8 if gold else 0.7, teacher=0.75 if spec["evaluation"]["teacher_baseline"] else None)
+
+    result = evaluate(SPEC, ["gold", "vanilla", "teacher"], 2, run)
+    by_mode = {m["mode"]: m for m in result["modes"]}
+    assert len(submitted) == 4
+    assert sum(s["evaluation"]["teacher_baseline"] for s in submitted) == 1
+    assert by_mode["gold"]["mean"] == pytest.approx(0.8) and by_mode["gold"]["repeats"] == 2
+    assert by_mode["vanilla"]["mean"] == pytest.approx(0.7)
+    assert by_mode["teacher"]["values"] == [0.75]
+    assert by_mode["gold"]["parameters"] == 22e6
+
+
+def test_parse_modes_rejects_unknown_and_teacher_alone():
+    with pytest.raises(ValueError, match="unknown"):
+        parse_modes("gold,zerogen")
+    with pytest.raises(ValueError, match="teacher"):
+        parse_modes("teacher")
