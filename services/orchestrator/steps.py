@@ -317,16 +317,24 @@ def teacher_eval(ctx: RunContext) -> dict[str, Any]:
     rows = load_evaluation(spec.evaluation, spec.task).examples
     if not rows:
         raise StepFailed(f"evaluation.path {spec.evaluation.path}: no usable rows")
+    started = time.monotonic()
     response = ctx.call(ctx.generator.classify, ClassifyRequest(task=spec.task, inputs=[r.fields for r in rows]))
-    predicted = [p.label for p in response.predictions]
-    accuracy = sum(p == row.references[0] for p, row in zip(predicted, rows, strict=True)) / len(rows)
+    seconds = time.monotonic() - started
+    correct = sum(p.label == row.references[0] for p, row in zip(response.predictions, rows, strict=True))
+    metrics = {"teacher_eval_accuracy": correct / len(rows), "teacher_seconds_per_example": seconds / len(rows)}
+    if response.parameters:
+        metrics["teacher_parameters"] = float(response.parameters)
     with ctx.sessions() as session, session.begin():
         iteration_row(session, ctx.run_id, 0).status = "done"
+        upsert_metrics(session, ctx.run_id, 0, metrics)
+        mark_done(session, ctx, 0, "teacher_eval", {**metrics, "examples": len(rows)})
+    return metrics
+
+
+def upsert_metrics(session: Session, run_id: uuid.UUID, iteration: int, metrics: dict[str, float]) -> None:
+    for name, value in metrics.items():
         session.execute(
             pg_insert(Metric)
-            .values(id=uuid.uuid4(), run_id=ctx.run_id, iteration=0, name="teacher_eval_accuracy",
-                    value=accuracy, created_at=utcnow())
-            .on_conflict_do_update(index_elements=["run_id", "iteration", "name"], set_={"value": accuracy})
+            .values(id=uuid.uuid4(), run_id=run_id, iteration=iteration, name=name, value=value, created_at=utcnow())
+            .on_conflict_do_update(index_elements=["run_id", "iteration", "name"], set_={"value": value})
         )
-        mark_done(session, ctx, 0, "teacher_eval", {"accuracy": accuracy, "examples": len(rows)})
-    return {"accuracy": accuracy}

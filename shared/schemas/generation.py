@@ -104,3 +104,4 @@ class ClassifyResponse(OutputModel):
     predictions: list[ClassPrediction]
     model: str
     engine: str
+    parameters: int | None = None  # the teacher's parameter count, for cost comparisons
