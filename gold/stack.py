@@ -24,6 +24,9 @@ from shared.settings import GoldSettings
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_PORTS = {"orchestrator": 8000, "generator": 8001, "scorer": 8002}
+
+
 @dataclass
 class ServiceProcess:
     name: str
@@ -38,7 +41,7 @@ class ServiceProcess:
 class Stack:
     settings: GoldSettings
     trainers: int = 1
-    ports: dict[str, int] = field(default_factory=lambda: {"orchestrator": 8000, "generator": 8001, "scorer": 8002})
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     servers: list[LocalServer] = field(default_factory=list)
     services: list[ServiceProcess] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)

@@ -78,3 +78,11 @@ def redis_conn(redis_url: str) -> Redis:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """Converted teacher models are a cache shared by every test and the demo (convert once)."""
+    path = PROJECT_ROOT / ".gold" / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
