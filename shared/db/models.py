@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db.base import Base, Timestamped, UUIDPK, utcnow
+from shared.db.base import UUIDPK, Base, Timestamped, utcnow
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 

@@ -1,8 +1,8 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from shared.db.base import Base
 from shared.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from shared.db.base import Base
 
 config = context.config
 
