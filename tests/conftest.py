@@ -34,6 +34,7 @@ def postgres(servers_dir: Path) -> Iterator[LocalServer]:
     server = start_postgres(servers_dir / "postgres")
     upgrade(server.url)
     yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +63,7 @@ def session_factory(db_engine: Engine) -> Iterator[sessionmaker[Session]]:
 def redis_server(servers_dir: Path) -> Iterator[LocalServer]:
     server = start_redis(servers_dir / "redis")
     yield server
+    server.stop()
 
 
 @pytest.fixture

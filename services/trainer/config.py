@@ -6,8 +6,9 @@ from functools import lru_cache
 
 from shared.settings import GoldSettings
 
-# Set by `python -m services.trainer` for its work horses (see worker.py and jobs._exit_with_parent).
-EXIT_WITH_PARENT_ENV = "GOLD_TRAINER_EXIT_WITH_PARENT"
+# The worker's pid, set by `python -m services.trainer` for its work horses, which exit when their
+# worker is gone (see worker.py and jobs._exit_with_parent).
+EXIT_WITH_PARENT_ENV = "GOLD_TRAINER_WORKER_PID"
 
 # Names a run spec may give as `student.model`. "default" means the kind's default student;
 # the two package-backed names need no hub. Hub ids are loaded with trust_remote_code off and only

@@ -33,18 +33,27 @@ _watchdog_started = threading.Event()
 def _exit_with_parent() -> None:
     """A work horse lives in its own process group, so a kill -9 of the worker leaves it running
     with nobody sending heartbeats. RQ then re-runs the abandoned job; this stops the orphan first
-    so two copies never train the same checkpoint."""
-    if os.environ.get(EXIT_WITH_PARENT_ENV) != "1" or _watchdog_started.is_set():
+    so two copies never train the same checkpoint. The worker's pid comes from the environment:
+    the horse may already be orphaned when this runs (imports take seconds)."""
+    expected = os.environ.get(EXIT_WITH_PARENT_ENV)
+    if not expected or _watchdog_started.is_set():
         return
     _watchdog_started.set()
-    parent = os.getppid()
+
+    def orphaned() -> bool:
+        return os.getppid() != int(expected)
+
+    def leave() -> None:
+        logger.error("trainer worker %s is gone: abandoning the job (RQ will run it again)", expected)
+        os._exit(70)
+
+    if orphaned():
+        leave()
 
     def watch() -> None:
-        while True:
+        while not orphaned():
             time.sleep(2.0)
-            if os.getppid() != parent:
-                logger.error("worker process %d is gone: abandoning the job (RQ will run it again)", parent)
-                os._exit(70)
+        leave()
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 

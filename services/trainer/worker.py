@@ -15,12 +15,18 @@ Why SpawnWorker (RQ 3.0, read from rq/worker/*.py and rq/registry.py):
   RQ versions only moved it to the failed registry). Cleanup runs in the maintenance of any
   worker of the queue: at its start and every `maintenance_interval` (60 s here, RQ's default is
   10 min). So a restarted (or a second) worker re-runs the job within ~90 s + 60 s. The orphaned
-  horse notices that its parent is gone and exits (jobs._exit_with_parent)."""
+  horse notices that its worker is gone and exits (jobs._exit_with_parent); the scheduler, a forked
+  child of the worker, gets SIGTERM through PR_SET_PDEATHSIG (Linux) instead of lingering.
+  Measured here: kill -9 of the worker mid-job, new worker started 5 s later: the job ran again
+  and finished (see the report for the timings)."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import sys
 
 from redis import Redis
 from rq import SpawnWorker
@@ -32,8 +38,18 @@ from shared.jobs import train_queue
 logger = logging.getLogger(__name__)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in every child this process forks (RQ's scheduler; horses are spawned, not forked)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def run_worker(settings: TrainerSettings, burst: bool = False) -> bool:
-    os.environ[EXIT_WITH_PARENT_ENV] = "1"  # inherited by every spawned work horse
+    os.environ[EXIT_WITH_PARENT_ENV] = str(os.getpid())  # inherited by every spawned work horse
+    os.register_at_fork(after_in_child=_die_with_parent)
     if settings.torch_threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(settings.torch_threads))
     redis = Redis.from_url(settings.require_redis_url())
