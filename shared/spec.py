@@ -86,6 +86,20 @@ class StudentSpec(InputModel):
     # Continue fine-tuning one student through the loop (the paper's code) or start fresh each time.
     continue_training: bool = True
     seed: int = Field(default=44, ge=0, le=2**31 - 1)
+    # Soft-label distillation (classifier): loss = (1 - w) * hard loss + w * T^2 * KL(teacher_T || student_T)
+    # with the teacher's label distribution from verification. 0 = the paper's hard labels only.
+    distill_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+    distill_temperature: float = Field(default=2.0, gt=0.0, le=20.0)
+
+
+class VerificationSpec(InputModel):
+    """The teacher re-scores each generated classification sample's label by likelihood."""
+
+    # off: no check. keep: record agreement only. relabel: train on the teacher's label.
+    # drop: leave out samples whose requested label the teacher disagrees with.
+    policy: Literal["off", "keep", "relabel", "drop"] = "off"
+    # Also leave out samples whose (final) label has a teacher probability below this.
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class LoopSpec(InputModel):
@@ -134,7 +148,20 @@ class RunSpec(InputModel):
     teacher: TeacherSpec = TeacherSpec()
     student: StudentSpec = StudentSpec()
     loop: LoopSpec = LoopSpec()
+    verification: VerificationSpec = Field(default=VerificationSpec(), validate_default=True)
     evaluation: EvaluationSpec | None = None
+
+    @field_validator("verification")
+    @classmethod
+    def _verification_needs_labels(cls, value: VerificationSpec, info: ValidationInfo) -> VerificationSpec:
+        task = info.data.get("task")
+        if value.policy != "off" and task is not None and task.type != "classification":
+            raise ValueError("policy: teacher verification applies to classification tasks only")
+        student = info.data.get("student")
+        if student is not None and student.distill_weight > 0 and value.policy == "off":
+            raise ValueError("policy: soft-label distillation (student.distill_weight > 0) needs the teacher's "
+                             "label distribution: set verification.policy to keep, relabel or drop")
+        return value
 
     @field_validator("evaluation")
     @classmethod

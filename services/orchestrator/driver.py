@@ -189,6 +189,8 @@ class RunDriver:
                 steps.teacher_eval(ctx)
             case stages.GENERATE_TRAIN | stages.GENERATE_OOD:
                 steps.generate(ctx, step.iteration, step.stage)
+            case stages.VERIFY:
+                steps.verify_labels(ctx, step.iteration)
             case stages.TRAIN:
                 steps.train(ctx, step.iteration, "loop")
             case stages.SCORE:

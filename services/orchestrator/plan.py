@@ -10,6 +10,7 @@ from shared.spec import RunSpec
 TEACHER_EVAL = "teacher_eval"
 GENERATE_TRAIN = "generate_train"
 GENERATE_OOD = "generate_ood"
+VERIFY = "verify"
 TRAIN = "train"
 SCORE = "score"
 SELECT = "select"
@@ -38,6 +39,8 @@ def build_plan(spec: RunSpec) -> list[PlannedStep]:
         steps.append(PlannedStep(i, GENERATE_TRAIN))
         if uses_feedback(spec):
             steps.append(PlannedStep(i, GENERATE_OOD))
+        if spec.verification.policy != "off":
+            steps.append(PlannedStep(i, VERIFY))
         steps.append(PlannedStep(i, TRAIN))
         if uses_feedback(spec):
             steps.append(PlannedStep(i, SCORE))

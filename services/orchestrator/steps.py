@@ -14,6 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 from rq import Queue
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -27,6 +28,7 @@ from services.orchestrator.plan import (
     SCORE,
     SELECT,
     TRAIN,
+    VERIFY,
     train_samples_per_iteration,
 )
 from shared.clients import GeneratorClient, ScorerClient
@@ -170,6 +172,7 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
             "position": position,
             "fields": sample.fields,
             "label": sample.label,
+            "requested_label": sample.label,
             "text_hash": sample.text_hash,
             "holdout": position in holdout,
             "prompt_examples": {
@@ -204,6 +207,60 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
     if not rows:
         raise StepFailed(f"generator returned no usable {kind} samples: rejected {response.stats.rejected}")
     return {"accepted": len(rows)}
+
+
+def verify_labels(ctx: RunContext, iteration: int) -> dict[str, Any]:
+    """The teacher scores every generated sample's label by likelihood; the run's policy keeps,
+    relabels or leaves out disagreements. Nothing is deleted: left-out samples are marked."""
+    spec = ctx.spec
+    policy = spec.verification
+    output_field = spec.task.output_field
+    with ctx.sessions() as session:
+        seeds = _samples(session, ctx.run_id, kind="seed")
+        generated = _samples(session, ctx.run_id, iteration=iteration, kind="train") + _samples(
+            session, ctx.run_id, iteration=iteration, kind="ood"
+        )
+    if not generated:
+        raise StepFailed(f"iteration {iteration} has no samples to verify")
+    request = ClassifyRequest(
+        task=spec.task,
+        examples=[s.fields for s in seeds],
+        inputs=[{f: s.fields[f] for f in spec.task.input_fields} for s in generated],
+    )
+    predictions = ctx.call(ctx.generator.classify, request).predictions
+    updates, agree, confidences = [], 0, []
+    for sample, prediction in zip(generated, predictions, strict=True):
+        requested = sample.requested_label or sample.label
+        agree += prediction.label == requested
+        label = prediction.label if policy.policy == "relabel" else requested
+        confidence = prediction.probabilities.get(label or "", 0.0)
+        confidences.append(confidence)
+        excluded = (policy.policy == "drop" and prediction.label != requested) or confidence < policy.min_confidence
+        updates.append({
+            "id": sample.id,
+            "label": label,
+            "fields": {**sample.fields, output_field: label},
+            "teacher_probs": prediction.probabilities,
+            "excluded": excluded,
+        })
+    stats = {
+        "policy": policy.policy,
+        "agreement": agree / len(generated),
+        "excluded": sum(u["excluded"] for u in updates),
+        "mean_confidence": sum(confidences) / len(confidences),
+        "confidence_histogram": [int(c) for c in np.histogram(confidences, bins=10, range=(0.0, 1.0))[0]],
+    }
+    with ctx.sessions() as session, session.begin():
+        session.execute(update(Sample), updates)
+        it = iteration_row(session, ctx.run_id, iteration)
+        it.parse_stats = {**it.parse_stats, "verification": stats}
+        upsert_metrics(session, ctx.run_id, iteration, {
+            "teacher_agreement": stats["agreement"],
+            "verified_excluded": float(stats["excluded"]),
+            "teacher_mean_confidence": stats["mean_confidence"],
+        })
+        mark_done(session, ctx, iteration, VERIFY, stats)
+    return stats
 
 
 def _holdout_positions(spec: RunSpec, iteration: int, count: int) -> set[int]:

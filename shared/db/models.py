@@ -80,6 +80,11 @@ class Sample(UUIDPK, Timestamped, Base):
     # In-context examples of the prompt that produced it: {"seeds": [i...], "feedback": [sample ids]}
     prompt_examples: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     holdout: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Teacher verification: the label the generator was asked for, the teacher's distribution over
+    # the labels, and whether the sample is left out of training (kept in the table either way).
+    requested_label: Mapped[str | None] = mapped_column(String(200))
+    teacher_probs: Mapped[dict[str, float] | None] = mapped_column(JSONType)
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False)
     energy: Mapped[float | None] = mapped_column(Float)
     selected: Mapped[bool] = mapped_column(Boolean, default=False)
 

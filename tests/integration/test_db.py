@@ -24,3 +24,13 @@ def test_tables_are_empty_for_each_test(session_factory):
 def test_redis_is_real(redis_conn):
     redis_conn.set("k", "v")
     assert redis_conn.get("k") == b"v"
+
+
+def test_migrations_match_the_models(db_engine):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from shared.db.base import Base
+
+    with db_engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []

@@ -245,3 +245,34 @@ def test_report_renders_plots_for_gold_and_vanilla(make_driver, spec, session_fa
     assert page.count("data:image/png;base64,") == 4  # metric, energies, labels, diversity
     assert "teacher few-shot accuracy" in page and "vanilla" in page
     assert "<td>2</td>" in page  # the feedback table lists iteration-2 picks
+
+
+@pytest.mark.parametrize("policy", ["keep", "relabel", "drop"])
+def test_teacher_verification_policies(policy, make_driver, spec, session_factory, orchestrator_settings,
+                                       stand_in_trainer):
+    # the stand-in teacher says "positive" (p=0.6) for everything; half the samples asked for "negative"
+    spec["verification"] = {"policy": policy}
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver().drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        generated = session.scalars(select(Sample).where(Sample.run_id == run_id, Sample.kind != "seed")).all()
+        agreement = session.scalars(select(Metric.value).where(Metric.run_id == run_id,
+                                                               Metric.name == "teacher_agreement")).all()
+    assert agreement == [0.5, 0.5]
+    assert all(s.teacher_probs == {"positive": 0.6, "negative": 0.4} for s in generated)
+    negatives = [s for s in generated if s.requested_label == "negative"]
+    assert len(negatives) == len(generated) // 2
+    if policy == "keep":
+        assert all(s.label == "negative" and not s.excluded for s in negatives)
+    if policy == "relabel":
+        assert all(s.label == "positive" and s.fields["label"] == "positive" and not s.excluded for s in negatives)
+    if policy == "drop":
+        assert all(s.excluded for s in negatives) and not any(s.excluded for s in generated if s not in negatives)
+
+
+def test_soft_labels_need_verification(api, spec):
+    spec["student"] = {"distill_weight": 0.5}
+    response = api.post("/runs", json=spec)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["verification"]
