@@ -41,12 +41,22 @@ class PromptResult:
     completions: list[Completion] = field(default_factory=list)
 
 
+@dataclass
+class Delta:
+    """A piece of a streamed completion."""
+
+    text: str
+    tokens: int
+    finish_reason: str | None = None
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     engine: str
     engine_version: str | None
     model: ResolvedModel
     supports_structured: bool = False
+    parameters: int | None = None  # the model's parameter count, for cost comparisons
 
 
 class EngineError(RuntimeError):
@@ -68,8 +78,12 @@ class TextEngine(Protocol):
         """All prompts at once (one Sampling each); results in prompt order."""
         ...
 
-    def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[str]:
-        """Text deltas of one completion (n must be 1)."""
+    def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
+        """Pieces of one completion (n must be 1) as the engine produces them."""
+        ...
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        """The model's own chat template applied to messages (a plain transcript without one)."""
         ...
 
     async def score_continuations(

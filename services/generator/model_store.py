@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -164,3 +165,20 @@ def check_bos(tokenizer: Any, where: str = "tokenizer") -> None:
             "produce near-copies of its examples. Re-convert the model folder (delete it) or fix "
             "add_bos_token in its tokenizer_config.json."
         )
+
+
+def count_parameters(folder: str) -> int | None:
+    """Parameter count from the safetensors headers (no weights are read); None if unknown."""
+    path = Path(folder)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with open(file, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                total += math.prod(entry["shape"])
+    return total

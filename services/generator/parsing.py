@@ -108,8 +108,13 @@ def parse_completion(
     context = extractive_context(task)
     if context and normalise(fields[task.output_field]) not in normalise(fields[context]):
         return Rejection("answer_not_in_context", raw)
-    return Candidate(fields=fields, label=label, prompt=prompt, hash=text_hash(task, fields),
-                     words=normalise(" ".join(fields[f] for f in task.input_fields)).split())
+    return Candidate(
+        fields=fields,
+        label=label,
+        prompt=prompt,
+        hash=text_hash(task, fields),
+        words=normalise(" ".join(fields[f] for f in task.input_fields)).split(),
+    )
 
 
 def _similar(a: list[str], b: list[str], threshold: float) -> bool:

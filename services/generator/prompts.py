@@ -61,8 +61,10 @@ def preamble(task: TaskSpec, order: Sequence[str], ood_variant: int | None = Non
     lines = [f"The examples below come from a dataset for this task: {one_line(task.description)}"]
     if task.type == "classification" and task.labels:
         labels = ", ".join(task.labels)
-        lines.append(f"Every example has the fields {', '.join(names[f] for f in order)}. "
-                     f"{names[task.output_field]} is one of: {labels}.")
+        lines.append(
+            f"Every example has the fields {', '.join(names[f] for f in order)}. "
+            f"{names[task.output_field]} is one of: {labels}."
+        )
     else:
         lines.append(f"Every example has the fields {', '.join(names[f] for f in order)}.")
     if ood_variant is not None:
@@ -154,8 +156,18 @@ def plan_generation(
             text += f"{names[task.output_field]}: {label}\n"
         first = next(f for f in order if f not in given)
         text += f"{names[first]}:"
-        prompts.append(PlannedPrompt(text=text, n=n, label=label, examples=shown, feedback=fed,
-                                     given=given, first_field=first, variant=variant))
+        prompts.append(
+            PlannedPrompt(
+                text=text,
+                n=n,
+                label=label,
+                examples=shown,
+                feedback=fed,
+                given=given,
+                first_field=first,
+                variant=variant,
+            )
+        )
     return prompts
 
 
@@ -173,3 +185,14 @@ def classification_prompt(task: TaskSpec, prefix: str, count: int, inputs: dict[
     names = titles(task)
     body = "".join(f"{names[f]}: {one_line(inputs.get(f, ''))}\n" for f in task.input_fields)
     return f"{prefix}{EXAMPLE_HEADER} {count + 1}\n{body}{names[task.output_field]}:"
+
+
+def chat_transcript(messages: Sequence[dict[str, str]]) -> str:
+    """Chat for a model without a chat template (a base model): a plain transcript to continue."""
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    lines = [f"{names.get(m['role'], m['role'].title())}: {m['content'].strip()}" for m in messages]
+    return "\n\n".join(lines) + "\n\nAssistant:"
+
+
+# Where a transcript turn ends for a base model continuing it.
+CHAT_STOP = ("\n\nUser:", "\nUser:", "\n\nSystem:")

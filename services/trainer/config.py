@@ -44,6 +44,9 @@ class TrainerSettings(GoldSettings):
     eval_batch_size: int = 64
     # Worker: how often abandoned jobs (a worker killed mid-job) are looked for, in seconds.
     worker_maintenance_interval_s: int = 60
+    # An idle worker blocks on the queue for worker_ttl - 15 s between maintenance checks (RQ's
+    # default 420 s would delay the rescue of an abandoned job by up to 7 minutes).
+    worker_ttl_s: int = 60
     worker_name: str | None = None
 
 

@@ -69,7 +69,7 @@ def _report(stage: str, **values: Any) -> None:
 
 
 def _examples(rows: list[Sample]) -> list[Example]:
-    return [Example(fields=dict(r.fields), label=r.label) for r in rows]
+    return [Example(fields=dict(r.fields), label=r.label, teacher_probs=r.teacher_probs) for r in rows]
 
 
 def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: TrainerSettings) -> TrainConfig:
@@ -81,7 +81,8 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
     )
     if not final:
         query = query.where(Sample.iteration <= job.iteration)
-    rows = list(session.scalars(query))
+    # Samples the teacher-verification step left out (Sample.excluded) are never trained or scored on.
+    rows = [r for r in session.scalars(query) if not r.excluded]
     train_rows = [r for r in rows if not r.holdout]
     holdout_rows = [r for r in rows if r.holdout]
 
@@ -129,6 +130,8 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
         loss=s.loss,
         sce_alpha=s.sce_alpha,
         sce_beta=s.sce_beta,
+        distill_weight=s.distill_weight,
+        distill_temperature=s.distill_temperature,
         seed=s.seed,
         early_stopping=final,
         patience=settings.final_patience,

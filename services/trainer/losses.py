@@ -40,3 +40,18 @@ def token_losses(
     p_y = torch.softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1).clamp(1e-7, 1.0)
     rce = _RCE_SCALE * (1.0 - p_y)
     return (alpha * ce + beta * rce).mean()
+
+
+def distill_kl(
+    logits: torch.Tensor, teacher: torch.Tensor, has_teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """T^2 * KL(teacher_T || student_T), averaged over the rows that have a teacher distribution.
+
+    The teacher gives probabilities, not logits, so its tempered distribution is softmax(log p / T)."""
+    if not bool(has_teacher.any()):
+        return logits.sum() * 0.0
+    logits, teacher = logits[has_teacher].float(), teacher[has_teacher].float()
+    teacher_t = torch.softmax(torch.log(teacher.clamp_min(1e-8)) / temperature, dim=-1)
+    student_log_t = torch.log_softmax(logits / temperature, dim=-1)
+    kl = (teacher_t * (torch.log(teacher_t.clamp_min(1e-12)) - student_log_t)).sum(dim=-1)
+    return temperature**2 * kl.mean()

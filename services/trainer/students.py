@@ -47,10 +47,15 @@ class StudentModelError(ValueError):
     """The spec names a student this trainer will not or cannot load."""
 
 
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
 @dataclass(frozen=True)
 class Example:
     fields: dict[str, str]
     label: str | None = None
+    # The teacher's distribution over the labels (teacher verification), for soft-label distillation.
+    teacher_probs: dict[str, float] | None = None
 
 
 def resolve_model_name(name: str, kind: StudentKind, allowed: Sequence[str]) -> str:
@@ -157,8 +162,21 @@ class Student:
             "input_ids"
         ]
 
+    def encode_soft(self, examples: Sequence[Example]) -> list[list[float] | None]:
+        """The teacher's label distribution in label order (None where there is none)."""
+        labels = self.fmt.labels or ()
+        out: list[list[float] | None] = []
+        for e in examples:
+            probs = [max(0.0, float((e.teacher_probs or {}).get(label, 0.0))) for label in labels]
+            total = sum(probs)
+            out.append([p / total for p in probs] if e.teacher_probs and total > 0 else None)
+        return out
+
     def collate(
-        self, inputs: Sequence[dict[str, list[int]]], targets: Sequence[Any] | None
+        self,
+        inputs: Sequence[dict[str, list[int]]],
+        targets: Sequence[Any] | None,
+        soft: Sequence[list[float] | None] | None = None,
     ) -> dict[str, torch.Tensor]:
         pad_id = self.tokenizer.pad_token_id or 0
         batch = {k: _pad([row[k] for row in inputs], pad_id if k == "input_ids" else 0) for k in inputs[0]}
@@ -167,12 +185,16 @@ class Student:
                 batch["labels"] = torch.tensor(list(targets), dtype=torch.long)
             else:
                 batch["labels"] = _pad([list(t) for t in targets], IGNORE_INDEX)
+        if soft is not None and self.fmt.labels:
+            width = len(self.fmt.labels)
+            batch["soft_targets"] = torch.tensor([s or [0.0] * width for s in soft], dtype=torch.float)
+            batch["soft_mask"] = torch.tensor([s is not None for s in soft], dtype=torch.bool)
         return batch
 
     # -- forward ------------------------------------------------------------------------------------
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class logits (B, C), or teacher-forced token logits (B, L, V) for seq2seq."""
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
         if self.kind == "classifier":
             return self.model(**inputs).logits
         labels = batch["labels"]
@@ -183,7 +205,7 @@ class Student:
 
     def predict(self, batch: dict[str, torch.Tensor]) -> list[str]:
         """The student's answer: the arg-max label, or greedy decoding."""
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
         if self.kind == "classifier":
             assert self.fmt.labels is not None
             ids = self.model(**inputs).logits.argmax(dim=-1).tolist()

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from services.trainer.checkpoints import FORMAT_VERSION, METADATA_FILE, model_card, publish
 from services.trainer.config import DEFAULT_ALLOWED_STUDENTS
-from services.trainer.losses import token_losses
+from services.trainer.losses import distill_kl, token_losses
 from services.trainer.metrics import classification_metrics, generation_metrics
 from services.trainer.students import (
     Example,
@@ -62,6 +62,9 @@ class TrainConfig(BaseModel):
     loss: Literal["ce", "sce"] = "ce"
     sce_alpha: float = 1.0
     sce_beta: float = 1.0
+    # Soft-label distillation (classifier): (1 - w) * hard loss + w * T^2 * KL(teacher_T || student_T).
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
     seed: int = 44
     warmup_fraction: float = 0.06
     # Early stopping on the holdout (the final student): keep the best epoch, stop after `patience`.
@@ -92,7 +95,12 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 
 def _loss(student: Student, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> torch.Tensor:
-    return token_losses(student.logits(batch), batch["labels"], cfg.loss, cfg.sce_alpha, cfg.sce_beta)
+    logits = student.logits(batch)
+    hard = token_losses(logits, batch["labels"], cfg.loss, cfg.sce_alpha, cfg.sce_beta)
+    if cfg.distill_weight <= 0 or "soft_targets" not in batch:
+        return hard
+    soft = distill_kl(logits, batch["soft_targets"], batch["soft_mask"], cfg.distill_temperature)
+    return (1.0 - cfg.distill_weight) * hard + cfg.distill_weight * soft
 
 
 @torch.inference_mode()
@@ -158,6 +166,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     if not train_set:
         raise ValueError("no usable training examples")
     train_inputs, train_targets = student.encode_inputs(train_set), student.encode_targets(train_set)
+    distill = cfg.distill_weight > 0 and cfg.kind == "classifier"
+    if cfg.distill_weight > 0 and not distill:
+        logger.warning("soft-label distillation applies to classifier students only: ignored")
+    train_soft = student.encode_soft(train_set) if distill else None
     holdout_inputs = student.encode_inputs(holdout_set) if holdout_set else []
     holdout_targets = student.encode_targets(holdout_set) if holdout_set else []
 
@@ -190,8 +202,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         loss_sum = 0.0
         order = torch.randperm(len(train_set), generator=generator).tolist()
         for idx in batches(len(order), cfg.batch_size, order):
+            soft = [train_soft[i] for i in idx] if train_soft is not None else None
             batch = _to(
-                student.collate([train_inputs[i] for i in idx], [train_targets[i] for i in idx]), device
+                student.collate([train_inputs[i] for i in idx], [train_targets[i] for i in idx], soft), device
             )
             with _autocast(device):
                 loss = _loss(student, batch, cfg)
@@ -261,6 +274,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         "loss": cfg.loss,
         "sce_alpha": cfg.sce_alpha,
         "sce_beta": cfg.sce_beta,
+        "distill_weight": cfg.distill_weight if distill else 0.0,
+        "distill_temperature": cfg.distill_temperature,
         "seed": cfg.seed,
         "early_stopping": early,
         "init_from": cfg.init_from.name if cfg.init_from else None,

@@ -14,7 +14,9 @@ Why SpawnWorker (RQ 3.0, read from rq/worker/*.py and rq/registry.py):
   heartbeat expired while STARTED as abandoned and calls job.retry() when retries are left (older
   RQ versions only moved it to the failed registry). Cleanup runs in the maintenance of any
   worker of the queue: at its start and every `maintenance_interval` (60 s here, RQ's default is
-  10 min). So a restarted (or a second) worker re-runs the job within ~90 s + 60 s. The orphaned
+  10 min; and an idle worker only checks between blocking dequeues of worker_ttl - 15 s, so
+  worker_ttl is 60 s here, not 420). So a restarted (or a second) worker re-runs the job within
+  ~90 s + 60 s. The orphaned
   horse notices that its worker is gone and exits (jobs._exit_with_parent); the scheduler, a forked
   child of the worker, gets SIGTERM through PR_SET_PDEATHSIG (Linux) instead of lingering.
   Measured here: kill -9 of the worker mid-job, new worker started 5 s later: the job ran again
@@ -61,6 +63,7 @@ def run_worker(settings: TrainerSettings, burst: bool = False) -> bool:
         serializer=JSONSerializer,
         name=settings.worker_name,
         maintenance_interval=settings.worker_maintenance_interval_s,
+        worker_ttl=settings.worker_ttl_s,
     )
     logger.info("trainer worker %s on queue %r (artifacts: %s)", worker.name, queue.name, settings.artifacts)
     return worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())

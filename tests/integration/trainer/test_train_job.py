@@ -61,7 +61,7 @@ def _run(session_factory, spec: dict) -> uuid.UUID:
     return run_id
 
 
-def _add(session_factory, run_id, iteration, kind, rows, holdout=False, start=0):
+def _add(session_factory, run_id, iteration, kind, rows, holdout=False, start=0, **extra):
     with session_factory() as session, session.begin():
         for i, (fields, label) in enumerate(rows):
             session.add(
@@ -73,6 +73,7 @@ def _add(session_factory, run_id, iteration, kind, rows, holdout=False, start=0)
                     fields=fields,
                     label=label,
                     holdout=holdout,
+                    **extra,
                 )
             )
 
@@ -123,7 +124,9 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
             "loss": "sce",
             "sce_alpha": 0.1,
             "sce_beta": 1.0,
+            "distill_weight": 0.5,
         },
+        "verification": {"policy": "keep"},
         "evaluation": {
             "path": str(eval_path),
             "input_map": {"text": "sentence"},
@@ -143,7 +146,11 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
     )
     gen = [({"text": t, "label": "positive"}, "positive") for t in POS[1:6]]
     gen += [({"text": t, "label": "negative"}, "negative") for t in NEG[1:6]]
-    _add(session_factory, run_id, 1, "train", gen)
+    _add(session_factory, run_id, 1, "train", gen, teacher_probs={"positive": 0.7, "negative": 0.3})
+    # Left out by teacher verification: never trained on.
+    _add(
+        session_factory, run_id, 1, "train", [({"text": "excluded row"}, "positive")], start=50, excluded=True
+    )
     _add(
         session_factory,
         run_id,
@@ -174,6 +181,7 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
     meta = json.loads((folder / "gold_checkpoint.json").read_text())
     assert meta["student_kind"] == "classifier" and meta["task"]["labels"] == ["negative", "positive"]
     assert meta["training"]["loss"] == "sce" and meta["training"]["init_from"] is None
+    assert meta["training"]["distill_weight"] == 0.5
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {
         p.name for p in folder.iterdir()
     }

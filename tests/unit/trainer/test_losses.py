@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from services.trainer.losses import IGNORE_INDEX, token_losses
+from services.trainer.losses import IGNORE_INDEX, distill_kl, token_losses
 
 
 def _sce_by_definition(logits, targets, alpha, beta):
@@ -43,3 +43,21 @@ def test_seq2seq_loss_ignores_padding_positions():
     logits2 = logits.clone()
     logits2[0, 3:] = 100.0
     assert torch.allclose(token_losses(logits2, targets, "sce"), got)
+
+
+def test_distill_kl_is_tempered_kl_on_rows_with_a_teacher():
+    torch.manual_seed(2)
+    logits = torch.randn(3, 4)
+    teacher = torch.softmax(torch.randn(3, 4), -1)
+    has = torch.tensor([True, False, True])
+    t = 2.0
+    got = distill_kl(logits, teacher, has, t)
+    expected = 0.0
+    for i in (0, 2):
+        p = torch.softmax(torch.log(teacher[i]) / t, -1)
+        q = torch.log_softmax(logits[i] / t, -1)
+        expected += float((p * (p.log() - q)).sum()) / 2
+    assert abs(float(got) - t**2 * expected) < 1e-5
+    assert float(distill_kl(logits, teacher, torch.zeros(3, dtype=torch.bool), t)) == 0.0
+    # A student that matches the tempered teacher exactly has zero loss.
+    assert abs(float(distill_kl(torch.log(teacher), teacher, has, 1.0))) < 1e-6

@@ -1,7 +1,9 @@
-"""Reject request bodies over a size limit with 413 before anything parses them."""
+"""ASGI guards every service mounts: a body-size limit (413 before parsing) and a bound on the
+requests in flight."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,3 +60,21 @@ class BodySizeLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimit:
+    """At most `limit` requests inside the app at once; the rest wait here, holding nothing.
+
+    Sized below the DB pool and the worker-thread pool, so a request that got in never waits for
+    a connection or a thread held by one that is still queued."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self._slots = asyncio.Semaphore(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        async with self._slots:
+            await self.app(scope, receive, send)

@@ -1,0 +1,154 @@
+"""Load on the orchestrator API: 200 concurrent clients on loopback for a bounded time, reading run
+status and sample pages and submitting runs, against real PostgreSQL and Redis.
+
+Baseline in the same run: the same clients on `/healthz` (no database), so the ratio says what the
+database-backed routes cost relative to the bare server. Ends with one JSON object.
+
+    .venv/bin/python bench/api_load.py [--clients 200] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shared.db.migrate import upgrade  # noqa: E402
+from shared.local_servers import start_postgres, start_redis  # noqa: E402
+
+TOKEN = "bench-token"
+SPEC = {
+    "name": "load",
+    "task": {
+        "type": "classification",
+        "description": "Sentiment of a movie review.",
+        "input_fields": ["text"],
+        "output_field": "label",
+        "labels": ["negative", "positive"],
+        "seed_examples": [
+            {"text": "Wonderful from start to finish.", "label": "positive"},
+            {"text": "A tedious, joyless slog.", "label": "negative"},
+        ],
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def drive(url: str, clients: int, seconds: float, mix: list[str], run_ids: list[str]) -> dict:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30.0) as client:
+
+        async def one_client(seed: int) -> None:
+            rng = random.Random(seed)
+            while time.monotonic() < deadline:
+                kind = rng.choice(mix)
+                started = time.perf_counter()
+                try:
+                    if kind == "healthz":
+                        response = await client.get("/healthz")
+                    elif kind == "status":
+                        response = await client.get(f"/runs/{rng.choice(run_ids)}")
+                    elif kind == "samples":
+                        response = await client.get(f"/runs/{rng.choice(run_ids)}/samples", params={"limit": 50})
+                    else:
+                        response = await client.post("/runs", json=SPEC)
+                    ok = response.status_code < 400
+                    key = f"{kind}:{response.status_code}"
+                except httpx.HTTPError as exc:
+                    ok, key = False, f"{kind}:{type(exc).__name__}"
+                latencies.append(time.perf_counter() - started)
+                if not ok:
+                    errors[key] = errors.get(key, 0) + 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(one_client(i) for i in range(clients)))
+        elapsed = time.monotonic() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="gold-load-"))
+    postgres, redis = start_postgres(work / "pg"), start_redis(work / "redis")
+    upgrade(postgres.url)
+    port = free_port()
+    env = {
+        **os.environ,
+        "GOLD_DATABASE_URL": postgres.url,
+        "GOLD_REDIS_URL": redis.url,
+        "GOLD_API_KEYS": json.dumps({"bench": TOKEN}),
+        "GOLD_ORCHESTRATOR_PORT": str(port),
+        "GOLD_CONCURRENT_RUNS": "0",  # API only: nobody drives the submitted runs
+        "GOLD_DATA_DIR": str(work),
+        "GOLD_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "services.orchestrator"], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        run_ids = [httpx.post(f"{url}/runs", json=SPEC, headers=headers, timeout=10).json()["id"] for _ in range(20)]
+        baseline = asyncio.run(drive(url, args.clients, args.seconds, ["healthz"], run_ids))
+        mixed = asyncio.run(drive(url, args.clients, args.seconds, ["status"] * 6 + ["samples"] * 3 + ["submit"], run_ids))
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        redis.stop()
+        postgres.stop()
+    print(f"healthz: {baseline['requests_per_s']:.0f} req/s, p50 {baseline['p50_ms']:.1f} ms, p99 {baseline['p99_ms']:.1f} ms")
+    print(f"mixed:   {mixed['requests_per_s']:.0f} req/s, p50 {mixed['p50_ms']:.1f} ms, p99 {mixed['p99_ms']:.1f} ms, "
+          f"errors {mixed['errors']} {mixed['error_kinds']}")
+    print(json.dumps({
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "mixed_requests_per_s": round(mixed["requests_per_s"], 1),
+        "mixed_p50_ms": round(mixed["p50_ms"], 1),
+        "mixed_p99_ms": round(mixed["p99_ms"], 1),
+        "mixed_errors": mixed["errors"],
+        "healthz_requests_per_s": round(baseline["requests_per_s"], 1),
+        "ratio_vs_healthz": round(mixed["requests_per_s"] / baseline["requests_per_s"], 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""`POST /v1/generate`: labelled synthetic samples for a task, parsed and filtered."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.generator import service
+from services.generator.deps import EngineDep, GenerateAccess, MetricsDep, SettingsDep
+from shared.schemas.generation import GenerateRequest, GenerateResponse
+
+router = APIRouter(prefix="/v1", tags=["generation"])
+
+
+@router.post("/generate", response_model=GenerateResponse)
+async def generate(
+    body: GenerateRequest,
+    access: GenerateAccess,
+    engine: EngineDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> GenerateResponse:
+    return await service.generate(
+        engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
+    )

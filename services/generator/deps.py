@@ -1,0 +1,58 @@
+"""Dependencies of the generator's routes: settings, the engine, metrics and per-key access."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.generator.config import GeneratorSettings, Scope
+from services.generator.engine import TextEngine
+from services.generator.limits import KeyLimiter
+from services.generator.metrics import Metrics
+from shared.auth import Caller
+from shared.errors import NotReady
+
+
+def get_settings(request: Request) -> GeneratorSettings:
+    return request.app.state.settings
+
+
+def get_engine(request: Request) -> TextEngine:
+    engine: TextEngine | None = request.app.state.engine
+    if engine is None or not engine.ready():
+        error = request.app.state.engine_error
+        if error:
+            raise NotReady(f"the engine failed to start: {error}")
+        raise NotReady(
+            "the engine is still loading; retry when /readyz answers 200", headers={"Retry-After": "10"}
+        )
+    return engine
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+@dataclass
+class Access:
+    key: str | None
+    limiter: KeyLimiter
+
+
+def _access(scope: Scope):  # noqa: ANN202 - a dependency factory
+    def dependency(request: Request, caller: Caller) -> Access:
+        limiter: KeyLimiter = request.app.state.limiter
+        limiter.check_scope(caller, scope)
+        return Access(caller, limiter)
+
+    return dependency
+
+
+SettingsDep = Annotated[GeneratorSettings, Depends(get_settings)]
+EngineDep = Annotated[TextEngine, Depends(get_engine)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+GenerateAccess = Annotated[Access, Depends(_access("generate"))]
+ClassifyAccess = Annotated[Access, Depends(_access("classify"))]
+OpenAIAccess = Annotated[Access, Depends(_access("openai"))]

@@ -1,0 +1,160 @@
+"""transformers backend: the fallback where vLLM cannot be installed. One call at a time (a lock),
+each prompt's n samples in one `generate` call, in a worker thread so the event loop stays free."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from services.generator.config import GeneratorSettings
+from services.generator.engine import Completion, Delta, EngineError, EngineInfo, PromptResult, Sampling
+from services.generator.model_store import ResolvedModel, check_bos, count_parameters
+from services.generator.prompts import chat_transcript
+
+logger = logging.getLogger(__name__)
+
+
+class HFEngine:
+    def __init__(self, settings: GeneratorSettings, model: ResolvedModel):
+        import transformers
+
+        self.settings = settings
+        self.info = EngineInfo(
+            engine="hf",
+            engine_version=transformers.__version__,
+            model=model,
+            parameters=count_parameters(model.path),
+        )
+        self._model: Any = None
+        self._tokenizer: Any = None
+        # torch's global RNG seeds each call: calls must not interleave.
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        await asyncio.wait_for(asyncio.to_thread(self._load), self.settings.generator_start_timeout_s)
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = self.info.model.path
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        check_bos(tokenizer, where=f"tokenizer of {self.info.model.name}")
+        dtype = getattr(torch, self.settings.generator_dtype, torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+        model.eval()
+        self._tokenizer, self._model = tokenizer, model
+
+    async def close(self) -> None:
+        self._model = None
+
+    def ready(self) -> bool:
+        return self._model is not None
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        if getattr(self._tokenizer, "chat_template", None):
+            return self._tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+        return chat_transcript(messages)
+
+    def _encode(self, prompt: str) -> list[int]:
+        bos = getattr(self._tokenizer, "bos_token", None)
+        return self._tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        if self._model is None:
+            raise EngineError("the transformers engine is not loaded")
+        try:
+            # The thread cannot be stopped; the lock keeps a timed-out call from overlapping the next.
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.settings.generator_timeout_s)
+        except TimeoutError as exc:
+            raise EngineError(f"engine call timed out after {self.settings.generator_timeout_s:g} s") from exc
+
+    async def generate(self, prompts: Sequence[str], sampling: Sequence[Sampling]) -> list[PromptResult]:
+        return await self._call(self._generate_sync, list(prompts), list(sampling))
+
+    def _generate_sync(self, prompts: list[str], samplings: list[Sampling]) -> list[PromptResult]:
+        import torch
+
+        results = []
+        with self._lock, torch.inference_mode():
+            for prompt, sampling in zip(prompts, samplings, strict=True):
+                ids = torch.tensor([self._encode(prompt)])
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
+                sample = sampling.temperature > 0
+                output = self._model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    do_sample=sample,
+                    temperature=sampling.temperature if sample else None,
+                    top_k=sampling.top_k if sample and sampling.top_k > 0 else None,
+                    top_p=sampling.top_p if sample else None,
+                    max_new_tokens=sampling.max_tokens,
+                    num_return_sequences=sampling.n,
+                    stop_strings=list(sampling.stop) or None,
+                    tokenizer=self._tokenizer,
+                    pad_token_id=self._tokenizer.pad_token_id,
+                )
+                completions = []
+                for row in output[:, ids.shape[1] :]:
+                    tokens = [t for t in row.tolist() if t != self._tokenizer.pad_token_id]
+                    text = self._tokenizer.decode(tokens, skip_special_tokens=True)
+                    completions.append(self._finish(text, tokens, sampling))
+                results.append(PromptResult(prompt_tokens=ids.shape[1], completions=completions))
+        return results
+
+    def _finish(self, text: str, tokens: list[int], sampling: Sampling) -> Completion:
+        cuts = [i for i in (text.find(s) for s in sampling.stop) if i >= 0]
+        if cuts:
+            return Completion(text=text[: min(cuts)], tokens=len(tokens), finish_reason="stop")
+        ended = bool(tokens) and tokens[-1] == self._tokenizer.eos_token_id
+        reason = "length" if len(tokens) >= sampling.max_tokens and not ended else "stop"
+        return Completion(text=text, tokens=len(tokens), finish_reason=reason)
+
+    async def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
+        # generate() has no cheap incremental path here: the whole completion is one piece.
+        result = await self.generate([prompt], [sampling])
+        completion = result[0].completions[0]
+        yield Delta(completion.text, completion.tokens, completion.finish_reason)
+
+    async def score_continuations(
+        self, prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[float]]:
+        return await self._call(self._score_sync, list(prompts), list(continuations))
+
+    def _score_sync(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+        import torch
+
+        conts = [self._tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        out: list[list[float]] = []
+        with self._lock, torch.inference_mode():
+            for prompt in prompts:
+                ids = self._encode(prompt)
+                # The prompt once (its KV cache), then every continuation on a copy of it.
+                first = self._model(input_ids=torch.tensor([ids]), use_cache=True)
+                start = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+                row = []
+                for cont in conts:
+                    total = float(start[cont[0]])
+                    if len(cont) > 1:
+                        cache = _copy_cache(first.past_key_values)
+                        rest = self._model(input_ids=torch.tensor([cont[:-1]]), past_key_values=cache)
+                        logprobs = torch.log_softmax(rest.logits[0].float(), dim=-1)
+                        total += float(sum(logprobs[k, t] for k, t in enumerate(cont[1:])))
+                    row.append(total)
+                out.append(row)
+        return out
+
+
+def _copy_cache(cache: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(cache)

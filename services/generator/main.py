@@ -1,0 +1,117 @@
+"""The generator service: a teacher LLM behind a data-generation API and an OpenAI-compatible one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+
+from services.generator.api import classify, generate, health, openai
+from services.generator.config import GeneratorSettings, get_generator_settings
+from services.generator.engine import TextEngine, build_engine
+from services.generator.limits import KeyLimiter
+from services.generator.metrics import Metrics, MetricsMiddleware
+from services.generator.model_store import ResolvedModel, resolve_model
+from shared.logging import configure_logging
+from shared.service_app import create_service_app
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_served_model(settings: GeneratorSettings) -> ResolvedModel:
+    """The configured model; the openai engine names a remote model and needs no local files."""
+    name = settings.generator_model
+    if settings.generator_engine == "openai":
+        remote = settings.generator_openai_model or settings.generator_model_ids.get(name, name)
+        return ResolvedModel(
+            name=name, model_id=remote, path=settings.generator_openai_base_url or "", revision=None
+        )
+    return resolve_model(name, settings.generator_models, settings.generator_model_ids, settings.models_dir)
+
+
+async def _start_engine(
+    app: FastAPI, settings: GeneratorSettings, engine: TextEngine | None, exit_on_failure: bool
+) -> None:
+    started = time.perf_counter()
+    try:
+        if engine is None:
+            model = await asyncio.to_thread(resolve_served_model, settings)
+            engine = build_engine(settings, model)
+        app.state.starting_engine = engine
+        await engine.start()
+        app.state.engine = engine
+        logger.info(
+            "%s engine ready with %s in %.1f s",
+            engine.info.engine,
+            engine.info.model.model_id,
+            time.perf_counter() - started,
+        )
+    except Exception as exc:
+        app.state.engine_error = f"{type(exc).__name__}: {exc}"
+        logger.exception("the engine failed to start")
+        if exit_on_failure:  # a service that can never serve should stop, not answer 503 forever
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def create_app(
+    settings: GeneratorSettings | None = None,
+    *,
+    engine: TextEngine | None = None,
+    exit_on_engine_failure: bool = False,
+) -> FastAPI:
+    """The app; the engine is built and loaded in the lifespan (in the background, so /healthz
+    answers at once and /readyz turns 200 when the model is loaded). `engine` replaces the
+    configured one (tests of the serving logic)."""
+    settings = settings or get_generator_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.engine = None
+        app.state.starting_engine = None
+        app.state.engine_error = None
+        starting = asyncio.create_task(_start_engine(app, settings, engine, exit_on_engine_failure))
+        yield
+        # The model loads in a thread that cannot be interrupted: let it finish, then close it,
+        # so no engine process outlives the service.
+        with suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(starting), settings.generator_start_timeout_s)
+        running = app.state.engine or app.state.starting_engine
+        if running is not None:
+            await running.close()
+
+    app = create_service_app(
+        "GOLD generator",
+        settings,
+        lifespan,
+        description="Synthetic training data and teacher labels from a teacher LLM; OpenAI-compatible API.",
+        max_body_bytes=settings.generator_max_request_bytes,
+    )
+    app.state.metrics = Metrics()
+    app.state.limiter = KeyLimiter(settings)
+    app.state.engine = None
+    app.state.engine_error = None
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.include_router(health.router)
+    app.include_router(generate.router)
+    app.include_router(classify.router)
+    app.include_router(openai.router)
+    openai.install_openai_error_format(app)
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = get_generator_settings()
+    configure_logging(settings.log_level)
+    app = create_app(settings, exit_on_engine_failure=True)
+    uvicorn.run(app, host=settings.generator_host, port=settings.generator_port)
+    if app.state.engine_error:
+        sys.exit(1)

@@ -1,0 +1,280 @@
+"""Generation and classification: prompts in, parsed samples or label distributions out.
+
+One request becomes one batch of engine work: every prompt (with n completions each) is handed to
+the engine at once, and the engine batches them (vLLM: continuous batching).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import secrets
+from collections.abc import Sequence
+
+from services.generator.config import GeneratorSettings
+from services.generator.engine import EngineError, Sampling, TextEngine, derive_seed
+from services.generator.limits import KeyLimiter
+from services.generator.metrics import Metrics
+from services.generator.parsing import Candidate, Limits, Rejection, deduplicate, parse_completion
+from services.generator.prompts import (
+    STOP,
+    assign_labels,
+    classification_prefix,
+    classification_prompt,
+    plan_generation,
+)
+from shared.errors import InvalidInput, UpstreamError
+from shared.schemas.generation import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ClassPrediction,
+    GeneratedSample,
+    GenerateRequest,
+    GenerateResponse,
+    GenerationSettingsUsed,
+    ParseStats,
+    PromptExamples,
+    Rejected,
+    Usage,
+)
+from shared.spec import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+# Classification inputs scored per engine call: bounds memory, keeps the batch large.
+CLASSIFY_CHUNK = 256
+
+
+def _check_examples(task: TaskSpec, examples: Sequence[dict[str, str]], where: str, *, output: bool) -> None:
+    needed = [*task.input_fields, task.output_field] if output else list(task.input_fields)
+    for i, example in enumerate(examples):
+        missing = [f for f in needed if not str(example.get(f, "")).strip()]
+        if missing:
+            raise InvalidInput(f"{where}.{i}", f"missing field(s) {missing}; every entry needs {needed}")
+        label = example.get(task.output_field)
+        if output and task.type == "classification" and label not in (task.labels or []):
+            raise InvalidInput(f"{where}.{i}", f"label {label!r} is not one of {task.labels}")
+
+
+def _requested_labels(request: GenerateRequest, rng: random.Random) -> list[str | None]:
+    task = request.task
+    if request.labels is None:
+        return assign_labels(task, request.n, rng)
+    if task.type != "classification":
+        raise InvalidInput("labels", "labels can only be requested for classification tasks")
+    if len(request.labels) != request.n:
+        raise InvalidInput(
+            "labels", f"give one label per sample: {len(request.labels)} labels for n={request.n}"
+        )
+    unknown = sorted({label for label in request.labels if label not in (task.labels or [])})
+    if unknown:
+        raise InvalidInput("labels", f"{unknown} not in the task's labels {task.labels}")
+    return list(request.labels)
+
+
+def settings_used(engine: TextEngine, sampling: Sampling, seed: int | None) -> GenerationSettingsUsed:
+    info = engine.info
+    return GenerationSettingsUsed(
+        model=info.model.model_id,
+        revision=info.model.revision,
+        engine=info.engine,
+        engine_version=info.engine_version,
+        seed=seed,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        max_tokens=sampling.max_tokens,
+    )
+
+
+async def generate(
+    engine: TextEngine,
+    request: GenerateRequest,
+    *,
+    settings: GeneratorSettings,
+    metrics: Metrics,
+    limiter: KeyLimiter,
+    key: str | None,
+) -> GenerateResponse:
+    limiter.check_caps(key, request.n, request.sampling.max_tokens, tokens_field="sampling.max_tokens")
+    reserved = limiter.reserve(key, request.n * request.sampling.max_tokens)
+    try:
+        response = await _generate(engine, request, settings, metrics)
+    except Exception:
+        limiter.settle(key, reserved, 0)
+        raise
+    limiter.settle(key, reserved, response.usage.prompt_tokens + response.usage.completion_tokens)
+    return response
+
+
+async def _generate(
+    engine: TextEngine, request: GenerateRequest, settings: GeneratorSettings, metrics: Metrics
+) -> GenerateResponse:
+    task = request.task
+    if request.structured:
+        raise InvalidInput(
+            "structured",
+            f"structured output is not available with the {engine.info.engine} engine here; "
+            "send structured=false (free-text parsing)",
+        )
+    examples = list(request.examples) if request.examples is not None else list(task.seed_examples)
+    if not examples:
+        raise InvalidInput("examples", "give at least one in-context example (or leave it out for the seeds)")
+    _check_examples(task, examples, "examples", output=True)
+    _check_examples(task, request.feedback, "feedback", output=True)
+
+    seed = request.sampling.seed if request.sampling.seed is not None else secrets.randbelow(2**31)
+    rng = random.Random(seed)
+    labels = _requested_labels(request, rng)
+    plans = plan_generation(
+        task,
+        examples,
+        request.feedback,
+        labels,
+        mode=request.mode,
+        samples_per_prompt=settings.generator_samples_per_prompt,
+        max_examples=settings.generator_max_examples_per_prompt,
+        rng=rng,
+    )
+    base = Sampling(
+        temperature=request.sampling.temperature,
+        top_p=request.sampling.top_p,
+        top_k=request.sampling.top_k,
+        max_tokens=request.sampling.max_tokens,
+        stop=STOP,
+    )
+    # Each prompt gets its own seed: vLLM seeds per request, and equal seeds repeat samples.
+    per_prompt = [
+        Sampling(**{**base.__dict__, "n": plan.n, "seed": derive_seed(seed, request.mode, i)})
+        for i, plan in enumerate(plans)
+    ]
+    if settings.generator_log_prompts:
+        for plan in plans:
+            logger.info("prompt (label %s, n %d):\n%s", plan.label, plan.n, plan.text)
+    try:
+        results = await engine.generate([p.text for p in plans], per_prompt)
+    except EngineError as exc:
+        raise UpstreamError("engine", str(exc), 503) from exc
+
+    limits = Limits(
+        settings.generator_min_chars,
+        settings.generator_max_chars,
+        settings.generator_near_duplicate_threshold,
+    )
+    candidates: list[tuple[Candidate, str]] = []
+    rejections: list[Rejected] = []
+    completions = 0
+    for plan, result in zip(plans, results, strict=True):
+        for completion in result.completions:
+            completions += 1
+            parsed = parse_completion(task, plan, completion.text, completion.finish_reason, limits)
+            if isinstance(parsed, Rejection):
+                rejections.append(Rejected(reason=parsed.reason, text=parsed.text))
+            else:
+                candidates.append((parsed, completion.text))
+            if settings.generator_log_prompts:
+                logger.info("completion: %r", completion.text)
+    raw_of = {id(c): text for c, text in candidates}
+    kept, dropped = deduplicate(
+        task,
+        [c for c, _ in candidates],
+        [*examples, *request.feedback],
+        request.exclude_hashes,
+        settings.generator_near_duplicate_threshold,
+    )
+    rejections.extend(Rejected(reason=reason, text=raw_of[id(c)]) for reason, c in dropped)
+
+    counts: dict[str, int] = {}
+    for rejection in rejections:
+        counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
+    samples = [
+        GeneratedSample(
+            fields=c.fields,
+            label=c.label,
+            text_hash=c.hash,
+            prompt=PromptExamples(examples=list(c.prompt.examples), feedback=list(c.prompt.feedback)),
+        )
+        for c in kept
+    ]
+    usage = Usage(
+        prompt_tokens=sum(r.prompt_tokens for r in results),
+        completion_tokens=sum(c.tokens for r in results for c in r.completions),
+    )
+    metrics.record_generation(len(samples), counts, usage.prompt_tokens, usage.completion_tokens)
+    logger.info(
+        "generate mode=%s n=%d prompts=%d accepted=%d rejected=%s",
+        request.mode,
+        request.n,
+        len(plans),
+        len(samples),
+        counts,
+    )
+    return GenerateResponse(
+        samples=samples,
+        stats=ParseStats(
+            requested=request.n, completions=completions, accepted=len(samples), rejected=counts
+        ),
+        rejections=rejections,
+        usage=usage,
+        settings=settings_used(engine, base, seed),
+    )
+
+
+def _softmax(scores: Sequence[float]) -> list[float]:
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+async def classify(
+    engine: TextEngine,
+    request: ClassifyRequest,
+    *,
+    settings: GeneratorSettings,
+    metrics: Metrics,
+    limiter: KeyLimiter,
+    key: str | None,
+) -> ClassifyResponse:
+    task = request.task
+    # One scored token per input and label: cheap next to generation, but still counted.
+    limiter.reserve(key, len(request.inputs) * len(task.labels or [1]))
+    if task.type != "classification" or not task.labels:
+        raise InvalidInput("task.type", "classify answers classification tasks (with labels) only")
+    if len(request.inputs) > settings.generator_max_classify_inputs:
+        raise InvalidInput(
+            "inputs",
+            f"at most {settings.generator_max_classify_inputs} inputs per request: "
+            "split them over several requests",
+        )
+    examples = list(request.examples) if request.examples is not None else list(task.seed_examples)
+    _check_examples(task, examples, "examples", output=True)
+    _check_examples(task, request.inputs, "inputs", output=False)
+
+    prefix = classification_prefix(task, examples)
+    continuations = [f" {label}" for label in task.labels]
+    predictions: list[ClassPrediction] = []
+    try:
+        for start in range(0, len(request.inputs), CLASSIFY_CHUNK):
+            chunk = request.inputs[start : start + CLASSIFY_CHUNK]
+            prompts = [classification_prompt(task, prefix, len(examples), x) for x in chunk]
+            scores = await engine.score_continuations(prompts, continuations)
+            for row in scores:
+                probabilities = _softmax(row)
+                best = max(range(len(row)), key=row.__getitem__)
+                predictions.append(
+                    ClassPrediction(
+                        label=task.labels[best],
+                        probabilities={label: p for label, p in zip(task.labels, probabilities, strict=True)},
+                    )
+                )
+    except EngineError as exc:
+        raise UpstreamError("engine", str(exc), 503) from exc
+    metrics.record_classification(len(predictions))
+    return ClassifyResponse(
+        predictions=predictions,
+        model=engine.info.model.model_id,
+        engine=engine.info.engine,
+        parameters=engine.info.parameters,
+    )

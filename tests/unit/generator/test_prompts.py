@@ -1,0 +1,151 @@
+"""Prompt building: label-first few-shot continuation, balanced labels, varied in-context examples."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from services.generator.prompts import (
+    OOD_INSTRUCTIONS,
+    assign_labels,
+    classification_prefix,
+    classification_prompt,
+    plan_generation,
+)
+from shared.spec import TaskSpec
+from tests.unit.generator.conftest import load_capture
+
+SENTIMENT = TaskSpec(
+    type="classification",
+    description="Decide whether a movie review is positive or negative.",
+    input_fields=["text"],
+    output_field="label",
+    labels=["negative", "positive"],
+    seed_examples=[
+        {
+            "text": f"Review number {i} of a film, {'loved' if i % 2 else 'hated'} it.",
+            "label": "positive" if i % 2 else "negative",
+        }
+        for i in range(8)
+    ],
+)
+QA = TaskSpec(
+    type="seq2seq",
+    description="Answer a question about a passage with a span of the passage.",
+    input_fields=["context", "question"],
+    output_field="answer",
+    seed_examples=[
+        {
+            "context": "The bridge opened in 1932 after six years of work.",
+            "question": "When did it open?",
+            "answer": "1932",
+        },
+        {
+            "context": "Ada kept bees on the roof of the library.",
+            "question": "Where were the bees?",
+            "answer": "on the roof of the library",
+        },
+    ],
+)
+
+
+def test_labels_are_balanced_and_cover_the_batch() -> None:
+    labels = assign_labels(SENTIMENT, 48, random.Random(0))
+    assert Counter(labels) == {"negative": 24, "positive": 24}
+    odd = Counter(
+        assign_labels(SENTIMENT.model_copy(update={"labels": ["a", "b", "c"]}), 16, random.Random(1))
+    )
+    assert sorted(odd.values()) == [5, 5, 6]
+
+
+def test_generation_prompt_gives_the_label_first_and_ends_at_the_first_text_field() -> None:
+    rng = random.Random(3)
+    plans = plan_generation(
+        SENTIMENT,
+        SENTIMENT.seed_examples,
+        [],
+        assign_labels(SENTIMENT, 48, rng),
+        mode="train",
+        samples_per_prompt=4,
+        max_examples=8,
+        rng=rng,
+    )
+    assert sum(p.n for p in plans) == 48 and all(p.n <= 4 for p in plans)
+    for plan in plans:
+        tail = plan.text.rsplit("Example ", 1)[1]
+        number = len(plan.examples) + len(plan.feedback) + 1
+        assert tail == f"{number}\nLabel: {plan.label}\nText:"
+        assert plan.given == {"label": plan.label} and plan.first_field == "text"
+        assert not any(instruction in plan.text for instruction in OOD_INSTRUCTIONS)
+        for i in plan.examples:  # the examples it claims to show are the ones it shows
+            assert f"Text: {SENTIMENT.seed_examples[i]['text']}" in plan.text
+    # Diversity of prompts: subsets and orders differ between prompts.
+    assert len({tuple(p.examples) for p in plans}) >= len(plans) - 2
+    assert Counter(p.label for p in plans for _ in range(p.n)) == {"negative": 24, "positive": 24}
+
+
+def test_feedback_follows_the_examples_and_ood_adds_the_difference_instruction() -> None:
+    feedback = [{"text": "A sample fed back from the previous iteration.", "label": "negative"}]
+    rng = random.Random(5)
+    plans = plan_generation(
+        SENTIMENT,
+        SENTIMENT.seed_examples[:3],
+        feedback,
+        ["positive"] * 8,
+        mode="ood",
+        samples_per_prompt=4,
+        max_examples=8,
+        rng=rng,
+    )
+    for plan in plans:
+        assert plan.feedback == [0]
+        assert plan.text.index("A sample fed back") > max(
+            plan.text.index(SENTIMENT.seed_examples[i]["text"]) for i in plan.examples
+        )
+        assert any(instruction in plan.text for instruction in OOD_INSTRUCTIONS)
+
+
+def test_seq2seq_prompt_writes_inputs_then_output() -> None:
+    rng = random.Random(0)
+    plans = plan_generation(
+        QA,
+        QA.seed_examples,
+        [],
+        assign_labels(QA, 4, rng),
+        mode="train",
+        samples_per_prompt=4,
+        max_examples=8,
+        rng=rng,
+    )
+    assert len(plans) == 1 and plans[0].label is None and plans[0].given == {}
+    assert plans[0].text.endswith("Example 3\nContext:")
+    assert (
+        "Context: The bridge opened in 1932 after six years of work.\n"
+        "Question: When did it open?\nAnswer: 1932" in plans[0].text
+    )
+
+
+def test_classification_prompt_shares_one_prefix_and_asks_for_the_label_last() -> None:
+    prefix = classification_prefix(SENTIMENT, SENTIMENT.seed_examples)
+    prompt = classification_prompt(SENTIMENT, prefix, 8, {"text": "Multi\nline input"})
+    assert prompt.startswith(prefix)
+    assert prompt.endswith("Example 9\nText: Multi line input\nLabel:")
+
+
+def test_captured_prompts_match_the_current_prompt_builder() -> None:
+    """The fixtures hold real completions of these exact prompts: if the format changes, the
+    fixtures must be captured again (tests/fixtures/generator/capture.py)."""
+    for name in ("sentiment_train", "sentiment_ood", "rte_train", "squad_train"):
+        task, prompts, record = load_capture(name)
+        rng = random.Random(7)
+        plans = plan_generation(
+            task,
+            task.seed_examples,
+            [],
+            assign_labels(task, record["n"], rng),
+            mode=record["mode"],
+            samples_per_prompt=4,
+            max_examples=8,
+            rng=rng,
+        )
+        assert [p.text for p in plans] == [p.text for p, _ in prompts], name
