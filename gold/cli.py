@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gold.evaluate import evaluate, parse_modes, results_table
+from gold.evaluate import evaluate, parse_modes, results_table, sweep, sweep_plot, sweep_table
 from gold.report import iteration_table, time_split_table, write_report
 from gold.stack import Stack, local_token
 from shared.clients import OrchestratorClient
@@ -78,28 +78,25 @@ def show_summary(summary: RunSummary, as_json: bool) -> None:
 
 
 @app.command()
-def up(
-    trainers: Annotated[int, typer.Option(help="trainer workers to start")] = 1,
-) -> None:
+def up(trainers: Annotated[int, typer.Option(min=1, max=16, help="trainer workers to start")] = 1) -> None:
     """Start the whole local stack, print the URLs; Ctrl-C stops everything it started."""
     settings = GoldSettings()
     configure_logging(settings.log_level)
-    stack = Stack(settings, trainers=trainers)
-    with console.status("starting PostgreSQL, Redis, generator, scorer, trainer, orchestrator..."):
-        stack.__enter__()
     try:
-        console.print(f"orchestrator  {stack.orchestrator_url}  (API docs: {stack.orchestrator_url}/docs)")
-        console.print(f"generator     {stack.generator_url}")
-        console.print(f"scorer        {stack.scorer_url}")
-        console.print(f"API token     in {settings.data_dir / 'api_token'}; logs in {settings.data_dir / 'logs'}")
-        console.print("Ctrl-C stops everything.")
-        while True:
-            stack.check_alive()
-            time.sleep(2.0)
+        with local_stack(settings, attach=False, trainers=trainers) as (_, stack):
+            assert stack is not None
+            console.print(f"orchestrator  {stack.orchestrator_url}  (API docs: {stack.orchestrator_url}/docs)")
+            console.print(f"generator     {stack.generator_url}")
+            console.print(f"scorer        {stack.scorer_url}")
+            console.print(f"API token in {settings.data_dir / 'api_token'}; logs in {settings.data_dir / 'logs'}")
+            console.print("Ctrl-C stops everything.")
+            while True:
+                stack.check_alive()
+                time.sleep(2.0)
     except KeyboardInterrupt:
-        console.print("stopping...")
-    finally:
-        stack.stop()
+        console.print("stopped.")
+    except RuntimeError as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -156,14 +153,16 @@ def demo_spec() -> dict[str, Any]:
 
 
 @contextmanager
-def local_stack(settings: GoldSettings, attach: bool) -> Iterator[tuple[OrchestratorClient, Stack | None]]:
+def local_stack(
+    settings: GoldSettings, attach: bool, trainers: int = 1
+) -> Iterator[tuple[OrchestratorClient, Stack | None]]:
     """A client to a running orchestrator (--attach) or to a stack started for this command."""
     if attach:
         yield _client(settings), None
         return
     started = time.monotonic()
     with console.status("starting the stack (the first start converts the teacher model: a few minutes)..."):
-        stack = Stack(settings)
+        stack = Stack(settings, trainers=trainers)
         stack.__enter__()
     try:
         console.print(f"stack ready in {time.monotonic() - started:.0f} s; orchestrator at {stack.orchestrator_url}")
@@ -203,6 +202,9 @@ def eval_command(
     spec_path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="run spec, YAML or JSON")],
     modes: Annotated[str, typer.Option(help="comma-separated: gold, vanilla, teacher")] = "gold,vanilla,teacher",
     repeats: Annotated[int, typer.Option(min=1, max=20)] = 1,
+    budgets: Annotated[
+        str | None, typer.Option(help="comma-separated generation budgets to sweep, e.g. 64,256,1024")
+    ] = None,
     attach: Annotated[bool, typer.Option("--attach", help="use a running `gold up` instead of starting one")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="end with all results as one JSON object")] = False,
 ) -> None:
@@ -225,6 +227,15 @@ def eval_command(
                 Console().print(iteration_table(summary))
                 return summary
 
+            if budgets:
+                sizes = sorted({int(b) for b in budgets.split(",") if b.strip()})
+                result = sweep(spec, chosen, repeats, sizes, run)
+                plot = sweep_plot(result, settings.data_dir / "reports" / f"{spec['name']}-budget-sweep.png")
+                Console().print(sweep_table(result))
+                console.print(f"plot: {plot}")
+                if as_json:
+                    print(json.dumps(result))
+                return
             result = evaluate(spec, chosen, repeats, run)
             gold_runs = next((m["run_ids"] for m in result["modes"] if m["mode"] == "gold"), [])
             vanilla_runs = next((m["run_ids"] for m in result["modes"] if m["mode"] == "vanilla"), [])

@@ -7,6 +7,7 @@ import copy
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -37,6 +38,23 @@ def mode_spec(spec: dict[str, Any], mode: str, repeat: int, measure_teacher: boo
         section["seed"] = int(section.get("seed", 0 if part == "teacher" else 44)) + repeat
     if out.get("evaluation"):
         out["evaluation"]["teacher_baseline"] = measure_teacher
+    return out
+
+
+def budget_spec(spec: dict[str, Any], budget: int) -> dict[str, Any]:
+    """The spec with its generation budget (samples over all iterations) set to `budget`, keeping
+    the iteration count and the share of OOD samples."""
+    out = copy.deepcopy(spec)
+    loop = out.setdefault("loop", {})
+    iterations = int(loop.get("iterations", 3))
+    train, ood = int(loop.get("samples_per_iteration", 48)), int(loop.get("ood_samples_per_iteration", 16))
+    per_iteration = max(budget // iterations, 2)
+    ood_share = ood / (train + ood) if train + ood else 0.0
+    loop["ood_samples_per_iteration"] = max(int(round(per_iteration * ood_share)), 1 if ood else 0)
+    loop["samples_per_iteration"] = per_iteration - loop["ood_samples_per_iteration"]
+    loop["feedback_per_iteration"] = min(int(loop.get("feedback_per_iteration", 4)),
+                                         loop["ood_samples_per_iteration"])
+    out["name"] = f"{spec['name']}-b{budget}"
     return out
 
 
@@ -115,6 +133,21 @@ def evaluate(
     }
 
 
+def sweep(
+    spec: dict[str, Any],
+    modes: list[str],
+    repeats: int,
+    budgets: list[int],
+    run: Callable[[dict[str, Any]], RunSummary],
+) -> dict[str, Any]:
+    """`evaluate` at each generation budget; the teacher is measured once (it does not depend on it)."""
+    points = []
+    for i, budget in enumerate(budgets):
+        chosen = modes if i == 0 else [m for m in modes if m != "teacher"]
+        points.append({"budget": budget, **evaluate(budget_spec(spec, budget), chosen, repeats, run)})
+    return {"spec": spec["name"], "repeats": repeats, "budgets": budgets, "points": points}
+
+
 def results_table(result: dict[str, Any]) -> Table:
     table = Table(title=f"{result['spec']}: real-data metric over {result['repeats']} repeat(s)")
     for column in ("mode", "metric", "mean", "spread (std)", "parameters", "s / example"):
@@ -125,3 +158,51 @@ def results_table(result: dict[str, Any]) -> Table:
         latency = "-" if not row["seconds_per_example"] else f"{row['seconds_per_example'] * 1000:.1f} ms"
         table.add_row(row["mode"], row["metric"] or "-", mean, f"{row['std']:.3f}", params, latency)
     return table
+
+
+def sweep_table(result: dict[str, Any]) -> Table:
+    table = Table(title=f"{result['spec']}: real-data metric by generation budget ({result['repeats']} repeat(s))")
+    modes = [m["mode"] for m in result["points"][0]["modes"] if m["mode"] != "teacher"]
+    table.add_column("budget (samples)", justify="right")
+    for mode in modes:
+        table.add_column(mode, justify="right")
+    for point in result["points"]:
+        by_mode = {m["mode"]: m for m in point["modes"]}
+        cells = []
+        for mode in modes:
+            row = by_mode.get(mode, {})
+            cells.append("-" if row.get("mean") is None else f"{row['mean']:.3f} ± {row['std']:.3f}")
+        table.add_row(str(point["budget"]), *cells)
+    teacher = next((m for m in result["points"][0]["modes"] if m["mode"] == "teacher"), None)
+    if teacher and teacher["mean"] is not None:
+        table.caption = f"teacher few-shot: {teacher['mean']:.3f}"
+    return table
+
+
+def sweep_plot(result: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    budgets = [p["budget"] for p in result["points"]]
+    for mode in ("gold", "vanilla"):
+        rows = [next((m for m in p["modes"] if m["mode"] == mode), None) for p in result["points"]]
+        if any(r and r["mean"] is not None for r in rows):
+            means = [r["mean"] if r and r["mean"] is not None else float("nan") for r in rows]
+            stds = [r["std"] if r else 0.0 for r in rows]
+            ax.errorbar(budgets, means, yerr=stds, marker="o", capsize=3, label=mode)
+    teacher = next((m for m in result["points"][0]["modes"] if m["mode"] == "teacher"), None)
+    if teacher and teacher["mean"] is not None:
+        ax.axhline(teacher["mean"], color="grey", linestyle="--", label="teacher few-shot")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("generated samples (budget)")
+    ax.set_ylabel("student accuracy on real data")
+    ax.set_title(result["spec"])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -55,3 +55,29 @@ def test_parse_modes_rejects_unknown_and_teacher_alone():
         parse_modes("gold,zerogen")
     with pytest.raises(ValueError, match="teacher"):
         parse_modes("teacher")
+
+
+def test_budget_spec_keeps_iterations_and_ood_share():
+    from gold.evaluate import budget_spec
+
+    spec = {"name": "s", "loop": {"iterations": 4, "samples_per_iteration": 48, "ood_samples_per_iteration": 16,
+                                  "feedback_per_iteration": 4}}
+    scaled = budget_spec(spec, 1024)
+    assert scaled["loop"]["samples_per_iteration"] + scaled["loop"]["ood_samples_per_iteration"] == 256
+    assert scaled["loop"]["ood_samples_per_iteration"] == 64 and scaled["loop"]["iterations"] == 4
+    small = budget_spec(spec, 16)
+    assert small["loop"]["ood_samples_per_iteration"] == 1 and small["loop"]["feedback_per_iteration"] == 1
+
+
+def test_sweep_measures_the_teacher_once_and_plots(tmp_path):
+    from gold.evaluate import sweep, sweep_plot
+
+    def run(spec):
+        budget = int(spec["name"].split("-b")[1].split("-")[0])
+        return summary(spec, budget / 1000, teacher=0.9 if spec["evaluation"]["teacher_baseline"] else None)
+
+    result = sweep(SPEC, ["gold", "vanilla", "teacher"], 1, [64, 256], run)
+    assert [p["budget"] for p in result["points"]] == [64, 256]
+    gold = [next(m for m in p["modes"] if m["mode"] == "gold")["mean"] for p in result["points"]]
+    assert gold == [0.064, 0.256]
+    assert sweep_plot(result, tmp_path / "s.png").stat().st_size > 1000
