@@ -127,12 +127,9 @@ class Stack:
         while pending:
             for service in list(pending):
                 self.check_alive(service)
-                try:
-                    if httpx.get(service.url + service.ready_path, timeout=2.0).status_code == 200:
-                        pending.remove(service)
-                        logger.info("%s ready at %s", service.name, service.url)
-                except httpx.HTTPError:
-                    pass
+                if _ready(service):
+                    pending.remove(service)
+                    logger.info("%s ready at %s", service.name, service.url)
             if time.monotonic() > deadline:
                 names = ", ".join(s.name for s in pending)
                 raise RuntimeError(f"not ready after {timeout_s:.0f} s: {names} (see {self.settings.data_dir}/logs)")
@@ -144,6 +141,30 @@ class Stack:
             if s.process is not None and s.process.poll() is not None:
                 tail = _tail(s.log_path)
                 raise RuntimeError(f"{s.name} exited with code {s.process.returncode}; last log lines:\n{tail}")
+
+    # -- faults and restarts (used by tests/faults) --------------------------------------------
+    def service(self, name: str) -> ServiceProcess:
+        return next(s for s in self.services if s.name == name)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a service's whole process group (a worker and its work horse) without cleanup."""
+        service = self.service(name)
+        if service.process is not None and service.process.poll() is None:
+            os.killpg(service.process.pid, sig)
+            service.process.wait()
+
+    def restart(self, name: str, ready_timeout_s: float = 900.0) -> None:
+        service = self.service(name)
+        self.kill(name, signal.SIGTERM)
+        assert service.log_path is not None
+        self._spawn(service, service.log_path.parent)
+        if service.url:
+            deadline = time.monotonic() + ready_timeout_s
+            while not _ready(service):
+                self.check_alive(service)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} not ready after restart")
+                time.sleep(1.0)
 
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -181,6 +202,13 @@ def local_token(data_dir: Path) -> str:
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def _ready(service: ServiceProcess) -> bool:
+    try:
+        return httpx.get(f"{service.url}{service.ready_path}", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _port_in_use(port: int) -> bool:

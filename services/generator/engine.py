@@ -63,6 +63,10 @@ class EngineError(RuntimeError):
     """The engine failed or timed out on a call."""
 
 
+class EngineRejected(ValueError):
+    """The engine refused the request's settings or prompt (a client error: 422)."""
+
+
 @runtime_checkable
 class TextEngine(Protocol):
     info: EngineInfo

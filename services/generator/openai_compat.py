@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from services.generator.config import GeneratorSettings
-from services.generator.engine import EngineError, Sampling, TextEngine, derive_seed
+from services.generator.engine import EngineError, EngineRejected, Sampling, TextEngine, derive_seed
 from services.generator.limits import KeyLimiter
 from services.generator.metrics import Metrics
 from services.generator.prompts import CHAT_STOP
@@ -163,6 +163,8 @@ async def _run(engine: TextEngine, prompts: Sequence[str], body: _Sampling, max_
     ]
     try:
         return await engine.generate(prompts, samplings)
+    except EngineRejected as exc:
+        raise InvalidInput("request", str(exc)) from exc
     except EngineError as exc:
         raise UpstreamError("engine", str(exc), 503) from exc
 
@@ -292,7 +294,7 @@ async def _stream(
                 yield event(delta.text, None)
         yield event(None, finish or "stop")
         yield "data: [DONE]\n\n"
-    except EngineError as exc:
+    except (EngineError, EngineRejected) as exc:
         yield "data: " + json.dumps({"error": {"message": str(exc), "type": "upstream_error"}}) + "\n\n"
     finally:
         limiter.settle(key, reserved, produced)

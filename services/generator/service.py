@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Sequence
 
 from services.generator.config import GeneratorSettings
-from services.generator.engine import EngineError, Sampling, TextEngine, derive_seed
+from services.generator.engine import EngineError, EngineRejected, Sampling, TextEngine, derive_seed
 from services.generator.limits import KeyLimiter
 from services.generator.metrics import Metrics
 from services.generator.parsing import Candidate, Limits, Rejection, deduplicate, parse_completion
@@ -154,6 +154,8 @@ async def _generate(
             logger.info("prompt (label %s, n %d):\n%s", plan.label, plan.n, plan.text)
     try:
         results = await engine.generate([p.text for p in plans], per_prompt)
+    except EngineRejected as exc:
+        raise InvalidInput("sampling", str(exc)) from exc
     except EngineError as exc:
         raise UpstreamError("engine", str(exc), 503) from exc
 
@@ -269,6 +271,8 @@ async def classify(
                         probabilities={label: p for label, p in zip(task.labels, probabilities, strict=True)},
                     )
                 )
+    except EngineRejected as exc:
+        raise InvalidInput("sampling", str(exc)) from exc
     except EngineError as exc:
         raise UpstreamError("engine", str(exc), 503) from exc
     metrics.record_classification(len(predictions))

@@ -20,6 +20,7 @@ from services.generator.engine import (
     Delta,
     EngineError,
     EngineInfo,
+    EngineRejected,
     PromptResult,
     Sampling,
 )
@@ -104,6 +105,16 @@ class VLLMEngine:
 
     # -- generation ------------------------------------------------------------------------------
     def _params(self, sampling: Sampling, output_kind: Any = None, **extra: Any) -> Any:
+        try:
+            return self._build_params(sampling, output_kind, **extra)
+        except Exception as exc:  # vLLM's validation errors (e.g. n > 1 with greedy sampling)
+            from vllm.exceptions import VLLMClientError
+
+            if isinstance(exc, VLLMClientError | ValueError):
+                raise EngineRejected(str(exc)) from exc
+            raise
+
+    def _build_params(self, sampling: Sampling, output_kind: Any = None, **extra: Any) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -143,6 +154,13 @@ class VLLMEngine:
     async def _run_all(self, token_ids: list[list[int]], params: list[Any]) -> list[Any]:
         if self._llm is None:
             raise EngineError("the vLLM engine is not running")
+        limit = self.settings.generator_max_model_len
+        for ids, p in zip(token_ids, params, strict=True):
+            if len(ids) + p.max_tokens > limit:
+                raise EngineRejected(
+                    f"a prompt of {len(ids)} tokens plus max_tokens={p.max_tokens} is over the model's "
+                    f"context of {limit} tokens: shorten the prompt or lower max_tokens"
+                )
         try:
             # Cancelling the gather (timeout) cancels each generate(), which aborts its request.
             return await asyncio.wait_for(
@@ -151,6 +169,12 @@ class VLLMEngine:
             )
         except TimeoutError as exc:
             raise EngineError(f"engine call timed out after {self.settings.generator_timeout_s:g} s") from exc
+        except Exception as exc:
+            from vllm.exceptions import VLLMClientError
+
+            if isinstance(exc, VLLMClientError | ValueError):
+                raise EngineRejected(str(exc)) from exc
+            raise EngineError(f"{type(exc).__name__}: {exc}") from exc
 
     async def generate(self, prompts: Sequence[str], sampling: Sequence[Sampling]) -> list[PromptResult]:
         token_ids = await asyncio.to_thread(lambda: [self._encode(p) for p in prompts])

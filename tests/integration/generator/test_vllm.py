@@ -129,10 +129,12 @@ def test_openai_client_contract(server: str) -> None:
     client = openai.OpenAI(base_url=f"{server}/v1", api_key=TOKEN, timeout=300)
     assert "google/gemma-3-270m" in {m.id for m in client.models.list().data}
     prompt = "Review: A warm, funny film.\nSentiment: positive\n\nReview: A dull mess.\nSentiment:"
+    with pytest.raises(openai.UnprocessableEntityError, match="greedy"):
+        client.completions.create(model="default", prompt=prompt, max_tokens=3, n=2, temperature=0.0)
     done = client.completions.create(
-        model="google/gemma-3-270m", prompt=prompt, max_tokens=3, n=2, temperature=0.0, seed=1
+        model="google/gemma-3-270m", prompt=prompt, max_tokens=3, n=2, temperature=0.7, seed=1
     )
-    assert len(done.choices) == 2 and done.choices[0].text.strip()
+    assert len(done.choices) == 2 and all(c.text for c in done.choices)
     assert done.usage.prompt_tokens > 10 and done.usage.completion_tokens > 0
     same = client.completions.create(
         model="default", prompt="The capital of France is", max_tokens=6, seed=3, temperature=0.8

