@@ -16,6 +16,8 @@ class GoldSettings(BaseSettings):
 
     data_dir: Path = Path(".gold")
     artifact_dir: Path | None = None
+    # Converted teacher models (a cache worth sharing between data directories); default under data_dir.
+    model_dir: Path | None = None
     database_url: str | None = None
     redis_url: str | None = None
     log_level: str = "INFO"
@@ -29,7 +31,7 @@ class GoldSettings(BaseSettings):
     # Token the orchestrator presents to the generator and scorer (one of their api_keys).
     service_token: SecretStr | None = None
 
-    @field_validator("data_dir", "artifact_dir")
+    @field_validator("data_dir", "artifact_dir", "model_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None

@@ -30,6 +30,7 @@ class HFEngine:
         )
         self._model: Any = None
         self._tokenizer: Any = None
+        self._device = "cpu"
         # torch's global RNG seeds each call: calls must not interleave.
         self._lock = threading.Lock()
 
@@ -43,9 +44,12 @@ class HFEngine:
         path = self.info.model.path
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         check_bos(tokenizer, where=f"tokenizer of {self.info.model.name}")
-        dtype = getattr(torch, self.settings.generator_dtype, torch.bfloat16)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
-        model.eval()
+        self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        name = self.settings.generator_dtype if self._device == "cuda" else self.settings.generator_hf_dtype
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, name), trust_remote_code=False
+        )
+        model.to(self._device).eval()
         self._tokenizer, self._model = tokenizer, model
 
     async def close(self) -> None:
@@ -86,7 +90,7 @@ class HFEngine:
         results = []
         with self._lock, torch.inference_mode():
             for prompt, sampling in zip(prompts, samplings, strict=True):
-                ids = torch.tensor([self._encode(prompt)])
+                ids = torch.tensor([self._encode(prompt)], device=self._device)
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
                 sample = sampling.temperature > 0
@@ -139,14 +143,16 @@ class HFEngine:
             for prompt in prompts:
                 ids = self._encode(prompt)
                 # The prompt once (its KV cache), then every continuation on a copy of it.
-                first = self._model(input_ids=torch.tensor([ids]), use_cache=True)
+                first = self._model(input_ids=torch.tensor([ids], device=self._device), use_cache=True)
                 start = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
                 row = []
                 for cont in conts:
                     total = float(start[cont[0]])
                     if len(cont) > 1:
                         cache = _copy_cache(first.past_key_values)
-                        rest = self._model(input_ids=torch.tensor([cont[:-1]]), past_key_values=cache)
+                        rest = self._model(
+                            input_ids=torch.tensor([cont[:-1]], device=self._device), past_key_values=cache
+                        )
                         logprobs = torch.log_softmax(rest.logits[0].float(), dim=-1)
                         total += float(sum(logprobs[k, t] for k, t in enumerate(cont[1:])))
                     row.append(total)

@@ -28,6 +28,9 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
             import torch
 
             torch.set_num_threads(settings.torch_threads)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         (settings.artifacts / "checkpoints").mkdir(parents=True, exist_ok=True)
         app.state.model_cache = ModelCache(
             settings.scorer_cache_max_models,

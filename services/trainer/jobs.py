@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from transformers.utils import logging as hf_logging
 
 from services.trainer.checkpoints import checkpoint_dir, checkpoint_uuid, read_metadata
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_trainer_settings
@@ -193,6 +194,7 @@ def _stored_result(row: Checkpoint, meta: dict[str, Any]) -> TrainResult:
 def train_student(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entry point (services.trainer.jobs.train_student): TrainJob in, TrainResult out."""
     _exit_with_parent()
+    hf_logging.disable_progress_bar()  # tqdm bars would flood the worker log
     job = TrainJob.model_validate(payload)
     settings = get_trainer_settings()
     engine = make_engine(settings.require_database_url())

@@ -56,7 +56,7 @@ def tiny_spec(shared_data) -> dict:
 
 
 def test_tiny_gold_run_end_to_end(tmp_path, shared_data, models_dir, monkeypatch):
-    monkeypatch.setenv("GOLD_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("GOLD_MODEL_DIR", str(models_dir))
     settings = GoldSettings(data_dir=tmp_path / "gold")
     ports = {"orchestrator": free_port(), "generator": free_port(), "scorer": free_port()}
     with Stack(settings, ports=ports) as stack:
@@ -113,7 +113,8 @@ def _assert_stored_run(session: Session, run_id: uuid.UUID, summary) -> None:
         ood_rows = Sample.run_id == run_id, Sample.iteration == i, Sample.kind == "ood"
         assert _count(session, *ood_rows) == ood["accepted"] >= 3
         assert _count(session, *ood_rows, Sample.energy.is_(None)) == 0
-        assert _count(session, *ood_rows, Sample.selected) == min(2, ood["accepted"])
+        # the [0.5, 0.8) band of a handful of OOD samples holds 1-2 of them; at most feedback_per_iteration
+        assert 1 <= _count(session, *ood_rows, Sample.selected) <= 2
         assert set(it.timings) == {"generate_train", "generate_ood", "train", "score", "select"}
         assert it.checkpoint_id is not None
     # diversity: generated texts are not copies of one another

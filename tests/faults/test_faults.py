@@ -58,7 +58,7 @@ SPEC = {
 def stack(tmp_path_factory, models_dir) -> Iterator[Stack]:
     import os
 
-    os.environ["GOLD_MODELS_DIR"] = str(models_dir)
+    os.environ["GOLD_MODEL_DIR"] = str(models_dir)
     # find abandoned training jobs quickly (RQ's defaults are minutes)
     os.environ["GOLD_WORKER_MAINTENANCE_INTERVAL_S"] = "10"
     os.environ["GOLD_WORKER_TTL_S"] = "30"
