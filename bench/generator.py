@@ -192,6 +192,25 @@ def bench_reference(
     return {"seconds": elapsed, "completions": len(prompts), "completion_tokens": tokens}
 
 
+def bench_structured(url: str, n: int) -> dict:
+    """Parse yield of free-text parsing against guided decoding (a regex of the field format) on a
+    two-field task, where the format is harder to keep than on one field."""
+    rte = RunSpec.model_validate(load_spec_file(ROOT / "examples/rte.yaml")).task.model_dump()
+    out = {}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=900) as http:
+        for structured in (False, True):
+            body = {**request_body(rte, n, 96), "structured": structured}
+            started = time.perf_counter()
+            response = http.post("/v1/generate", json=body)
+            response.raise_for_status()
+            stats = response.json()["stats"]
+            key = "structured" if structured else "free_text"
+            out[f"{key}_parse_yield_rte"] = round(stats["accepted"] / n, 3)
+            out[f"{key}_rejected_rte"] = stats["rejected"]
+            out[f"{key}_seconds_rte"] = round(time.perf_counter() - started, 1)
+    return out
+
+
 def bench_classify(url: str, task: dict, limit: int) -> dict | None:
     if not SST2.exists():
         log(f"{SST2} not found: classify throughput skipped")
@@ -251,10 +270,10 @@ def main() -> None:
     )
     raw = bench_raw_engine(app, task_spec, args.n, args.max_tokens, settings, loop)
     raw_rate = raw["completions"] / raw["seconds"]
-    log(
-        f"raw vLLM engine: {raw['completions']} completions in {raw['seconds']:.1f} s = {raw_rate:.2f} samples/s"
-    )
+    log(f"raw vLLM engine: {raw['completions']} completions in {raw['seconds']:.1f} s = {raw_rate:.2f}/s")
     agreement = label_agreement(url, task, service["samples"])
+    structured = bench_structured(url, 16)
+    log(f"free text vs structured on RTE: {structured}")
     classify = bench_classify(url, task, args.classify) if args.classify else None
     if classify:
         log(
@@ -282,10 +301,12 @@ def main() -> None:
         "service_tokens_per_s": round(service["completion_tokens"] / service["seconds"], 1),
         "raw_engine_samples_per_s": round(raw_rate, 3),
         "reference_samples_per_s": round(reference_rate, 3),
+        "reference_tokens_per_s": round(reference["completion_tokens"] / reference["seconds"], 2),
         "speedup_vs_reference": round(service_rate / reference_rate, 2),
         "ratio_vs_engine": round(service_rate / raw_rate, 3),
         "parse_yield": round(service["accepted"] / args.n, 3),
         "rejected": service["rejected"],
+        **structured,
         "teacher_label_agreement": None if agreement is None else round(agreement, 3),
         "classify_inputs": classify["inputs"] if classify else 0,
         "classify_seconds": round(classify["seconds"], 1) if classify else None,

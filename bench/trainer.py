@@ -1,5 +1,7 @@
 """Trainer throughput: services.trainer.train.train() against a minimal plain PyTorch loop on the
-same model (all-MiniLM-L6-v2 classifier, or the tiny T5), the same data and the same batches.
+same model (all-MiniLM-L6-v2 classifier, or the tiny T5), the same data and the same batch size.
+Wall-clock examples/s and CPU seconds per example are both reported: on a machine whose cores are
+shared with another process, the CPU-time ratio is the steadier of the two (use --threads 1).
 
 Each variant runs in its own fresh process, so peak memory (max RSS) is measured per variant; the
 two alternate for `--repeats` rounds and the best epoch rate of each is kept (another process may
@@ -75,6 +77,7 @@ def run_trainer(args: argparse.Namespace) -> dict:
     return {
         "examples_per_s": result.metrics["train_examples_per_s"],
         "seconds": result.metrics["train_seconds"],
+        "cpu_s_per_example": result.extra["train_cpu_seconds"] / (len(examples) * args.epochs),
     }
 
 
@@ -108,11 +111,11 @@ def run_plain(args: argparse.Namespace) -> dict:
         model = T5ForConditionalGeneration(config)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
     model.train()
-    seconds = 0.0
+    seconds = cpu = 0.0
     gen = torch.Generator().manual_seed(0)
     for _ in range(args.epochs):
         order = torch.randperm(len(rows), generator=gen).tolist()
-        tick = time.perf_counter()
+        tick, tick_cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(order), args.batch_size):
             batch = [rows[i] for i in order[start : start + args.batch_size]]
             enc = tok(
@@ -132,7 +135,9 @@ def run_plain(args: argparse.Namespace) -> dict:
             loss.backward()
             opt.step()
         seconds += time.perf_counter() - tick
-    return {"examples_per_s": len(rows) * args.epochs / seconds, "seconds": seconds}
+        cpu += time.process_time() - tick_cpu
+    n = len(rows) * args.epochs
+    return {"examples_per_s": n / seconds, "seconds": seconds, "cpu_s_per_example": cpu / n}
 
 
 def _child(args: argparse.Namespace, variant: str) -> dict:
@@ -184,6 +189,7 @@ def main() -> None:
             print(variant, runs[variant][-1], file=sys.stderr)
     best = {v: max(r["examples_per_s"] for r in rs) for v, rs in runs.items()}
     peak = {v: max(r["peak_rss_mb"] for r in rs) for v, rs in runs.items()}
+    cpu = {v: min(r["cpu_s_per_example"] for r in rs) for v, rs in runs.items()}
     print(
         json.dumps(
             {
@@ -196,6 +202,8 @@ def main() -> None:
                 "trainer_examples_per_s": round(best["trainer"], 2),
                 "plain_loop_examples_per_s": round(best["plain"], 2),
                 "ratio_vs_plain_loop": round(best["trainer"] / best["plain"], 3),
+                # CPU seconds per example, plain / trainer: steadier than wall time on shared cores.
+                "cpu_efficiency_ratio_vs_plain_loop": round(cpu["plain"] / cpu["trainer"], 3),
                 "trainer_peak_rss_mb": round(peak["trainer"], 1),
                 "plain_loop_peak_rss_mb": round(peak["plain"], 1),
                 "peak_rss_ratio_vs_plain_loop": round(peak["trainer"] / peak["plain"], 3),

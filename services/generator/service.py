@@ -22,6 +22,7 @@ from services.generator.prompts import (
     assign_labels,
     classification_prefix,
     classification_prompt,
+    field_pattern,
     plan_generation,
 )
 from shared.errors import InvalidInput, UpstreamError
@@ -112,10 +113,10 @@ async def _generate(
     engine: TextEngine, request: GenerateRequest, settings: GeneratorSettings, metrics: Metrics
 ) -> GenerateResponse:
     task = request.task
-    if request.structured:
+    if request.structured and not engine.info.supports_structured:
         raise InvalidInput(
             "structured",
-            f"structured output is not available with the {engine.info.engine} engine here; "
+            f"structured output (guided decoding) is not available with the {engine.info.engine} engine; "
             "send structured=false (free-text parsing)",
         )
     examples = list(request.examples) if request.examples is not None else list(task.seed_examples)
@@ -146,7 +147,16 @@ async def _generate(
     )
     # Each prompt gets its own seed: vLLM seeds per request, and equal seeds repeat samples.
     per_prompt = [
-        Sampling(**{**base.__dict__, "n": plan.n, "seed": derive_seed(seed, request.mode, i)})
+        Sampling(
+            **{
+                **base.__dict__,
+                "n": plan.n,
+                "seed": derive_seed(seed, request.mode, i),
+                "regex": field_pattern(task, plan, settings.generator_min_chars)
+                if request.structured
+                else None,
+            }
+        )
         for i, plan in enumerate(plans)
     ]
     if settings.generator_log_prompts:

@@ -36,6 +36,7 @@ class VLLMEngine:
 
         self.settings = settings
         self.info = EngineInfo(
+            supports_structured=True,
             engine="vllm",
             engine_version=vllm.__version__,
             model=model,
@@ -116,8 +117,10 @@ class VLLMEngine:
 
     def _build_params(self, sampling: Sampling, output_kind: Any = None, **extra: Any) -> Any:
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        if sampling.regex is not None:
+            extra["structured_outputs"] = StructuredOutputsParams(regex=sampling.regex)
         return SamplingParams(
             n=sampling.n,
             temperature=sampling.temperature,

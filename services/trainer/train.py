@@ -195,10 +195,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     best_epoch = epochs_run = stale = 0
     epoch_losses: list[float] = []
     holdout_history: list[dict[str, float]] = []
-    train_seconds = 0.0
+    train_seconds = train_cpu_seconds = 0.0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        tick = time.perf_counter()
+        tick, tick_cpu = time.perf_counter(), time.process_time()
         loss_sum = 0.0
         order = torch.randperm(len(train_set), generator=generator).tolist()
         for idx in batches(len(order), cfg.batch_size, order):
@@ -215,6 +215,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             scheduler.step()
             loss_sum += float(loss.detach()) * len(idx)
         train_seconds += time.perf_counter() - tick
+        train_cpu_seconds += time.process_time() - tick_cpu
         epochs_run = epoch
         epoch_losses.append(loss_sum / len(train_set))
         if not early:
@@ -331,6 +332,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             "epochs_run": epochs_run,
             "dropped_examples": dropped,
             "base_model": base_model,
+            "train_cpu_seconds": train_cpu_seconds,
         },
     )
 

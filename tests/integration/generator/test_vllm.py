@@ -102,6 +102,20 @@ def test_generate_gives_well_formed_diverse_balanced_samples(http: httpx.Client)
     assert body["usage"]["completion_tokens"] > 16 * 5
 
 
+def test_structured_generation_follows_the_field_format(http: httpx.Client) -> None:
+    """Guided decoding (a regular expression of the field format) on a two-field task."""
+    rte = RunSpec.model_validate(load_spec_file(ROOT / "examples/rte.yaml")).task.model_dump()
+    body = {"task": rte, "n": 4, "structured": True, "sampling": {"seed": 2, "max_tokens": 96}}
+    response = http.post("/v1/generate", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["stats"]["completions"] == 4
+    assert "missing_field" not in out["stats"]["rejected"], out["rejections"]
+    assert out["stats"]["accepted"] >= 3, out["rejections"]
+    for sample in out["samples"]:
+        assert len(sample["fields"]["premise"]) >= 10 and len(sample["fields"]["hypothesis"]) >= 10
+
+
 def test_teacher_classifies_few_shot_by_label_likelihood(http: httpx.Client) -> None:
     inputs = [
         ("An absolute delight from start to finish, I loved every minute.", "positive"),

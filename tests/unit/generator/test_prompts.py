@@ -10,6 +10,7 @@ from services.generator.prompts import (
     assign_labels,
     classification_prefix,
     classification_prompt,
+    field_pattern,
     plan_generation,
 )
 from shared.spec import TaskSpec
@@ -149,3 +150,28 @@ def test_captured_prompts_match_the_current_prompt_builder() -> None:
             rng=rng,
         )
         assert [p.text for p in plans] == [p.text for p, _ in prompts], name
+
+
+def test_field_pattern_accepts_the_real_well_formed_completions_only() -> None:
+    import re
+
+    from services.generator.parsing import Candidate, Limits, parse_completion
+    from services.generator.prompts import generation_order, titles
+
+    for name in ("sentiment_train", "rte_train", "squad_train"):
+        task, prompts, _ = load_capture(name)
+        for plan, completions in prompts:
+            pattern = re.compile(field_pattern(task, plan, 10))
+            rest = [f for f in generation_order(task) if f not in plan.given]
+            for c in completions:
+                sample = parse_completion(task, plan, c["text"], c["finish_reason"], Limits())
+                if isinstance(sample, Candidate):  # the fields as the parser read them, in the format
+                    text = "".join(
+                        (" " if k == 0 else f"\n{titles(task)[f]}: ") + sample.fields[f]
+                        for k, f in enumerate(rest)
+                    )
+                    assert pattern.fullmatch(text + "\n"), (name, text)
+    task, prompts, _ = load_capture("rte_train")
+    pattern = re.compile(field_pattern(task, prompts[0][0], 10))
+    assert not pattern.fullmatch(" A premise that is long enough.\nLabel: entailment\n")  # a field is missing
+    assert not pattern.fullmatch(" Short\nHypothesis: Something long enough here.\n")  # under 10 characters
