@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gold.evaluate import evaluate, parse_modes, results_table, sweep, sweep_plot, sweep_table
+from gold.evaluate import evaluate, parse_modes, results_table, sweep, sweep_plot, sweep_table, tasks_table
 from gold.report import iteration_table, time_split_table, write_report
 from gold.stack import Stack, local_token
 from shared.clients import OrchestratorClient
@@ -199,7 +199,9 @@ def demo(as_json: Annotated[bool, typer.Option("--json", help="end with the run 
 
 @app.command("eval")
 def eval_command(
-    spec_path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="run spec, YAML or JSON")],
+    spec_paths: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="run spec(s), YAML or JSON")
+    ],
     modes: Annotated[str, typer.Option(help="comma-separated: gold, vanilla, teacher")] = "gold,vanilla,teacher",
     repeats: Annotated[int, typer.Option(min=1, max=20)] = 1,
     budgets: Annotated[
@@ -208,15 +210,17 @@ def eval_command(
     attach: Annotated[bool, typer.Option("--attach", help="use a running `gold up` instead of starting one")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="end with all results as one JSON object")] = False,
 ) -> None:
-    """Measure GOLD against vanilla generation and the teacher's own few-shot answers."""
+    """Measure GOLD against vanilla generation and the teacher's own few-shot answers, per spec."""
     settings = GoldSettings()
     configure_logging("WARNING")
     try:
         chosen = parse_modes(modes)
+        sizes = sorted({int(b) for b in budgets.split(",") if b.strip()}) if budgets else []
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(f"--modes/--budgets: {exc}")
         return
-    spec = load_spec_file(spec_path)
+    specs = [load_spec_file(path) for path in spec_paths]
+    results: list[dict[str, Any]] = []
     try:
         with local_stack(settings, attach) as (client, stack):
 
@@ -227,23 +231,23 @@ def eval_command(
                 Console().print(iteration_table(summary))
                 return summary
 
-            if budgets:
-                sizes = sorted({int(b) for b in budgets.split(",") if b.strip()})
-                result = sweep(spec, chosen, repeats, sizes, run)
-                plot = sweep_plot(result, settings.data_dir / "reports" / f"{spec['name']}-budget-sweep.png")
-                Console().print(sweep_table(result))
-                console.print(f"plot: {plot}")
-                if as_json:
-                    print(json.dumps(result))
-                return
-            result = evaluate(spec, chosen, repeats, run)
-            gold_runs = next((m["run_ids"] for m in result["modes"] if m["mode"] == "gold"), [])
-            vanilla_runs = next((m["run_ids"] for m in result["modes"] if m["mode"] == "vanilla"), [])
-            if gold_runs:
-                save_report(client, settings, gold_runs[0], vanilla_runs[:1])
+            for spec in specs:
+                if sizes:
+                    result = sweep(spec, chosen, repeats, sizes, run)
+                    plot = sweep_plot(result, settings.data_dir / "reports" / f"{spec['name']}-budget-sweep.png")
+                    Console().print(sweep_table(result))
+                    console.print(f"plot: {plot}")
+                else:
+                    result = evaluate(spec, chosen, repeats, run)
+                    Console().print(results_table(result))
+                    runs = {m["mode"]: m["run_ids"] for m in result["modes"]}
+                    if runs.get("gold"):
+                        save_report(client, settings, runs["gold"][0], runs.get("vanilla", [])[:1])
+                results.append(result)
     except (UpstreamError, RuntimeError) as exc:
         _fail(str(exc))
         return
-    Console().print(results_table(result))
+    if len(results) > 1 and not sizes:
+        Console().print(tasks_table(results))
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(results[0] if len(results) == 1 else {"tasks": results}))

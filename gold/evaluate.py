@@ -160,6 +160,25 @@ def results_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def tasks_table(results: list[dict[str, Any]]) -> Table:
+    """One row per task: the headline metric of each mode (mean ± std over repeats)."""
+    table = Table(title="GOLD vs vanilla vs teacher on real data")
+    for column in ("task", "metric", "gold", "vanilla", "teacher", "repeats"):
+        table.add_column(column, justify="right")
+    for result in results:
+        by_mode = {m["mode"]: m for m in result["modes"]}
+        metric = next((m["metric"] for m in result["modes"] if m["metric"]), "-")
+
+        def cell(mode: str, by_mode: dict[str, Any] = by_mode) -> str:
+            row = by_mode.get(mode)
+            if not row or row["mean"] is None:
+                return "-"
+            return f"{row['mean']:.3f}" + (f" ± {row['std']:.3f}" if row["repeats"] > 1 else "")
+
+        table.add_row(result["spec"], metric, cell("gold"), cell("vanilla"), cell("teacher"), str(result["repeats"]))
+    return table
+
+
 def sweep_table(result: dict[str, Any]) -> Table:
     table = Table(title=f"{result['spec']}: real-data metric by generation budget ({result['repeats']} repeat(s))")
     modes = [m["mode"] for m in result["points"][0]["modes"] if m["mode"] != "teacher"]

@@ -24,9 +24,9 @@ def iteration_table(summary: RunSummary) -> Table:
     spec = summary.run.spec
     loops = spec["loop"]["iterations"]
     table = Table(title=f"run {summary.run.id} · {summary.run.name} · {summary.run.status}")
-    for column in ("iteration", "train (ok/asked)", "ood", "selected", "train loss",
-                   "holdout acc", "real-data acc", "seconds"):
-        table.add_column(column, justify="right")
+    # short headers: the table must fit an 80-column terminal
+    for column in ("iter", "train ok/asked", "ood", "fed back", "loss", "held-out acc", "real acc", "s"):
+        table.add_column(column, justify="right", no_wrap=True)
     teacher = None
     for it in summary.iterations:
         if it.index == 0:

@@ -77,6 +77,9 @@ class StudentSpec(InputModel):
     model: str = Field(default="default", max_length=200)
     kind: Literal["auto", "classifier", "seq2seq"] = "auto"
     epochs: int = Field(default=3, ge=1, le=100)
+    # The final student is fresh and sees the pool once per epoch, while the loop's student kept
+    # training across iterations: give it more epochs, stopped early on held-out generated data.
+    final_epochs: int = Field(default=10, ge=1, le=200)
     learning_rate: float = Field(default=2.0e-4, gt=0.0, le=1.0)
     batch_size: int = Field(default=16, ge=1, le=512)
     max_length: int = Field(default=128, ge=8, le=1024)

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
@@ -77,6 +78,8 @@ def metric_plot(runs: list[RunData]) -> str:
     teacher = teacher_accuracy(runs[0])
     if teacher is not None:
         ax.axhline(teacher, color="grey", linestyle="--", label="teacher few-shot")
+    last = runs[0].spec.loop.iterations
+    ax.set_xticks(range(1, last + 2), [*map(str, range(1, last + 1)), "final"])
     ax.set_xlabel("iteration")
     ax.set_ylabel("accuracy")
     ax.set_title("student accuracy per iteration (real data and held-out generated data)")
@@ -170,6 +173,7 @@ def diversity_plot(runs: list[RunData]) -> str:
         xs = sorted(values)
         for name, style in (("distinct_2", "-o"), ("embedding_spread", "--s")):
             ax.plot(xs, [values[x][name] for x in xs], style, label=f"{data.label} {name.replace('_', ' ')}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_title("diversity of generated data (higher = more diverse)")
     ax.legend(fontsize=7)

@@ -123,7 +123,7 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
         output_field=spec.task.output_field,
         labels=spec.task.labels,
         init_from=init_from,
-        epochs=(settings.final_max_epochs or s.epochs) if final else s.epochs,
+        epochs=(settings.final_max_epochs or s.final_epochs) if final else s.epochs,
         learning_rate=s.learning_rate,
         batch_size=s.batch_size,
         max_length=s.max_length,
