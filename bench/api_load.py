@@ -72,7 +72,9 @@ async def drive(url: str, clients: int, seconds: float, mix: list[str], run_ids:
                     elif kind == "status":
                         response = await client.get(f"/runs/{rng.choice(run_ids)}")
                     elif kind == "samples":
-                        response = await client.get(f"/runs/{rng.choice(run_ids)}/samples", params={"limit": 50})
+                        response = await client.get(
+                            f"/runs/{rng.choice(run_ids)}/samples", params={"limit": 50}
+                        )
                     else:
                         response = await client.post("/runs", json=SPEC)
                     ok = response.status_code < 400
@@ -127,27 +129,37 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.2)
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        run_ids = [httpx.post(f"{url}/runs", json=SPEC, headers=headers, timeout=10).json()["id"] for _ in range(20)]
+        run_ids = [
+            httpx.post(f"{url}/runs", json=SPEC, headers=headers, timeout=10).json()["id"] for _ in range(20)
+        ]
         baseline = asyncio.run(drive(url, args.clients, args.seconds, ["healthz"], run_ids))
-        mixed = asyncio.run(drive(url, args.clients, args.seconds, ["status"] * 6 + ["samples"] * 3 + ["submit"], run_ids))
+        mixed = asyncio.run(
+            drive(url, args.clients, args.seconds, ["status"] * 6 + ["samples"] * 3 + ["submit"], run_ids)
+        )
     finally:
         server.terminate()
         server.wait(timeout=20)
         redis.stop()
         postgres.stop()
-    print(f"healthz: {baseline['requests_per_s']:.0f} req/s, p50 {baseline['p50_ms']:.1f} ms, p99 {baseline['p99_ms']:.1f} ms")
-    print(f"mixed:   {mixed['requests_per_s']:.0f} req/s, p50 {mixed['p50_ms']:.1f} ms, p99 {mixed['p99_ms']:.1f} ms, "
-          f"errors {mixed['errors']} {mixed['error_kinds']}")
-    print(json.dumps({
-        "clients": args.clients,
-        "seconds": args.seconds,
-        "mixed_requests_per_s": round(mixed["requests_per_s"], 1),
-        "mixed_p50_ms": round(mixed["p50_ms"], 1),
-        "mixed_p99_ms": round(mixed["p99_ms"], 1),
-        "mixed_errors": mixed["errors"],
-        "healthz_requests_per_s": round(baseline["requests_per_s"], 1),
-        "ratio_vs_healthz": round(mixed["requests_per_s"] / baseline["requests_per_s"], 3),
-    }))
+    for name, figures in (("healthz", baseline), ("mixed", mixed)):
+        print(
+            f"{name}: {figures['requests_per_s']:.0f} req/s, p50 {figures['p50_ms']:.1f} ms, "
+            f"p99 {figures['p99_ms']:.1f} ms, errors {figures['errors']} {figures['error_kinds']}"
+        )
+    print(
+        json.dumps(
+            {
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "mixed_requests_per_s": round(mixed["requests_per_s"], 1),
+                "mixed_p50_ms": round(mixed["p50_ms"], 1),
+                "mixed_p99_ms": round(mixed["p99_ms"], 1),
+                "mixed_errors": mixed["errors"],
+                "healthz_requests_per_s": round(baseline["requests_per_s"], 1),
+                "ratio_vs_healthz": round(mixed["requests_per_s"] / baseline["requests_per_s"], 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

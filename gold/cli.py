@@ -42,7 +42,9 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def follow(client: OrchestratorClient, run_id: str, poll_s: float = 2.0, stack: Stack | None = None) -> RunSummary:
+def follow(
+    client: OrchestratorClient, run_id: str, poll_s: float = 2.0, stack: Stack | None = None
+) -> RunSummary:
     """Show live progress until the run ends; return its summary."""
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -58,8 +60,9 @@ def follow(client: OrchestratorClient, run_id: str, poll_s: float = 2.0, stack: 
             label = f"iteration {run.iteration} · {run.stage or run.status}"
             progress.update(task, completed=run.progress, description=label)
             if run.status in TERMINAL:
-                progress.update(task, completed=1.0 if run.status == "succeeded" else run.progress,
-                                description=run.status)
+                progress.update(
+                    task, completed=1.0 if run.status == "succeeded" else run.progress, description=run.status
+                )
                 break
             if stack is not None:
                 stack.check_alive()
@@ -85,10 +88,14 @@ def up(trainers: Annotated[int, typer.Option(min=1, max=16, help="trainer worker
     try:
         with local_stack(settings, attach=False, trainers=trainers) as (_, stack):
             assert stack is not None
-            console.print(f"orchestrator  {stack.orchestrator_url}  (API docs: {stack.orchestrator_url}/docs)")
+            console.print(
+                f"orchestrator  {stack.orchestrator_url}  (API docs: {stack.orchestrator_url}/docs)"
+            )
             console.print(f"generator     {stack.generator_url}")
             console.print(f"scorer        {stack.scorer_url}")
-            console.print(f"API token in {settings.data_dir / 'api_token'}; logs in {settings.data_dir / 'logs'}")
+            console.print(
+                f"API token in {settings.data_dir / 'api_token'}; logs in {settings.data_dir / 'logs'}"
+            )
             console.print("Ctrl-C stops everything.")
             while True:
                 stack.check_alive()
@@ -137,8 +144,8 @@ def status(
         _fail(exc.message)
         return
     console.print(
-        f"run {summary.run.id} ({summary.run.name}): {summary.run.status}, iteration {summary.run.iteration}, "
-        f"stage {summary.run.stage}, {summary.run.progress:.0%}"
+        f"run {summary.run.id} ({summary.run.name}): {summary.run.status}, "
+        f"iteration {summary.run.iteration}, stage {summary.run.stage}, {summary.run.progress:.0%}"
     )
     show_summary(summary, as_json)
 
@@ -147,7 +154,9 @@ def demo_spec() -> dict[str, Any]:
     spec = load_spec_file(DEMO_SPEC)
     evaluation = spec.get("evaluation")
     if evaluation and not Path(evaluation["path"]).is_file():
-        console.print(f"[yellow]{evaluation['path']} not found: the demo runs without real-data evaluation[/yellow]")
+        console.print(
+            f"[yellow]{evaluation['path']} not found: the demo runs without real-data evaluation[/yellow]"
+        )
         spec.pop("evaluation")
     return spec
 
@@ -165,20 +174,26 @@ def local_stack(
         stack = Stack(settings, trainers=trainers)
         stack.__enter__()
     try:
-        console.print(f"stack ready in {time.monotonic() - started:.0f} s; orchestrator at {stack.orchestrator_url}")
+        console.print(
+            f"stack ready in {time.monotonic() - started:.0f} s; orchestrator at {stack.orchestrator_url}"
+        )
         yield OrchestratorClient(stack.orchestrator_url, stack.token), stack
     finally:
         stack.stop()
 
 
-def save_report(client: OrchestratorClient, settings: GoldSettings, run_id: str, compare: list[str] = ()) -> None:
+def save_report(
+    client: OrchestratorClient, settings: GoldSettings, run_id: str, compare: list[str] = ()
+) -> None:
     folder = settings.data_dir / "reports"
     html_path = write_report(client.report(run_id, list(compare)), folder / f"{run_id}.html")
     console.print(f"report: {html_path}")
 
 
 @app.command()
-def demo(as_json: Annotated[bool, typer.Option("--json", help="end with the run as one JSON object")] = False) -> None:
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="end with the run as one JSON object")] = False,
+) -> None:
     """Start the stack, run the bundled demo spec with live progress, print results, stop."""
     settings = GoldSettings()
     configure_logging("WARNING")
@@ -202,12 +217,16 @@ def eval_command(
     spec_paths: Annotated[
         list[Path], typer.Argument(exists=True, dir_okay=False, help="run spec(s), YAML or JSON")
     ],
-    modes: Annotated[str, typer.Option(help="comma-separated: gold, vanilla, teacher")] = "gold,vanilla,teacher",
+    modes: Annotated[
+        str, typer.Option(help="comma-separated: gold, vanilla, teacher")
+    ] = "gold,vanilla,teacher",
     repeats: Annotated[int, typer.Option(min=1, max=20)] = 1,
     budgets: Annotated[
         str | None, typer.Option(help="comma-separated generation budgets to sweep, e.g. 64,256,1024")
     ] = None,
-    attach: Annotated[bool, typer.Option("--attach", help="use a running `gold up` instead of starting one")] = False,
+    attach: Annotated[
+        bool, typer.Option("--attach", help="use a running `gold up` instead of starting one")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="end with all results as one JSON object")] = False,
 ) -> None:
     """Measure GOLD against vanilla generation and the teacher's own few-shot answers, per spec."""
@@ -234,7 +253,9 @@ def eval_command(
             for spec in specs:
                 if sizes:
                     result = sweep(spec, chosen, repeats, sizes, run)
-                    plot = sweep_plot(result, settings.data_dir / "reports" / f"{spec['name']}-budget-sweep.png")
+                    plot = sweep_plot(
+                        result, settings.data_dir / "reports" / f"{spec['name']}-budget-sweep.png"
+                    )
                     Console().print(sweep_table(result))
                     console.print(f"plot: {plot}")
                 else:

@@ -52,8 +52,9 @@ def budget_spec(spec: dict[str, Any], budget: int) -> dict[str, Any]:
     ood_share = ood / (train + ood) if train + ood else 0.0
     loop["ood_samples_per_iteration"] = max(int(round(per_iteration * ood_share)), 1 if ood else 0)
     loop["samples_per_iteration"] = per_iteration - loop["ood_samples_per_iteration"]
-    loop["feedback_per_iteration"] = min(int(loop.get("feedback_per_iteration", 4)),
-                                         loop["ood_samples_per_iteration"])
+    loop["feedback_per_iteration"] = min(
+        int(loop.get("feedback_per_iteration", 4)), loop["ood_samples_per_iteration"]
+    )
     out["name"] = f"{spec['name']}-b{budget}"
     return out
 
@@ -175,12 +176,16 @@ def tasks_table(results: list[dict[str, Any]]) -> Table:
                 return "-"
             return f"{row['mean']:.3f}" + (f" ± {row['std']:.3f}" if row["repeats"] > 1 else "")
 
-        table.add_row(result["spec"], metric, cell("gold"), cell("vanilla"), cell("teacher"), str(result["repeats"]))
+        table.add_row(
+            result["spec"], metric, cell("gold"), cell("vanilla"), cell("teacher"), str(result["repeats"])
+        )
     return table
 
 
 def sweep_table(result: dict[str, Any]) -> Table:
-    table = Table(title=f"{result['spec']}: real-data metric by generation budget ({result['repeats']} repeat(s))")
+    table = Table(
+        title=f"{result['spec']}: real-data metric by generation budget ({result['repeats']} repeat(s))"
+    )
     modes = [m["mode"] for m in result["points"][0]["modes"] if m["mode"] != "teacher"]
     table.add_column("budget (samples)", justify="right")
     for mode in modes:

@@ -132,7 +132,9 @@ class Stack:
                     logger.info("%s ready at %s", service.name, service.url)
             if time.monotonic() > deadline:
                 names = ", ".join(s.name for s in pending)
-                raise RuntimeError(f"not ready after {timeout_s:.0f} s: {names} (see {self.settings.data_dir}/logs)")
+                raise RuntimeError(
+                    f"not ready after {timeout_s:.0f} s: {names} (see {self.settings.data_dir}/logs)"
+                )
             if pending:
                 time.sleep(1.0)
 
@@ -140,7 +142,9 @@ class Stack:
         for s in [service] if service else self.services:
             if s.process is not None and s.process.poll() is not None:
                 tail = _tail(s.log_path)
-                raise RuntimeError(f"{s.name} exited with code {s.process.returncode}; last log lines:\n{tail}")
+                raise RuntimeError(
+                    f"{s.name} exited with code {s.process.returncode}; last log lines:\n{tail}"
+                )
 
     # -- faults and restarts (used by tests/faults) --------------------------------------------
     def service(self, name: str) -> ServiceProcess:

@@ -102,7 +102,11 @@ class OrchestratorClient(ServiceClient):
         try:
             response = self._http.get(f"/runs/{run_id}/report", params={"compare": compare or []})
         except httpx.HTTPError as exc:
-            raise UpstreamError(self.service, f"{type(exc).__name__} fetching the report: {exc}", 503) from exc
+            raise UpstreamError(
+                self.service, f"{type(exc).__name__} fetching the report: {exc}", 503
+            ) from exc
         if response.status_code >= 400:
-            raise UpstreamError(self.service, f"report answered {response.status_code}: {response.text[:300]}")
+            raise UpstreamError(
+                self.service, f"report answered {response.status_code}: {response.text[:300]}"
+            )
         return response.text

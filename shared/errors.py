@@ -95,7 +95,11 @@ def _body(error: str, message: str, detail: Any = None) -> dict[str, Any]:
 def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Drop "body" from the location and never echo the input back (it may be huge or secret).
     return [
-        {"loc": [p for p in err.get("loc", ()) if p != "body"], "msg": err.get("msg", ""), "type": err.get("type")}
+        {
+            "loc": [p for p in err.get("loc", ()) if p != "body"],
+            "msg": err.get("msg", ""),
+            "type": err.get("type"),
+        }
         for err in exc.errors()
     ]
 
@@ -119,7 +123,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # Pool exhausted under load, or PostgreSQL restarting: the client should retry shortly.
-        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        logger.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
+        )
         return JSONResponse(
             _body("database_unavailable", "the database is busy or restarting; retry in a few seconds"),
             503,

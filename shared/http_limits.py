@@ -15,7 +15,10 @@ class BodyTooLarge(Exception):
 
 def _413(limit: int) -> bytes:
     return json.dumps(
-        {"error": "payload_too_large", "message": f"request body is over {limit} bytes: send less per request"}
+        {
+            "error": "payload_too_large",
+            "message": f"request body is over {limit} bytes: send less per request",
+        }
     ).encode()
 
 
@@ -57,8 +60,16 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         body = _413(self.max_bytes)
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

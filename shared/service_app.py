@@ -7,8 +7,8 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
-from shared.http_limits import BodySizeLimit, ConcurrencyLimit
 from shared.errors import install_error_handlers
+from shared.http_limits import BodySizeLimit, ConcurrencyLimit
 from shared.settings import GoldSettings
 
 

@@ -162,8 +162,10 @@ class RunSpec(InputModel):
             raise ValueError("policy: teacher verification applies to classification tasks only")
         student = info.data.get("student")
         if student is not None and student.distill_weight > 0 and value.policy == "off":
-            raise ValueError("policy: soft-label distillation (student.distill_weight > 0) needs the teacher's "
-                             "label distribution: set verification.policy to keep, relabel or drop")
+            raise ValueError(
+                "policy: soft-label distillation (student.distill_weight > 0) needs the teacher's "
+                "label distribution: set verification.policy to keep, relabel or drop"
+            )
         return value
 
     @field_validator("evaluation")

@@ -66,7 +66,9 @@ class RunDriver:
         try:
             with self.sessions() as session, session.begin():
                 session.execute(
-                    update(Run).where(Run.lease_owner == self.owner).values(lease_owner=None, lease_expires_at=None)
+                    update(Run)
+                    .where(Run.lease_owner == self.owner)
+                    .values(lease_owner=None, lease_expires_at=None)
                 )
         except OperationalError:
             logger.warning("database unavailable at start; leases expire on their own")
@@ -210,7 +212,9 @@ class RunDriver:
                 .values(iteration=step.iteration, stage=step.stage, progress=round(progress, 4))
             )
 
-    def _record_time(self, run_id: uuid.UUID, step: PlannedStep, seconds: float, closes_iteration: bool) -> None:
+    def _record_time(
+        self, run_id: uuid.UUID, step: PlannedStep, seconds: float, closes_iteration: bool
+    ) -> None:
         with self.sessions() as session, session.begin():
             it = steps.iteration_row(session, run_id, step.iteration)
             it.timings = {**it.timings, step.stage: round(seconds, 3)}
@@ -240,4 +244,3 @@ class RunDriver:
 
 def last_of_iteration(plan: list[PlannedStep], index: int) -> bool:
     return index + 1 == len(plan) or plan[index + 1].iteration != plan[index].iteration
-

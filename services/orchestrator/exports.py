@@ -29,19 +29,22 @@ def dataset_lines(run_id: uuid.UUID, *, session: Session, batch: int = 1000) -> 
         .execution_options(yield_per=batch)
     )
     for sample in session.scalars(query):
-        yield json.dumps(
-            {
-                **sample.fields,
-                "label": sample.label,
-                "gold_kind": sample.kind,
-                "gold_iteration": sample.iteration,
-                "gold_holdout": sample.holdout,
-                "gold_energy": sample.energy,
-                "gold_selected": sample.selected,
-                "gold_id": str(sample.id),
-            },
-            ensure_ascii=False,
-        ) + "\n"
+        yield (
+            json.dumps(
+                {
+                    **sample.fields,
+                    "label": sample.label,
+                    "gold_kind": sample.kind,
+                    "gold_iteration": sample.iteration,
+                    "gold_holdout": sample.holdout,
+                    "gold_energy": sample.energy,
+                    "gold_selected": sample.selected,
+                    "gold_id": str(sample.id),
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
 
 
 def best_checkpoint(run_id: uuid.UUID, *, session: Session) -> Checkpoint:

@@ -28,7 +28,11 @@ def uses_feedback(spec: RunSpec) -> bool:
 
 
 def teacher_baseline(spec: RunSpec) -> bool:
-    return spec.evaluation is not None and spec.evaluation.teacher_baseline and spec.task.type == "classification"
+    return (
+        spec.evaluation is not None
+        and spec.evaluation.teacher_baseline
+        and spec.task.type == "classification"
+    )
 
 
 def build_plan(spec: RunSpec) -> list[PlannedStep]:

@@ -42,10 +42,18 @@ class RunData:
 def load_run(run_id: uuid.UUID, *, session: Session) -> RunData:
     run = get_run(run_id, session=session)
     samples = list(
-        session.scalars(select(Sample).where(Sample.run_id == run_id).order_by(Sample.iteration, Sample.position))
+        session.scalars(
+            select(Sample).where(Sample.run_id == run_id).order_by(Sample.iteration, Sample.position)
+        )
     )
-    return RunData(run_id, run.name, run.status, RunSpec.model_validate(run.spec),
-                   list_iterations(run_id, session=session), samples)
+    return RunData(
+        run_id,
+        run.name,
+        run.status,
+        RunSpec.model_validate(run.spec),
+        list_iterations(run_id, session=session),
+        samples,
+    )
 
 
 def _png(fig: plt.Figure) -> str:
@@ -73,8 +81,13 @@ def metric_plot(runs: list[RunData]) -> str:
                 ax.plot(*zip(*points, strict=True), style, label=f"{data.label} {name.replace('_', ' ')}")
         final = next((it for it in data.iterations if it.index == data.spec.loop.iterations + 1), None)
         if final and "eval_accuracy" in final.metrics:
-            ax.plot([final.index], [final.metrics["eval_accuracy"]], "*", markersize=14,
-                    label=f"{data.label} final student")
+            ax.plot(
+                [final.index],
+                [final.metrics["eval_accuracy"]],
+                "*",
+                markersize=14,
+                label=f"{data.label} final student",
+            )
     teacher = teacher_accuracy(runs[0])
     if teacher is not None:
         ax.axhline(teacher, color="grey", linestyle="--", label="teacher few-shot")
@@ -95,8 +108,16 @@ def energy_plot(data: RunData) -> str | None:
     fig, axes = plt.subplots(1, len(loop), figsize=(3.2 * len(loop), 2.8), squeeze=False, sharey=True)
     low_q, high_q = data.spec.loop.selection_band
     for ax, it in zip(axes[0], loop, strict=True):
-        train = [s.energy for s in data.samples if s.iteration == it.index and s.kind == "train" and s.energy is not None]
-        ood = [s.energy for s in data.samples if s.iteration == it.index and s.kind == "ood" and s.energy is not None]
+        train = [
+            s.energy
+            for s in data.samples
+            if s.iteration == it.index and s.kind == "train" and s.energy is not None
+        ]
+        ood = [
+            s.energy
+            for s in data.samples
+            if s.iteration == it.index and s.kind == "ood" and s.energy is not None
+        ]
         if train or ood:
             bins = np.histogram_bin_edges(train + ood, bins=15)
             ax.hist(train, bins=bins, alpha=0.6, label="training samples")
@@ -133,7 +154,9 @@ def label_plot(data: RunData) -> str | None:
 
 
 def distinct_n(texts: list[str], n: int) -> float:
-    grams = [tuple(t.lower().split()[i : i + n]) for t in texts for i in range(max(len(t.split()) - n + 1, 0))]
+    grams = [
+        tuple(t.lower().split()[i : i + n]) for t in texts for i in range(max(len(t.split()) - n + 1, 0))
+    ]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -157,7 +180,9 @@ def diversity(data: RunData) -> dict[int, dict[str, float]]:
     fields = data.spec.task.input_fields
     out = {}
     for it in _loop_iterations(data):
-        texts = [" ".join(s.fields.get(f, "") for f in fields) for s in data.samples if s.iteration == it.index]
+        texts = [
+            " ".join(s.fields.get(f, "") for f in fields) for s in data.samples if s.iteration == it.index
+        ]
         out[it.index] = {
             "distinct_1": distinct_n(texts, 1),
             "distinct_2": distinct_n(texts, 2),
@@ -236,7 +261,8 @@ def render_report(runs: list[RunData]) -> str:
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
     )
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    head = f"<head><meta charset='utf-8'><title>GOLD run {html.escape(main.name)}</title><style>{style}</style></head>"
+    return f"<!doctype html><html>{head}<body>{''.join(parts)}</body></html>"
 
 
 def build_report(run_id: uuid.UUID, compare: list[uuid.UUID], *, session: Session) -> str:

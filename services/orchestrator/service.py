@@ -23,10 +23,14 @@ def resolve_data_path(raw: str, settings: OrchestratorSettings, field: str) -> P
     """Resolve a user-given data path inside the configured data roots (no `..` escapes)."""
     roots = [root.expanduser().resolve() for root in settings.data_roots]
     candidate = Path(raw).expanduser()
-    candidates = [candidate.resolve()] if candidate.is_absolute() else [
-        (Path.cwd() / candidate).resolve(),
-        *[(root / candidate).resolve() for root in roots],
-    ]
+    candidates = (
+        [candidate.resolve()]
+        if candidate.is_absolute()
+        else [
+            (Path.cwd() / candidate).resolve(),
+            *[(root / candidate).resolve() for root in roots],
+        ]
+    )
     allowed = [c for c in candidates if any(c.is_relative_to(root) for root in roots)]
     if not allowed:
         raise InvalidInput(field, f"{raw!r} is outside the allowed data roots {[str(r) for r in roots]}")
@@ -47,7 +51,9 @@ def create_run(
             return existing
     stored = spec.model_dump(mode="json")
     if spec.evaluation:
-        stored["evaluation"]["path"] = str(resolve_data_path(spec.evaluation.path, settings, "evaluation.path"))
+        stored["evaluation"]["path"] = str(
+            resolve_data_path(spec.evaluation.path, settings, "evaluation.path")
+        )
     run = Run(id=uuid.uuid4(), name=spec.name, spec=stored, idempotency_key=idempotency_key)
     session.add(run)
     try:
@@ -87,7 +93,9 @@ def list_runs(*, session: Session, status: str | None, offset: int, limit: int) 
 
 def list_iterations(run_id: uuid.UUID, *, session: Session) -> list[IterationRead]:
     get_run(run_id, session=session)
-    iterations = session.scalars(select(Iteration).where(Iteration.run_id == run_id).order_by(Iteration.index))
+    iterations = session.scalars(
+        select(Iteration).where(Iteration.run_id == run_id).order_by(Iteration.index)
+    )
     metrics: dict[int, dict[str, float]] = {}
     for metric in run_metrics(run_id, session=session):
         metrics.setdefault(metric.iteration, {})[metric.name] = metric.value
@@ -145,7 +153,9 @@ def list_samples(
 
 def run_metrics(run_id: uuid.UUID, *, session: Session) -> list[MetricRead]:
     get_run(run_id, session=session)
-    rows = session.scalars(select(Metric).where(Metric.run_id == run_id).order_by(Metric.iteration, Metric.name))
+    rows = session.scalars(
+        select(Metric).where(Metric.run_id == run_id).order_by(Metric.iteration, Metric.name)
+    )
     return [MetricRead.model_validate(row) for row in rows]
 
 
@@ -155,7 +165,9 @@ def sample_counts(run_id: uuid.UUID, *, session: Session) -> dict[str, int]:
     ).all()
     counts = {kind: count for kind, count in rows}
     counts["selected"] = (
-        session.scalar(select(func.count()).select_from(Sample).where(Sample.run_id == run_id, Sample.selected))
+        session.scalar(
+            select(func.count()).select_from(Sample).where(Sample.run_id == run_id, Sample.selected)
+        )
         or 0
     )
     return counts
@@ -188,6 +200,9 @@ def delete_run(run_id: uuid.UUID, *, session: Session, artifacts: Path) -> list[
     run = get_run(run_id, session=session)
     if run.status not in TERMINAL:
         raise Conflict(f"run {run_id} is {run.status}: cancel it first, then delete it")
-    folders = [(artifacts / p).resolve() for p in session.scalars(select(Checkpoint.path).where(Checkpoint.run_id == run_id))]
+    folders = [
+        (artifacts / p).resolve()
+        for p in session.scalars(select(Checkpoint.path).where(Checkpoint.run_id == run_id))
+    ]
     session.execute(delete(Run).where(Run.id == run_id))
     return folders

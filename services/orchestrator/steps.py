@@ -77,7 +77,10 @@ class RunContext:
             wait=wait_exponential(multiplier=1, min=1, max=20),
             stop=stop_after_delay(self.settings.upstream_deadline_s),
             before_sleep=lambda state: logger.warning(
-                "run %s: %s (attempt %d), retrying", self.run_id, state.outcome.exception(), state.attempt_number
+                "run %s: %s (attempt %d), retrying",
+                self.run_id,
+                state.outcome.exception(),
+                state.attempt_number,
             ),
             reraise=True,
         )
@@ -85,7 +88,9 @@ class RunContext:
             return retrying(attempt)
         except UpstreamError as exc:
             if exc.retryable:
-                raise StepFailed(f"{exc.message} (gave up after {self.settings.upstream_deadline_s:.0f} s)") from exc
+                raise StepFailed(
+                    f"{exc.message} (gave up after {self.settings.upstream_deadline_s:.0f} s)"
+                ) from exc
             raise StepFailed(exc.message) from exc
 
 
@@ -103,7 +108,12 @@ def _cancellable(ctx: RunContext, fn: Callable[[Any], T], request: Any) -> T:
 
 def mark_done(session: Session, ctx: RunContext, iteration: int, stage: str, result: dict[str, Any]) -> None:
     stmt = pg_insert(Step).values(
-        run_id=ctx.run_id, iteration=iteration, stage=stage, status="done", result=result, finished_at=utcnow()
+        run_id=ctx.run_id,
+        iteration=iteration,
+        stage=stage,
+        status="done",
+        result=result,
+        finished_at=utcnow(),
     )
     session.execute(
         stmt.on_conflict_do_update(
@@ -146,7 +156,9 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
             if kind == "train" and iteration > 1
             else []
         )
-        earlier_hashes = [h for h in session.scalars(select(Sample.text_hash).where(Sample.run_id == ctx.run_id)) if h]
+        earlier_hashes = [
+            h for h in session.scalars(select(Sample.text_hash).where(Sample.run_id == ctx.run_id)) if h
+        ]
         fresh = _samples(session, ctx.run_id, iteration=iteration, kind="train") if kind == "ood" else []
     # The OOD prompt shows a couple of the samples just generated next to the seeds (method).
     shown = random.Random(_stage_seed(spec, iteration, "shown")).sample(fresh, k=min(2, len(fresh)))
@@ -177,7 +189,9 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
             "holdout": position in holdout,
             "prompt_examples": {
                 "seeds": [examples[i].position for i in sample.prompt.examples if examples[i].kind == "seed"],
-                "samples": [str(examples[i].id) for i in sample.prompt.examples if examples[i].kind != "seed"],
+                "samples": [
+                    str(examples[i].id) for i in sample.prompt.examples if examples[i].kind != "seed"
+                ],
                 "feedback": [str(feedback[i].id) for i in sample.prompt.feedback],
             },
         }
@@ -196,8 +210,14 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
             session.execute(
                 Rejection.__table__.insert(),
                 [
-                    {"id": uuid.uuid4(), "run_id": ctx.run_id, "iteration": iteration, "kind": kind,
-                     "reason": r.reason, "text": r.text}
+                    {
+                        "id": uuid.uuid4(),
+                        "run_id": ctx.run_id,
+                        "iteration": iteration,
+                        "kind": kind,
+                        "reason": r.reason,
+                        "text": r.text,
+                    }
                     for r in response.rejections
                 ],
             )
@@ -235,14 +255,18 @@ def verify_labels(ctx: RunContext, iteration: int) -> dict[str, Any]:
         label = prediction.label if policy.policy == "relabel" else requested
         confidence = prediction.probabilities.get(label or "", 0.0)
         confidences.append(confidence)
-        excluded = (policy.policy == "drop" and prediction.label != requested) or confidence < policy.min_confidence
-        updates.append({
-            "id": sample.id,
-            "label": label,
-            "fields": {**sample.fields, output_field: label},
-            "teacher_probs": prediction.probabilities,
-            "excluded": excluded,
-        })
+        excluded = (
+            policy.policy == "drop" and prediction.label != requested
+        ) or confidence < policy.min_confidence
+        updates.append(
+            {
+                "id": sample.id,
+                "label": label,
+                "fields": {**sample.fields, output_field: label},
+                "teacher_probs": prediction.probabilities,
+                "excluded": excluded,
+            }
+        )
     stats = {
         "policy": policy.policy,
         "agreement": agree / len(generated),
@@ -254,11 +278,16 @@ def verify_labels(ctx: RunContext, iteration: int) -> dict[str, Any]:
         session.execute(update(Sample), updates)
         it = iteration_row(session, ctx.run_id, iteration)
         it.parse_stats = {**it.parse_stats, "verification": stats}
-        upsert_metrics(session, ctx.run_id, iteration, {
-            "teacher_agreement": stats["agreement"],
-            "verified_excluded": float(stats["excluded"]),
-            "teacher_mean_confidence": stats["mean_confidence"],
-        })
+        upsert_metrics(
+            session,
+            ctx.run_id,
+            iteration,
+            {
+                "teacher_agreement": stats["agreement"],
+                "verified_excluded": float(stats["excluded"]),
+                "teacher_mean_confidence": stats["mean_confidence"],
+            },
+        )
         mark_done(session, ctx, iteration, VERIFY, stats)
     return stats
 
@@ -275,8 +304,16 @@ def iteration_row(session: Session, run_id: uuid.UUID, index: int) -> Iteration:
     if it is None:
         session.execute(
             pg_insert(Iteration)
-            .values(id=uuid.uuid4(), run_id=run_id, index=index, status="running", started_at=utcnow(),
-                    parse_stats={}, timings={}, created_at=utcnow())
+            .values(
+                id=uuid.uuid4(),
+                run_id=run_id,
+                index=index,
+                status="running",
+                started_at=utcnow(),
+                parse_stats={},
+                timings={},
+                created_at=utcnow(),
+            )
             .on_conflict_do_nothing()
         )
         it = session.scalar(
@@ -291,7 +328,9 @@ def train(ctx: RunContext, iteration: int, role: str) -> dict[str, Any]:
     if role == "loop" and ctx.spec.student.continue_training and iteration > 1:
         with ctx.sessions() as session:
             previous = session.scalar(
-                select(Iteration.checkpoint_id).where(Iteration.run_id == ctx.run_id, Iteration.index == iteration - 1)
+                select(Iteration.checkpoint_id).where(
+                    Iteration.run_id == ctx.run_id, Iteration.index == iteration - 1
+                )
             )
         init = str(previous) if previous else None
     job = TrainJob(run_id=str(ctx.run_id), iteration=iteration, role=role, init_checkpoint_id=init)
@@ -321,7 +360,9 @@ def _run_train_job(ctx: RunContext, job: TrainJob) -> TrainResult:
                 rq_job.cancel()
                 raise
             time.sleep(1.0)
-    raise StepFailed(f"trainer: training failed {ctx.settings.train_attempts} times; last error: {last_error}")
+    raise StepFailed(
+        f"trainer: training failed {ctx.settings.train_attempts} times; last error: {last_error}"
+    )
 
 
 def score(ctx: RunContext, iteration: int) -> dict[str, Any]:
@@ -332,7 +373,9 @@ def score(ctx: RunContext, iteration: int) -> dict[str, Any]:
             session, ctx.run_id, iteration=iteration, kind="train"
         )
         checkpoint_id = session.scalar(
-            select(Iteration.checkpoint_id).where(Iteration.run_id == ctx.run_id, Iteration.index == iteration)
+            select(Iteration.checkpoint_id).where(
+                Iteration.run_id == ctx.run_id, Iteration.index == iteration
+            )
         )
     if checkpoint_id is None:
         raise StepFailed(f"iteration {iteration} has no student checkpoint to score with")
@@ -353,7 +396,9 @@ def score(ctx: RunContext, iteration: int) -> dict[str, Any]:
 
 def select_feedback(ctx: RunContext, iteration: int) -> dict[str, Any]:
     with ctx.sessions() as session:
-        ood = [s for s in _samples(session, ctx.run_id, iteration=iteration, kind="ood") if s.energy is not None]
+        ood = [
+            s for s in _samples(session, ctx.run_id, iteration=iteration, kind="ood") if s.energy is not None
+        ]
     selected: list[int] = []
     if ood and ctx.spec.loop.feedback_per_iteration > 0:
         request = SelectRequest(
@@ -382,10 +427,15 @@ def teacher_eval(ctx: RunContext) -> dict[str, Any]:
     if not rows:
         raise StepFailed(f"evaluation.path {spec.evaluation.path}: no usable rows")
     started = time.monotonic()
-    response = ctx.call(ctx.generator.classify, ClassifyRequest(task=spec.task, inputs=[r.fields for r in rows]))
+    response = ctx.call(
+        ctx.generator.classify, ClassifyRequest(task=spec.task, inputs=[r.fields for r in rows])
+    )
     seconds = time.monotonic() - started
     correct = sum(p.label == row.references[0] for p, row in zip(response.predictions, rows, strict=True))
-    metrics = {"teacher_eval_accuracy": correct / len(rows), "teacher_seconds_per_example": seconds / len(rows)}
+    metrics = {
+        "teacher_eval_accuracy": correct / len(rows),
+        "teacher_seconds_per_example": seconds / len(rows),
+    }
     if response.parameters:
         metrics["teacher_parameters"] = float(response.parameters)
     with ctx.sessions() as session, session.begin():
@@ -399,6 +449,13 @@ def upsert_metrics(session: Session, run_id: uuid.UUID, iteration: int, metrics:
     for name, value in metrics.items():
         session.execute(
             pg_insert(Metric)
-            .values(id=uuid.uuid4(), run_id=run_id, iteration=iteration, name=name, value=value, created_at=utcnow())
+            .values(
+                id=uuid.uuid4(),
+                run_id=run_id,
+                iteration=iteration,
+                name=name,
+                value=value,
+                created_at=utcnow(),
+            )
             .on_conflict_do_update(index_elements=["run_id", "iteration", "name"], set_={"value": value})
         )

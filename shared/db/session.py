@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 def make_engine(url: str, pool_size: int = 10, max_overflow: int = 30) -> Engine:
     # pre_ping: survive a Postgres restart without handing out dead connections. The pool covers
     # the 40 threads that serve sync routes, so a request never waits for a connection as well.
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=10)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=10
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -47,4 +47,3 @@ class SelectResponse(OutputModel):
     selected: list[int]  # indices into the request's energies, ascending energy
     low_energy: float  # the energy at the band's lower quantile
     high_energy: float
-

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import tarfile
 import time
 import uuid
@@ -20,38 +19,28 @@ from gold.stack import Stack
 from shared.clients import OrchestratorClient
 from shared.db.models import Checkpoint, Iteration, Metric, Rejection, Sample
 from shared.settings import GoldSettings
+from tests.support import SENTIMENT_TASK, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1500)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tiny_spec(shared_data) -> dict:
     return {
         "name": "e2e-sentiment",
-        "task": {
-            "type": "classification",
-            "description": "Decide whether a movie review is positive or negative.",
-            "input_fields": ["text"],
-            "output_field": "label",
-            "labels": ["negative", "positive"],
-            "seed_examples": [
-                {"text": "A delightful, moving film with wonderful performances.", "label": "positive"},
-                {"text": "Boring, predictable and far too long for its thin story.", "label": "negative"},
-                {"text": "The best comedy I have seen in years, sharp and kind.", "label": "positive"},
-                {"text": "Wooden acting and a script full of clumsy clichés.", "label": "negative"},
-            ],
-        },
+        "task": SENTIMENT_TASK,
         "teacher": {"max_tokens": 48, "seed": 1},
         "student": {"epochs": 2, "batch_size": 8},
-        "loop": {"iterations": 2, "samples_per_iteration": 12, "ood_samples_per_iteration": 6,
-                 "feedback_per_iteration": 2},
-        "evaluation": {"path": str(shared_data / "sst2" / "validation.jsonl"), "input_map": {"text": "sentence"},
-                       "limit": 60},
+        "loop": {
+            "iterations": 2,
+            "samples_per_iteration": 12,
+            "ood_samples_per_iteration": 6,
+            "feedback_per_iteration": 2,
+        },
+        "evaluation": {
+            "path": str(shared_data / "sst2" / "validation.jsonl"),
+            "input_map": {"text": "sentence"},
+            "limit": 60,
+        },
     }
 
 
@@ -104,10 +93,16 @@ def _assert_stored_run(session: Session, run_id: uuid.UUID, summary) -> None:
         it = iterations[i]
         train, ood = it.parse_stats["train"], it.parse_stats["ood"]
         # every generated completion is a sample or a counted rejection, never silently dropped
-        assert _count(session, Sample.run_id == run_id, Sample.iteration == i, Sample.kind == "train") == train["accepted"]
+        assert (
+            _count(session, Sample.run_id == run_id, Sample.iteration == i, Sample.kind == "train")
+            == train["accepted"]
+        )
         assert train["accepted"] + sum(train["rejected"].values()) == train["completions"]
-        rejected = session.scalar(select(func.count()).select_from(Rejection).where(
-            Rejection.run_id == run_id, Rejection.iteration == i, Rejection.kind == "train"))
+        rejected = session.scalar(
+            select(func.count())
+            .select_from(Rejection)
+            .where(Rejection.run_id == run_id, Rejection.iteration == i, Rejection.kind == "train")
+        )
         assert rejected == sum(train["rejected"].values())
         assert train["accepted"] >= 6, train  # the default teacher yields most of what was asked
         ood_rows = Sample.run_id == run_id, Sample.iteration == i, Sample.kind == "ood"
@@ -118,12 +113,19 @@ def _assert_stored_run(session: Session, run_id: uuid.UUID, summary) -> None:
         assert set(it.timings) == {"generate_train", "generate_ood", "train", "score", "select"}
         assert it.checkpoint_id is not None
     # diversity: generated texts are not copies of one another
-    texts = [s.fields["text"] for s in session.scalars(select(Sample).where(Sample.run_id == run_id, Sample.kind == "train"))]
+    texts = [
+        s.fields["text"]
+        for s in session.scalars(select(Sample).where(Sample.run_id == run_id, Sample.kind == "train"))
+    ]
     assert len(set(texts)) == len(texts)
     assert len({t[:25] for t in texts}) >= 0.7 * len(texts)
     # the feedback picks of iteration 1 were shown to the teacher in iteration 2
-    fed = [s.prompt_examples["feedback"] for s in session.scalars(select(Sample).where(
-        Sample.run_id == run_id, Sample.iteration == 2, Sample.kind == "train"))]
+    fed = [
+        s.prompt_examples["feedback"]
+        for s in session.scalars(
+            select(Sample).where(Sample.run_id == run_id, Sample.iteration == 2, Sample.kind == "train")
+        )
+    ]
     assert any(fed)
     checkpoints = session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)).all()
     assert sorted((c.iteration, c.role) for c in checkpoints) == [(1, "loop"), (2, "loop"), (3, "final")]

@@ -5,7 +5,6 @@ record in Postgres against what its spec implies: nothing lost, nothing duplicat
 from __future__ import annotations
 
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,36 +20,23 @@ from shared.clients import OrchestratorClient
 from shared.db.models import Checkpoint, Iteration, Sample, Step
 from shared.schemas.runs import RunRead
 from shared.settings import GoldSettings
+from tests.support import SENTIMENT_TASK, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1800)]
 ITERATIONS = 2
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 SPEC = {
     "name": "faults",
-    "task": {
-        "type": "classification",
-        "description": "Decide whether a movie review is positive or negative.",
-        "input_fields": ["text"],
-        "output_field": "label",
-        "labels": ["negative", "positive"],
-        "seed_examples": [
-            {"text": "A delightful, moving film with wonderful performances.", "label": "positive"},
-            {"text": "Boring, predictable and far too long for its thin story.", "label": "negative"},
-            {"text": "The best comedy I have seen in years, sharp and kind.", "label": "positive"},
-            {"text": "Wooden acting and a script full of clumsy clichés.", "label": "negative"},
-        ],
-    },
+    "task": SENTIMENT_TASK,
     "teacher": {"max_tokens": 40},
     "student": {"epochs": 1, "batch_size": 8},
-    "loop": {"iterations": ITERATIONS, "samples_per_iteration": 8, "ood_samples_per_iteration": 4,
-             "feedback_per_iteration": 1},
+    "loop": {
+        "iterations": ITERATIONS,
+        "samples_per_iteration": 8,
+        "ood_samples_per_iteration": 4,
+        "feedback_per_iteration": 1,
+    },
 }
 
 
@@ -77,7 +63,9 @@ def submit(client: OrchestratorClient, name: str) -> str:
     return str(client.create_run({**SPEC, "name": name}).id)
 
 
-def wait_for(client: OrchestratorClient, run_id: str, until: Callable[[RunRead], bool], timeout_s: float = 900) -> RunRead:
+def wait_for(
+    client: OrchestratorClient, run_id: str, until: Callable[[RunRead], bool], timeout_s: float = 900
+) -> RunRead:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -102,10 +90,16 @@ def assert_complete_record(stack: Stack, run_id: str) -> None:
     engine = create_engine(stack.env["GOLD_DATABASE_URL"])
     rid = uuid.UUID(run_id)
     with Session(engine) as session:
-        def count(*where) -> int:
-            return session.scalar(select(func.count()).select_from(Sample).where(Sample.run_id == rid, *where)) or 0
 
-        iterations = {it.index: it for it in session.scalars(select(Iteration).where(Iteration.run_id == rid))}
+        def count(*where) -> int:
+            return (
+                session.scalar(select(func.count()).select_from(Sample).where(Sample.run_id == rid, *where))
+                or 0
+            )
+
+        iterations = {
+            it.index: it for it in session.scalars(select(Iteration).where(Iteration.run_id == rid))
+        }
         assert sorted(iterations) == list(range(1, ITERATIONS + 2))
         for i in range(1, ITERATIONS + 1):
             stats = iterations[i].parse_stats
@@ -113,7 +107,9 @@ def assert_complete_record(stack: Stack, run_id: str) -> None:
             assert count(Sample.iteration == i, Sample.kind == "ood") == stats["ood"]["accepted"] > 0
             assert count(Sample.iteration == i, Sample.energy.is_(None)) == 0
             assert count(Sample.iteration == i, Sample.selected) == min(1, stats["ood"]["accepted"])
-        hashes = session.scalars(select(Sample.text_hash).where(Sample.run_id == rid, Sample.kind != "seed")).all()
+        hashes = session.scalars(
+            select(Sample.text_hash).where(Sample.run_id == rid, Sample.kind != "seed")
+        ).all()
         assert len(hashes) == len(set(hashes))  # no sample stored twice
         steps = session.scalars(select(Step).where(Step.run_id == rid)).all()
         assert all(s.status == "done" for s in steps) and len(steps) == 5 * ITERATIONS + 1

@@ -39,7 +39,10 @@ def list_runs(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[RunRead]:
-    return [RunRead.model_validate(r) for r in service.list_runs(session=session, status=status, offset=offset, limit=limit)]
+    return [
+        RunRead.model_validate(r)
+        for r in service.list_runs(session=session, status=status, offset=offset, limit=limit)
+    ]
 
 
 @router.get("/{run_id}", response_model=RunRead)
@@ -108,7 +111,9 @@ def download_model(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep
     """The student as a .tar.gz of its Hugging Face folder (final student when there is one)."""
     filename, data = exports.model_archive(run_id, session=session, artifacts=settings.artifacts)
     return Response(
-        data, media_type="application/gzip", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+        data,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 

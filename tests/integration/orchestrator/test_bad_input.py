@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 def test_oversized_body_is_413(api):
-    response = api.post("/runs", content=b"{" + b" " * 3_000_000 + b"}", headers={"content-type": "application/json"})
+    response = api.post(
+        "/runs", content=b"{" + b" " * 3_000_000 + b"}", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert "bytes" in response.json()["message"]
 
@@ -16,7 +18,9 @@ def test_deeply_nested_json_is_4xx(api):
 
 
 def test_non_utf8_body_is_4xx(api):
-    response = api.post("/runs", content=b'{"name": "\xff\xfe"}', headers={"content-type": "application/json"})
+    response = api.post(
+        "/runs", content=b'{"name": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
     assert 400 <= response.status_code < 500
 
 

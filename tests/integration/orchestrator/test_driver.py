@@ -58,26 +58,40 @@ class StandInGenerator:
             )
         return GenerateResponse(
             samples=samples,
-            stats=ParseStats(requested=request.n, completions=request.n + 1, accepted=request.n,
-                             rejected={"too_short": 1}),
+            stats=ParseStats(
+                requested=request.n, completions=request.n + 1, accepted=request.n, rejected={"too_short": 1}
+            ),
             rejections=[Rejected(reason="too_short", text="ok")],
             usage=Usage(prompt_tokens=10, completion_tokens=20),
-            settings=GenerationSettingsUsed(model="stand-in", engine="stand-in", temperature=0.8, top_p=0.95,
-                                            top_k=50, max_tokens=64, seed=request.sampling.seed),
+            settings=GenerationSettingsUsed(
+                model="stand-in",
+                engine="stand-in",
+                temperature=0.8,
+                top_p=0.95,
+                top_k=50,
+                max_tokens=64,
+                seed=request.sampling.seed,
+            ),
         )
 
     def classify(self, request):
         return ClassifyResponse(
-            predictions=[ClassPrediction(label="positive", probabilities={"positive": 0.6, "negative": 0.4})
-                         for _ in request.inputs],
-            model="stand-in", engine="stand-in",
+            predictions=[
+                ClassPrediction(label="positive", probabilities={"positive": 0.6, "negative": 0.4})
+                for _ in request.inputs
+            ],
+            model="stand-in",
+            engine="stand-in",
         )
 
 
 class StandInScorer:
     def energy(self, request):
-        return EnergyResponse(checkpoint_id=request.checkpoint_id,
-                              energies=[-float(i) for i in range(len(request.samples))], student_kind="classifier")
+        return EnergyResponse(
+            checkpoint_id=request.checkpoint_id,
+            energies=[-float(i) for i in range(len(request.samples))],
+            student_kind="classifier",
+        )
 
     def select(self, request):
         order = sorted(range(len(request.energies)), key=lambda i: request.energies[i])
@@ -95,13 +109,33 @@ def stand_in_trainer(monkeypatch, session_factory):
         jobs.append(job)
         checkpoint_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{job.run_id}/{job.iteration}/{job.role}")
         with session_factory() as session, session.begin():
-            session.merge(Checkpoint(id=checkpoint_id, run_id=uuid.UUID(job.run_id), iteration=job.iteration,
-                                     role=job.role, path=f"checkpoints/{checkpoint_id}", student_model="x",
-                                     student_kind="classifier", metrics={}))
-            session.merge(Metric(id=uuid.uuid5(checkpoint_id, "acc"), run_id=uuid.UUID(job.run_id),
-                                 iteration=job.iteration, name="eval_accuracy", value=0.5))
-        return TrainResult(checkpoint_id=str(checkpoint_id), metrics={"eval_accuracy": 0.5}, seconds=0.1,
-                           examples_per_second=1.0)
+            session.merge(
+                Checkpoint(
+                    id=checkpoint_id,
+                    run_id=uuid.UUID(job.run_id),
+                    iteration=job.iteration,
+                    role=job.role,
+                    path=f"checkpoints/{checkpoint_id}",
+                    student_model="x",
+                    student_kind="classifier",
+                    metrics={},
+                )
+            )
+            session.merge(
+                Metric(
+                    id=uuid.uuid5(checkpoint_id, "acc"),
+                    run_id=uuid.UUID(job.run_id),
+                    iteration=job.iteration,
+                    name="eval_accuracy",
+                    value=0.5,
+                )
+            )
+        return TrainResult(
+            checkpoint_id=str(checkpoint_id),
+            metrics={"eval_accuracy": 0.5},
+            seconds=0.1,
+            examples_per_second=1.0,
+        )
 
     monkeypatch.setattr(steps, "_run_train_job", run_train_job)
     return jobs
@@ -112,7 +146,9 @@ def make_driver(orchestrator_settings, session_factory, redis_url):
     def make(generator=None, scorer=None, **overrides):
         settings = orchestrator_settings.model_copy(update={"upstream_deadline_s": 3.0, **overrides})
         queue = train_queue(Redis.from_url(redis_url))
-        return RunDriver(settings, session_factory, queue, generator or StandInGenerator(), scorer or StandInScorer())
+        return RunDriver(
+            settings, session_factory, queue, generator or StandInGenerator(), scorer or StandInScorer()
+        )
 
     return make
 
@@ -126,7 +162,9 @@ def _count(session, model, *where) -> int:
     return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
-def test_gold_run_stores_every_step(make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer):
+def test_gold_run_stores_every_step(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
     generator = StandInGenerator()
     driver = make_driver(generator)
     run_id = _submit(spec, session_factory, orchestrator_settings)
@@ -136,20 +174,37 @@ def test_gold_run_stores_every_step(make_driver, spec, session_factory, orchestr
         assert run.status == "succeeded", run.error
         assert run.progress == 1.0
         for i in (1, 2):
-            assert _count(session, Sample, Sample.run_id == run_id, Sample.iteration == i, Sample.kind == "train") == 8
+            assert (
+                _count(
+                    session, Sample, Sample.run_id == run_id, Sample.iteration == i, Sample.kind == "train"
+                )
+                == 8
+            )
             ood = Sample.run_id == run_id, Sample.iteration == i, Sample.kind == "ood"
             assert _count(session, Sample, *ood) == 4
             assert _count(session, Sample, *ood, Sample.energy.is_not(None)) == 4
-            assert _count(session, Sample, Sample.run_id == run_id, Sample.iteration == i,
-                          Sample.energy.is_not(None)) == 12
+            assert (
+                _count(
+                    session,
+                    Sample,
+                    Sample.run_id == run_id,
+                    Sample.iteration == i,
+                    Sample.energy.is_not(None),
+                )
+                == 12
+            )
             # band [0.5, 0.8) of 4 energies = indices 2..3 -> 1 sample (int(3.2) = 3)
             assert _count(session, Sample, *ood, Sample.selected) == 1
-        iterations = {it.index: it for it in session.scalars(select(Iteration).where(Iteration.run_id == run_id))}
+        iterations = {
+            it.index: it for it in session.scalars(select(Iteration).where(Iteration.run_id == run_id))
+        }
         assert sorted(iterations) == [0, 1, 2, 3]  # teacher baseline, 2 loop iterations, final student
         assert set(iterations[1].timings) == {"generate_train", "generate_ood", "train", "score", "select"}
         assert iterations[1].parse_stats["train"]["rejected"] == {"too_short": 1}
         assert iterations[1].checkpoint_id is not None
-        teacher = session.scalar(select(Metric.value).where(Metric.run_id == run_id, Metric.name == "teacher_eval_accuracy"))
+        teacher = session.scalar(
+            select(Metric.value).where(Metric.run_id == run_id, Metric.name == "teacher_eval_accuracy")
+        )
         assert 0.0 <= teacher <= 1.0
         assert _count(session, Step, Step.run_id == run_id, Step.status == "done") == 12
     # feedback of iteration 1 goes into the training prompt of iteration 2, and earlier hashes are excluded
@@ -160,8 +215,9 @@ def test_gold_run_stores_every_step(make_driver, spec, session_factory, orchestr
     assert stand_in_trainer[1].init_checkpoint_id is not None  # continued training
 
 
-def test_vanilla_spends_the_same_budget_without_feedback(make_driver, spec, session_factory,
-                                                         orchestrator_settings, stand_in_trainer):
+def test_vanilla_spends_the_same_budget_without_feedback(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
     spec["loop"]["feedback"] = False
     generator = StandInGenerator()
     run_id = _submit(spec, session_factory, orchestrator_settings)
@@ -173,8 +229,9 @@ def test_vanilla_spends_the_same_budget_without_feedback(make_driver, spec, sess
         assert _count(session, Sample, Sample.run_id == run_id, Sample.kind == "ood") == 0
 
 
-def test_crash_mid_run_resumes_without_duplicates(make_driver, spec, session_factory, orchestrator_settings,
-                                                  stand_in_trainer):
+def test_crash_mid_run_resumes_without_duplicates(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
     generator = StandInGenerator()
     generator.fail_on_call = 3  # iteration 2's training generation
     generator.failure = RuntimeError("process died")
@@ -194,8 +251,9 @@ def test_crash_mid_run_resumes_without_duplicates(make_driver, spec, session_fac
     assert len(generator.calls) == 5
 
 
-def test_unreachable_generator_fails_naming_it(make_driver, spec, session_factory, orchestrator_settings,
-                                               stand_in_trainer):
+def test_unreachable_generator_fails_naming_it(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
     generator = StandInGenerator()
     generator.fail_on_call = 1
     calls = []
@@ -232,8 +290,9 @@ def test_cancel_while_running(make_driver, spec, session_factory, orchestrator_s
         assert _count(session, Sample, Sample.run_id == run_id, Sample.kind == "ood") == 0
 
 
-def test_report_renders_plots_for_gold_and_vanilla(make_driver, spec, session_factory, orchestrator_settings,
-                                                   stand_in_trainer, api):
+def test_report_renders_plots_for_gold_and_vanilla(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer, api
+):
     gold = _submit(spec, session_factory, orchestrator_settings)
     make_driver().drive(gold)
     spec["loop"]["feedback"] = False
@@ -248,17 +307,21 @@ def test_report_renders_plots_for_gold_and_vanilla(make_driver, spec, session_fa
 
 
 @pytest.mark.parametrize("policy", ["keep", "relabel", "drop"])
-def test_teacher_verification_policies(policy, make_driver, spec, session_factory, orchestrator_settings,
-                                       stand_in_trainer):
+def test_teacher_verification_policies(
+    policy, make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
     # the stand-in teacher says "positive" (p=0.6) for everything; half the samples asked for "negative"
     spec["verification"] = {"policy": policy}
     run_id = _submit(spec, session_factory, orchestrator_settings)
     make_driver().drive(run_id)
     with session_factory() as session:
         assert session.get(Run, run_id).status == "succeeded"
-        generated = session.scalars(select(Sample).where(Sample.run_id == run_id, Sample.kind != "seed")).all()
-        agreement = session.scalars(select(Metric.value).where(Metric.run_id == run_id,
-                                                               Metric.name == "teacher_agreement")).all()
+        generated = session.scalars(
+            select(Sample).where(Sample.run_id == run_id, Sample.kind != "seed")
+        ).all()
+        agreement = session.scalars(
+            select(Metric.value).where(Metric.run_id == run_id, Metric.name == "teacher_agreement")
+        ).all()
     assert agreement == [0.5, 0.5]
     assert all(s.teacher_probs == {"positive": 0.6, "negative": 0.4} for s in generated)
     negatives = [s for s in generated if s.requested_label == "negative"]
@@ -266,9 +329,13 @@ def test_teacher_verification_policies(policy, make_driver, spec, session_factor
     if policy == "keep":
         assert all(s.label == "negative" and not s.excluded for s in negatives)
     if policy == "relabel":
-        assert all(s.label == "positive" and s.fields["label"] == "positive" and not s.excluded for s in negatives)
+        assert all(
+            s.label == "positive" and s.fields["label"] == "positive" and not s.excluded for s in negatives
+        )
     if policy == "drop":
-        assert all(s.excluded for s in negatives) and not any(s.excluded for s in generated if s not in negatives)
+        assert all(s.excluded for s in negatives) and not any(
+            s.excluded for s in generated if s not in negatives
+        )
 
 
 def test_soft_labels_need_verification(api, spec):

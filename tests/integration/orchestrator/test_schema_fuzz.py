@@ -22,8 +22,13 @@ def test_no_server_errors_from_schema_generated_requests(orchestrator_settings, 
             operation = result.ok()
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES_PER_OPERATION,
+                derandomize=True,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             def check(case) -> None:
                 response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
                 sent.append((f"{case.method} {case.path}", response.status_code))

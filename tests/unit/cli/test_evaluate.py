@@ -11,14 +11,45 @@ SPEC = {"name": "s", "teacher": {"seed": 3}, "loop": {"iterations": 1}, "evaluat
 
 def summary(spec, accuracy, teacher=None) -> RunSummary:
     now = datetime.now(UTC)
-    its = [IterationRead(index=2, status="done", parse_stats={}, timings={}, checkpoint_id=None,
-                         metrics={"eval_accuracy": accuracy, "student_parameters": 22e6},
-                         started_at=now, finished_at=now)]
+    its = [
+        IterationRead(
+            index=2,
+            status="done",
+            parse_stats={},
+            timings={},
+            checkpoint_id=None,
+            metrics={"eval_accuracy": accuracy, "student_parameters": 22e6},
+            started_at=now,
+            finished_at=now,
+        )
+    ]
     if teacher is not None:
-        its.insert(0, IterationRead(index=0, status="done", parse_stats={}, timings={}, checkpoint_id=None,
-                                    metrics={"teacher_eval_accuracy": teacher}, started_at=now, finished_at=now))
-    run = RunRead(id=uuid.uuid4(), name=spec["name"], status="succeeded", iteration=2, stage="done", progress=1.0,
-                  error=None, spec=spec, created_at=now, started_at=now, finished_at=now)
+        its.insert(
+            0,
+            IterationRead(
+                index=0,
+                status="done",
+                parse_stats={},
+                timings={},
+                checkpoint_id=None,
+                metrics={"teacher_eval_accuracy": teacher},
+                started_at=now,
+                finished_at=now,
+            ),
+        )
+    run = RunRead(
+        id=uuid.uuid4(),
+        name=spec["name"],
+        status="succeeded",
+        iteration=2,
+        stage="done",
+        progress=1.0,
+        error=None,
+        spec=spec,
+        created_at=now,
+        started_at=now,
+        finished_at=now,
+    )
     return RunSummary(run=run, iterations=its, sample_counts={})
 
 
@@ -28,7 +59,9 @@ def test_mode_spec_switches_feedback_and_shifts_seeds_per_repeat():
     assert gold["loop"]["feedback"] is True and vanilla["loop"]["feedback"] is False
     assert gold["teacher"]["seed"] == vanilla["teacher"]["seed"] == 5
     assert gold["student"]["seed"] == 46
-    assert vanilla["evaluation"]["teacher_baseline"] is True and gold["evaluation"]["teacher_baseline"] is False
+    assert (
+        vanilla["evaluation"]["teacher_baseline"] is True and gold["evaluation"]["teacher_baseline"] is False
+    )
     assert SPEC["loop"] == {"iterations": 1}  # the input is not modified
 
 
@@ -38,7 +71,9 @@ def test_evaluate_aggregates_repeats_and_measures_the_teacher_once():
     def run(spec):
         submitted.append(spec)
         gold = spec["loop"]["feedback"]
-        return summary(spec, 0.8 if gold else 0.7, teacher=0.75 if spec["evaluation"]["teacher_baseline"] else None)
+        return summary(
+            spec, 0.8 if gold else 0.7, teacher=0.75 if spec["evaluation"]["teacher_baseline"] else None
+        )
 
     result = evaluate(SPEC, ["gold", "vanilla", "teacher"], 2, run)
     by_mode = {m["mode"]: m for m in result["modes"]}
@@ -60,8 +95,15 @@ def test_parse_modes_rejects_unknown_and_teacher_alone():
 def test_budget_spec_keeps_iterations_and_ood_share():
     from gold.evaluate import budget_spec
 
-    spec = {"name": "s", "loop": {"iterations": 4, "samples_per_iteration": 48, "ood_samples_per_iteration": 16,
-                                  "feedback_per_iteration": 4}}
+    spec = {
+        "name": "s",
+        "loop": {
+            "iterations": 4,
+            "samples_per_iteration": 48,
+            "ood_samples_per_iteration": 16,
+            "feedback_per_iteration": 4,
+        },
+    }
     scaled = budget_spec(spec, 1024)
     assert scaled["loop"]["samples_per_iteration"] + scaled["loop"]["ood_samples_per_iteration"] == 256
     assert scaled["loop"]["ood_samples_per_iteration"] == 64 and scaled["loop"]["iterations"] == 4

@@ -21,15 +21,29 @@ def stages(spec: dict) -> list[tuple[int, str]]:
 
 def test_gold_plan_orders_the_method_steps():
     assert stages(SPEC) == [
-        (1, "generate_train"), (1, "generate_ood"), (1, "train"), (1, "score"), (1, "select"),
-        (2, "generate_train"), (2, "generate_ood"), (2, "train"), (2, "score"), (2, "select"),
+        (1, "generate_train"),
+        (1, "generate_ood"),
+        (1, "train"),
+        (1, "score"),
+        (1, "select"),
+        (2, "generate_train"),
+        (2, "generate_ood"),
+        (2, "train"),
+        (2, "score"),
+        (2, "select"),
         (3, "final_train"),
     ]
 
 
 def test_vanilla_plan_has_no_ood_and_same_budget():
     vanilla = {**SPEC, "loop": {**SPEC["loop"], "feedback": False}}
-    assert [s for _, s in stages(vanilla)] == ["generate_train", "train", "generate_train", "train", "final_train"]
+    assert [s for _, s in stages(vanilla)] == [
+        "generate_train",
+        "train",
+        "generate_train",
+        "train",
+        "final_train",
+    ]
     assert train_samples_per_iteration(RunSpec.model_validate(vanilla)) == 14
 
 
