@@ -261,7 +261,8 @@ def render_report(runs: list[RunData]) -> str:
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
     )
-    head = f"<head><meta charset='utf-8'><title>GOLD run {html.escape(main.name)}</title><style>{style}</style></head>"
+    title = f"<title>GOLD run {html.escape(main.name)}</title>"
+    head = f"<head><meta charset='utf-8'>{title}<style>{style}</style></head>"
     return f"<!doctype html><html>{head}<body>{''.join(parts)}</body></html>"
 
 
