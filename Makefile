@@ -27,6 +27,7 @@ up: install
 	$(BIN)/gold up
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 test-fast: install
