@@ -276,6 +276,7 @@ def test_classify_calibrates_away_the_prompt_prior() -> None:
     with make_client(PriorBiasedEngine()) as client:
         wait_ready(client, 10)
         calibrated = client.post("/v1/classify", json=body, headers=HEADERS).json()["predictions"]
-        raw = client.post("/v1/classify", json={**body, "calibrate": False}, headers=HEADERS).json()["predictions"]
+        uncalibrated = {**body, "calibrate": False}
+        raw = client.post("/v1/classify", json=uncalibrated, headers=HEADERS).json()["predictions"]
     assert [p["label"] for p in raw] == ["negative", "negative"]  # the prior wins without calibration
     assert [p["label"] for p in calibrated] == ["positive", "negative"]
