@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from rq import Queue
@@ -48,6 +49,9 @@ class RunDriver:
         self.owner = f"{socket.gethostname()}:{settings.orchestrator_port}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._calls = ThreadPoolExecutor(
+            max_workers=4 * max(settings.concurrent_runs, 1), thread_name_prefix="upstream"
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -61,6 +65,7 @@ class RunDriver:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        self._calls.shutdown(wait=False, cancel_futures=True)
 
     def _release_own_leases(self) -> None:
         try:
@@ -153,6 +158,7 @@ class RunDriver:
             train_queue=self.train_queue,
             settings=self.settings,
             heartbeat=lambda: self._heartbeat(run_id),
+            calls=self._calls,
         )
         plan = build_plan(spec)
         try:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from rq import Queue
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
@@ -65,6 +65,8 @@ class RunContext:
     settings: OrchestratorSettings
     # Called often while waiting: renews the run's lease, raises RunCancelled when cancelled.
     heartbeat: Callable[[], None]
+    # Runs service calls so the driver can keep heart-beating (and notice a cancel) meanwhile.
+    calls: ThreadPoolExecutor
 
     def call(self, fn: Callable[[Any], T], request: Any) -> T:
         """Call a service with retries and backoff until the deadline, staying cancellable."""
@@ -94,11 +96,8 @@ class RunContext:
             raise StepFailed(exc.message) from exc
 
 
-_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="upstream")
-
-
 def _cancellable(ctx: RunContext, fn: Callable[[Any], T], request: Any) -> T:
-    future = _pool.submit(fn, request)
+    future = ctx.calls.submit(fn, request)
     while True:
         try:
             return future.result(timeout=1.0)
@@ -202,8 +201,12 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
     stats["usage"] = response.usage.model_dump()
     with ctx.sessions() as session, session.begin():
         # A crashed attempt leaves nothing (one transaction), but be explicit about re-runs.
-        session.query(Sample).filter_by(run_id=ctx.run_id, iteration=iteration, kind=kind).delete()
-        session.query(Rejection).filter_by(run_id=ctx.run_id, iteration=iteration, kind=kind).delete()
+        for model in (Sample, Rejection):
+            session.execute(
+                delete(model).where(
+                    model.run_id == ctx.run_id, model.iteration == iteration, model.kind == kind
+                )
+            )
         if rows:
             session.execute(Sample.__table__.insert(), rows)
         if response.rejections:

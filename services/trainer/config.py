@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
+
 from shared.settings import GoldSettings
 
 # The worker's pid, set by `python -m services.trainer` for its work horses, which exit when their
@@ -42,6 +44,10 @@ class TrainerSettings(GoldSettings):
     final_max_epochs: int | None = None
     final_patience: int = 2
     eval_batch_size: int = 64
+    # Processes per training job (GOLD_TRAINER_PROCESSES): > 1 trains data-parallel with
+    # torch.distributed, one process per GPU (nccl) or CPU processes (gloo); see distributed.py.
+    # student.batch_size is per process.
+    trainer_processes: int = Field(default=1, ge=1)
     # Worker: how often abandoned jobs (a worker killed mid-job) are looked for, in seconds.
     worker_maintenance_interval_s: int = 60
     # An idle worker blocks on the queue for worker_ttl - 15 s between maintenance checks (RQ's

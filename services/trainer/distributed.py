@@ -16,14 +16,18 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from services.trainer.students import resolve_model_name
 from shared.schemas.training import TrainResult
+
+if TYPE_CHECKING:
+    from services.trainer.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -88,20 +92,25 @@ def current() -> Group | None:
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def shard_report(group: Group, seen: set[int], model: torch.nn.Module) -> dict[str, Any]:
-    """What each rank trained on and whether the replicas ended equal (DDP's all-reduce worked)."""
+def shard_report(group: Group, epochs: list[list[int]], model: torch.nn.Module) -> dict[str, Any]:
+    """What each rank trained on (its indices per epoch) and whether the replicas ended equal."""
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
-    ranks = group.gather((sorted(seen), checksum))
-    counts: dict[int, int] = {}
-    for indices, _ in ranks:
-        for i in indices:
-            counts[i] = counts.get(i, 0) + 1
+    ranks = group.gather((epochs, checksum))
+    overlap = 0
+    for epoch in range(len(epochs)):
+        counts: dict[int, int] = {}
+        for rank_epochs, _ in ranks:
+            for i in set(rank_epochs[epoch]):
+                counts[i] = counts.get(i, 0) + 1
+        overlap = max(overlap, sum(1 for c in counts.values() if c > 1))
     sums = [c for _, c in ranks]
     return {
         "processes": group.world_size,
-        "rank_examples": [len(indices) for indices, _ in ranks],
-        # Examples trained on by more than one rank (only DistributedSampler's padding: n % world_size).
-        "rank_overlap": sum(1 for c in counts.values() if c > 1),
+        "rank_examples_per_epoch": [len(rank_epochs[0]) if rank_epochs else 0 for rank_epochs, _ in ranks],
+        # Examples more than one rank trained on in the same epoch: only DistributedSampler's
+        # padding (n % world_size of them), which evens out the ranks' step counts.
+        "rank_overlap": overlap,
+        # DDP all-reduced the gradients: every replica ends with the same weights.
         "replicas_in_sync": max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0])),
     }
 
@@ -137,10 +146,11 @@ def _rank_main(cfg_json: str, log_level: str) -> dict[str, Any] | None:
         dist.destroy_process_group()
 
 
-def launch(cfg: Any, processes: int) -> TrainResult:
-    """Train `cfg` (a TrainConfig) with `processes` ranks on this machine; rank 0's TrainResult."""
+def launch(cfg: TrainConfig, processes: int) -> TrainResult:
+    """Train `cfg` with `processes` ranks on this machine; rank 0's TrainResult."""
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    resolve_model_name(cfg.model, cfg.kind, cfg.allowed_models)  # fail here, not in every rank
     if torch.cuda.is_available() and processes > torch.cuda.device_count():
         raise ValueError(f"{processes} training processes but {torch.cuda.device_count()} GPUs")
     config = LaunchConfig(

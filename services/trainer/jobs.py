@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from transformers.utils import logging as hf_logging
 
+from services.trainer import distributed
 from services.trainer.checkpoints import checkpoint_dir, checkpoint_uuid, read_metadata
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_trainer_settings
 from services.trainer.students import Example
@@ -225,7 +226,10 @@ def train_student(payload: dict[str, Any]) -> dict[str, Any]:
             len(cfg.evaluation),
         )
         _report("training", train_examples=len(cfg.train))
-        result = train(cfg)
+        if settings.trainer_processes > 1:
+            result = distributed.launch(cfg, settings.trainer_processes)
+        else:
+            result = train(cfg)
         relpath = cfg.output_dir.relative_to(settings.artifacts).as_posix()
         with transaction(factory) as session:
             record(session, job, cfg, result, str(result.extra.get("base_model", cfg.model)), relpath)

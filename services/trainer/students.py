@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from transformers import (
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
@@ -198,7 +199,10 @@ class Student:
         if self.kind == "classifier":
             return self.model(**inputs).logits
         labels = batch["labels"]
-        decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(
+        # Through DistributedDataParallel (distributed.py) the forward goes to the wrapper, the
+        # helper to the model inside it.
+        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(
             labels=labels.masked_fill(labels == IGNORE_INDEX, self.tokenizer.pad_token_id)
         )
         return self.model(**inputs, decoder_input_ids=decoder_input_ids).logits

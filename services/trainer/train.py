@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field
 
+from services.trainer import distributed
 from services.trainer.checkpoints import FORMAT_VERSION, METADATA_FILE, model_card, publish
 from services.trainer.config import DEFAULT_ALLOWED_STUDENTS
 from services.trainer.losses import distill_kl, token_losses
@@ -137,13 +139,17 @@ def _predict(student: Student, examples: list[Example], cfg: TrainConfig, device
     return [predictions[i] for i in range(len(inputs))]
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig) -> TrainResult | None:
+    """Inside a process group (distributed.launch) every rank trains on its shard and rank 0 alone
+    evaluates, saves and returns the result; the other ranks return None."""
     started = time.perf_counter()
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    device = _device()
+    group = distributed.current()  # None in a single process
+    main_rank = group is None or group.is_main
+    device = group.device if group is not None else _device()
     fmt = StudentFormat.from_task(cfg.input_fields, cfg.output_field, cfg.labels)
 
     # 1. The student: continued from a checkpoint, or fresh from an allowed base model.
@@ -174,7 +180,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     holdout_targets = student.encode_targets(holdout_set) if holdout_set else []
 
     # 3. Optimiser: AdamW with linear warm-up and decay over the whole epoch budget.
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    # batch_size is per process: with N processes a step sees N * batch_size examples.
+    shard_size = group.shard_size(len(train_set)) if group is not None else len(train_set)
+    steps_per_epoch = math.ceil(shard_size / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(total_steps * cfg.warmup_fraction)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
@@ -187,7 +195,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         ),
     )
 
-    # 4. The loop.
+    # 4. The loop. In a process group the forward pass goes through DDP, which all-reduces gradients.
+    trainee = student if group is None else dataclasses.replace(student, model=group.wrap(model))
+    shards: list[list[int]] = []  # each epoch's indices of this rank
     generator = torch.Generator().manual_seed(cfg.seed)
     early = cfg.early_stopping and bool(holdout_set)
     best_key: tuple[float, float] | None = None
@@ -200,14 +210,18 @@ def train(cfg: TrainConfig) -> TrainResult:
         model.train()
         tick, tick_cpu = time.perf_counter(), time.process_time()
         loss_sum = 0.0
-        order = torch.randperm(len(train_set), generator=generator).tolist()
+        if group is None:
+            order = torch.randperm(len(train_set), generator=generator).tolist()
+        else:
+            order = group.shard(len(train_set), cfg.seed, epoch)
+            shards.append(order)
         for idx in batches(len(order), cfg.batch_size, order):
             soft = [train_soft[i] for i in idx] if train_soft is not None else None
             batch = _to(
                 student.collate([train_inputs[i] for i in idx], [train_targets[i] for i in idx], soft), device
             )
             with _autocast(device):
-                loss = _loss(student, batch, cfg)
+                loss = _loss(trainee, batch, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -217,21 +231,32 @@ def train(cfg: TrainConfig) -> TrainResult:
         train_seconds += time.perf_counter() - tick
         train_cpu_seconds += time.process_time() - tick_cpu
         epochs_run = epoch
-        epoch_losses.append(loss_sum / len(train_set))
+        if group is None:
+            epoch_losses.append(loss_sum / len(train_set))
+        else:
+            total_loss, total_seen = group.sum(loss_sum, len(order))
+            epoch_losses.append(total_loss / total_seen)
         if not early:
             continue
-        h_loss, h_acc = _holdout_scores(student, holdout_inputs, holdout_targets, cfg, device)
+        scores = _holdout_scores(student, holdout_inputs, holdout_targets, cfg, device) if main_rank else None
+        if group is not None:  # rank 0 scored; every rank takes the same stop decision
+            scores = group.broadcast(scores)
+        h_loss, h_acc = scores
         holdout_history.append({"epoch": epoch, "loss": h_loss, "accuracy": h_acc})
         # Classifier: best holdout accuracy, ties to the lower loss. seq2seq: lowest holdout loss.
         key = (h_acc if cfg.kind == "classifier" else 0.0, -h_loss)
         if best_key is None or key > best_key:
             best_key, best_epoch, stale = key, epoch, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if main_rank:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             stale += 1
             if stale >= cfg.patience:
                 logger.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
                 break
+    report = distributed.shard_report(group, shards, model) if group is not None else {"processes": 1}
+    if not main_rank:
+        return None
     if best_state is not None:
         model.load_state_dict(best_state)
     final_epoch = best_epoch or epochs_run
@@ -287,6 +312,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "epoch_losses": epoch_losses,
         "holdout_history": holdout_history,
         "device": device.type,
+        "processes": report["processes"],
     }
     meta = {
         "format_version": FORMAT_VERSION,
@@ -333,6 +359,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             "dropped_examples": dropped,
             "base_model": base_model,
             "train_cpu_seconds": train_cpu_seconds,
+            **report,
         },
     )
 
