@@ -137,6 +137,7 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
         seed=s.seed,
         early_stopping=final,
         patience=settings.final_patience,
+        min_epochs=min(s.epochs, s.final_epochs),
         train=_examples(train_rows),
         holdout=_examples(holdout_rows),
         evaluation=evaluation,

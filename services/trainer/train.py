@@ -72,6 +72,9 @@ class TrainConfig(BaseModel):
     # Early stopping on the holdout (the final student): keep the best epoch, stop after `patience`.
     early_stopping: bool = False
     patience: int = 2
+    # Epochs always trained before an epoch may count as the best: a held-out set of a few dozen noisy
+    # generated samples can otherwise crown a barely-trained first epoch (seen: final loss 0.69).
+    min_epochs: int = 1
     train: list[Example]
     holdout: list[Example] = Field(default_factory=list)
     evaluation: list[EvalItem] = Field(default_factory=list)
@@ -236,7 +239,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         else:
             total_loss, total_seen = group.sum(loss_sum, len(order))
             epoch_losses.append(total_loss / total_seen)
-        if not early:
+        if not early or epoch < cfg.min_epochs:
             continue
         scores = _holdout_scores(student, holdout_inputs, holdout_targets, cfg, device) if main_rank else None
         if group is not None:  # rank 0 scored; every rank takes the same stop decision

@@ -218,6 +218,8 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
     )
     assert meta3["role"] == "final" and meta3["training"]["init_from"] is None
     assert meta3["training"]["early_stopping"] is True and len(meta3["training"]["holdout_history"]) >= 1
+    # the loop's epoch count (2) is always trained before an epoch may be chosen as the best
+    assert meta3["training"]["holdout_history"][0]["epoch"] == 2
     assert final.metrics["train_examples"] == 15
 
     # Re-running a finished step changes nothing: same id, same rows, no second training.
