@@ -271,6 +271,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         "train_examples": float(len(train_set)),
         "train_seconds": train_seconds,
         "train_examples_per_s": seen / train_seconds if train_seconds > 0 else 0.0,
+        # size and per-example latency, reported beside the teacher's (the product's cost argument)
+        "student_parameters": float(sum(p.numel() for p in model.parameters())),
     }
     if holdout_set:
         predictions = _predict(student, holdout_set, cfg, device)
@@ -280,7 +282,9 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         )
     if cfg.evaluation:
         eval_examples = [Example(fields=item.fields) for item in cfg.evaluation]
+        started = time.perf_counter()
         predictions = _predict(student, eval_examples, cfg, device)
+        metrics["eval_seconds_per_example"] = (time.perf_counter() - started) / len(eval_examples)
         references = [item.references for item in cfg.evaluation]
         if cfg.task_type == "classification":
             scores = classification_metrics(predictions, [r[0] for r in references], cfg.labels or [])
