@@ -25,7 +25,7 @@ def iteration_table(summary: RunSummary) -> Table:
     loops = spec["loop"]["iterations"]
     table = Table(title=f"run {summary.run.id} · {summary.run.name} · {summary.run.status}")
     # short headers: the table must fit an 80-column terminal
-    for column in ("iter", "train ok/asked", "ood", "fed back", "loss", "held-out acc", "real acc", "s"):
+    for column in ("iter", "ok/asked", "ood", "fed back", "loss", "held-out", "real acc", "s"):
         table.add_column(column, justify="right", no_wrap=True)
     teacher = None
     for it in summary.iterations:
