@@ -85,7 +85,8 @@ class NotReady(GoldError):
     error = "not_ready"
 
 
-def _body(error: str, message: str, detail: Any = None) -> dict[str, Any]:
+def error_body(error: str, message: str, detail: Any = None) -> dict[str, Any]:
+    """The one error shape every service answers with: {"error", "message", "detail"?}."""
     body: dict[str, Any] = {"error": error, "message": message}
     if detail is not None:
         body["detail"] = detail
@@ -107,17 +108,19 @@ def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GoldError)
     async def _gold(_: Request, exc: GoldError) -> JSONResponse:
-        return JSONResponse(_body(exc.error, exc.message, exc.detail), exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            error_body(exc.error, exc.message, exc.detail), exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail = _validation_detail(exc)
         fields = ", ".join(".".join(str(p) for p in d["loc"]) or "body" for d in detail)
-        return JSONResponse(_body("invalid_input", f"invalid fields: {fields}", detail), 422)
+        return JSONResponse(error_body("invalid_input", f"invalid fields: {fields}", detail), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(_body("http_error", str(exc.detail)), exc.status_code, headers=exc.headers)
+        return JSONResponse(error_body("http_error", str(exc.detail)), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(SQLAlchemyTimeout)
     @app.exception_handler(OperationalError)
@@ -127,7 +130,7 @@ def install_error_handlers(app: FastAPI) -> None:
             "database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
         )
         return JSONResponse(
-            _body("database_unavailable", "the database is busy or restarting; retry in a few seconds"),
+            error_body("database_unavailable", "the database is busy or restarting; retry in a few seconds"),
             503,
             headers={"Retry-After": "2"},
         )
@@ -135,4 +138,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(_body("internal_error", "internal error; see the service log"), 500)
+        return JSONResponse(error_body("internal_error", "internal error; see the service log"), 500)

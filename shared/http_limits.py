@@ -8,18 +8,16 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.errors import PayloadTooLarge, error_body
+
 
 class BodyTooLarge(Exception):
     pass
 
 
 def _413(limit: int) -> bytes:
-    return json.dumps(
-        {
-            "error": "payload_too_large",
-            "message": f"request body is over {limit} bytes: send less per request",
-        }
-    ).encode()
+    message = f"request body is over {limit} bytes: send less per request"
+    return json.dumps(error_body(PayloadTooLarge.error, message)).encode()
 
 
 class BodySizeLimit:
