@@ -218,8 +218,12 @@ def eval_command(
         list[Path], typer.Argument(exists=True, dir_okay=False, help="run spec(s), YAML or JSON")
     ],
     modes: Annotated[
-        str, typer.Option(help="comma-separated: gold, vanilla, teacher")
-    ] = "gold,vanilla,teacher",
+        str,
+        typer.Option(
+            help="comma-separated: gold, vanilla, teacher, supervised (the student on as many real "
+            "labelled examples, when the spec has evaluation.reference_path)"
+        ),
+    ] = "gold,vanilla,teacher,supervised",
     repeats: Annotated[int, typer.Option(min=1, max=20)] = 1,
     budgets: Annotated[
         str | None, typer.Option(help="comma-separated generation budgets to sweep, e.g. 64,256,1024")

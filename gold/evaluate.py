@@ -1,5 +1,7 @@
-"""`gold eval`: the same spec as GOLD (feedback on), vanilla (feedback off, same budget and seeds)
-and the teacher answering few-shot, measured on the spec's real evaluation data."""
+"""`gold eval`: the same spec as GOLD (feedback on), vanilla (feedback off, same budget and seeds),
+the teacher answering few-shot and, when the spec names a labelled training file
+(evaluation.reference_path), the supervised reference (the student trained on as many real labelled
+examples as the run generates), measured on the spec's real evaluation data."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ from rich.table import Table
 
 from shared.schemas.runs import RunSummary
 
-MODES = ("gold", "vanilla", "teacher")
+MODES = ("gold", "vanilla", "teacher", "supervised")
+STUDENT_MODES = ("gold", "vanilla")
+# Measured inside the first student run (iteration 0), under these metric names.
+BASELINE_METRICS = {"teacher": "teacher_eval_accuracy", "supervised": "reference_eval_accuracy"}
 # The first of these a run reports is its headline metric.
 PRIMARY_METRICS = ("eval_accuracy", "eval_exact_match", "eval_rouge_l")
 
@@ -24,12 +29,17 @@ def parse_modes(raw: str) -> list[str]:
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise ValueError(f"--modes: unknown mode(s) {unknown}; choose from {list(MODES)}")
-    if modes == ["teacher"]:
-        raise ValueError("--modes: the teacher is measured inside a gold or vanilla run; add one of them")
+    if not set(modes) & set(STUDENT_MODES):
+        raise ValueError(
+            "--modes: the teacher and the supervised reference are measured inside a gold or vanilla "
+            "run; add one of them"
+        )
     return modes
 
 
-def mode_spec(spec: dict[str, Any], mode: str, repeat: int, measure_teacher: bool) -> dict[str, Any]:
+def mode_spec(
+    spec: dict[str, Any], mode: str, repeat: int, measure_teacher: bool, measure_supervised: bool = False
+) -> dict[str, Any]:
     out = copy.deepcopy(spec)
     out["name"] = f"{spec['name']}-{mode}-r{repeat}"
     out.setdefault("loop", {})["feedback"] = mode == "gold"
@@ -38,6 +48,9 @@ def mode_spec(spec: dict[str, Any], mode: str, repeat: int, measure_teacher: boo
         section["seed"] = int(section.get("seed", 0 if part == "teacher" else 44)) + repeat
     if out.get("evaluation"):
         out["evaluation"]["teacher_baseline"] = measure_teacher
+        if not measure_supervised:
+            out["evaluation"].pop("reference_path", None)
+            out["evaluation"].pop("reference_examples", None)
     return out
 
 
@@ -80,6 +93,7 @@ class ModeResult:
     metric: str | None = None
     parameters: float | None = None
     seconds_per_example: float | None = None
+    examples: float | None = None  # the supervised reference: real labelled examples trained on
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +106,7 @@ class ModeResult:
             "run_ids": self.run_ids,
             "parameters": self.parameters,
             "seconds_per_example": self.seconds_per_example,
+            "examples": self.examples,
         }
 
 
@@ -101,13 +116,16 @@ def evaluate(
     repeats: int,
     run: Callable[[dict[str, Any]], RunSummary],
 ) -> dict[str, Any]:
-    """Run every (repeat, mode) one after the other through `run`; collect the headline metrics."""
+    """Run every (repeat, mode) one after the other through `run`; collect the headline metrics.
+    The teacher (deterministic) is measured once; the supervised reference, whose student seed
+    moves with the repeat like the others', once per repeat."""
     results = {m: ModeResult(m) for m in modes}
-    student_modes = [m for m in modes if m != "teacher"]
+    student_modes = [m for m in modes if m in STUDENT_MODES]
     for repeat in range(repeats):
         for i, mode in enumerate(student_modes):
             measure_teacher = "teacher" in modes and repeat == 0 and i == 0
-            summary = run(mode_spec(spec, mode, repeat, measure_teacher))
+            measure_supervised = "supervised" in modes and i == 0
+            summary = run(mode_spec(spec, mode, repeat, measure_teacher, measure_supervised))
             result = results[mode]
             result.run_ids.append(str(summary.run.id))
             if summary.run.status != "succeeded":
@@ -119,14 +137,21 @@ def evaluate(
                 result.values.append(value)
             result.parameters = metrics.get("student_parameters", result.parameters)
             result.seconds_per_example = metrics.get("eval_seconds_per_example", result.seconds_per_example)
-            if measure_teacher:
-                teacher = next((it.metrics for it in summary.iterations if it.index == 0), {})
-                if "teacher_eval_accuracy" in teacher:
-                    results["teacher"].metric = "eval_accuracy"
-                    results["teacher"].values.append(teacher["teacher_eval_accuracy"])
-                    results["teacher"].run_ids.append(str(summary.run.id))
-                    results["teacher"].parameters = teacher.get("teacher_parameters")
-                    results["teacher"].seconds_per_example = teacher.get("teacher_seconds_per_example")
+            baselines = next((it.metrics for it in summary.iterations if it.index == 0), {})
+            for baseline, measured in (("teacher", measure_teacher), ("supervised", measure_supervised)):
+                value = baselines.get(BASELINE_METRICS[baseline])
+                if measured and value is not None:
+                    row = results[baseline]
+                    row.metric = "eval_accuracy"
+                    row.values.append(value)
+                    row.run_ids.append(str(summary.run.id))
+                    if baseline == "teacher":
+                        row.parameters = baselines.get("teacher_parameters")
+                        row.seconds_per_example = baselines.get("teacher_seconds_per_example")
+                    else:
+                        row.parameters = baselines.get("reference_student_parameters")
+                        row.seconds_per_example = baselines.get("reference_eval_seconds_per_example")
+                        row.examples = baselines.get("reference_examples")
     return {
         "spec": spec["name"],
         "repeats": repeats,
@@ -164,7 +189,7 @@ def results_table(result: dict[str, Any]) -> Table:
 def tasks_table(results: list[dict[str, Any]]) -> Table:
     """One row per task: the headline metric of each mode (mean ± std over repeats)."""
     table = Table(title="GOLD vs vanilla vs teacher on real data")
-    for column in ("task", "metric", "gold", "vanilla", "teacher", "repeats"):
+    for column in ("task", "metric", "gold", "vanilla", "teacher", "supervised", "repeats"):
         table.add_column(column, justify="right")
     for result in results:
         by_mode = {m["mode"]: m for m in result["modes"]}
@@ -177,7 +202,10 @@ def tasks_table(results: list[dict[str, Any]]) -> Table:
             return f"{row['mean']:.3f}" + (f" ± {row['std']:.3f}" if row["repeats"] > 1 else "")
 
         table.add_row(
-            result["spec"], metric, cell("gold"), cell("vanilla"), cell("teacher"), str(result["repeats"])
+            result["spec"],
+            metric,
+            *(cell(mode) for mode in ("gold", "vanilla", "teacher", "supervised")),
+            str(result["repeats"]),
         )
     return table
 
@@ -211,12 +239,15 @@ def sweep_plot(result: dict[str, Any], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     budgets = [p["budget"] for p in result["points"]]
-    for mode in ("gold", "vanilla"):
+    styles = {"gold": "-", "vanilla": "-", "supervised": ":"}
+    labels = {"supervised": "supervised (same number of real examples)"}
+    for mode, style in styles.items():
         rows = [next((m for m in p["modes"] if m["mode"] == mode), None) for p in result["points"]]
         if any(r and r["mean"] is not None for r in rows):
             means = [r["mean"] if r and r["mean"] is not None else float("nan") for r in rows]
             stds = [r["std"] if r else 0.0 for r in rows]
-            ax.errorbar(budgets, means, yerr=stds, marker="o", capsize=3, label=mode)
+            label = labels.get(mode, mode)
+            ax.errorbar(budgets, means, yerr=stds, marker="o", capsize=3, linestyle=style, label=label)
     teacher = next((m for m in result["points"][0]["modes"] if m["mode"] == "teacher"), None)
     if teacher and teacher["mean"] is not None:
         ax.axhline(teacher["mean"], color="grey", linestyle="--", label="teacher few-shot")

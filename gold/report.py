@@ -13,6 +13,7 @@ STAGE_GROUPS = {
     "training": ("train", "final_train"),
     "scoring": ("score", "select"),
     "teacher baseline": ("teacher_eval",),
+    "supervised reference": ("reference_train",),
 }
 
 
@@ -27,10 +28,10 @@ def iteration_table(summary: RunSummary) -> Table:
     # short headers: the table must fit an 80-column terminal
     for column in ("iter", "ok/asked", "ood", "fed back", "loss", "held-out", "real acc", "s"):
         table.add_column(column, justify="right", no_wrap=True)
-    teacher = None
+    baselines: dict[str, float] = {}
     for it in summary.iterations:
         if it.index == 0:
-            teacher = it.metrics.get("teacher_eval_accuracy")
+            baselines = it.metrics
             continue
         train = it.parse_stats.get("train", {})
         ood = it.parse_stats.get("ood", {})
@@ -45,8 +46,15 @@ def iteration_table(summary: RunSummary) -> Table:
             _fmt(it.metrics.get("eval_accuracy")),
             f"{sum(it.timings.values()):.0f}",
         )
-    if teacher is not None:
-        table.caption = f"teacher (gemma few-shot) real-data accuracy: {teacher:.3f}"
+    captions = []
+    if "teacher_eval_accuracy" in baselines:
+        captions.append(f"teacher few-shot real-data accuracy: {baselines['teacher_eval_accuracy']:.3f}")
+    if "reference_eval_accuracy" in baselines:
+        captions.append(
+            f"supervised reference ({baselines.get('reference_examples', 0):.0f} real examples): "
+            f"{baselines['reference_eval_accuracy']:.3f}"
+        )
+    table.caption = "\n".join(captions) or None
     return table
 
 

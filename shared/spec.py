@@ -119,6 +119,20 @@ class LoopSpec(InputModel):
     holdout_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
     # The paper's last step: a fresh student trained on the whole generated pool.
     final_student: bool = True
+    # Wall-time budget: no new iteration starts once the run has been running this long; the
+    # final student is still trained on what was generated. None = the iteration count decides.
+    max_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+
+    @property
+    def uses_feedback(self) -> bool:
+        return self.feedback and self.ood_samples_per_iteration > 0
+
+    @property
+    def train_samples_per_iteration(self) -> int:
+        """Vanilla spends the OOD budget on plain training samples: same generation budget."""
+        if self.uses_feedback:
+            return self.samples_per_iteration
+        return self.samples_per_iteration + self.ood_samples_per_iteration
 
     @field_validator("feedback_per_iteration")
     @classmethod
@@ -143,6 +157,11 @@ class EvaluationSpec(InputModel):
     limit: int | None = Field(default=None, ge=1, le=100000)
     # Also measure the teacher answering the same data few-shot (classification).
     teacher_baseline: bool = True
+    # The supervised reference: a labelled JSONL file of REAL training examples (same columns as
+    # `path`). A fresh student trained on as many of its rows as the run generates training samples
+    # (or `reference_examples`) is measured on the evaluation data beside the distilled one.
+    reference_path: str | None = Field(default=None, min_length=1, max_length=1000)
+    reference_examples: int | None = Field(default=None, ge=2, le=100000)
 
 
 class RunSpec(InputModel):

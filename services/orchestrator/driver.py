@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.orchestrator import plan as stages
 from services.orchestrator import steps
 from services.orchestrator.config import OrchestratorSettings
-from services.orchestrator.plan import PlannedStep, build_plan
+from services.orchestrator.plan import PlannedStep, build_plan, steps_past_time_budget
 from services.orchestrator.steps import RunCancelled, RunContext, StepFailed
 from shared.clients import GeneratorClient, ScorerClient
 from shared.db.base import utcnow
@@ -145,9 +145,12 @@ class RunDriver:
             spec = RunSpec.model_validate(run.spec)
             if run.status == "queued":
                 run.status, run.started_at = "running", utcnow()
+            started_at = run.started_at or utcnow()
             done = {
                 (s.iteration, s.stage)
-                for s in session.scalars(select(Step).where(Step.run_id == run_id, Step.status == "done"))
+                for s in session.scalars(
+                    select(Step).where(Step.run_id == run_id, Step.status.in_(("done", "skipped")))
+                )
             }
         ctx = RunContext(
             run_id=run_id,
@@ -164,6 +167,12 @@ class RunDriver:
         try:
             for index, step in enumerate(plan):
                 if (step.iteration, step.stage) in done:
+                    continue
+                elapsed = (utcnow() - started_at).total_seconds()
+                skipped = steps_past_time_budget(spec, plan, index, done, elapsed)
+                if skipped:
+                    self._skip(ctx, skipped, elapsed)
+                    done |= {(s.iteration, s.stage) for s in skipped}
                     continue
                 ctx.heartbeat()
                 self._enter(run_id, step, index / len(plan))
@@ -207,8 +216,18 @@ class RunDriver:
                 steps.select_feedback(ctx, step.iteration)
             case stages.FINAL_TRAIN:
                 steps.train(ctx, step.iteration, "final")
+            case stages.REFERENCE_TRAIN:
+                steps.train(ctx, step.iteration, "reference")
             case _:
                 raise StepFailed(f"unknown stage {step.stage}")
+
+    def _skip(self, ctx: RunContext, skipped: list[PlannedStep], elapsed: float) -> None:
+        """Mark the steps skipped in one transaction, so a resumed run never half-runs an iteration."""
+        reason = f"loop.max_seconds ({ctx.spec.loop.max_seconds} s) used after {elapsed:.0f} s"
+        logger.info("run %s: %s; iterations %d+ skipped", ctx.run_id, reason, skipped[0].iteration)
+        with self.sessions() as session, session.begin():
+            for s in skipped:
+                steps.mark_done(session, ctx, s.iteration, s.stage, {"reason": reason}, status="skipped")
 
     def _enter(self, run_id: uuid.UUID, step: PlannedStep, progress: float) -> None:
         with self.sessions() as session, session.begin():

@@ -50,7 +50,9 @@ def dataset_lines(run_id: uuid.UUID, *, session: Session, batch: int = 1000) -> 
 def best_checkpoint(run_id: uuid.UUID, *, session: Session) -> Checkpoint:
     """The final student when there is one, else the last loop checkpoint."""
     get_run(run_id, session=session)
-    checkpoints = list(session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)))
+    checkpoints = list(
+        session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.role != "reference"))
+    )
     if not checkpoints:
         raise Conflict(f"run {run_id} has no trained student yet")
     return max(checkpoints, key=lambda c: (c.role == "final", c.iteration))

@@ -15,16 +15,13 @@ TRAIN = "train"
 SCORE = "score"
 SELECT = "select"
 FINAL_TRAIN = "final_train"
+REFERENCE_TRAIN = "reference_train"
 
 
 @dataclass(frozen=True)
 class PlannedStep:
     iteration: int
     stage: str
-
-
-def uses_feedback(spec: RunSpec) -> bool:
-    return spec.loop.feedback and spec.loop.ood_samples_per_iteration > 0
 
 
 def teacher_baseline(spec: RunSpec) -> bool:
@@ -39,14 +36,16 @@ def build_plan(spec: RunSpec) -> list[PlannedStep]:
     steps: list[PlannedStep] = []
     if teacher_baseline(spec):
         steps.append(PlannedStep(0, TEACHER_EVAL))
+    if spec.evaluation is not None and spec.evaluation.reference_path:
+        steps.append(PlannedStep(0, REFERENCE_TRAIN))
     for i in range(1, spec.loop.iterations + 1):
         steps.append(PlannedStep(i, GENERATE_TRAIN))
-        if uses_feedback(spec):
+        if spec.loop.uses_feedback:
             steps.append(PlannedStep(i, GENERATE_OOD))
         if spec.verification.policy != "off":
             steps.append(PlannedStep(i, VERIFY))
         steps.append(PlannedStep(i, TRAIN))
-        if uses_feedback(spec):
+        if spec.loop.uses_feedback:
             steps.append(PlannedStep(i, SCORE))
             steps.append(PlannedStep(i, SELECT))
     if spec.loop.final_student:
@@ -54,8 +53,20 @@ def build_plan(spec: RunSpec) -> list[PlannedStep]:
     return steps
 
 
-def train_samples_per_iteration(spec: RunSpec) -> int:
-    """Vanilla spends the OOD budget on plain training samples: same generation budget."""
-    if uses_feedback(spec):
-        return spec.loop.samples_per_iteration
-    return spec.loop.samples_per_iteration + spec.loop.ood_samples_per_iteration
+def steps_past_time_budget(
+    spec: RunSpec, plan: list[PlannedStep], index: int, done: set[tuple[int, str]], elapsed_s: float
+) -> list[PlannedStep]:
+    """The loop steps to skip when plan[index] is next and the run has been running elapsed_s:
+    once loop.max_seconds is used, no new iteration starts (the first always runs, one already
+    begun is finished, and the final student is trained on what was generated)."""
+    step = plan[index]
+    if (
+        spec.loop.max_seconds is None
+        or elapsed_s <= spec.loop.max_seconds
+        or not 1 < step.iteration <= spec.loop.iterations
+        or any(iteration == step.iteration for iteration, _ in done)
+    ):
+        return []
+    return [
+        s for s in plan[index:] if s.iteration <= spec.loop.iterations and (s.iteration, s.stage) not in done
+    ]

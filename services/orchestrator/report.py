@@ -67,8 +67,9 @@ def _loop_iterations(data: RunData) -> list[IterationRead]:
     return [it for it in data.iterations if 1 <= it.index <= data.spec.loop.iterations]
 
 
-def teacher_accuracy(data: RunData) -> float | None:
-    return next((it.metrics.get("teacher_eval_accuracy") for it in data.iterations if it.index == 0), None)
+def baseline(data: RunData, name: str) -> float | None:
+    """A metric measured at iteration 0: teacher_eval_accuracy, reference_eval_accuracy, ..."""
+    return next((it.metrics.get(name) for it in data.iterations if it.index == 0), None)
 
 
 def metric_plot(runs: list[RunData]) -> str:
@@ -88,9 +89,13 @@ def metric_plot(runs: list[RunData]) -> str:
                 markersize=14,
                 label=f"{data.label} final student",
             )
-    teacher = teacher_accuracy(runs[0])
+    teacher = baseline(runs[0], "teacher_eval_accuracy")
     if teacher is not None:
         ax.axhline(teacher, color="grey", linestyle="--", label="teacher few-shot")
+    reference = baseline(runs[0], "reference_eval_accuracy")
+    if reference is not None:
+        examples = baseline(runs[0], "reference_examples") or 0
+        ax.axhline(reference, color="black", linestyle=":", label=f"supervised, {examples:.0f} real examples")
     last = runs[0].spec.loop.iterations
     ax.set_xticks(range(1, last + 2), [*map(str, range(1, last + 1)), "final"])
     ax.set_xlabel("iteration")
@@ -229,7 +234,7 @@ def _img(b64: str | None, alt: str) -> str:
 def render_report(runs: list[RunData]) -> str:
     """HTML for one run, or a gold run compared with others (e.g. its vanilla twin)."""
     main = runs[0]
-    teacher = teacher_accuracy(main)
+    teacher = baseline(main, "teacher_eval_accuracy")
     metrics_rows = "".join(
         f"<tr><td>{d.label}</td><td>{it.index if it.index <= d.spec.loop.iterations else 'final'}</td>"
         f"<td>{it.metrics.get('eval_accuracy', float('nan')):.3f}</td>"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from rq import Queue
@@ -25,11 +25,11 @@ from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.plan import (
     FINAL_TRAIN,
     GENERATE_TRAIN,
+    REFERENCE_TRAIN,
     SCORE,
     SELECT,
     TRAIN,
     VERIFY,
-    train_samples_per_iteration,
 )
 from shared.clients import GeneratorClient, ScorerClient
 from shared.db.base import utcnow
@@ -39,7 +39,7 @@ from shared.evaluation_data import load_evaluation
 from shared.jobs import enqueue_train
 from shared.schemas.generation import ClassifyRequest, GenerateRequest, SamplingSettings
 from shared.schemas.scoring import EnergyRequest, SelectRequest
-from shared.schemas.training import TrainJob, TrainResult
+from shared.schemas.training import TrainJob, TrainResult, TrainRole
 from shared.spec import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -105,19 +105,26 @@ def _cancellable(ctx: RunContext, fn: Callable[[Any], T], request: Any) -> T:
             ctx.heartbeat()  # raises RunCancelled; the abandoned call's answer is ignored
 
 
-def mark_done(session: Session, ctx: RunContext, iteration: int, stage: str, result: dict[str, Any]) -> None:
+def mark_done(
+    session: Session,
+    ctx: RunContext,
+    iteration: int,
+    stage: str,
+    result: dict[str, Any],
+    status: Literal["done", "skipped"] = "done",
+) -> None:
     stmt = pg_insert(Step).values(
         run_id=ctx.run_id,
         iteration=iteration,
         stage=stage,
-        status="done",
+        status=status,
         result=result,
         finished_at=utcnow(),
     )
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=["run_id", "iteration", "stage"],
-            set_={"status": "done", "result": result, "finished_at": utcnow(), "error": None},
+            set_={"status": status, "result": result, "finished_at": utcnow(), "error": None},
         )
     )
 
@@ -166,7 +173,7 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
         task=spec.task,
         examples=[s.fields for s in examples],
         feedback=[s.fields for s in feedback],
-        n=train_samples_per_iteration(spec) if kind == "train" else spec.loop.ood_samples_per_iteration,
+        n=spec.loop.train_samples_per_iteration if kind == "train" else spec.loop.ood_samples_per_iteration,
         mode=kind,
         sampling=_sampling(spec, iteration, stage),
         exclude_hashes=earlier_hashes,
@@ -326,7 +333,10 @@ def iteration_row(session: Session, run_id: uuid.UUID, index: int) -> Iteration:
     return it
 
 
-def train(ctx: RunContext, iteration: int, role: str) -> dict[str, Any]:
+STAGE_OF_ROLE = {"loop": TRAIN, "final": FINAL_TRAIN, "reference": REFERENCE_TRAIN}
+
+
+def train(ctx: RunContext, iteration: int, role: TrainRole) -> dict[str, Any]:
     init = None
     if role == "loop" and ctx.spec.student.continue_training and iteration > 1:
         with ctx.sessions() as session:
@@ -339,9 +349,9 @@ def train(ctx: RunContext, iteration: int, role: str) -> dict[str, Any]:
     job = TrainJob(run_id=str(ctx.run_id), iteration=iteration, role=role, init_checkpoint_id=init)
     result = _run_train_job(ctx, job)
     with ctx.sessions() as session, session.begin():
-        it = iteration_row(session, ctx.run_id, iteration)
-        it.checkpoint_id = uuid.UUID(result.checkpoint_id)
-        mark_done(session, ctx, iteration, TRAIN if role == "loop" else FINAL_TRAIN, result.model_dump())
+        if role != "reference":  # the reference student is a yardstick, not the iteration's student
+            iteration_row(session, ctx.run_id, iteration).checkpoint_id = uuid.UUID(result.checkpoint_id)
+        mark_done(session, ctx, iteration, STAGE_OF_ROLE[role], result.model_dump())
     return {"checkpoint_id": result.checkpoint_id}
 
 

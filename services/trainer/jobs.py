@@ -74,22 +74,50 @@ def _examples(rows: list[Sample]) -> list[Example]:
     return [Example(fields=dict(r.fields), label=r.label, teacher_probs=r.teacher_probs) for r in rows]
 
 
-def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: TrainerSettings) -> TrainConfig:
-    """The training config of one job, from the run's spec and its samples in Postgres."""
-    run_id = uuid.UUID(job.run_id)
-    final = job.role == "final"
+def _generated_examples(session: Session, job: TrainJob) -> tuple[list[Example], list[Example]]:
+    """The run's generated samples (up to the job's iteration for the loop's student), split into
+    training and held-out examples as the generate step marked them."""
     query = (
-        select(Sample).where(Sample.run_id == run_id).order_by(Sample.iteration, Sample.kind, Sample.position)
+        select(Sample)
+        .where(Sample.run_id == uuid.UUID(job.run_id))
+        .order_by(Sample.iteration, Sample.kind, Sample.position)
     )
-    if not final:
+    if job.role == "loop":
         query = query.where(Sample.iteration <= job.iteration)
     # Samples the teacher-verification step left out (Sample.excluded) are never trained or scored on.
     rows = [r for r in session.scalars(query) if not r.excluded]
-    train_rows = [r for r in rows if not r.holdout]
-    holdout_rows = [r for r in rows if r.holdout]
+    return _examples([r for r in rows if not r.holdout]), _examples([r for r in rows if r.holdout])
+
+
+def reference_examples(spec: RunSpec) -> tuple[list[Example], list[Example]]:
+    """The supervised reference's data: the first N real labelled rows of evaluation.reference_path,
+    N being reference_examples or else the number of training samples the run generates; the last
+    holdout_fraction of them is held out for early stopping, as generated data is."""
+    assert spec.evaluation is not None and spec.evaluation.reference_path
+    wanted = spec.evaluation.reference_examples or (
+        spec.loop.train_samples_per_iteration * spec.loop.iterations
+    )
+    source = spec.evaluation.model_copy(update={"path": spec.evaluation.reference_path, "limit": wanted})
+    rows = [
+        Example(fields=e.fields, label=e.references[0]) for e in load_evaluation(source, spec.task).examples
+    ]
+    if len(rows) < 2:
+        raise ValueError(f"evaluation.reference_path {source.path}: fewer than 2 usable labelled rows")
+    held = min(int(round(len(rows) * spec.loop.holdout_fraction)), len(rows) - 1)
+    return rows[: len(rows) - held], rows[len(rows) - held :]
+
+
+def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: TrainerSettings) -> TrainConfig:
+    """The training config of one job, from the run's spec and its samples in Postgres."""
+    # Fresh students (final, reference) get the longer epoch budget with early stopping.
+    fresh = job.role != "loop"
+    if job.role == "reference":
+        train_examples, holdout_examples = reference_examples(spec)
+    else:
+        train_examples, holdout_examples = _generated_examples(session, job)
 
     init_from = None
-    if not final and spec.student.continue_training and job.init_checkpoint_id:
+    if not fresh and spec.student.continue_training and job.init_checkpoint_id:
         init_from = checkpoint_dir(settings.artifacts, job.init_checkpoint_id)
         meta = read_metadata(init_from)
         if meta is None:
@@ -124,7 +152,7 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
         output_field=spec.task.output_field,
         labels=spec.task.labels,
         init_from=init_from,
-        epochs=(settings.final_max_epochs or s.final_epochs) if final else s.epochs,
+        epochs=(settings.final_max_epochs or s.final_epochs) if fresh else s.epochs,
         learning_rate=s.learning_rate,
         batch_size=s.batch_size,
         max_length=s.max_length,
@@ -132,14 +160,14 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
         loss=s.loss,
         sce_alpha=s.sce_alpha,
         sce_beta=s.sce_beta,
-        distill_weight=s.distill_weight,
+        distill_weight=0.0 if job.role == "reference" else s.distill_weight,  # real rows: no teacher
         distill_temperature=s.distill_temperature,
         seed=s.seed,
-        early_stopping=final,
+        early_stopping=fresh,
         patience=settings.final_patience,
         min_epochs=min(s.epochs, s.final_epochs),
-        train=_examples(train_rows),
-        holdout=_examples(holdout_rows),
+        train=train_examples,
+        holdout=holdout_examples,
         evaluation=evaluation,
         eval_batch_size=settings.eval_batch_size,
         allowed_models=settings.allowed_student_models,
@@ -231,6 +259,10 @@ def train_student(payload: dict[str, Any]) -> dict[str, Any]:
             result = distributed.launch(cfg, settings.trainer_processes)
         else:
             result = train(cfg)
+        if job.role == "reference":  # stored at iteration 0 beside the teacher's: name them apart
+            result.metrics = {f"reference_{name}": value for name, value in result.metrics.items()} | {
+                "reference_examples": float(len(cfg.train) + len(cfg.holdout))
+            }
         relpath = cfg.output_dir.relative_to(settings.artifacts).as_posix()
         with transaction(factory) as session:
             record(session, job, cfg, result, str(result.extra.get("base_model", cfg.model)), relpath)

@@ -108,7 +108,7 @@ class Checkpoint(UUIDPK, Timestamped, Base):
 
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
     iteration: Mapped[int] = mapped_column(Integer)
-    role: Mapped[str] = mapped_column(String(16))  # loop | final
+    role: Mapped[str] = mapped_column(String(16))  # loop | final | reference
     path: Mapped[str] = mapped_column(Text)  # relative to the artifact directory
     student_model: Mapped[str] = mapped_column(String(200))
     student_kind: Mapped[str] = mapped_column(String(16))
@@ -133,7 +133,7 @@ class Step(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
     iteration: Mapped[int] = mapped_column(Integer, primary_key=True)
     stage: Mapped[str] = mapped_column(String(32), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed | skipped
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error: Mapped[str | None] = mapped_column(Text)

@@ -6,11 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+# loop: the loop's student; final: a fresh student on the whole generated pool; reference: a fresh
+# student on real labelled examples (evaluation.reference_path), the supervised yardstick.
+TrainRole = Literal["loop", "final", "reference"]
+
 
 class TrainJob(BaseModel):
     run_id: str
     iteration: int
-    role: Literal["loop", "final"] = "loop"
+    role: TrainRole = "loop"
     # Continue from this checkpoint (the loop's persistent student) instead of a fresh one.
     init_checkpoint_id: str | None = None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import timedelta
 
 import pytest
 from redis import Redis
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from services.orchestrator import steps
 from services.orchestrator.driver import RunDriver
 from services.orchestrator.service import create_run
+from shared.db.base import utcnow
 from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample, Step
 from shared.errors import UpstreamError
 from shared.jobs import train_queue
@@ -343,3 +345,27 @@ def test_soft_labels_need_verification(api, spec):
     response = api.post("/runs", json=spec)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["verification"]
+
+
+def test_time_budget_skips_later_iterations_and_the_reference_is_trained_apart(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    spec["loop"]["max_seconds"] = 60
+    spec["evaluation"]["reference_path"] = spec["evaluation"]["path"]
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    with session_factory() as session, session.begin():  # as if it had been running for an hour
+        run = session.get(Run, run_id)
+        run.status, run.started_at = "running", utcnow() - timedelta(hours=1)
+    make_driver().drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        skipped = session.scalars(select(Step).where(Step.run_id == run_id, Step.status == "skipped")).all()
+        assert {(s.iteration, s.stage) for s in skipped} == {
+            (2, stage) for stage in ("generate_train", "generate_ood", "train", "score", "select")
+        }
+        assert "loop.max_seconds (60 s)" in skipped[0].result["reason"]
+        iterations = {
+            it.index: it for it in session.scalars(select(Iteration).where(Iteration.run_id == run_id))
+        }
+        assert sorted(iterations) == [0, 1, 3] and iterations[0].checkpoint_id is None
+    assert [(j.iteration, j.role) for j in stand_in_trainer] == [(0, "reference"), (1, "loop"), (3, "final")]

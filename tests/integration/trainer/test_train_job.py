@@ -94,6 +94,14 @@ def _metrics(session_factory, run_id, iteration):
 
 
 def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, redis_conn, tmp_path):
+    reference_path = tmp_path / "real_train.jsonl"
+    reference_path.write_text(
+        "".join(
+            json.dumps({"sentence": t, "label_text": y}) + "\n"
+            for pair in zip(POS, NEG, strict=True)
+            for t, y in zip(pair, ("positive", "negative"), strict=True)
+        )
+    )
     eval_path = tmp_path / "real.jsonl"
     eval_path.write_text(
         "".join(
@@ -131,6 +139,8 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
             "path": str(eval_path),
             "input_map": {"text": "sentence"},
             "label_field": "label_text",
+            "reference_path": str(reference_path),
+            "reference_examples": 10,
         },
     }
     run_id = _run(session_factory, spec)
@@ -235,6 +245,16 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
         )
         n_metrics = session.scalar(select(func.count()).select_from(Metric).where(Metric.run_id == run_id))
     assert n_metrics == len(first.metrics) + len(second.metrics) + len(final.metrics)
+
+    # The supervised reference: a fresh student on the first 10 real rows (2 held out for early
+    # stopping), measured on the same evaluation data, its metrics named apart at iteration 0.
+    reference = _work(redis_conn, TrainJob(run_id=str(run_id), iteration=0, role="reference"))
+    assert reference.metrics["reference_examples"] == 10
+    assert reference.metrics["reference_train_examples"] == 8
+    assert 0.0 <= reference.metrics["reference_eval_accuracy"] <= 1.0
+    assert set(_metrics(session_factory, run_id, 0)) == set(reference.metrics)
+    with session_factory() as session:
+        assert session.get(Checkpoint, uuid.UUID(reference.checkpoint_id)).role == "reference"
 
 
 def test_seq2seq_student_with_generation_metrics(trainer_env, session_factory, redis_conn, tmp_path):

@@ -6,10 +6,15 @@ import pytest
 from gold.evaluate import evaluate, mode_spec, parse_modes
 from shared.schemas.runs import IterationRead, RunRead, RunSummary
 
-SPEC = {"name": "s", "teacher": {"seed": 3}, "loop": {"iterations": 1}, "evaluation": {"path": "x"}}
+SPEC = {
+    "name": "s",
+    "teacher": {"seed": 3},
+    "loop": {"iterations": 1},
+    "evaluation": {"path": "x", "reference_path": "real.jsonl"},
+}
 
 
-def summary(spec, accuracy, teacher=None) -> RunSummary:
+def summary(spec, accuracy, teacher=None, supervised=None) -> RunSummary:
     now = datetime.now(UTC)
     its = [
         IterationRead(
@@ -23,7 +28,12 @@ def summary(spec, accuracy, teacher=None) -> RunSummary:
             finished_at=now,
         )
     ]
+    baselines = {}
     if teacher is not None:
+        baselines["teacher_eval_accuracy"] = teacher
+    if supervised is not None:
+        baselines.update(reference_eval_accuracy=supervised, reference_examples=64.0)
+    if baselines:
         its.insert(
             0,
             IterationRead(
@@ -32,7 +42,7 @@ def summary(spec, accuracy, teacher=None) -> RunSummary:
                 parse_stats={},
                 timings={},
                 checkpoint_id=None,
-                metrics={"teacher_eval_accuracy": teacher},
+                metrics=baselines,
                 started_at=now,
                 finished_at=now,
             ),
@@ -62,6 +72,8 @@ def test_mode_spec_switches_feedback_and_shifts_seeds_per_repeat():
     assert (
         vanilla["evaluation"]["teacher_baseline"] is True and gold["evaluation"]["teacher_baseline"] is False
     )
+    assert "reference_path" not in gold["evaluation"]  # the supervised reference is not asked for
+    assert mode_spec(SPEC, "gold", 0, False, measure_supervised=True)["evaluation"]["reference_path"]
     assert SPEC["loop"] == {"iterations": 1}  # the input is not modified
 
 
@@ -79,6 +91,7 @@ def test_evaluate_aggregates_repeats_and_measures_the_teacher_once():
     by_mode = {m["mode"]: m for m in result["modes"]}
     assert len(submitted) == 4
     assert sum(s["evaluation"]["teacher_baseline"] for s in submitted) == 1
+    assert not any("reference_path" in s["evaluation"] for s in submitted)  # "supervised" not asked
     assert by_mode["gold"]["mean"] == pytest.approx(0.8) and by_mode["gold"]["repeats"] == 2
     assert by_mode["vanilla"]["mean"] == pytest.approx(0.7)
     assert by_mode["teacher"]["values"] == [0.75]
@@ -90,6 +103,8 @@ def test_parse_modes_rejects_unknown_and_teacher_alone():
         parse_modes("gold,zerogen")
     with pytest.raises(ValueError, match="teacher"):
         parse_modes("teacher")
+    with pytest.raises(ValueError, match="supervised"):
+        parse_modes("teacher,supervised")
 
 
 def test_budget_spec_keeps_iterations_and_ood_share():
@@ -116,10 +131,19 @@ def test_sweep_measures_the_teacher_once_and_plots(tmp_path):
 
     def run(spec):
         budget = int(spec["name"].split("-b")[1].split("-")[0])
-        return summary(spec, budget / 1000, teacher=0.9 if spec["evaluation"]["teacher_baseline"] else None)
+        return summary(
+            spec,
+            budget / 1000,
+            teacher=0.9 if spec["evaluation"]["teacher_baseline"] else None,
+            supervised=budget / 500 if "reference_path" in spec["evaluation"] else None,
+        )
 
-    result = sweep(SPEC, ["gold", "vanilla", "teacher"], 1, [64, 256], run)
+    result = sweep(SPEC, ["gold", "vanilla", "teacher", "supervised"], 1, [64, 256], run)
     assert [p["budget"] for p in result["points"]] == [64, 256]
-    gold = [next(m for m in p["modes"] if m["mode"] == "gold")["mean"] for p in result["points"]]
-    assert gold == [0.064, 0.256]
+
+    def means(mode):
+        return [next(m for m in p["modes"] if m["mode"] == mode)["mean"] for p in result["points"]]
+
+    assert means("gold") == [0.064, 0.256]
+    assert means("supervised") == [0.128, 0.512]  # measured at every budget, inside the gold run
     assert sweep_plot(result, tmp_path / "s.png").stat().st_size > 1000

@@ -1,4 +1,4 @@
-from services.orchestrator.plan import build_plan, train_samples_per_iteration
+from services.orchestrator.plan import build_plan, steps_past_time_budget
 from shared.spec import RunSpec
 
 SPEC = {
@@ -44,7 +44,7 @@ def test_vanilla_plan_has_no_ood_and_same_budget():
         "train",
         "final_train",
     ]
-    assert train_samples_per_iteration(RunSpec.model_validate(vanilla)) == 14
+    assert RunSpec.model_validate(vanilla).loop.train_samples_per_iteration == 14
 
 
 def test_teacher_baseline_comes_first_with_evaluation(tmp_path):
@@ -54,3 +54,31 @@ def test_teacher_baseline_comes_first_with_evaluation(tmp_path):
     assert stages(spec)[0] == (0, "teacher_eval")
     spec["evaluation"]["teacher_baseline"] = False
     assert stages(spec)[0] == (1, "generate_train")
+
+
+def test_reference_student_follows_the_teacher_baseline(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("")
+    spec = {**SPEC, "evaluation": {"path": str(data), "reference_path": str(data)}}
+    assert stages(spec)[:3] == [(0, "teacher_eval"), (0, "reference_train"), (1, "generate_train")]
+
+
+def test_time_budget_skips_iterations_not_yet_begun():
+    spec = RunSpec.model_validate({**SPEC, "loop": {**SPEC["loop"], "iterations": 3, "max_seconds": 60}})
+    plan = build_plan(spec)
+    first_of_2 = plan.index(next(s for s in plan if s.iteration == 2))
+    first_of_3 = plan.index(next(s for s in plan if s.iteration == 3))
+    done_1 = {(s.iteration, s.stage) for s in plan[:first_of_2]}
+    # within budget, or the first iteration: nothing skipped
+    assert steps_past_time_budget(spec, plan, first_of_2, done_1, elapsed_s=59) == []
+    assert steps_past_time_budget(spec, plan, 0, set(), elapsed_s=600) == []
+    # over budget before iteration 2: iterations 2 and 3 are skipped, the final student is not
+    skipped = steps_past_time_budget(spec, plan, first_of_2, done_1, elapsed_s=61)
+    assert {s.iteration for s in skipped} == {2, 3} and len(skipped) == 10
+    # an iteration already begun is finished; the budget stops the next one
+    done_2 = done_1 | {(2, "generate_train")}
+    assert steps_past_time_budget(spec, plan, first_of_2 + 1, done_2, elapsed_s=61) == []
+    assert {s.iteration for s in steps_past_time_budget(spec, plan, first_of_3, done_2, elapsed_s=61)} == {3}
+    # no budget set: never skipped
+    unlimited = RunSpec.model_validate(SPEC)
+    assert steps_past_time_budget(unlimited, build_plan(unlimited), 5, done_1, elapsed_s=1e9) == []
