@@ -51,9 +51,10 @@ def create_run(
             return existing
     stored = spec.model_dump(mode="json")
     if spec.evaluation:
-        stored["evaluation"]["path"] = str(
-            resolve_data_path(spec.evaluation.path, settings, "evaluation.path")
-        )
+        for name in ("path", "reference_path"):
+            raw = getattr(spec.evaluation, name)
+            if raw is not None:
+                stored["evaluation"][name] = str(resolve_data_path(raw, settings, f"evaluation.{name}"))
     run = Run(id=uuid.uuid4(), name=spec.name, spec=stored, idempotency_key=idempotency_key)
     session.add(run)
     try:

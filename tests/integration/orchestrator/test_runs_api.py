@@ -56,6 +56,7 @@ _DELETE = object()
         ("evaluation.path", "sst2/does-not-exist.jsonl", "evaluation.path"),
         ("evaluation.path", "/etc/passwd", "evaluation.path"),
         ("evaluation.path", "../../../../etc/passwd", "evaluation.path"),
+        ("evaluation.reference_path", "/etc/passwd", "evaluation.reference_path"),
         ("loop.unknown_knob", 3, "loop.unknown_knob"),
     ],
 )
