@@ -54,6 +54,17 @@ def iteration_table(summary: RunSummary) -> Table:
             f"supervised reference ({baselines.get('reference_examples', 0):.0f} real examples): "
             f"{baselines['reference_eval_accuracy']:.3f}"
         )
+    agreement = [it.metrics["teacher_agreement"] for it in summary.iterations if "teacher_agreement" in it.metrics]
+    after = [
+        it.metrics["label_fidelity_after_verification"]
+        for it in summary.iterations
+        if "label_fidelity_after_verification" in it.metrics
+    ]
+    if agreement:
+        captions.append(
+            f"label fidelity (teacher agrees): generated {sum(agreement) / len(agreement):.3f}"
+            + (f", trained on {sum(after) / len(after):.3f}" if after else "")
+        )
     table.caption = "\n".join(captions) or None
     return table
 

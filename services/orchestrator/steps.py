@@ -258,7 +258,7 @@ def verify_labels(ctx: RunContext, iteration: int) -> dict[str, Any]:
         inputs=[{f: s.fields[f] for f in spec.task.input_fields} for s in generated],
     )
     predictions = ctx.call(ctx.generator.classify, request).predictions
-    updates, agree, confidences = [], 0, []
+    updates, agree, kept_agree, confidences = [], 0, 0, []
     for sample, prediction in zip(generated, predictions, strict=True):
         requested = sample.requested_label or sample.label
         agree += prediction.label == requested
@@ -268,6 +268,7 @@ def verify_labels(ctx: RunContext, iteration: int) -> dict[str, Any]:
         excluded = (
             policy.policy == "drop" and prediction.label != requested
         ) or confidence < policy.min_confidence
+        kept_agree += not excluded and prediction.label == label
         updates.append(
             {
                 "id": sample.id,
@@ -277,10 +278,14 @@ def verify_labels(ctx: RunContext, iteration: int) -> dict[str, Any]:
                 "excluded": excluded,
             }
         )
+    kept = sum(not u["excluded"] for u in updates)
     stats = {
         "policy": policy.policy,
+        # the generator's label fidelity: the teacher's likelihood label is the one it was asked for
         "agreement": agree / len(generated),
-        "excluded": sum(u["excluded"] for u in updates),
+        # the same for the samples trained on, with the labels they are trained on
+        "fidelity_after": kept_agree / kept if kept else 0.0,
+        "excluded": len(updates) - kept,
         "mean_confidence": sum(confidences) / len(confidences),
         "confidence_histogram": [int(c) for c in np.histogram(confidences, bins=10, range=(0.0, 1.0))[0]],
     }
@@ -294,6 +299,7 @@ def verify_labels(ctx: RunContext, iteration: int) -> dict[str, Any]:
             iteration,
             {
                 "teacher_agreement": stats["agreement"],
+                "label_fidelity_after_verification": stats["fidelity_after"],
                 "verified_excluded": float(stats["excluded"]),
                 "teacher_mean_confidence": stats["mean_confidence"],
             },

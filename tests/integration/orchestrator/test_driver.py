@@ -321,10 +321,17 @@ def test_teacher_verification_policies(
         generated = session.scalars(
             select(Sample).where(Sample.run_id == run_id, Sample.kind != "seed")
         ).all()
-        agreement = session.scalars(
-            select(Metric.value).where(Metric.run_id == run_id, Metric.name == "teacher_agreement")
-        ).all()
+
+        def metric(name: str) -> list[float]:
+            return session.scalars(
+                select(Metric.value).where(Metric.run_id == run_id, Metric.name == name)
+            ).all()
+
+        agreement = metric("teacher_agreement")
+        fidelity = metric("label_fidelity_after_verification")
     assert agreement == [0.5, 0.5]
+    # what is trained on agrees with the teacher: all of it, unless the requested labels are kept
+    assert fidelity == ([0.5, 0.5] if policy == "keep" else [1.0, 1.0])
     assert all(s.teacher_probs == {"positive": 0.6, "negative": 0.4} for s in generated)
     negatives = [s for s in generated if s.requested_label == "negative"]
     assert len(negatives) == len(generated) // 2
