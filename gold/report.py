@@ -54,12 +54,12 @@ def iteration_table(summary: RunSummary) -> Table:
             f"supervised reference ({baselines.get('reference_examples', 0):.0f} real examples): "
             f"{baselines['reference_eval_accuracy']:.3f}"
         )
-    agreement = [it.metrics["teacher_agreement"] for it in summary.iterations if "teacher_agreement" in it.metrics]
-    after = [
-        it.metrics["label_fidelity_after_verification"]
-        for it in summary.iterations
-        if "label_fidelity_after_verification" in it.metrics
-    ]
+
+    def per_iteration(name: str) -> list[float]:
+        return [it.metrics[name] for it in summary.iterations if name in it.metrics]
+
+    agreement = per_iteration("teacher_agreement")
+    after = per_iteration("label_fidelity_after_verification")
     if agreement:
         captions.append(
             f"label fidelity (teacher agrees): generated {sum(agreement) / len(agreement):.3f}"
