@@ -128,6 +128,11 @@ class LoopSpec(InputModel):
         return self.feedback and self.ood_samples_per_iteration > 0
 
     @property
+    def generation_budget(self) -> int:
+        """Samples asked of the teacher over the whole loop, the same with feedback on or off."""
+        return self.iterations * (self.samples_per_iteration + self.ood_samples_per_iteration)
+
+    @property
     def train_samples_per_iteration(self) -> int:
         """Vanilla spends the OOD budget on plain training samples: same generation budget."""
         if self.uses_feedback:
