@@ -43,6 +43,8 @@ class TrainerSettings(GoldSettings):
     # Final student: epoch budget (None: the spec's student.epochs) and early-stopping patience.
     final_max_epochs: int | None = None
     final_patience: int = 2
+    # Fewer held-out examples than this: no early stopping (their accuracy is noise).
+    final_min_holdout: int = Field(default=20, ge=1)
     eval_batch_size: int = 64
     # Processes per training job (GOLD_TRAINER_PROCESSES): > 1 trains data-parallel with
     # torch.distributed, one process per GPU (nccl) or CPU processes (gloo); see distributed.py.

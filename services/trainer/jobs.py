@@ -164,6 +164,7 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
         seed=s.seed,
         early_stopping=fresh,
         patience=settings.final_patience,
+        min_holdout_for_early_stopping=settings.final_min_holdout,
         min_epochs=min(s.epochs, s.final_epochs),
         train=train_examples,
         holdout=holdout_examples,

@@ -75,6 +75,9 @@ class TrainConfig(BaseModel):
     # Epochs always trained before an epoch may count as the best: a held-out set of a few dozen noisy
     # generated samples can otherwise crown a barely-trained first epoch (seen: final loss 0.69).
     min_epochs: int = 1
+    # Below this many held-out examples their accuracy is noise (teacher verification that drops
+    # disagreements can leave 2-4): no early stopping then, the whole epoch budget is trained.
+    min_holdout_for_early_stopping: int = 20
     train: list[Example]
     holdout: list[Example] = Field(default_factory=list)
     evaluation: list[EvalItem] = Field(default_factory=list)
@@ -202,7 +205,14 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     trainee = student if group is None else dataclasses.replace(student, model=group.wrap(model))
     shards: list[list[int]] = []  # each epoch's indices of this rank
     generator = torch.Generator().manual_seed(cfg.seed)
-    early = cfg.early_stopping and bool(holdout_set)
+    early = cfg.early_stopping and len(holdout_set) >= cfg.min_holdout_for_early_stopping
+    if cfg.early_stopping and not early:
+        logger.info(
+            "%d held-out examples (< %d): training all %d epochs without early stopping",
+            len(holdout_set),
+            cfg.min_holdout_for_early_stopping,
+            cfg.epochs,
+        )
     best_key: tuple[float, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     best_epoch = epochs_run = stale = 0

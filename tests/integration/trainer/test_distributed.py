@@ -42,6 +42,7 @@ def _config(tmp_path, name: str, model: str) -> TrainConfig:
         # Early stopping: rank 0 scores the holdout and every rank must follow its decision.
         holdout=[Example(fields={"text": "a great film"}, label="positive")],
         early_stopping=True,
+        min_holdout_for_early_stopping=1,
         torch_threads=1,
     )
 

@@ -48,6 +48,7 @@ def trainer_env(monkeypatch, tmp_path, database_url):
     monkeypatch.setenv("GOLD_ARTIFACT_DIR", str(tmp_path / "artifacts"))
     monkeypatch.setenv("GOLD_TORCH_THREADS", "2")
     monkeypatch.setenv("GOLD_FINAL_MAX_EPOCHS", "3")
+    monkeypatch.setenv("GOLD_FINAL_MIN_HOLDOUT", "1")  # the tests' held-out sets are a few rows
     get_trainer_settings.cache_clear()
     yield tmp_path / "artifacts"
     get_trainer_settings.cache_clear()
