@@ -240,7 +240,7 @@ def sweep_plot(result: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     budgets = [p["budget"] for p in result["points"]]
     styles = {"gold": "-", "vanilla": "-", "supervised": ":"}
-    labels = {"supervised": "supervised (same number of real examples)"}
+    labels = {"supervised": "supervised (n real examples, n = budget or the file's rows)"}
     for mode, style in styles.items():
         rows = [next((m for m in p["modes"] if m["mode"] == mode), None) for p in result["points"]]
         if any(r and r["mean"] is not None for r in rows):
@@ -248,6 +248,11 @@ def sweep_plot(result: dict[str, Any], path: Path) -> Path:
             stds = [r["std"] if r else 0.0 for r in rows]
             label = labels.get(mode, mode)
             ax.errorbar(budgets, means, yerr=stds, marker="o", capsize=3, linestyle=style, label=label)
+            for budget, mean, row in zip(budgets, means, rows, strict=True):
+                if row and row.get("examples") and row["examples"] != budget:
+                    ax.annotate(
+                        f"n={row['examples']:.0f}", (budget, mean), textcoords="offset points", xytext=(0, 6)
+                    )
     teacher = next((m for m in result["points"][0]["modes"] if m["mode"] == "teacher"), None)
     if teacher and teacher["mean"] is not None:
         ax.axhline(teacher["mean"], color="grey", linestyle="--", label="teacher few-shot")
