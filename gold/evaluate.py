@@ -18,8 +18,17 @@ from shared.schemas.runs import RunSummary
 
 MODES = ("gold", "vanilla", "teacher", "supervised")
 STUDENT_MODES = ("gold", "vanilla")
-# Measured inside the first student run (iteration 0), under these metric names.
-BASELINE_METRICS = {"teacher": "teacher_eval_accuracy", "supervised": "reference_eval_accuracy"}
+# Measured inside the first student run (iteration 0), under these metric names:
+# (accuracy, parameters, seconds per example, examples trained on).
+BASELINE_METRICS = {
+    "teacher": ("teacher_eval_accuracy", "teacher_parameters", "teacher_seconds_per_example", None),
+    "supervised": (
+        "reference_eval_accuracy",
+        "reference_student_parameters",
+        "reference_eval_seconds_per_example",
+        "reference_examples",
+    ),
+}
 # The first of these a run reports is its headline metric.
 PRIMARY_METRICS = ("eval_accuracy", "eval_exact_match", "eval_rouge_l")
 
@@ -139,19 +148,15 @@ def evaluate(
             result.seconds_per_example = metrics.get("eval_seconds_per_example", result.seconds_per_example)
             baselines = next((it.metrics for it in summary.iterations if it.index == 0), {})
             for baseline, measured in (("teacher", measure_teacher), ("supervised", measure_supervised)):
-                value = baselines.get(BASELINE_METRICS[baseline])
-                if measured and value is not None:
+                accuracy, parameters, seconds, examples = BASELINE_METRICS[baseline]
+                if measured and accuracy in baselines:
                     row = results[baseline]
                     row.metric = "eval_accuracy"
-                    row.values.append(value)
+                    row.values.append(baselines[accuracy])
                     row.run_ids.append(str(summary.run.id))
-                    if baseline == "teacher":
-                        row.parameters = baselines.get("teacher_parameters")
-                        row.seconds_per_example = baselines.get("teacher_seconds_per_example")
-                    else:
-                        row.parameters = baselines.get("reference_student_parameters")
-                        row.seconds_per_example = baselines.get("reference_eval_seconds_per_example")
-                        row.examples = baselines.get("reference_examples")
+                    row.parameters = baselines.get(parameters)
+                    row.seconds_per_example = baselines.get(seconds)
+                    row.examples = baselines.get(examples) if examples else None
     return {
         "spec": spec["name"],
         "repeats": repeats,

@@ -92,8 +92,8 @@ def _generated_examples(session: Session, job: TrainJob) -> tuple[list[Example],
 def reference_examples(spec: RunSpec) -> tuple[list[Example], list[Example]]:
     """The supervised reference's data: the first N real labelled rows of evaluation.reference_path,
     N being reference_examples or else the run's generation budget (the final student trains on
-    every generated sample, OOD ones included); the last
-    holdout_fraction of them is held out for early stopping, as generated data is."""
+    every generated sample, OOD ones included); the last holdout_fraction of them is held out for
+    early stopping, as generated data is."""
     assert spec.evaluation is not None and spec.evaluation.reference_path
     wanted = spec.evaluation.reference_examples or spec.loop.generation_budget
     source = spec.evaluation.model_copy(update={"path": spec.evaluation.reference_path, "limit": wanted})

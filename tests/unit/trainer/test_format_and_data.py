@@ -102,26 +102,20 @@ def test_checkpoint_ids_are_deterministic_and_publish_replaces_atomically(tmp_pa
 def test_reference_examples_default_to_the_generation_budget(tmp_path):
     from services.trainer.jobs import reference_examples
     from shared.spec import RunSpec
+    from tests.support import SENTIMENT_TASK
 
     real = tmp_path / "train.jsonl"
-    real.write_text(
-        "".join(json.dumps({"text": f"row {i}", "y": ["neg", "pos"][i % 2]}) + "\n" for i in range(50))
-    )
+    labels = SENTIMENT_TASK["labels"]
+    real.write_text("".join(json.dumps({"text": f"row {i}", "y": labels[i % 2]}) + "\n" for i in range(50)))
     spec = RunSpec.model_validate(
         {
             "name": "r",
-            "task": {
-                "type": "classification",
-                "description": "d",
-                "input_fields": ["text"],
-                "output_field": "label",
-                "labels": ["neg", "pos"],
-                "seed_examples": [{"text": "a", "label": "neg"}, {"text": "b", "label": "pos"}],
-            },
+            "task": SENTIMENT_TASK,
             "loop": {"iterations": 2, "samples_per_iteration": 8, "ood_samples_per_iteration": 2},
             "evaluation": {"path": str(real), "label_field": "y", "reference_path": str(real)},
         }
     )
     train, holdout = reference_examples(spec)
     assert len(train) + len(holdout) == 20 and len(holdout) == 3  # 2 x (8 + 2) rows, 15% held out
-    assert train[0].fields == {"text": "row 0"} and train[0].label == "neg" and train[0].teacher_probs is None
+    assert train[0].fields == {"text": "row 0"} and train[0].label == labels[0]
+    assert train[0].teacher_probs is None
