@@ -163,7 +163,7 @@ class EvaluationSpec(InputModel):
     # Also measure the teacher answering the same data few-shot (classification).
     teacher_baseline: bool = True
     # The supervised reference: a labelled JSONL file of REAL training examples (same columns as
-    # `path`). A fresh student trained on as many of its rows as the run generates training samples
+    # `path`). A fresh student trained on as many of its rows as the run's generation budget
     # (or `reference_examples`) is measured on the evaluation data beside the distilled one.
     reference_path: str | None = Field(default=None, min_length=1, max_length=1000)
     reference_examples: int | None = Field(default=None, ge=2, le=100000)
