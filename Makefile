@@ -45,5 +45,6 @@ bench: install
 # The README's results table: gold, vanilla and the teacher on each classification example task.
 results: install
 	mkdir -p reports
-	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml examples/rte.yaml examples/snli.yaml --json \
+	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml examples/rte.yaml examples/snli.yaml \
+		examples/squad.yaml examples/nl4opt.yaml --json \
 		| tail -n 1 > reports/results.json

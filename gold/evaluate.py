@@ -15,22 +15,21 @@ from typing import Any
 from rich.table import Table
 
 from shared.schemas.runs import RunSummary
+from shared.spec import RunSpec
 
 MODES = ("gold", "vanilla", "teacher", "supervised")
 STUDENT_MODES = ("gold", "vanilla")
-# Measured inside the first student run (iteration 0), under these metric names:
-# (accuracy, parameters, seconds per example, examples trained on).
+# Measured inside the first student run (iteration 0), under these metric names: (prefix of the
+# task metrics, e.g. teacher_ + eval_accuracy; parameters; seconds per example; examples trained on).
 BASELINE_METRICS = {
-    "teacher": ("teacher_eval_accuracy", "teacher_parameters", "teacher_seconds_per_example", None),
+    "teacher": ("teacher_", "teacher_parameters", "teacher_seconds_per_example", None),
     "supervised": (
-        "reference_eval_accuracy",
+        "reference_",
         "reference_student_parameters",
         "reference_eval_seconds_per_example",
         "reference_examples",
     ),
 }
-# The first of these a run reports is its headline metric.
-PRIMARY_METRICS = ("eval_accuracy", "eval_exact_match", "eval_rouge_l")
 
 
 def parse_modes(raw: str) -> list[str]:
@@ -87,13 +86,6 @@ def final_metrics(summary: RunSummary) -> dict[str, float]:
     return max(trained, key=lambda it: it.index).metrics if trained else {}
 
 
-def primary_metric(metrics: dict[str, float]) -> tuple[str, float] | None:
-    for name in PRIMARY_METRICS:
-        if name in metrics:
-            return name, metrics[name]
-    return None
-
-
 @dataclass
 class ModeResult:
     mode: str
@@ -140,19 +132,19 @@ def evaluate(
             if summary.run.status != "succeeded":
                 continue
             metrics = final_metrics(summary)
-            headline = primary_metric(metrics)
-            if headline:
-                result.metric, value = headline
-                result.values.append(value)
+            headline = f"eval_{RunSpec.model_validate(summary.run.spec).headline_metric}"
+            if headline in metrics:
+                result.metric = headline
+                result.values.append(metrics[headline])
             result.parameters = metrics.get("student_parameters", result.parameters)
             result.seconds_per_example = metrics.get("eval_seconds_per_example", result.seconds_per_example)
             baselines = next((it.metrics for it in summary.iterations if it.index == 0), {})
             for baseline, measured in (("teacher", measure_teacher), ("supervised", measure_supervised)):
-                accuracy, parameters, seconds, examples = BASELINE_METRICS[baseline]
-                if measured and accuracy in baselines:
+                prefix, parameters, seconds, examples = BASELINE_METRICS[baseline]
+                if measured and prefix + headline in baselines:
                     row = results[baseline]
-                    row.metric = "eval_accuracy"
-                    row.values.append(baselines[accuracy])
+                    row.metric = headline
+                    row.values.append(baselines[prefix + headline])
                     row.run_ids.append(str(summary.run.id))
                     row.parameters = baselines.get(parameters)
                     row.seconds_per_example = baselines.get(seconds)
@@ -263,7 +255,8 @@ def sweep_plot(result: dict[str, Any], path: Path) -> Path:
         ax.axhline(teacher["mean"], color="grey", linestyle="--", label="teacher few-shot")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generated samples (budget)")
-    ax.set_ylabel("student accuracy on real data")
+    metric = next((m["metric"] for p in result["points"] for m in p["modes"] if m["metric"]), None)
+    ax.set_ylabel(f"student {(metric or 'metric').removeprefix('eval_').replace('_', ' ')} on real data")
     ax.set_title(result["spec"])
     ax.grid(alpha=0.3)
     ax.legend()

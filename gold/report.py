@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from shared.schemas.runs import RunSummary
+from shared.spec import RunSpec
 
 STAGE_GROUPS = {
     "generation": ("generate_train", "generate_ood"),
@@ -22,11 +23,12 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def iteration_table(summary: RunSummary) -> Table:
-    spec = summary.run.spec
-    loops = spec["loop"]["iterations"]
+    spec = RunSpec.model_validate(summary.run.spec)
+    loops, metric = spec.loop.iterations, spec.headline_metric
+    short = {"accuracy": "acc", "exact_match": "EM", "rouge_l": "R-L", "macro_f1": "m-F1"}.get(metric, metric)
     table = Table(title=f"run {summary.run.id} · {summary.run.name} · {summary.run.status}")
     # short headers: the table must fit an 80-column terminal
-    for column in ("iter", "ok/asked", "ood", "fed back", "loss", "held-out", "real acc", "s"):
+    for column in ("iter", "ok/asked", "ood", "fed back", "loss", "held-out", f"real {short}", "s"):
         table.add_column(column, justify="right", no_wrap=True)
     baselines: dict[str, float] = {}
     for it in summary.iterations:
@@ -43,16 +45,17 @@ def iteration_table(summary: RunSummary) -> Table:
             str(it.sample_counts.get("selected", 0)) if ood else "-",
             _fmt(it.metrics.get("train_loss")),
             _fmt(it.metrics.get("holdout_accuracy")),
-            _fmt(it.metrics.get("eval_accuracy")),
+            _fmt(it.metrics.get(f"eval_{metric}")),
             f"{sum(it.timings.values()):.0f}",
         )
     captions = []
-    if "teacher_eval_accuracy" in baselines:
-        captions.append(f"teacher few-shot real-data accuracy: {baselines['teacher_eval_accuracy']:.3f}")
-    if "reference_eval_accuracy" in baselines:
+    name = metric.replace("_", " ")
+    if f"teacher_eval_{metric}" in baselines:
+        captions.append(f"teacher few-shot real-data {name}: {baselines[f'teacher_eval_{metric}']:.3f}")
+    if f"reference_eval_{metric}" in baselines:
         captions.append(
             f"supervised reference ({baselines.get('reference_examples', 0):.0f} real examples): "
-            f"{baselines['reference_eval_accuracy']:.3f}"
+            f"{baselines[f'reference_eval_{metric}']:.3f}"
         )
 
     def per_iteration(name: str) -> list[float]:

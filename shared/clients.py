@@ -10,7 +10,14 @@ import httpx
 from pydantic import BaseModel
 
 from shared.errors import UpstreamError
-from shared.schemas.generation import ClassifyRequest, ClassifyResponse, GenerateRequest, GenerateResponse
+from shared.schemas.generation import (
+    AnswerRequest,
+    AnswerResponse,
+    ClassifyRequest,
+    ClassifyResponse,
+    GenerateRequest,
+    GenerateResponse,
+)
 from shared.schemas.runs import RunRead, RunSummary
 from shared.schemas.scoring import EnergyRequest, EnergyResponse, SelectRequest, SelectResponse
 
@@ -65,6 +72,9 @@ class GeneratorClient(ServiceClient):
 
     def classify(self, request: ClassifyRequest) -> ClassifyResponse:
         return self._post("/v1/classify", request, ClassifyResponse)
+
+    def answer(self, request: AnswerRequest) -> AnswerResponse:
+        return self._post("/v1/answer", request, AnswerResponse)
 
 
 class ScorerClient(ServiceClient):

@@ -155,12 +155,21 @@ class LoopSpec(InputModel):
         return value
 
 
+# The metrics of each task type (shared/task_metrics.py computes them); the first is the default headline.
+TASK_METRICS = {"classification": ("accuracy", "macro_f1"), "seq2seq": ("f1", "exact_match", "rouge_l")}
+MetricName = Literal["accuracy", "macro_f1", "exact_match", "f1", "rouge_l"]
+
+
 class EvaluationSpec(InputModel):
     path: str = Field(min_length=1, max_length=1000)
+    # The headline metric of tables, plots and `gold eval` (default: the task type's first in
+    # TASK_METRICS: accuracy, or token F1 for seq2seq).
+    metric: MetricName | None = None
     input_map: dict[FieldName, str] = Field(default_factory=dict)
     label_field: str = Field(default="label_text", max_length=64)
     limit: int | None = Field(default=None, ge=1, le=100000)
-    # Also measure the teacher answering the same data few-shot (classification).
+    # Also measure the teacher answering the same data few-shot (the label by likelihood for
+    # classification, its greedy answer for seq2seq).
     teacher_baseline: bool = True
     # The supervised reference: a labelled JSONL file of REAL training examples (same columns as
     # `path`). A fresh student trained on as many of its rows as the run's generation budget
@@ -200,7 +209,18 @@ class RunSpec(InputModel):
             unknown = sorted(set(value.input_map) - set(task.input_fields))
             if unknown:
                 raise ValueError(f"input_map names {unknown}, which are not task input_fields")
+            allowed = TASK_METRICS[task.type]
+            if value.metric is not None and value.metric not in allowed:
+                raise ValueError(
+                    f"metric {value.metric!r} does not apply to {task.type} tasks: use one of {list(allowed)}"
+                )
         return value
+
+    @property
+    def headline_metric(self) -> str:
+        """The metric a run is judged by, as named in TASK_METRICS (the stored names add eval_)."""
+        chosen = self.evaluation.metric if self.evaluation else None
+        return chosen or TASK_METRICS[self.task.type][0]
 
     @property
     def student_kind(self) -> Literal["classifier", "seq2seq"]:

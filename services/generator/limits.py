@@ -67,17 +67,18 @@ class KeyLimiter:
                 tokens_field, f"max_tokens={max_tokens} is over the cap of {cap_tokens}: lower it"
             )
 
-    def reserve(self, key: str | None, tokens: int) -> int:
-        """Count one request and `tokens` against the key's minute; 429 if either is used up."""
+    def reserve(self, key: str | None, tokens: int, *, size_field: str = "n") -> int:
+        """Count one request and `tokens` against the key's minute; 429 if either is used up.
+        A request over the whole minute's budget is a 422 naming `size_field`, what to lower."""
         policy = self.settings.policy(key)
         rpm = policy.requests_per_minute or self.settings.generator_requests_per_minute
         tpm = policy.tokens_per_minute or self.settings.generator_tokens_per_minute
         name = key or "anonymous"
         if tokens > tpm:
             raise InvalidInput(
-                "n",
+                size_field,
                 f"this request may use up to {tokens} tokens, over the key's limit of "
-                f"{tpm} tokens per minute: lower n or max_tokens",
+                f"{tpm} tokens per minute: lower {size_field} or max_tokens",
             )
         with self._lock:
             now = self.clock()

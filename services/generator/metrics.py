@@ -39,6 +39,7 @@ class Metrics:
         self.classified = Counter(
             "gold_generator_classified_inputs", "inputs classified", registry=self.registry
         )
+        self.answered = Counter("gold_generator_answered_inputs", "inputs answered", registry=self.registry)
 
     def record_generation(
         self, accepted: int, rejected: dict[str, int], prompt_tokens: int, completion_tokens: int
@@ -55,6 +56,10 @@ class Metrics:
 
     def record_classification(self, inputs: int) -> None:
         self.classified.inc(inputs)
+
+    def record_answers(self, inputs: int, prompt_tokens: int, completion_tokens: int) -> None:
+        self.answered.inc(inputs)
+        self.record_tokens(prompt_tokens, completion_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,6 +19,8 @@ from shared.spec import TaskSpec
 EXAMPLE_HEADER = "Example"
 # Generation stops at the end of the example: a blank line or the next example's header.
 STOP = ("\n\n", f"\n{EXAMPLE_HEADER}")
+# An answer is one field value, written on one line.
+ANSWER_STOP = ("\n",)
 
 OOD_INSTRUCTIONS = (
     "The new examples must be significantly different from the ones shown: a new topic, a new "
@@ -185,8 +187,9 @@ def field_pattern(task: TaskSpec, plan: PlannedPrompt, min_chars: int) -> str:
     return "".join(parts) + "\\n"
 
 
-def classification_prefix(task: TaskSpec, examples: Sequence[dict[str, str]]) -> str:
-    """The shared few-shot prefix for classify: inputs first, the label last."""
+def answer_prefix(task: TaskSpec, examples: Sequence[dict[str, str]]) -> str:
+    """The shared few-shot prefix when the teacher answers inputs (classify, answer): inputs
+    first, the output (label or answer) last."""
     order = [*task.input_fields, task.output_field]
     names = titles(task)
     text = preamble(task, order)
@@ -195,7 +198,8 @@ def classification_prefix(task: TaskSpec, examples: Sequence[dict[str, str]]) ->
     return text
 
 
-def classification_prompt(task: TaskSpec, prefix: str, count: int, inputs: dict[str, str]) -> str:
+def answer_prompt(task: TaskSpec, prefix: str, count: int, inputs: dict[str, str]) -> str:
+    """The prefix, then the new input under the next example's header, ending at the output marker."""
     names = titles(task)
     body = "".join(f"{names[f]}: {one_line(inputs.get(f, ''))}\n" for f in task.input_fields)
     return f"{prefix}{EXAMPLE_HEADER} {count + 1}\n{body}{names[task.output_field]}:"

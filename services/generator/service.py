@@ -1,4 +1,5 @@
-"""Generation and classification: prompts in, parsed samples or label distributions out.
+"""Generation, classification and answers: prompts in, parsed samples, label distributions or
+the teacher's few-shot answers out.
 
 One request becomes one batch of engine work: every prompt (with n completions each) is handed to
 the engine at once, and the engine batches them (vLLM: continuous batching).
@@ -18,15 +19,18 @@ from services.generator.limits import KeyLimiter
 from services.generator.metrics import Metrics
 from services.generator.parsing import Candidate, Limits, Rejection, deduplicate, parse_completion
 from services.generator.prompts import (
+    ANSWER_STOP,
     STOP,
+    answer_prefix,
+    answer_prompt,
     assign_labels,
-    classification_prefix,
-    classification_prompt,
     field_pattern,
     plan_generation,
 )
 from shared.errors import InvalidInput, UpstreamError
 from shared.schemas.generation import (
+    AnswerRequest,
+    AnswerResponse,
     ClassifyRequest,
     ClassifyResponse,
     ClassPrediction,
@@ -257,9 +261,28 @@ async def _content_free_prior(
     this prior (Zhao et al. 2021, contextual calibration) recovers most of its accuracy."""
     empty = [{field: text for field in task.input_fields} for text in CONTENT_FREE]
     rows = await engine.score_continuations(
-        [classification_prompt(task, prefix, count, x) for x in empty], continuations
+        [answer_prompt(task, prefix, count, x) for x in empty], continuations
     )
     return _normalise([sum(column) / len(rows) for column in zip(*(_softmax(r) for r in rows), strict=True)])
+
+
+def _answer_examples(
+    request: ClassifyRequest | AnswerRequest, settings: GeneratorSettings
+) -> list[dict[str, str]]:
+    """The in-context examples of a classify or answer request, after checking it."""
+    if len(request.inputs) > settings.generator_max_classify_inputs:
+        raise InvalidInput(
+            "inputs",
+            f"at most {settings.generator_max_classify_inputs} inputs per request: "
+            "split them over several requests",
+        )
+    task = request.task
+    examples = list(request.examples) if request.examples is not None else list(task.seed_examples)
+    if not examples:
+        raise InvalidInput("examples", "give at least one in-context example (or leave it out for the seeds)")
+    _check_examples(task, examples, "examples", output=True)
+    _check_examples(task, request.inputs, "inputs", output=False)
+    return examples
 
 
 async def classify(
@@ -273,27 +296,18 @@ async def classify(
 ) -> ClassifyResponse:
     task = request.task
     # One scored token per input and label: cheap next to generation, but still counted.
-    limiter.reserve(key, len(request.inputs) * len(task.labels or [1]))
+    limiter.reserve(key, len(request.inputs) * len(task.labels or [1]), size_field="inputs")
     if task.type != "classification" or not task.labels:
         raise InvalidInput("task.type", "classify answers classification tasks (with labels) only")
-    if len(request.inputs) > settings.generator_max_classify_inputs:
-        raise InvalidInput(
-            "inputs",
-            f"at most {settings.generator_max_classify_inputs} inputs per request: "
-            "split them over several requests",
-        )
-    examples = list(request.examples) if request.examples is not None else list(task.seed_examples)
-    _check_examples(task, examples, "examples", output=True)
-    _check_examples(task, request.inputs, "inputs", output=False)
-
-    prefix = classification_prefix(task, examples)
+    examples = _answer_examples(request, settings)
+    prefix = answer_prefix(task, examples)
     continuations = [f" {label}" for label in task.labels]
     predictions: list[ClassPrediction] = []
     try:
         prior = await _content_free_prior(engine, task, prefix, len(examples), continuations)
         for start in range(0, len(request.inputs), CLASSIFY_CHUNK):
             chunk = request.inputs[start : start + CLASSIFY_CHUNK]
-            prompts = [classification_prompt(task, prefix, len(examples), x) for x in chunk]
+            prompts = [answer_prompt(task, prefix, len(examples), x) for x in chunk]
             for row in await engine.score_continuations(prompts, continuations):
                 probabilities = _softmax(row)
                 if request.calibrate:
@@ -312,6 +326,51 @@ async def classify(
     metrics.record_classification(len(predictions))
     return ClassifyResponse(
         predictions=predictions,
+        model=engine.info.model.model_id,
+        engine=engine.info.engine,
+        parameters=engine.info.parameters,
+    )
+
+
+async def answer(
+    engine: TextEngine,
+    request: AnswerRequest,
+    *,
+    settings: GeneratorSettings,
+    metrics: Metrics,
+    limiter: KeyLimiter,
+    key: str | None,
+) -> AnswerResponse:
+    """Greedy few-shot answers, one line each; the shared prefix is cached by the engine."""
+    task = request.task
+    limiter.check_caps(key, 1, request.max_tokens, tokens_field="max_tokens")
+    reserved = limiter.reserve(key, len(request.inputs) * request.max_tokens, size_field="inputs")
+    try:
+        examples = _answer_examples(request, settings)
+        prefix = answer_prefix(task, examples)
+        sampling = Sampling(
+            temperature=0.0, top_p=1.0, top_k=-1, max_tokens=request.max_tokens, stop=ANSWER_STOP
+        )
+        prompts = [answer_prompt(task, prefix, len(examples), x) for x in request.inputs]
+        try:
+            results = await engine.generate(prompts, [sampling] * len(prompts))
+        except EngineRejected as exc:
+            raise InvalidInput("max_tokens", str(exc)) from exc
+        except EngineError as exc:
+            raise UpstreamError("engine", str(exc), 503) from exc
+    except Exception:
+        limiter.settle(key, reserved, 0)
+        raise
+    usage = Usage(
+        prompt_tokens=sum(r.prompt_tokens for r in results),
+        completion_tokens=sum(c.tokens for r in results for c in r.completions),
+    )
+    limiter.settle(key, reserved, usage.prompt_tokens + usage.completion_tokens)
+    metrics.record_answers(len(prompts), usage.prompt_tokens, usage.completion_tokens)
+    return AnswerResponse(
+        answers=[r.completions[0].text.strip() for r in results],
+        finish_reasons=[r.completions[0].finish_reason for r in results],
+        usage=usage,
         model=engine.info.model.model_id,
         engine=engine.info.engine,
         parameters=engine.info.parameters,

@@ -24,17 +24,9 @@ class PlannedStep:
     stage: str
 
 
-def teacher_baseline(spec: RunSpec) -> bool:
-    return (
-        spec.evaluation is not None
-        and spec.evaluation.teacher_baseline
-        and spec.task.type == "classification"
-    )
-
-
 def build_plan(spec: RunSpec) -> list[PlannedStep]:
     steps: list[PlannedStep] = []
-    if teacher_baseline(spec):
+    if spec.evaluation is not None and spec.evaluation.teacher_baseline:
         steps.append(PlannedStep(0, TEACHER_EVAL))
     if spec.evaluation is not None and spec.evaluation.reference_path:
         steps.append(PlannedStep(0, REFERENCE_TRAIN))

@@ -68,39 +68,40 @@ def _loop_iterations(data: RunData) -> list[IterationRead]:
 
 
 def baseline(data: RunData, name: str) -> float | None:
-    """A metric measured at iteration 0: teacher_eval_accuracy, reference_eval_accuracy, ..."""
+    """A metric measured at iteration 0: teacher_eval_accuracy, reference_eval_f1, ..."""
     return next((it.metrics.get(name) for it in data.iterations if it.index == 0), None)
 
 
 def metric_plot(runs: list[RunData]) -> str:
+    metric = runs[0].spec.headline_metric
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for data in runs:
         loop = _loop_iterations(data)
-        for name, style in (("eval_accuracy", "-o"), ("holdout_accuracy", ":s")):
+        for name, style in ((f"eval_{metric}", "-o"), ("holdout_accuracy", ":s")):
             points = [(it.index, it.metrics[name]) for it in loop if name in it.metrics]
             if points:
                 ax.plot(*zip(*points, strict=True), style, label=f"{data.label} {name.replace('_', ' ')}")
         final = next((it for it in data.iterations if it.index == data.spec.loop.iterations + 1), None)
-        if final and "eval_accuracy" in final.metrics:
+        if final and f"eval_{metric}" in final.metrics:
             ax.plot(
                 [final.index],
-                [final.metrics["eval_accuracy"]],
+                [final.metrics[f"eval_{metric}"]],
                 "*",
                 markersize=14,
                 label=f"{data.label} final student",
             )
-    teacher = baseline(runs[0], "teacher_eval_accuracy")
+    teacher = baseline(runs[0], f"teacher_eval_{metric}")
     if teacher is not None:
         ax.axhline(teacher, color="grey", linestyle="--", label="teacher few-shot")
-    reference = baseline(runs[0], "reference_eval_accuracy")
+    reference = baseline(runs[0], f"reference_eval_{metric}")
     if reference is not None:
         examples = baseline(runs[0], "reference_examples") or 0
         ax.axhline(reference, color="black", linestyle=":", label=f"supervised, {examples:.0f} real examples")
     last = runs[0].spec.loop.iterations
     ax.set_xticks(range(1, last + 2), [*map(str, range(1, last + 1)), "final"])
     ax.set_xlabel("iteration")
-    ax.set_ylabel("accuracy")
-    ax.set_title("student accuracy per iteration (real data and held-out generated data)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"student {metric.replace('_', ' ')} per iteration (real data; held-out generated accuracy)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _png(fig)
@@ -234,10 +235,11 @@ def _img(b64: str | None, alt: str) -> str:
 def render_report(runs: list[RunData]) -> str:
     """HTML for one run, or a gold run compared with others (e.g. its vanilla twin)."""
     main = runs[0]
-    teacher = baseline(main, "teacher_eval_accuracy")
+    metric = main.spec.headline_metric
+    teacher = baseline(main, f"teacher_eval_{metric}")
     metrics_rows = "".join(
         f"<tr><td>{d.label}</td><td>{it.index if it.index <= d.spec.loop.iterations else 'final'}</td>"
-        f"<td>{it.metrics.get('eval_accuracy', float('nan')):.3f}</td>"
+        f"<td>{it.metrics.get(f'eval_{metric}', float('nan')):.3f}</td>"
         f"<td>{it.metrics.get('holdout_accuracy', float('nan')):.3f}</td>"
         f"<td>{it.metrics.get('train_loss', float('nan')):.3f}</td></tr>"
         for d in runs
@@ -247,11 +249,12 @@ def render_report(runs: list[RunData]) -> str:
     parts = [
         f"<h1>GOLD run {html.escape(main.name)}</h1>",
         f"<p>run {main.run_id} · {main.status}"
-        + (f" · teacher few-shot accuracy {teacher:.3f}" if teacher is not None else "")
+        + (f" · teacher few-shot {metric.replace('_', ' ')} {teacher:.3f}" if teacher is not None else "")
         + "</p>",
         "<h2>Metric per iteration</h2>",
         _img(metric_plot(runs), "metric per iteration"),
-        "<table><tr><th>run</th><th>iteration</th><th>real-data acc</th><th>held-out generated acc</th>"
+        f"<table><tr><th>run</th><th>iteration</th><th>real-data {metric.replace('_', ' ')}</th>"
+        "<th>held-out generated acc</th>"
         f"<th>train loss</th></tr>{metrics_rows}</table>",
         "<h2>Energy of training vs OOD samples</h2>",
         _img(energy_plot(main), "energy histograms") or "<p>No energies (vanilla run).</p>",

@@ -37,10 +37,11 @@ from shared.db.models import Iteration, Metric, Rejection, Sample, Step
 from shared.errors import UpstreamError
 from shared.evaluation_data import load_evaluation
 from shared.jobs import enqueue_train
-from shared.schemas.generation import ClassifyRequest, GenerateRequest, SamplingSettings
+from shared.schemas.generation import AnswerRequest, ClassifyRequest, GenerateRequest, SamplingSettings
 from shared.schemas.scoring import EnergyRequest, SelectRequest
 from shared.schemas.training import TrainJob, TrainResult, TrainRole
 from shared.spec import RunSpec
+from shared.task_metrics import task_scores
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -438,25 +439,45 @@ def select_feedback(ctx: RunContext, iteration: int) -> dict[str, Any]:
     return {"selected": len(chosen)}
 
 
+# Evaluation inputs per generator request: each answers well inside the client timeout on a CPU teacher.
+TEACHER_BATCH = 128
+
+
+def _teacher_answers(ctx: RunContext, inputs: list[dict[str, str]]) -> tuple[list[str], int | None]:
+    """The teacher's few-shot answers (labels for classification), and its parameter count."""
+    task = ctx.spec.task
+    answers: list[str] = []
+    parameters = None
+    for start in range(0, len(inputs), TEACHER_BATCH):
+        batch = inputs[start : start + TEACHER_BATCH]
+        if task.type == "classification":
+            labelled = ctx.call(ctx.generator.classify, ClassifyRequest(task=task, inputs=batch))
+            answers += [p.label for p in labelled.predictions]
+            parameters = labelled.parameters
+        else:
+            request = AnswerRequest(task=task, inputs=batch, max_tokens=ctx.spec.teacher.max_tokens)
+            answered = ctx.call(ctx.generator.answer, request)
+            answers += answered.answers
+            parameters = answered.parameters
+    return answers, parameters
+
+
 def teacher_eval(ctx: RunContext) -> dict[str, Any]:
-    """The teacher answering the evaluation data few-shot from the seed examples."""
+    """The teacher answering the evaluation data few-shot from the seed examples, scored with the
+    students' metrics (teacher_eval_accuracy, teacher_eval_f1, ...)."""
     spec = ctx.spec
     assert spec.evaluation is not None
     rows = load_evaluation(spec.evaluation, spec.task).examples
     if not rows:
         raise StepFailed(f"evaluation.path {spec.evaluation.path}: no usable rows")
     started = time.monotonic()
-    response = ctx.call(
-        ctx.generator.classify, ClassifyRequest(task=spec.task, inputs=[r.fields for r in rows])
-    )
+    answers, parameters = _teacher_answers(ctx, [r.fields for r in rows])
     seconds = time.monotonic() - started
-    correct = sum(p.label == row.references[0] for p, row in zip(response.predictions, rows, strict=True))
-    metrics = {
-        "teacher_eval_accuracy": correct / len(rows),
-        "teacher_seconds_per_example": seconds / len(rows),
-    }
-    if response.parameters:
-        metrics["teacher_parameters"] = float(response.parameters)
+    scores = task_scores(spec.task.type, answers, [r.references for r in rows], spec.task.labels or [])
+    metrics = {f"teacher_eval_{name}": value for name, value in scores.items()}
+    metrics["teacher_seconds_per_example"] = seconds / len(rows)
+    if parameters:
+        metrics["teacher_parameters"] = float(parameters)
     with ctx.sessions() as session, session.begin():
         iteration_row(session, ctx.run_id, 0).status = "done"
         upsert_metrics(session, ctx.run_id, 0, metrics)

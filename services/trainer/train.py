@@ -26,7 +26,6 @@ from services.trainer import distributed
 from services.trainer.checkpoints import FORMAT_VERSION, METADATA_FILE, model_card, publish
 from services.trainer.config import DEFAULT_ALLOWED_STUDENTS
 from services.trainer.losses import distill_kl, token_losses
-from services.trainer.metrics import classification_metrics, generation_metrics
 from services.trainer.students import (
     Example,
     Student,
@@ -37,6 +36,7 @@ from services.trainer.students import (
 )
 from shared.schemas.training import TrainResult
 from shared.student_format import StudentFormat
+from shared.task_metrics import task_scores
 
 logger = logging.getLogger(__name__)
 
@@ -296,13 +296,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         predictions = _predict(student, eval_examples, cfg, device)
         metrics["eval_seconds_per_example"] = (time.perf_counter() - started) / len(eval_examples)
         references = [item.references for item in cfg.evaluation]
-        if cfg.task_type == "classification":
-            scores = classification_metrics(predictions, [r[0] for r in references], cfg.labels or [])
-            metrics["eval_accuracy"], metrics["eval_macro_f1"] = scores["accuracy"], scores["macro_f1"]
-        else:
-            scores = generation_metrics(predictions, references)
-            metrics["eval_exact_match"], metrics["eval_f1"] = scores["exact_match"], scores["f1"]
-            metrics["eval_rouge_l"] = scores["rouge_l"]
+        scores = task_scores(cfg.task_type, predictions, references, cfg.labels or [])
+        metrics |= {f"eval_{name}": value for name, value in scores.items()}
 
     # 6. Save: Hugging Face folder + metadata + model card, published atomically.
     training = {

@@ -108,3 +108,23 @@ class ClassifyResponse(OutputModel):
     model: str
     engine: str
     parameters: int | None = None  # the teacher's parameter count, for cost comparisons
+
+
+class AnswerRequest(InputModel):
+    """The teacher answers inputs few-shot (greedy decoding of the output field): its own answers
+    on real data, the baseline a distilled seq2seq student is measured against."""
+
+    task: TaskSpec
+    # In-context examples (default: the task's seed examples).
+    examples: list[Example] | None = Field(default=None, max_length=32)
+    inputs: list[Example] = Field(min_length=1, max_length=4096)
+    max_tokens: int = Field(default=64, ge=1, le=1024)
+
+
+class AnswerResponse(OutputModel):
+    answers: list[str]  # one per input, in input order
+    finish_reasons: list[str | None]  # "length": the answer was cut at max_tokens
+    usage: Usage
+    model: str
+    engine: str
+    parameters: int | None = None  # the teacher's parameter count, for cost comparisons

@@ -1,4 +1,5 @@
-"""`POST /v1/classify`: the teacher labels inputs few-shot by label likelihood."""
+"""The teacher answering inputs few-shot: `POST /v1/classify` (the label by likelihood) and
+`POST /v1/answer` (the output field by greedy decoding). Both need the `classify` scope."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from fastapi import APIRouter
 
 from services.generator import service
 from services.generator.deps import ClassifyAccess, EngineDep, MetricsDep, SettingsDep
-from shared.schemas.generation import ClassifyRequest, ClassifyResponse
+from shared.schemas.generation import AnswerRequest, AnswerResponse, ClassifyRequest, ClassifyResponse
 
 router = APIRouter(prefix="/v1", tags=["generation"])
 
@@ -20,5 +21,18 @@ async def classify(
     metrics: MetricsDep,
 ) -> ClassifyResponse:
     return await service.classify(
+        engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
+    )
+
+
+@router.post("/answer", response_model=AnswerResponse)
+async def answer(
+    body: AnswerRequest,
+    access: ClassifyAccess,
+    engine: EngineDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> AnswerResponse:
+    return await service.answer(
         engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
     )

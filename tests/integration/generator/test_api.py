@@ -280,3 +280,40 @@ def test_classify_calibrates_away_the_prompt_prior() -> None:
         raw = client.post("/v1/classify", json=uncalibrated, headers=HEADERS).json()["predictions"]
     assert [p["label"] for p in raw] == ["negative", "negative"]  # the prior wins without calibration
     assert [p["label"] for p in calibrated] == ["positive", "negative"]
+
+
+def test_answer_decodes_greedily_one_line_per_input_from_one_shared_prefix() -> None:
+    qa = {
+        "type": "seq2seq",
+        "description": "Answer a question about a passage with a span of it.",
+        "input_fields": ["context", "question"],
+        "output_field": "answer",
+        "seed_examples": [
+            {"context": "The bridge opened in 1932.", "question": "When did it open?", "answer": "1932"},
+            {"context": "Ada lives in Oslo.", "question": "Where does Ada live?", "answer": "Oslo"},
+        ],
+    }
+    engine = FakeEngine(script=lambda prompt, sampling, j: f" {prompt.split('Question: ')[-1][:4]}\n")
+    inputs = [{"context": "It rained.", "question": "What happened?"}, {"context": "x", "question": "Why?"}]
+    with make_client(engine) as client:
+        wait_ready(client, 10)
+        response = client.post("/v1/answer", json={"task": qa, "inputs": inputs}, headers=HEADERS)
+        assert response.status_code == 200, response.text
+        out = response.json()
+        assert out["answers"] == ["What", "Why?"] and out["parameters"] == 1000
+        prompts, sampling = engine.calls[-1]
+        assert all(s.temperature == 0.0 and s.stop == ("\n",) and s.max_tokens == 64 for s in sampling)
+        prefix = prompts[0][: prompts[0].index("Example 3")]
+        assert all(p.startswith(prefix) for p in prompts) and prefix.count("Answer: ") == 2
+        assert prompts[0].endswith("Context: It rained.\nQuestion: What happened?\nAnswer:")
+        # Bad input names the field; the reader key (classify scope) may answer.
+        missing = client.post("/v1/answer", json={"task": qa, "inputs": [{"context": "x"}]}, headers=HEADERS)
+        assert missing.status_code == 422 and "inputs.0" in missing.text and "question" in missing.text
+        too_long = client.post(
+            "/v1/answer", json={"task": qa, "inputs": inputs, "max_tokens": 4096}, headers=HEADERS
+        )
+        assert too_long.status_code == 422 and "max_tokens" in too_long.text
+        reader = {"Authorization": "Bearer reader-secret"}
+        assert (
+            client.post("/v1/answer", json={"task": qa, "inputs": inputs}, headers=reader).status_code == 200
+        )

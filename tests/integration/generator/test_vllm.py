@@ -139,6 +139,44 @@ def test_teacher_classifies_few_shot_by_label_likelihood(http: httpx.Client) -> 
     assert elapsed < 120
 
 
+def test_teacher_answers_questions_few_shot(http: httpx.Client) -> None:
+    """The seq2seq teacher baseline: greedy answers copied from the passage (SQuAD-style)."""
+    squad = RunSpec.model_validate(load_spec_file(ROOT / "examples/squad.yaml")).task.model_dump()
+    cases = [
+        (
+            "The museum on Hale Street opened in 1958 and moved to the harbour in 1990.",
+            "When did the museum open?",
+            "1958",
+        ),
+        (
+            "Tomas Berg plays the cello in the city orchestra and teaches on weekends.",
+            "What instrument does Tomas Berg play?",
+            "cello",
+        ),
+        (
+            "The village of Orrin lies at the foot of Mount Caddo, beside a cold lake.",
+            "Which mountain is Orrin at the foot of?",
+            "Mount Caddo",
+        ),
+        (
+            "Green tea leaves are steamed soon after picking, while black tea leaves are left to oxidise.",
+            "What happens to green tea leaves after picking?",
+            "steamed",
+        ),
+    ]
+    inputs = [{"context": c, "question": q} for c, q, _ in cases]
+    response = http.post("/v1/answer", json={"task": squad, "inputs": inputs, "max_tokens": 16})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["engine"] == "vllm" and len(body["answers"]) == len(cases)
+    assert all("\n" not in a for a in body["answers"])
+    hits = sum(
+        expected.lower() in a.lower() for a, (_, _, expected) in zip(body["answers"], cases, strict=True)
+    )
+    assert hits >= 2, body["answers"]
+    assert body["usage"]["completion_tokens"] > 0
+
+
 def test_openai_client_contract(server: str) -> None:
     client = openai.OpenAI(base_url=f"{server}/v1", api_key=TOKEN, timeout=300)
     assert "google/gemma-3-270m" in {m.id for m in client.models.list().data}

@@ -20,6 +20,8 @@ from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample, Step
 from shared.errors import UpstreamError
 from shared.jobs import train_queue
 from shared.schemas.generation import (
+    AnswerRequest,
+    AnswerResponse,
     ClassifyResponse,
     ClassPrediction,
     GeneratedSample,
@@ -45,7 +47,7 @@ class StandInGenerator:
         self.calls.append(request)
         if self.fail_on_call == len(self.calls):
             raise self.failure
-        labels = request.task.labels
+        labels = request.task.labels or ["an answer"]  # seq2seq: one output for every sample
         samples = []
         for i in range(request.n):
             label = labels[i % len(labels)]
@@ -74,6 +76,18 @@ class StandInGenerator:
                 max_tokens=64,
                 seed=request.sampling.seed,
             ),
+        )
+
+    def answer(self, request):
+        self.calls.append(request)
+        answers = [x["text"].split()[0] for x in request.inputs]  # the question's first word
+        return AnswerResponse(
+            answers=answers,
+            finish_reasons=["stop"] * len(answers),
+            usage=Usage(prompt_tokens=10, completion_tokens=2),
+            model="stand-in",
+            engine="stand-in",
+            parameters=1000,
         )
 
     def classify(self, request):
@@ -376,3 +390,38 @@ def test_time_budget_skips_later_iterations_and_the_reference_is_trained_apart(
         }
         assert sorted(iterations) == [0, 1, 3] and iterations[0].checkpoint_id is None
     assert [(j.iteration, j.role) for j in stand_in_trainer] == [(0, "reference"), (1, "loop"), (3, "final")]
+
+
+def test_seq2seq_teacher_baseline_answers_in_batches_scored_like_the_students(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer, shared_data, monkeypatch
+):
+    monkeypatch.setattr(steps, "TEACHER_BATCH", 2)
+    spec["task"] = {
+        "type": "seq2seq",
+        "description": "Answer a question.",
+        "input_fields": ["text"],
+        "output_field": "label",
+        "seed_examples": [
+            {"text": "Who wrote Hamlet?", "label": "Shakespeare"},
+            {"text": "What is the capital of Peru?", "label": "Lima"},
+        ],
+    }
+    spec["evaluation"] = {
+        "path": str(shared_data / "squad" / "validation_sample1000.jsonl"),
+        "input_map": {"text": "question"},
+        "label_field": "answers.text",
+        "limit": 5,
+    }
+    generator = StandInGenerator()
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(generator).drive(run_id)
+    asked = [c for c in generator.calls if isinstance(c, AnswerRequest)]
+    assert [len(c.inputs) for c in asked] == [2, 2, 1]
+    assert all(c.max_tokens == RunSpec.model_validate(spec).teacher.max_tokens for c in asked)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        names = set(
+            session.scalars(select(Metric.name).where(Metric.run_id == run_id, Metric.iteration == 0))
+        )
+    assert {"teacher_eval_exact_match", "teacher_eval_f1", "teacher_eval_rouge_l"} <= names
+    assert {"teacher_seconds_per_example", "teacher_parameters"} <= names

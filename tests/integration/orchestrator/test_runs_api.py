@@ -57,6 +57,8 @@ _DELETE = object()
         ("evaluation.path", "/etc/passwd", "evaluation.path"),
         ("evaluation.path", "../../../../etc/passwd", "evaluation.path"),
         ("evaluation.reference_path", "/etc/passwd", "evaluation.reference_path"),
+        ("evaluation.metric", "rouge_l", "evaluation"),  # a seq2seq metric on a classification task
+        ("evaluation.metric", "bleu", "evaluation.metric"),
         ("loop.unknown_knob", 3, "loop.unknown_knob"),
     ],
 )

@@ -6,15 +6,24 @@ import pytest
 from gold.evaluate import evaluate, mode_spec, parse_modes
 from shared.schemas.runs import IterationRead, RunRead, RunSummary
 
+TASK = {
+    "type": "classification",
+    "description": "Sentiment of a review.",
+    "input_fields": ["text"],
+    "output_field": "label",
+    "labels": ["negative", "positive"],
+    "seed_examples": [{"text": "Great.", "label": "positive"}, {"text": "Awful.", "label": "negative"}],
+}
 SPEC = {
     "name": "s",
+    "task": TASK,
     "teacher": {"seed": 3},
     "loop": {"iterations": 1},
     "evaluation": {"path": "x", "reference_path": "real.jsonl"},
 }
 
 
-def summary(spec, accuracy, teacher=None, supervised=None) -> RunSummary:
+def summary(spec, accuracy, teacher=None, supervised=None, metric="accuracy") -> RunSummary:
     now = datetime.now(UTC)
     its = [
         IterationRead(
@@ -23,16 +32,16 @@ def summary(spec, accuracy, teacher=None, supervised=None) -> RunSummary:
             parse_stats={},
             timings={},
             checkpoint_id=None,
-            metrics={"eval_accuracy": accuracy, "student_parameters": 22e6},
+            metrics={f"eval_{metric}": accuracy, "eval_exact_match": 0.0, "student_parameters": 22e6},
             started_at=now,
             finished_at=now,
         )
     ]
     baselines = {}
     if teacher is not None:
-        baselines["teacher_eval_accuracy"] = teacher
+        baselines[f"teacher_eval_{metric}"] = teacher
     if supervised is not None:
-        baselines.update(reference_eval_accuracy=supervised, reference_examples=64.0)
+        baselines.update({f"reference_eval_{metric}": supervised, "reference_examples": 64.0})
     if baselines:
         its.insert(
             0,
@@ -96,6 +105,18 @@ def test_evaluate_aggregates_repeats_and_measures_the_teacher_once():
     assert by_mode["vanilla"]["mean"] == pytest.approx(0.7)
     assert by_mode["teacher"]["values"] == [0.75]
     assert by_mode["gold"]["parameters"] == 22e6
+
+
+def test_the_headline_is_the_spec_metric_for_students_and_teacher_alike():
+    spec = {
+        **SPEC,
+        "task": {**TASK, "type": "seq2seq", "labels": None},
+        "evaluation": {"path": "x", "metric": "rouge_l"},
+    }
+    result = evaluate(spec, ["gold", "teacher"], 1, lambda s: summary(s, 0.4, teacher=0.3, metric="rouge_l"))
+    by_mode = {m["mode"]: m for m in result["modes"]}
+    assert by_mode["gold"]["metric"] == by_mode["teacher"]["metric"] == "eval_rouge_l"
+    assert by_mode["gold"]["mean"] == 0.4 and by_mode["teacher"]["mean"] == 0.3
 
 
 def test_parse_modes_rejects_unknown_and_teacher_alone():

@@ -7,9 +7,9 @@ from collections import Counter
 
 from services.generator.prompts import (
     OOD_INSTRUCTIONS,
+    answer_prefix,
+    answer_prompt,
     assign_labels,
-    classification_prefix,
-    classification_prompt,
     field_pattern,
     plan_generation,
 )
@@ -127,8 +127,8 @@ def test_seq2seq_prompt_writes_inputs_then_output() -> None:
 
 
 def test_classification_prompt_shares_one_prefix_and_asks_for_the_label_last() -> None:
-    prefix = classification_prefix(SENTIMENT, SENTIMENT.seed_examples)
-    prompt = classification_prompt(SENTIMENT, prefix, 8, {"text": "Multi\nline input"})
+    prefix = answer_prefix(SENTIMENT, SENTIMENT.seed_examples)
+    prompt = answer_prompt(SENTIMENT, prefix, 8, {"text": "Multi\nline input"})
     assert prompt.startswith(prefix)
     assert prompt.endswith("Example 9\nText: Multi line input\nLabel:")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from services.trainer.metrics import classification_metrics, generation_metrics, normalize_answer
+from shared.task_metrics import classification_metrics, generation_metrics, normalize_answer
 
 
 def test_classification_metrics_accuracy_and_macro_f1():

@@ -1,4 +1,5 @@
 """Task metrics from maintained libraries: scikit-learn for classification, rouge-score for ROUGE-L.
+One implementation scores the students (trainer) and the teacher's own answers (orchestrator).
 
 Exact match and token F1 follow the official SQuAD v1.1 evaluation (normalise: lower-case, drop
 punctuation and articles, collapse whitespace; best score over the acceptable answers). That script
@@ -63,3 +64,13 @@ def generation_metrics(predictions: Sequence[str], references: Sequence[Sequence
         rouge += max(scorer.score(r, prediction)["rougeL"].fmeasure for r in refs)
     n = len(predictions)
     return {"exact_match": em / n, "f1": f1 / n, "rouge_l": rouge / n}
+
+
+def task_scores(
+    task_type: str, predictions: Sequence[str], references: Sequence[Sequence[str]], labels: Sequence[str]
+) -> dict[str, float]:
+    """The task's metrics by name (`EvaluationSpec.metric` picks the headline one): accuracy and
+    macro_f1 for classification (the first reference is the label), else exact_match, f1, rouge_l."""
+    if task_type == "classification":
+        return classification_metrics(predictions, [r[0] for r in references], labels)
+    return generation_metrics(predictions, references)
