@@ -42,7 +42,8 @@ bench: install
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/scorer.py
 
-# The README's results table: gold, vanilla and the teacher on each classification example task.
+# The README's results table: gold, vanilla, the teacher (and the supervised reference where the spec
+# names real training rows) on each example task.
 results: install
 	mkdir -p reports
 	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml examples/rte.yaml examples/snli.yaml \

@@ -20,6 +20,8 @@ async def classify(
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> ClassifyResponse:
+    """The teacher's label for each input, by likelihood after the few-shot seed examples, with the
+    label distribution (contextually calibrated unless `calibrate` is false)."""
     return await service.classify(
         engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
     )
@@ -33,6 +35,8 @@ async def answer(
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> AnswerResponse:
+    """The teacher's answer (the task's output field) for each input: greedy decoding after the
+    few-shot seed examples, one line, at most `max_tokens`. Works for any task type."""
     return await service.answer(
         engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
     )
