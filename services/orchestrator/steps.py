@@ -440,7 +440,7 @@ def select_feedback(ctx: RunContext, iteration: int) -> dict[str, Any]:
 
 
 # Evaluation inputs per generator request: each answers well inside the client timeout on a CPU teacher.
-TEACHER_BATCH = 128
+TEACHER_BATCH = 32
 
 
 def _teacher_answers(ctx: RunContext, inputs: list[dict[str, str]]) -> tuple[list[str], int | None]:
