@@ -5,15 +5,9 @@ import pytest
 
 from gold.evaluate import evaluate, mode_spec, parse_modes
 from shared.schemas.runs import IterationRead, RunRead, RunSummary
+from tests.support import SENTIMENT_TASK
 
-TASK = {
-    "type": "classification",
-    "description": "Sentiment of a review.",
-    "input_fields": ["text"],
-    "output_field": "label",
-    "labels": ["negative", "positive"],
-    "seed_examples": [{"text": "Great.", "label": "positive"}, {"text": "Awful.", "label": "negative"}],
-}
+TASK = SENTIMENT_TASK
 SPEC = {
     "name": "s",
     "task": TASK,
