@@ -176,10 +176,12 @@ def results_table(result: dict[str, Any]) -> Table:
     for column in ("mode", "metric", "mean", "spread (std)", "parameters", "s / example"):
         table.add_column(column, justify="right")
     for row in result["modes"]:
-        mean = "-" if row["mean"] is None else f"{row['mean']:.3f}"
+        if not row["run_ids"]:
+            continue  # not measured (the supervised reference of a spec without reference_path)
+        mean, spread = ("-", "-") if row["mean"] is None else (f"{row['mean']:.3f}", f"{row['std']:.3f}")
         params = "-" if not row["parameters"] else f"{row['parameters'] / 1e6:.1f}M"
         latency = "-" if not row["seconds_per_example"] else f"{row['seconds_per_example'] * 1000:.1f} ms"
-        table.add_row(row["mode"], row["metric"] or "-", mean, f"{row['std']:.3f}", params, latency)
+        table.add_row(row["mode"], row["metric"] or "-", mean, spread, params, latency)
     return table
 
 
