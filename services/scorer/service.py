@@ -46,9 +46,15 @@ async def compute_energies(
 
 
 def band_positions(n: int, low: float, high: float) -> range:
-    """Sorted positions [floor(low n), floor(high n)): the reference code's band ([0.5, 0.8) of 8 = 2)."""
+    """Sorted positions [floor(low n), floor(high n)): the reference code's band ([0.5, 0.8) of 8 = 2).
+    A band narrower than one of few samples ([0.5, 0.8) of 2) keeps the sample at its low edge rather
+    than feeding nothing back."""
     eps = 1e-9  # 0.29 * 100 is 28.999999999999996 in floating point
-    return range(math.floor(low * n + eps), min(n, math.floor(high * n + eps)))
+    start, stop = math.floor(low * n + eps), min(n, math.floor(high * n + eps))
+    if stop <= start and n > 0:
+        start = min(start, n - 1)
+        stop = start + 1
+    return range(start, stop)
 
 
 def _spread(items: list[int], count: int | None) -> list[int]:

@@ -13,6 +13,9 @@ def test_band_of_eight_keeps_two_like_the_reference_code():
     assert list(band_positions(16, 0.5, 0.8)) == [8, 9, 10, 11]
     assert list(band_positions(100, 0.29, 0.3)) == [29]  # no floating-point off-by-one
     assert list(band_positions(5, 0.0, 1.0)) == [0, 1, 2, 3, 4]
+    # fewer OOD samples than the band needs: the one at its low edge, not nothing
+    assert list(band_positions(2, 0.5, 0.8)) == [1] and list(band_positions(1, 0.5, 0.8)) == [0]
+    assert list(band_positions(0, 0.5, 0.8)) == []
 
 
 def test_select_sorts_by_energy_and_keeps_the_band():
