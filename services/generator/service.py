@@ -11,7 +11,8 @@ import logging
 import math
 import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 from services.generator.config import GeneratorSettings
 from services.generator.engine import EngineError, EngineRejected, Sampling, TextEngine, derive_seed
@@ -104,8 +105,17 @@ async def generate(
 ) -> GenerateResponse:
     limiter.check_caps(key, request.n, request.sampling.max_tokens, tokens_field="sampling.max_tokens")
     reserved = limiter.reserve(key, request.n * request.sampling.max_tokens)
+    return await _charged(limiter, key, reserved, _generate(engine, request, settings, metrics))
+
+
+Charged = TypeVar("Charged", GenerateResponse, AnswerResponse)
+
+
+async def _charged(limiter: KeyLimiter, key: str | None, reserved: int, work: Awaitable[Charged]) -> Charged:
+    """Await `work` against a token reservation, then settle it to the tokens really used (none if
+    it failed)."""
     try:
-        response = await _generate(engine, request, settings, metrics)
+        response = await work
     except Exception:
         limiter.settle(key, reserved, 0)
         raise
@@ -341,31 +351,30 @@ async def answer(
     limiter: KeyLimiter,
     key: str | None,
 ) -> AnswerResponse:
-    """Greedy few-shot answers, one line each; the shared prefix is cached by the engine."""
-    task = request.task
     limiter.check_caps(key, 1, request.max_tokens, tokens_field="max_tokens")
     reserved = limiter.reserve(key, len(request.inputs) * request.max_tokens, size_field="inputs")
+    return await _charged(limiter, key, reserved, _answer(engine, request, settings, metrics))
+
+
+async def _answer(
+    engine: TextEngine, request: AnswerRequest, settings: GeneratorSettings, metrics: Metrics
+) -> AnswerResponse:
+    """Greedy few-shot answers, one line each; the engine caches the shared prefix."""
+    task = request.task
+    examples = _answer_examples(request, settings)
+    prefix = answer_prefix(task, examples)
+    sampling = Sampling(temperature=0.0, top_p=1.0, top_k=-1, max_tokens=request.max_tokens, stop=ANSWER_STOP)
+    prompts = [answer_prompt(task, prefix, len(examples), x) for x in request.inputs]
     try:
-        examples = _answer_examples(request, settings)
-        prefix = answer_prefix(task, examples)
-        sampling = Sampling(
-            temperature=0.0, top_p=1.0, top_k=-1, max_tokens=request.max_tokens, stop=ANSWER_STOP
-        )
-        prompts = [answer_prompt(task, prefix, len(examples), x) for x in request.inputs]
-        try:
-            results = await engine.generate(prompts, [sampling] * len(prompts))
-        except EngineRejected as exc:
-            raise InvalidInput("max_tokens", str(exc)) from exc
-        except EngineError as exc:
-            raise UpstreamError("engine", str(exc), 503) from exc
-    except Exception:
-        limiter.settle(key, reserved, 0)
-        raise
+        results = await engine.generate(prompts, [sampling] * len(prompts))
+    except EngineRejected as exc:
+        raise InvalidInput("max_tokens", str(exc)) from exc
+    except EngineError as exc:
+        raise UpstreamError("engine", str(exc), 503) from exc
     usage = Usage(
         prompt_tokens=sum(r.prompt_tokens for r in results),
         completion_tokens=sum(c.tokens for r in results for c in r.completions),
     )
-    limiter.settle(key, reserved, usage.prompt_tokens + usage.completion_tokens)
     metrics.record_answers(len(prompts), usage.prompt_tokens, usage.completion_tokens)
     return AnswerResponse(
         answers=[r.completions[0].text.strip() for r in results],
