@@ -22,3 +22,14 @@ def test_generation_metrics_partial_overlap():
     m = generation_metrics(["denver broncos"], [["the Denver Broncos team"]])
     assert m["exact_match"] == 0.0
     assert m["f1"] == pytest.approx(2 * 1.0 * (2 / 3) / (1 + 2 / 3))
+
+
+@pytest.mark.parametrize("task_type", ["classification", "seq2seq"])
+def test_the_metrics_a_spec_may_name_are_the_ones_computed(task_type):
+    """spec.TASK_METRICS lists the names `evaluation.metric` accepts (kept apart so that the spec
+    module does not import scikit-learn); every one of them must be what task_scores returns."""
+    from shared.spec import TASK_METRICS
+    from shared.task_metrics import task_scores
+
+    scores = task_scores(task_type, ["a"], [["a"]], ["a", "b"])
+    assert set(scores) == set(TASK_METRICS[task_type])
