@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +17,18 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gold.evaluate import evaluate, parse_modes, results_table, sweep, sweep_plot, sweep_table, tasks_table
+from gold.evaluate import (
+    apply_overrides,
+    evaluate,
+    parse_modes,
+    parse_overrides,
+    results_table,
+    resumable_run,
+    sweep,
+    sweep_plot,
+    sweep_table,
+    tasks_table,
+)
 from gold.report import iteration_table, time_split_table, write_report
 from gold.stack import Stack, local_token
 from shared.clients import OrchestratorClient
@@ -231,9 +245,24 @@ def eval_command(
     attach: Annotated[
         bool, typer.Option("--attach", help="use a running `gold up` instead of starting one")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="end with all results as one JSON object")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="end stdout with all results as one JSON object (its last line)")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="override a spec field for a sensitivity run, e.g. --set loop.selection_band=[0.2,0.5] "
+            "(dotted path, YAML value; repeatable; the spec name gets a suffix)",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="write the JSON result (with the command line and date) to this file"),
+    ] = None,
 ) -> None:
-    """Measure GOLD against vanilla generation and the teacher's own few-shot answers, per spec."""
+    """Measure GOLD against vanilla generation and the teacher's own few-shot answers, per spec.
+    Re-run with the same arguments after an interruption: finished runs are reused."""
     settings = GoldSettings()
     configure_logging("WARNING")
     try:
@@ -242,15 +271,23 @@ def eval_command(
     except ValueError as exc:
         _fail(f"--modes/--budgets: {exc}")
         return
-    specs = [load_spec_file(path) for path in spec_paths]
+    try:
+        changes = parse_overrides(overrides or [])
+        specs = [apply_overrides(load_spec_file(path), changes) for path in spec_paths]
+    except ValueError as exc:
+        _fail(str(exc))
+        return
     results: list[dict[str, Any]] = []
     try:
         with local_stack(settings, attach) as (client, stack):
 
             def run(mode_spec: dict[str, Any]) -> RunSummary:
-                created = client.create_run(mode_spec)
-                console.print(f"run {created.id}: {mode_spec['name']}")
-                summary = follow(client, str(created.id), stack=stack)
+                summary = resumable_run(
+                    mode_spec,
+                    client,
+                    lambda run_id: follow(client, run_id, stack=stack),
+                    lambda line: console.print(line, markup=False),
+                )
                 Console().print(iteration_table(summary))
                 return summary
 
@@ -274,5 +311,23 @@ def eval_command(
         return
     if len(results) > 1 and not sizes:
         Console().print(tasks_table(results))
+    document = {
+        **(results[0] if len(results) == 1 else {"tasks": results}),
+        "overrides": changes,
+        "command": eval_command_line(sys.argv),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        console.print(f"results: {out}")
     if as_json:
-        print(json.dumps(results[0] if len(results) == 1 else {"tasks": results}))
+        print(json.dumps(document))  # the last line of stdout: nothing is printed after it
+
+
+def eval_command_line(argv: list[str]) -> str:
+    """The command as typed, under the program name `gold eval` whatever the entry point."""
+    args = argv[1:]
+    if "eval" in args:
+        args = args[args.index("eval") + 1 :]
+    return shlex.join(["gold", "eval", *args])

@@ -1,20 +1,30 @@
 """`gold eval`: the same spec as GOLD (feedback on), vanilla (feedback off, same budget and seeds),
 the teacher answering few-shot and, when the spec names a labelled training file
 (evaluation.reference_path), the supervised reference (the student trained on as many real labelled
-examples as the run generates), measured on the spec's real evaluation data."""
+examples as the run generates), measured on the spec's real evaluation data.
+
+Every run is submitted with an Idempotency-Key derived from its exact spec, so a killed `gold eval`
+re-run with the same arguments picks up the runs already finished (or still going) in Postgres."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import math
+import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import yaml
+from pydantic import BaseModel, ValidationError
 from rich.table import Table
+from scipy.stats import t
 
-from shared.schemas.runs import RunSummary
+from shared.schemas.runs import RunRead, RunSummary
 from shared.spec import RunSpec
 
 MODES = ("gold", "vanilla", "teacher", "supervised")
@@ -30,6 +40,19 @@ BASELINE_METRICS = {
         "reference_examples",
     ),
 }
+
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+RETRY_SUFFIXES = ("", "-retry1")  # a failed or cancelled run is retried once, under its own key
+
+
+def t_interval(values: list[float]) -> list[float] | None:
+    """The 95% Student t interval of the mean; None under two values (no spread to measure)."""
+    if len(values) < 2:
+        return None
+    mean = statistics.fmean(values)
+    half = float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+    return [mean - half, mean + half]
 
 
 def parse_modes(raw: str) -> list[str]:
@@ -80,6 +103,126 @@ def budget_spec(spec: dict[str, Any], budget: int) -> dict[str, Any]:
     return out
 
 
+def parse_overrides(raw: list[str]) -> dict[str, Any]:
+    """`--set loop.selection_band=[0.2,0.5]` options as {dotted path: value}; the value is YAML."""
+    overrides: dict[str, Any] = {}
+    for item in raw:
+        path, sep, value = item.partition("=")
+        path = path.strip()
+        if not sep or not path or any(not part for part in path.split(".")):
+            raise ValueError(
+                f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. loop.selection_band=[0.2,0.5]"
+            )
+        try:
+            overrides[path] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: the value is not YAML ({exc})") from exc
+    return overrides
+
+
+def _model_fields(annotation: Any) -> dict[str, Any] | None:
+    """The fields of a pydantic model annotation (`X | None` included); None for anything else."""
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate.model_fields
+    return None
+
+
+def apply_overrides(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The spec with each dotted path set, named apart (`sst2-selection_band=0.2_0.5`), checked
+    against the spec schema so a typo fails here rather than after the stack has started."""
+    if not overrides:
+        return spec
+    out = copy.deepcopy(spec)
+    for path, value in overrides.items():
+        keys = path.split(".")
+        if keys[0] == "name":
+            raise ValueError(f"--set {path}: the name is derived from the overrides; it cannot be set")
+        if keys[0] not in RunSpec.model_fields:
+            known = sorted(set(RunSpec.model_fields) - {"name"})
+            raise ValueError(f"--set {path}: unknown section {keys[0]!r}; choose from {known}")
+        node, fields = out, RunSpec.model_fields
+        for depth, key in enumerate(keys):
+            if fields is not None and key not in fields:
+                where = ".".join(keys[:depth])
+                raise ValueError(f"--set {path}: {where} has no field {key!r}; it has {sorted(fields)}")
+            if depth == len(keys) - 1:
+                node[key] = value
+                break
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                where = ".".join(keys[: depth + 1])
+                raise ValueError(f"--set {path}: {where} is a {type(child).__name__}, not a mapping")
+            node, fields = child, _model_fields(fields[key].annotation) if fields is not None else None
+    out["name"] = f"{spec['name']}-{override_suffix(overrides)}"
+    try:
+        RunSpec.model_validate(out)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"--set: the spec with these overrides is not valid: {problems}") from exc
+    return out
+
+
+def override_suffix(overrides: dict[str, Any]) -> str:
+    """A short, file-name-safe description of the overrides: each leaf key and its value, cut
+    and completed by a hash of them all when that would be long (the result JSON lists them)."""
+    parts = []
+    for path, value in overrides.items():
+        shown = re.sub(r"[^A-Za-z0-9.+-]+", "_", json.dumps(value)).strip("_")
+        parts.append(f"{path.rsplit('.', 1)[-1]}={shown}")
+    suffix = "-".join(parts)
+    if len(suffix) > 48:
+        digest = hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
+        suffix = f"{suffix[:39].rstrip('-_=.')}-{digest}"
+    return suffix
+
+
+def idempotency_key(spec: dict[str, Any]) -> str:
+    """The key a mode spec is submitted under: a hash of its canonical JSON, which encodes the
+    mode, the repeat's seeds, the budget and any override, so the same submission finds its run."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"gold-eval-{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
+
+
+class RunClient(Protocol):
+    def create_run(self, spec: dict[str, Any], idempotency_key: str | None = None) -> RunRead: ...
+
+    def summary(self, run_id: str) -> RunSummary: ...
+
+
+def resumable_run(
+    spec: dict[str, Any],
+    client: RunClient,
+    follow: Callable[[str], RunSummary],
+    say: Callable[[str], None],
+) -> RunSummary:
+    """Submit `spec` under its idempotency key and return the run's summary: a finished run is
+    reused at once, an active one (say, after a restart) is followed, and a failed or cancelled
+    one is retried once under a suffixed key; a retry that fails too is returned as is."""
+    key = idempotency_key(spec)
+    summary: RunSummary | None = None
+    for attempt, suffix in enumerate(RETRY_SUFFIXES):
+        last = attempt == len(RETRY_SUFFIXES) - 1
+        run = client.create_run(spec, key + suffix)
+        if run.status == "succeeded":
+            say(f"reusing run {run.id}: {spec['name']} (finished)")
+            return client.summary(str(run.id))
+        if run.status in TERMINAL:
+            say(f"run {run.id}: {spec['name']} {run.status} earlier" + ("" if last else "; retrying it"))
+            summary = client.summary(str(run.id)) if last else None
+        else:
+            say(f"run {run.id}: {spec['name']}" + ("" if run.status == "queued" else f" ({run.status})"))
+            summary = follow(str(run.id))
+            if summary.run.status == "succeeded":
+                return summary
+            if not last:
+                say(f"run {run.id}: {spec['name']} {summary.run.status}; retrying it")
+    assert summary is not None
+    return summary
+
+
 def final_metrics(summary: RunSummary) -> dict[str, float]:
     """The metrics of the run's last student (the final one when there is one)."""
     trained = [it for it in summary.iterations if it.index >= 1 and it.metrics]
@@ -90,19 +233,26 @@ def final_metrics(summary: RunSummary) -> dict[str, float]:
 class ModeResult:
     mode: str
     values: list[float] = field(default_factory=list)
+    value_repeats: list[int] = field(default_factory=list)  # the repeat each value comes from
     run_ids: list[str] = field(default_factory=list)
     metric: str | None = None
     parameters: float | None = None
     seconds_per_example: float | None = None
     examples: float | None = None  # the supervised reference: real labelled examples trained on
 
+    def add(self, repeat: int, value: float) -> None:
+        self.values.append(value)
+        self.value_repeats.append(repeat)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "metric": self.metric,
             "mean": statistics.fmean(self.values) if self.values else None,
-            "std": statistics.stdev(self.values) if len(self.values) > 1 else 0.0,
+            "std": statistics.stdev(self.values) if len(self.values) > 1 else None,
+            "ci95": t_interval(self.values),
             "values": self.values,
+            "value_repeats": self.value_repeats,
             "repeats": len(self.values),
             "run_ids": self.run_ids,
             "parameters": self.parameters,
@@ -135,7 +285,7 @@ def evaluate(
             headline = f"eval_{RunSpec.model_validate(summary.run.spec).headline_metric}"
             if headline in metrics:
                 result.metric = headline
-                result.values.append(metrics[headline])
+                result.add(repeat, metrics[headline])
             result.parameters = metrics.get("student_parameters", result.parameters)
             result.seconds_per_example = metrics.get("eval_seconds_per_example", result.seconds_per_example)
             baselines = next((it.metrics for it in summary.iterations if it.index == 0), {})
@@ -144,15 +294,40 @@ def evaluate(
                 if measured and prefix + headline in baselines:
                     row = results[baseline]
                     row.metric = headline
-                    row.values.append(baselines[prefix + headline])
+                    row.add(repeat, baselines[prefix + headline])
                     row.run_ids.append(str(summary.run.id))
                     row.parameters = baselines.get(parameters)
                     row.seconds_per_example = baselines.get(seconds)
                     row.examples = baselines.get(examples) if examples else None
+    both = {"gold", "vanilla"} <= set(modes)
+    paired = paired_difference(results["gold"], results["vanilla"]) if both else None
     return {
         "spec": spec["name"],
         "repeats": repeats,
         "modes": [results[m].as_dict() for m in modes],
+        "paired": paired,
+    }
+
+
+def paired_difference(gold: ModeResult, vanilla: ModeResult) -> dict[str, Any]:
+    """gold - vanilla over the repeats both measured: repeat r of each shares the seeds, so the
+    seed-to-seed spread cancels in the difference."""
+    by_repeat = dict(zip(vanilla.value_repeats, vanilla.values, strict=True))
+    measured = zip(gold.value_repeats, gold.values, strict=True)
+    pairs = [(r, value - by_repeat[r]) for r, value in measured if r in by_repeat]
+    differences = [d for _, d in pairs]
+    return {
+        "a": "gold",
+        "b": "vanilla",
+        "metric": gold.metric or vanilla.metric,
+        "n": len(differences),
+        "mean": statistics.fmean(differences) if differences else None,
+        "ci95": t_interval(differences),
+        "wins": sum(d > 0 for d in differences),
+        "ties": sum(d == 0 for d in differences),
+        "losses": sum(d < 0 for d in differences),
+        "differences": differences,
+        "repeats": [r for r, _ in pairs],
     }
 
 
@@ -171,39 +346,85 @@ def sweep(
     return {"spec": spec["name"], "repeats": repeats, "budgets": budgets, "points": points}
 
 
+def format_interval(interval: list[float] | None, signed: bool = False) -> str:
+    if interval is None:
+        return "-"
+    pattern = "{:+.3f}" if signed else "{:.3f}"
+    return f"[{pattern.format(interval[0])}, {pattern.format(interval[1])}]"
+
+
+def format_mean(row: dict[str, Any] | None) -> str:
+    """`0.690 [0.650, 0.731]`: the mean and its 95% interval (just the mean with one repeat)."""
+    if not row or row.get("mean") is None:
+        return "-"
+    interval = row.get("ci95")
+    return f"{row['mean']:.3f}" + (f" {format_interval(interval)}" if interval else "")
+
+
+def format_paired(paired: dict[str, Any] | None) -> str:
+    """`+0.021 [-0.010, +0.052], ahead in 2 of 3 (1 tied)`: gold - vanilla paired by repeat."""
+    if not paired or paired["mean"] is None:
+        return "-"
+    text = f"{paired['mean']:+.3f}"
+    if paired["ci95"]:
+        text += f" {format_interval(paired['ci95'], signed=True)}"
+    text += f", ahead in {paired['wins']} of {paired['n']}"
+    return text + (f" ({paired['ties']} tied)" if paired["ties"] else "")
+
+
+def paired_caption(paired: dict[str, Any] | None) -> str | None:
+    if not paired or paired["mean"] is None:
+        return None
+    interval = (
+        f", 95% t-interval {format_interval(paired['ci95'], signed=True)}"
+        if paired["ci95"]
+        else " (one repeat: no interval)"
+    )
+    ties = f", tied in {paired['ties']}" if paired["ties"] else ""
+    return (
+        f"gold - vanilla, paired by repeat (shared seeds): {paired['mean']:+.3f}{interval}; "
+        f"gold ahead in {paired['wins']} of {paired['n']} repeats{ties}"
+    )
+
+
 def results_table(result: dict[str, Any]) -> Table:
     table = Table(title=f"{result['spec']}: real-data metric over {result['repeats']} repeat(s)")
-    for column in ("mode", "metric", "mean", "spread (std)", "parameters", "s / example"):
+    for column in ("mode", "metric", "mean", "95% interval (t)", "n", "parameters", "s / example"):
         table.add_column(column, justify="right")
     for row in result["modes"]:
         if not row["run_ids"]:
             continue  # not measured (the supervised reference of a spec without reference_path)
-        mean, spread = ("-", "-") if row["mean"] is None else (f"{row['mean']:.3f}", f"{row['std']:.3f}")
+        mean = "-" if row["mean"] is None else f"{row['mean']:.3f}"
         params = "-" if not row["parameters"] else f"{row['parameters'] / 1e6:.1f}M"
         latency = "-" if not row["seconds_per_example"] else f"{row['seconds_per_example'] * 1000:.1f} ms"
-        table.add_row(row["mode"], row["metric"] or "-", mean, spread, params, latency)
+        table.add_row(
+            row["mode"],
+            row["metric"] or "-",
+            mean,
+            format_interval(row.get("ci95")),
+            str(row["repeats"]),
+            params,
+            latency,
+        )
+    table.caption = paired_caption(result.get("paired"))
     return table
 
 
 def tasks_table(results: list[dict[str, Any]]) -> Table:
-    """One row per task: the headline metric of each mode (mean ± std over repeats)."""
+    """One row per task: the headline metric of each mode (mean [95% interval] over repeats) and
+    gold - vanilla paired by repeat."""
     table = Table(title="GOLD vs vanilla vs teacher on real data")
-    for column in ("task", "metric", "gold", "vanilla", "teacher", "supervised", "repeats"):
+    modes = ("gold", "vanilla", "teacher", "supervised")
+    for column in ("task", "metric", *modes, "gold - vanilla", "repeats"):
         table.add_column(column, justify="right")
     for result in results:
         by_mode = {m["mode"]: m for m in result["modes"]}
         metric = next((m["metric"] for m in result["modes"] if m["metric"]), "-")
-
-        def cell(mode: str, by_mode: dict[str, Any] = by_mode) -> str:
-            row = by_mode.get(mode)
-            if not row or row["mean"] is None:
-                return "-"
-            return f"{row['mean']:.3f}" + (f" ± {row['std']:.3f}" if row["repeats"] > 1 else "")
-
         table.add_row(
             result["spec"],
             metric,
-            *(cell(mode) for mode in ("gold", "vanilla", "teacher", "supervised")),
+            *(format_mean(by_mode.get(mode)) for mode in modes),
+            format_paired(result.get("paired")),
             str(result["repeats"]),
         )
     return table
@@ -214,19 +435,23 @@ def sweep_table(result: dict[str, Any]) -> Table:
         title=f"{result['spec']}: real-data metric by generation budget ({result['repeats']} repeat(s))"
     )
     modes = [m["mode"] for m in result["points"][0]["modes"] if m["mode"] != "teacher"]
+    paired = any(point.get("paired") for point in result["points"])
     table.add_column("budget (samples)", justify="right")
     for mode in modes:
         table.add_column(mode, justify="right")
+    if paired:
+        table.add_column("gold - vanilla", justify="right")
     for point in result["points"]:
         by_mode = {m["mode"]: m for m in point["modes"]}
-        cells = []
-        for mode in modes:
-            row = by_mode.get(mode, {})
-            cells.append("-" if row.get("mean") is None else f"{row['mean']:.3f} ± {row['std']:.3f}")
+        cells = [format_mean(by_mode.get(mode)) for mode in modes]
+        if paired:
+            cells.append(format_paired(point.get("paired")))
         table.add_row(str(point["budget"]), *cells)
     teacher = next((m for m in result["points"][0]["modes"] if m["mode"] == "teacher"), None)
+    notes = ["mean [95% t-interval over repeats]"]
     if teacher and teacher["mean"] is not None:
-        table.caption = f"teacher few-shot: {teacher['mean']:.3f}"
+        notes.append(f"teacher few-shot: {teacher['mean']:.3f}")
+    table.caption = "; ".join(notes)
     return table
 
 
@@ -244,9 +469,14 @@ def sweep_plot(result: dict[str, Any], path: Path) -> Path:
         rows = [next((m for m in p["modes"] if m["mode"] == mode), None) for p in result["points"]]
         if any(r and r["mean"] is not None for r in rows):
             means = [r["mean"] if r and r["mean"] is not None else float("nan") for r in rows]
-            stds = [r["std"] if r else 0.0 for r in rows]
+            # Error bars are the 95% t-interval over repeats; none where there is one repeat.
+            intervals = [r.get("ci95") if r else None for r in rows]
+            below = [m - i[0] if i else float("nan") for m, i in zip(means, intervals, strict=True)]
+            above = [i[1] - m if i else float("nan") for m, i in zip(means, intervals, strict=True)]
             label = labels.get(mode, mode)
-            ax.errorbar(budgets, means, yerr=stds, marker="o", capsize=3, linestyle=style, label=label)
+            ax.errorbar(
+                budgets, means, yerr=[below, above], marker="o", capsize=3, linestyle=style, label=label
+            )
             for budget, mean, row in zip(budgets, means, rows, strict=True):
                 if row and row.get("examples") and row["examples"] != budget:
                     ax.annotate(
@@ -259,7 +489,8 @@ def sweep_plot(result: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("generated samples (budget)")
     metric = next((m["metric"] for p in result["points"] for m in p["modes"] if m["metric"]), None)
     ax.set_ylabel(f"student {(metric or 'metric').removeprefix('eval_').replace('_', ' ')} on real data")
-    ax.set_title(result["spec"])
+    bars = " (bars: 95% t-interval)" if result["repeats"] > 1 else ""
+    ax.set_title(f"{result['spec']}, {result['repeats']} repeat(s){bars}")
     ax.grid(alpha=0.3)
     ax.legend()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ from shared.schemas.runs import RunSummary
 from shared.spec import RunSpec
 
 STAGE_GROUPS = {
-    "generation": ("generate_train", "generate_ood"),
+    "generation": ("attributes", "generate_train", "generate_ood"),
+    "teacher verification": ("verify",),
     "training": ("train", "final_train"),
     "scoring": ("score", "select"),
     "teacher baseline": ("teacher_eval",),
@@ -67,6 +68,32 @@ def iteration_table(summary: RunSummary) -> Table:
         captions.append(
             f"label fidelity (teacher agrees): generated {sum(agreement) / len(agreement):.3f}"
             + (f", trained on {sum(after) / len(after):.3f}" if after else "")
+        )
+    checked, relabelled, dropped = (
+        sum(per_iteration(name)) for name in ("feedback_checked", "feedback_relabelled", "feedback_dropped")
+    )
+    if checked:
+        captions.append(
+            f"feedback checked by the teacher: {checked:.0f} band samples, {relabelled:.0f} fed back "
+            f"relabelled, {dropped:.0f} left out"
+        )
+    ood, train = per_iteration("ood_novelty"), per_iteration("train_novelty")
+    gap = per_iteration("ood_energy_gap")
+    if ood and gap:
+        captions.append(
+            "OOD distance from pool "
+            + " ".join(f"{v:.2f}" for v in ood)
+            + (" vs training " + " ".join(f"{v:.2f}" for v in train) if train else "")
+            + "; energy gap "
+            + " ".join(f"{v:+.2f}" for v in gap)
+        )
+    coverage = per_iteration("pool_coverage")
+    if coverage:
+        captions.append(
+            "pool coverage "
+            + " ".join(f"{v:.2f}" for v in coverage)
+            + "; distinct-2 "
+            + " ".join(f"{v:.2f}" for v in per_iteration("distinct_2"))
         )
     table.caption = "\n".join(captions) or None
     return table

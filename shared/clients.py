@@ -13,13 +13,22 @@ from shared.errors import UpstreamError
 from shared.schemas.generation import (
     AnswerRequest,
     AnswerResponse,
+    AttributesRequest,
+    AttributesResponse,
     ClassifyRequest,
     ClassifyResponse,
     GenerateRequest,
     GenerateResponse,
 )
 from shared.schemas.runs import RunRead, RunSummary
-from shared.schemas.scoring import EnergyRequest, EnergyResponse, SelectRequest, SelectResponse
+from shared.schemas.scoring import (
+    EmbedRequest,
+    EmbedResponse,
+    EnergyRequest,
+    EnergyResponse,
+    SelectRequest,
+    SelectResponse,
+)
 
 logger = logging.getLogger(__name__)
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
@@ -76,6 +85,9 @@ class GeneratorClient(ServiceClient):
     def answer(self, request: AnswerRequest) -> AnswerResponse:
         return self._post("/v1/answer", request, AnswerResponse)
 
+    def attributes(self, request: AttributesRequest) -> AttributesResponse:
+        return self._post("/v1/attributes", request, AttributesResponse)
+
 
 class ScorerClient(ServiceClient):
     service = "scorer"
@@ -85,6 +97,9 @@ class ScorerClient(ServiceClient):
 
     def select(self, request: SelectRequest) -> SelectResponse:
         return self._post("/v1/select", request, SelectResponse)
+
+    def embed(self, request: EmbedRequest) -> EmbedResponse:
+        return self._post("/v1/embed", request, EmbedResponse)
 
 
 class OrchestratorClient(ServiceClient):

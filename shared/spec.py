@@ -122,6 +122,23 @@ class LoopSpec(InputModel):
     # Wall-time budget: no new iteration starts once the run has been running this long; the
     # final student is still trained on what was generated. None = the iteration count decides.
     max_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    # The paper's stopping rule: no new iteration starts once the loop student's accuracy on
+    # held-out GENERATED data (never the real evaluation data) has not improved for this many
+    # iterations; the final student is then trained on what was generated. None = off.
+    patience: int | None = Field(default=2, ge=1, le=1000)
+    # Feedback is checked by the teacher before it goes into a prompt (classification): its
+    # calibrated likelihood relabels a band sample (relabel) or leaves a disagreeing one out
+    # (drop); either way a sample whose label has a teacher probability below
+    # feedback_min_confidence is not fed back.
+    feedback_check: Literal["relabel", "drop"] = "relabel"
+    # OOD prompts are steered by attributes the teacher lists once per run (subjects, settings,
+    # kinds of writer): each prompt of the OOD batch names one. 0 = the instruction alone.
+    ood_attributes: int = Field(default=24, ge=0, le=256)
+    feedback_min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    # A generated sample whose input text has this cosine similarity or more to one already in
+    # the pool (seeds and every earlier sample), in the MiniLM sentence-embedding space, is
+    # rejected as a near duplicate. None = exact duplicates only.
+    near_duplicate_similarity: float | None = Field(default=0.95, gt=0.0, le=1.0)
 
     @property
     def uses_feedback(self) -> bool:

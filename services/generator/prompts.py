@@ -91,6 +91,7 @@ class PlannedPrompt:
     given: dict[str, str] = field(default_factory=dict)
     first_field: str = ""
     variant: int | None = None
+    attribute: str | None = None
 
 
 def assign_labels(task: TaskSpec, n: int, rng: random.Random) -> list[str | None]:
@@ -124,8 +125,12 @@ def plan_generation(
     samples_per_prompt: int,
     max_examples: int,
     rng: random.Random,
+    attributes: Sequence[str] = (),
 ) -> list[PlannedPrompt]:
-    """Split the requested samples (one label each) into prompts of at most samples_per_prompt."""
+    """Split the requested samples (one label each) into prompts of at most samples_per_prompt.
+    OOD prompts draw an attribute each (without repeats while there are unused ones) and name it
+    in the new example's header: a small base model follows a topic there far better than an
+    instruction in the preamble (seen with gemma-3-270m)."""
     order = generation_order(task)
     names = titles(task)
     groups: dict[str | None, int] = {}
@@ -137,8 +142,11 @@ def plan_generation(
             chunks.append((label, min(samples_per_prompt, count - start)))
     rng.shuffle(chunks)
 
+    steer = list(attributes) if mode == "ood" else []
+    rng.shuffle(steer)
     prompts: list[PlannedPrompt] = []
-    for label, n in chunks:
+    for k, (label, n) in enumerate(chunks):
+        attribute = steer[k % len(steer)] if steer else None
         shown = _pick(len(examples), max_examples, rng)
         # Feedback samples are the point of the loop: all of them, after the examples, in varied order.
         fed = rng.sample(range(len(feedback)), min(len(feedback), max_examples))
@@ -152,7 +160,7 @@ def plan_generation(
             text += format_example(number, feedback[i], order, names)
             number += 1
         given: dict[str, str] = {}
-        text += f"{EXAMPLE_HEADER} {number}\n"
+        text += f"{EXAMPLE_HEADER} {number}" + (f" ({one_line(attribute)})" if attribute else "") + "\n"
         if task.type == "classification":
             assert label is not None
             given[task.output_field] = label
@@ -169,9 +177,31 @@ def plan_generation(
                 given=given,
                 first_field=first,
                 variant=variant,
+                attribute=attribute,
             )
         )
     return prompts
+
+
+def attributes_prompt(task: TaskSpec) -> str:
+    """The start of a numbered list of subjects for the task's data, for the teacher to continue."""
+    return (
+        f"A dataset for this task: {one_line(task.description)}\n\n"
+        "Here is a list of 20 very different subjects that texts in this dataset could be about:\n1."
+    )
+
+
+def parse_attributes(completion: str, cut: bool) -> list[str]:
+    """The items of a numbered list continuation (" Movies\n2. Rock\n3. ..."), cleaned: markup
+    and surrounding punctuation removed, 2-60 characters with a word in them; the last item is
+    dropped when the completion was cut at its token limit."""
+    lines = re.split(r"\n\s*\d+[.)]\s*", completion)
+    items = []
+    for line in lines[:-1] if cut else lines:
+        item = re.sub(r"<[^>]*>", "", line.split("\n")[0]).strip(" \t-*,;:.\"'")
+        if 2 <= len(item) <= 60 and re.search(r"[^\W\d_]{2}", item):  # words, not a stray "19"
+            items.append(item)
+    return items
 
 
 def field_pattern(task: TaskSpec, plan: PlannedPrompt, min_chars: int) -> str:

@@ -25,13 +25,17 @@ from services.generator.prompts import (
     answer_prefix,
     answer_prompt,
     assign_labels,
+    attributes_prompt,
     field_pattern,
+    parse_attributes,
     plan_generation,
 )
 from shared.errors import InvalidInput, UpstreamError
 from shared.schemas.generation import (
     AnswerRequest,
     AnswerResponse,
+    AttributesRequest,
+    AttributesResponse,
     ClassifyRequest,
     ClassifyResponse,
     ClassPrediction,
@@ -151,6 +155,7 @@ async def _generate(
         samples_per_prompt=settings.generator_samples_per_prompt,
         max_examples=settings.generator_max_examples_per_prompt,
         rng=rng,
+        attributes=request.attributes,
     )
     base = Sampling(
         temperature=request.sampling.temperature,
@@ -219,7 +224,11 @@ async def _generate(
             fields=c.fields,
             label=c.label,
             text_hash=c.hash,
-            prompt=PromptExamples(examples=list(c.prompt.examples), feedback=list(c.prompt.feedback)),
+            prompt=PromptExamples(
+                examples=list(c.prompt.examples),
+                feedback=list(c.prompt.feedback),
+                attribute=c.prompt.attribute,
+            ),
         )
         for c in kept
     ]
@@ -244,6 +253,59 @@ async def _generate(
         rejections=rejections,
         usage=usage,
         settings=settings_used(engine, base, seed),
+    )
+
+
+# Completions of the attribute list prompt per request: each lists up to ~15 items.
+ATTRIBUTE_COMPLETIONS = 8
+
+
+async def attributes(
+    engine: TextEngine,
+    request: AttributesRequest,
+    *,
+    settings: GeneratorSettings,
+    metrics: Metrics,
+    limiter: KeyLimiter,
+    key: str | None,
+) -> AttributesResponse:
+    sampling = request.sampling
+    limiter.check_caps(key, ATTRIBUTE_COMPLETIONS, sampling.max_tokens, tokens_field="sampling.max_tokens")
+    reserved = limiter.reserve(key, ATTRIBUTE_COMPLETIONS * sampling.max_tokens)
+    return await _charged(limiter, key, reserved, _attributes(engine, request, metrics))
+
+
+async def _attributes(engine: TextEngine, request: AttributesRequest, metrics: Metrics) -> AttributesResponse:
+    """Several continuations of a numbered list of subjects for the task's data; their items,
+    de-duplicated, shuffled by the seed, at most n."""
+    seed = request.sampling.seed if request.sampling.seed is not None else secrets.randbelow(2**31)
+    sampling = Sampling(
+        temperature=request.sampling.temperature,
+        top_p=request.sampling.top_p,
+        top_k=request.sampling.top_k,
+        max_tokens=request.sampling.max_tokens,
+        stop=("\n\n",),
+        n=ATTRIBUTE_COMPLETIONS,
+        seed=seed,
+    )
+    try:
+        (result,) = await engine.generate([attributes_prompt(request.task)], [sampling])
+    except EngineRejected as exc:
+        raise InvalidInput("sampling", str(exc)) from exc
+    except EngineError as exc:
+        raise UpstreamError("engine", str(exc), 503) from exc
+    seen: dict[str, str] = {}
+    for completion in result.completions:
+        for item in parse_attributes(completion.text, cut=completion.finish_reason == "length"):
+            seen.setdefault(item.lower(), item)
+    listed = list(seen.values())
+    random.Random(seed).shuffle(listed)
+    usage = Usage(
+        prompt_tokens=result.prompt_tokens, completion_tokens=sum(c.tokens for c in result.completions)
+    )
+    metrics.record_tokens(usage.prompt_tokens, usage.completion_tokens)
+    return AttributesResponse(
+        attributes=listed[: request.n], usage=usage, settings=settings_used(engine, sampling, seed)
     )
 
 

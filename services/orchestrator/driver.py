@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.orchestrator import plan as stages
 from services.orchestrator import steps
 from services.orchestrator.config import OrchestratorSettings
-from services.orchestrator.plan import PlannedStep, build_plan, steps_past_time_budget
-from services.orchestrator.steps import RunCancelled, RunContext, StepFailed
+from services.orchestrator.context import RunCancelled, RunContext, StepFailed
+from services.orchestrator.plan import PlannedStep, build_plan, steps_past_plateau, steps_past_time_budget
 from shared.clients import GeneratorClient, ScorerClient
 from shared.db.base import utcnow
-from shared.db.models import Iteration, Run, Step
+from shared.db.models import Iteration, Metric, Run, Step
 from shared.spec import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -170,8 +170,16 @@ class RunDriver:
                     continue
                 elapsed = (utcnow() - started_at).total_seconds()
                 skipped = steps_past_time_budget(spec, plan, index, done, elapsed)
+                reason = f"loop.max_seconds ({spec.loop.max_seconds} s) used after {elapsed:.0f} s"
+                if not skipped and spec.loop.patience is not None:
+                    history = self._holdout_history(run_id, step.iteration)
+                    skipped = steps_past_plateau(spec, plan, index, done, history)
+                    reason = (
+                        f"loop.patience: held-out accuracy on generated data has not improved for "
+                        f"{spec.loop.patience} iteration(s) ({', '.join(f'{v:.3f}' for v in history)})"
+                    )
                 if skipped:
-                    self._skip(ctx, skipped, elapsed)
+                    self._skip(ctx, skipped, reason)
                     done |= {(s.iteration, s.stage) for s in skipped}
                     continue
                 ctx.heartbeat()
@@ -204,6 +212,8 @@ class RunDriver:
         match step.stage:
             case stages.TEACHER_EVAL:
                 steps.teacher_eval(ctx)
+            case stages.ATTRIBUTES:
+                steps.list_attributes(ctx)
             case stages.GENERATE_TRAIN | stages.GENERATE_OOD:
                 steps.generate(ctx, step.iteration, step.stage)
             case stages.VERIFY:
@@ -221,9 +231,22 @@ class RunDriver:
             case _:
                 raise StepFailed(f"unknown stage {step.stage}")
 
-    def _skip(self, ctx: RunContext, skipped: list[PlannedStep], elapsed: float) -> None:
+    def _holdout_history(self, run_id: uuid.UUID, before: int) -> list[float]:
+        """The loop student's held-out accuracy on generated data, iterations 1 .. before-1."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Metric.iteration, Metric.value)
+                .where(
+                    Metric.run_id == run_id,
+                    Metric.name == "holdout_accuracy",
+                    Metric.iteration.between(1, before - 1),
+                )
+                .order_by(Metric.iteration)
+            ).all()
+        return [value for _, value in rows]
+
+    def _skip(self, ctx: RunContext, skipped: list[PlannedStep], reason: str) -> None:
         """Mark the steps skipped in one transaction, so a resumed run never half-runs an iteration."""
-        reason = f"loop.max_seconds ({ctx.spec.loop.max_seconds} s) used after {elapsed:.0f} s"
         logger.info("run %s: %s; iterations %d+ skipped", ctx.run_id, reason, skipped[0].iteration)
         with self.sessions() as session, session.begin():
             for s in skipped:

@@ -8,6 +8,7 @@ from shared.spec import RunSpec
 
 # Stage names are stored in Postgres (step.stage, iteration.timings): keep them stable.
 TEACHER_EVAL = "teacher_eval"
+ATTRIBUTES = "attributes"
 GENERATE_TRAIN = "generate_train"
 GENERATE_OOD = "generate_ood"
 VERIFY = "verify"
@@ -30,6 +31,8 @@ def build_plan(spec: RunSpec) -> list[PlannedStep]:
         steps.append(PlannedStep(0, TEACHER_EVAL))
     if spec.evaluation is not None and spec.evaluation.reference_path:
         steps.append(PlannedStep(0, REFERENCE_TRAIN))
+    if spec.loop.uses_feedback and spec.loop.ood_attributes > 0:
+        steps.append(PlannedStep(0, ATTRIBUTES))
     for i in range(1, spec.loop.iterations + 1):
         steps.append(PlannedStep(i, GENERATE_TRAIN))
         if spec.loop.uses_feedback:
@@ -45,20 +48,43 @@ def build_plan(spec: RunSpec) -> list[PlannedStep]:
     return steps
 
 
+def _unbegun_loop_steps(
+    spec: RunSpec, plan: list[PlannedStep], index: int, done: set[tuple[int, str]]
+) -> list[PlannedStep]:
+    """When plan[index] opens a loop iteration after the first that has not begun: it and the
+    loop steps after it not yet done (what a stopping rule skips). Otherwise nothing."""
+    step = plan[index]
+    if not 1 < step.iteration <= spec.loop.iterations or any(i == step.iteration for i, _ in done):
+        return []
+    return [
+        s for s in plan[index:] if s.iteration <= spec.loop.iterations and (s.iteration, s.stage) not in done
+    ]
+
+
 def steps_past_time_budget(
     spec: RunSpec, plan: list[PlannedStep], index: int, done: set[tuple[int, str]], elapsed_s: float
 ) -> list[PlannedStep]:
     """The loop steps to skip when plan[index] is next and the run has been running elapsed_s:
     once loop.max_seconds is used, no new iteration starts (the first always runs, one already
     begun is finished, and the final student is trained on what was generated)."""
-    step = plan[index]
-    if (
-        spec.loop.max_seconds is None
-        or elapsed_s <= spec.loop.max_seconds
-        or not 1 < step.iteration <= spec.loop.iterations
-        or any(iteration == step.iteration for iteration, _ in done)
-    ):
+    if spec.loop.max_seconds is None or elapsed_s <= spec.loop.max_seconds:
         return []
-    return [
-        s for s in plan[index:] if s.iteration <= spec.loop.iterations and (s.iteration, s.stage) not in done
-    ]
+    return _unbegun_loop_steps(spec, plan, index, done)
+
+
+def plateaued(history: list[float], patience: int) -> bool:
+    """The last `patience` values did not beat the best value before them."""
+    if len(history) <= patience:
+        return False
+    return max(history[-patience:]) <= max(history[:-patience])
+
+
+def steps_past_plateau(
+    spec: RunSpec, plan: list[PlannedStep], index: int, done: set[tuple[int, str]], history: list[float]
+) -> list[PlannedStep]:
+    """The loop steps to skip when plan[index] is next and `history` is the loop student's
+    held-out accuracy on generated data per finished iteration: the paper's stop once the student
+    stops improving (loop.patience iterations without a new best)."""
+    if spec.loop.patience is None or not plateaued(history, spec.loop.patience):
+        return []
+    return _unbegun_loop_steps(spec, plan, index, done)

@@ -159,57 +159,64 @@ def label_plot(data: RunData) -> str | None:
     return _png(fig)
 
 
-def distinct_n(texts: list[str], n: int) -> float:
-    grams = [
-        tuple(t.lower().split()[i : i + n]) for t in texts for i in range(max(len(t.split()) - n + 1, 0))
-    ]
-    return len(set(grams)) / len(grams) if grams else 0.0
+def per_iteration(data: RunData, name: str) -> list[tuple[int, float]]:
+    return [(it.index, it.metrics[name]) for it in _loop_iterations(data) if name in it.metrics]
 
 
-def embedding_spread(texts: list[str]) -> float:
-    """Mean pairwise cosine distance of TF-IDF/LSA embeddings: higher = more spread out."""
-    if len(texts) < 3:
-        return 0.0
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    matrix = TfidfVectorizer(min_df=1).fit_transform(texts)
-    components = max(1, min(32, matrix.shape[1] - 1, len(texts) - 1))
-    vectors = TruncatedSVD(n_components=components, random_state=0).fit_transform(matrix)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-    similarity = vectors @ vectors.T
-    upper = similarity[np.triu_indices(len(texts), k=1)]
-    return float(1.0 - upper.mean())
-
-
-def diversity(data: RunData) -> dict[int, dict[str, float]]:
-    fields = data.spec.task.input_fields
-    out = {}
-    for it in _loop_iterations(data):
-        texts = [
-            " ".join(s.fields.get(f, "") for f in fields) for s in data.samples if s.iteration == it.index
-        ]
-        out[it.index] = {
-            "distinct_1": distinct_n(texts, 1),
-            "distinct_2": distinct_n(texts, 2),
-            "embedding_spread": embedding_spread(texts),
-        }
-    return out
+def _lines(ax: plt.Axes, runs: list[RunData], names: dict[str, str]) -> None:
+    for data in runs:
+        for name, style in names.items():
+            points = per_iteration(data, name)
+            if points:
+                ax.plot(*zip(*points, strict=True), style, label=f"{data.label} {name.replace('_', ' ')}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("iteration")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
 
 
 def diversity_plot(runs: list[RunData]) -> str:
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    for data in runs:
-        values = diversity(data)
-        xs = sorted(values)
-        for name, style in (("distinct_2", "-o"), ("embedding_spread", "--s")):
-            ax.plot(xs, [values[x][name] for x in xs], style, label=f"{data.label} {name.replace('_', ' ')}")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("iteration")
-    ax.set_title("diversity of generated data (higher = more diverse)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    """Per iteration, in the MiniLM sentence-embedding space and in words (pool = everything
+    generated so far)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+    _lines(left, runs, {"distinct_2": "-o", "embedding_spread": "--s", "pool_spread": ":^"})
+    left.set_title("diversity (higher = more varied)")
+    _lines(right, runs, {"pool_coverage": "-o", "nearest_neighbour_similarity": "--s"})
+    right.set_title("pool coverage of embedding cells; nearest-neighbour similarity")
     return _png(fig)
+
+
+def ood_plot(runs: list[RunData]) -> str | None:
+    """Is the OOD batch out of distribution? Its distance from the pool against the training
+    batch's, and its energy gap to the training samples under the student."""
+    if not any(per_iteration(d, "ood_novelty") for d in runs):
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+    _lines(left, runs, {"ood_novelty": "-o", "train_novelty": "--s"})
+    left.set_title("distance from the pool (1 - cosine to the nearest sample)")
+    _lines(right, [d for d in runs if per_iteration(d, "ood_energy_gap")], {"ood_energy_gap": "-o"})
+    right.axhline(0.0, color="grey", linewidth=0.8)
+    right.set_title("energy gap: mean E(OOD) - mean E(training samples)")
+    return _png(fig)
+
+
+def _feedback_summary(data: RunData) -> str:
+    """The teacher's check of the band per iteration (loop.feedback_check)."""
+    rows = [(it.index, it.metrics) for it in _loop_iterations(data) if "feedback_checked" in it.metrics]
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{index}</td><td>{m['feedback_checked']:.0f}</td>"
+        f"<td>{m.get('feedback_teacher_agreement', float('nan')):.2f}</td>"
+        f"<td>{m.get('feedback_relabelled', 0):.0f}</td><td>{m.get('feedback_dropped', 0):.0f}</td></tr>"
+        for index, m in rows
+    )
+    return (
+        f"<p>Band samples are checked by the teacher before they are fed back "
+        f"(loop.feedback_check = {data.spec.loop.feedback_check}).</p>"
+        "<table><tr><th>iteration</th><th>band samples checked</th><th>teacher agrees with label</th>"
+        f"<th>fed back relabelled</th><th>left out</th></tr>{body}</table><br>"
+    )
 
 
 def _feedback_table(data: RunData) -> str:
@@ -217,12 +224,29 @@ def _feedback_table(data: RunData) -> str:
     rows = [s for s in data.samples if s.selected]
     if not rows:
         return "<p>No feedback samples were selected (vanilla run or no OOD batch).</p>"
-    head = "".join(f"<th>{html.escape(f)}</th>" for f in ["iteration", "energy", *fields, "label"])
+    columns = ["iteration", "energy", *fields, "requested label", "teacher label", "teacher confidence"]
+    columns.append("fed back as")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+
+    def teacher(s: Sample) -> tuple[str, str]:
+        if not s.teacher_probs:
+            return "-", "-"
+        best = max(s.teacher_probs, key=s.teacher_probs.__getitem__)
+        return best, f"{s.teacher_probs[best]:.2f}"
+
     body = "".join(
         "<tr>"
         + f"<td>{s.iteration}</td><td>{s.energy:.3f}</td>"
         + "".join(f"<td>{html.escape(s.fields.get(f, ''))}</td>" for f in fields)
-        + f"<td>{html.escape(s.label or s.fields.get(data.spec.task.output_field, ''))}</td></tr>"
+        + "".join(
+            f"<td>{html.escape(v)}</td>"
+            for v in (
+                s.requested_label or "-",
+                *teacher(s),
+                s.label or s.fields.get(data.spec.task.output_field, ""),
+            )
+        )
+        + "</tr>"
         for s in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -260,9 +284,12 @@ def render_report(runs: list[RunData]) -> str:
         _img(energy_plot(main), "energy histograms") or "<p>No energies (vanilla run).</p>",
         "<h2>Label distribution</h2>",
         _img(label_plot(main), "label distribution") or "<p>Not a classification task.</p>",
+        "<h2>Out of distribution?</h2>",
+        _img(ood_plot(runs), "OOD distance and energy gap") or "<p>No OOD batches (vanilla run).</p>",
         "<h2>Diversity</h2>",
         _img(diversity_plot(runs), "diversity"),
         "<h2>Feedback samples chosen</h2>",
+        _feedback_summary(main),
         _feedback_table(main),
     ]
     style = (

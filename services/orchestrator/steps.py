@@ -4,106 +4,50 @@ its step done in ONE transaction, so a step interrupted by a crash leaves nothin
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
-from rq import Queue
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session, sessionmaker
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from sqlalchemy.orm import Session
 
-from services.orchestrator.config import OrchestratorSettings
+from services.orchestrator import pool
+from services.orchestrator.context import RunCancelled, RunContext, StepFailed
+from services.orchestrator.feedback import Checked, check_feedback
 from services.orchestrator.plan import (
+    ATTRIBUTES,
     FINAL_TRAIN,
     GENERATE_TRAIN,
     REFERENCE_TRAIN,
     SCORE,
     SELECT,
+    TEACHER_EVAL,
     TRAIN,
     VERIFY,
 )
-from shared.clients import GeneratorClient, ScorerClient
 from shared.db.base import utcnow
 from shared.db.models import Iteration, Metric, Rejection, Sample, Step
-from shared.errors import UpstreamError
 from shared.evaluation_data import load_evaluation
 from shared.jobs import enqueue_train
-from shared.schemas.generation import AnswerRequest, ClassifyRequest, GenerateRequest, SamplingSettings
+from shared.schemas.generation import (
+    AnswerRequest,
+    AttributesRequest,
+    ClassifyRequest,
+    GenerateRequest,
+    SamplingSettings,
+)
 from shared.schemas.scoring import EnergyRequest, SelectRequest
 from shared.schemas.training import TrainJob, TrainResult, TrainRole
 from shared.spec import RunSpec
 from shared.task_metrics import task_scores
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-class RunCancelled(Exception):
-    pass
-
-
-class StepFailed(Exception):
-    """A step failed for good: the run fails with this message."""
-
-
-@dataclass
-class RunContext:
-    run_id: uuid.UUID
-    spec: RunSpec
-    sessions: sessionmaker[Session]
-    generator: GeneratorClient
-    scorer: ScorerClient
-    train_queue: Queue
-    settings: OrchestratorSettings
-    # Called often while waiting: renews the run's lease, raises RunCancelled when cancelled.
-    heartbeat: Callable[[], None]
-    # Runs service calls so the driver can keep heart-beating (and notice a cancel) meanwhile.
-    calls: ThreadPoolExecutor
-
-    def call(self, fn: Callable[[Any], T], request: Any) -> T:
-        """Call a service with retries and backoff until the deadline, staying cancellable."""
-
-        def attempt() -> T:
-            return _cancellable(self, fn, request)
-
-        retrying = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable),
-            wait=wait_exponential(multiplier=1, min=1, max=20),
-            stop=stop_after_delay(self.settings.upstream_deadline_s),
-            before_sleep=lambda state: logger.warning(
-                "run %s: %s (attempt %d), retrying",
-                self.run_id,
-                state.outcome.exception(),
-                state.attempt_number,
-            ),
-            reraise=True,
-        )
-        try:
-            return retrying(attempt)
-        except UpstreamError as exc:
-            if exc.retryable:
-                raise StepFailed(
-                    f"{exc.message} (gave up after {self.settings.upstream_deadline_s:.0f} s)"
-                ) from exc
-            raise StepFailed(exc.message) from exc
-
-
-def _cancellable(ctx: RunContext, fn: Callable[[Any], T], request: Any) -> T:
-    future = ctx.calls.submit(fn, request)
-    while True:
-        try:
-            return future.result(timeout=1.0)
-        except FutureTimeout:
-            ctx.heartbeat()  # raises RunCancelled; the abandoned call's answer is ignored
 
 
 def mark_done(
@@ -157,16 +101,15 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
     spec = ctx.spec
     kind = "train" if stage == GENERATE_TRAIN else "ood"
     with ctx.sessions() as session:
-        seeds = _samples(session, ctx.run_id, kind="seed")
-        feedback = (
-            _samples(session, ctx.run_id, iteration=iteration - 1, kind="ood", selected=True)
-            if kind == "train" and iteration > 1
-            else []
-        )
-        earlier_hashes = [
-            h for h in session.scalars(select(Sample.text_hash).where(Sample.run_id == ctx.run_id)) if h
-        ]
-        fresh = _samples(session, ctx.run_id, iteration=iteration, kind="train") if kind == "ood" else []
+        # Everything generated before this batch (a re-run of this step replaces its own batch).
+        earlier = [s for s in _samples(session, ctx.run_id) if (s.iteration, s.kind) != (iteration, kind)]
+    seeds = [s for s in earlier if s.kind == "seed"]
+    feedback = (
+        [s for s in earlier if s.iteration == iteration - 1 and s.kind == "ood" and s.selected]
+        if kind == "train"
+        else []
+    )
+    fresh = [s for s in earlier if s.iteration == iteration and s.kind == "train"] if kind == "ood" else []
     # The OOD prompt shows a couple of the samples just generated next to the seeds (method).
     shown = random.Random(_stage_seed(spec, iteration, "shown")).sample(fresh, k=min(2, len(fresh)))
     examples = seeds + shown
@@ -177,11 +120,14 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
         n=spec.loop.train_samples_per_iteration if kind == "train" else spec.loop.ood_samples_per_iteration,
         mode=kind,
         sampling=_sampling(spec, iteration, stage),
-        exclude_hashes=earlier_hashes,
+        exclude_hashes=[s.text_hash for s in earlier if s.text_hash],
+        attributes=_attributes(ctx) if kind == "ood" else [],
     )
     response = ctx.call(ctx.generator.generate, request)
+    pool_vectors, embedded = pool.pool_matrix(ctx, earlier)
+    batch = pool.filter_batch(ctx, response.samples, pool_vectors)
 
-    holdout = _holdout_positions(spec, iteration, len(response.samples)) if kind == "train" else set()
+    holdout = _holdout_positions(spec, iteration, len(batch.kept)) if kind == "train" else set()
     rows = [
         {
             "id": uuid.uuid4(),
@@ -194,17 +140,25 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
             "requested_label": sample.label,
             "text_hash": sample.text_hash,
             "holdout": position in holdout,
+            "embedding": vector.tolist(),
             "prompt_examples": {
                 "seeds": [examples[i].position for i in sample.prompt.examples if examples[i].kind == "seed"],
                 "samples": [
                     str(examples[i].id) for i in sample.prompt.examples if examples[i].kind != "seed"
                 ],
                 "feedback": [str(feedback[i].id) for i in sample.prompt.feedback],
+                "attribute": sample.prompt.attribute,
             },
         }
-        for position, sample in enumerate(response.samples)
+        for position, (sample, vector) in enumerate(zip(batch.kept, batch.vectors, strict=True))
+    ]
+    rejections = [(r.reason, r.text) for r in response.rejections] + [
+        ("near_duplicate_of_pool", json.dumps(s.fields)) for s in batch.near_duplicates
     ]
     stats = response.stats.model_dump()
+    if batch.near_duplicates:
+        stats["accepted"] = len(rows)
+        stats["rejected"] = {**stats["rejected"], "near_duplicate_of_pool": len(batch.near_duplicates)}
     stats["settings"] = response.settings.model_dump()
     stats["usage"] = response.usage.model_dump()
     with ctx.sessions() as session, session.begin():
@@ -215,9 +169,11 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
                     model.run_id == ctx.run_id, model.iteration == iteration, model.kind == kind
                 )
             )
+        if embedded:
+            session.execute(update(Sample), embedded)
         if rows:
             session.execute(Sample.__table__.insert(), rows)
-        if response.rejections:
+        if rejections:
             session.execute(
                 Rejection.__table__.insert(),
                 [
@@ -226,18 +182,43 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
                         "run_id": ctx.run_id,
                         "iteration": iteration,
                         "kind": kind,
-                        "reason": r.reason,
-                        "text": r.text,
+                        "reason": reason,
+                        "text": text,
                     }
-                    for r in response.rejections
+                    for reason, text in rejections
                 ],
             )
         it = iteration_row(session, ctx.run_id, iteration)
         it.parse_stats = {**it.parse_stats, kind: stats}
+        metrics = pool.diversity_metrics(ctx, _samples(session, ctx.run_id), iteration)
+        if batch.novelty is not None:
+            metrics[f"{kind}_novelty"] = batch.novelty
+        metrics[f"{kind}_near_duplicates"] = float(len(batch.near_duplicates))
+        upsert_metrics(session, ctx.run_id, iteration, metrics)
         mark_done(session, ctx, iteration, stage, {"accepted": len(rows), "requested": request.n})
     if not rows:
-        raise StepFailed(f"generator returned no usable {kind} samples: rejected {response.stats.rejected}")
+        raise StepFailed(f"generator returned no usable {kind} samples: rejected {stats['rejected']}")
     return {"accepted": len(rows)}
+
+
+def list_attributes(ctx: RunContext) -> dict[str, Any]:
+    """The teacher lists what the task's data could be about, once per run; OOD prompts draw them."""
+    request = AttributesRequest(
+        task=ctx.spec.task,
+        n=ctx.spec.loop.ood_attributes,
+        sampling=_sampling(ctx.spec, 0, ATTRIBUTES).model_copy(update={"temperature": 0.9, "max_tokens": 96}),
+    )
+    response = ctx.call(ctx.generator.attributes, request)
+    result = {"attributes": response.attributes, "usage": response.usage.model_dump()}
+    with ctx.sessions() as session, session.begin():
+        mark_done(session, ctx, 0, ATTRIBUTES, result)
+    return result
+
+
+def _attributes(ctx: RunContext) -> list[str]:
+    with ctx.sessions() as session:
+        step = session.get(Step, (ctx.run_id, 0, ATTRIBUTES))
+    return list(step.result.get("attributes", [])) if step is not None else []
 
 
 def verify_labels(ctx: RunContext, iteration: int) -> dict[str, Any]:
@@ -405,38 +386,84 @@ def score(ctx: RunContext, iteration: int) -> dict[str, Any]:
         temperature=ctx.spec.loop.energy_temperature,
     )
     response = ctx.call(ctx.scorer.energy, request)
+    energies = {
+        kind: [e for s, e in zip(scored, response.energies, strict=True) if s.kind == kind]
+        for kind in ("train", "ood")
+    }
     with ctx.sessions() as session, session.begin():
         session.execute(
             update(Sample),
             [{"id": s.id, "energy": e} for s, e in zip(scored, response.energies, strict=True)],
         )
+        if energies["train"] and energies["ood"]:
+            # How much less familiar the OOD batch is to the student than its own training data.
+            gap = float(np.mean(energies["ood"]) - np.mean(energies["train"]))
+            upsert_metrics(session, ctx.run_id, iteration, {"ood_energy_gap": gap})
         mark_done(session, ctx, iteration, SCORE, {"scored": len(scored)})
     return {"scored": len(scored)}
 
 
 def select_feedback(ctx: RunContext, iteration: int) -> dict[str, Any]:
+    """The OOD samples in the energy band, checked by the teacher (classification), become the
+    next prompt's feedback: relabelled or left out as loop.feedback_check says."""
+    loop = ctx.spec.loop
     with ctx.sessions() as session:
+        seeds = _samples(session, ctx.run_id, kind="seed")
         ood = [
             s for s in _samples(session, ctx.run_id, iteration=iteration, kind="ood") if s.energy is not None
         ]
     selected: list[int] = []
-    if ood and ctx.spec.loop.feedback_per_iteration > 0:
+    checks = []
+    if ood and loop.feedback_per_iteration > 0:
         request = SelectRequest(
             energies=[s.energy for s in ood],
-            band=ctx.spec.loop.selection_band,
-            count=ctx.spec.loop.feedback_per_iteration,
+            band=loop.selection_band,
             labels=[s.label or "" for s in ood] if ctx.spec.task.labels else None,
-            stratify=ctx.spec.loop.stratify_selection,
+            stratify=loop.stratify_selection,
         )
+        if ctx.spec.task.type == "classification":
+            band = ctx.call(ctx.scorer.select, request).selected
+            checks = check_feedback(ctx, [ood[i] for i in band], seeds)
+            position = {s.id: i for i, s in enumerate(ood)}
+            relabelled = {c.sample.id: c.label for c in checks}
+            request = request.model_copy(
+                update={
+                    "exclude": [position[c.sample.id] for c in checks if not c.keep],
+                    "labels": [relabelled.get(s.id, s.label or "") for s in ood] if request.labels else None,
+                }
+            )
+        request = request.model_copy(update={"count": loop.feedback_per_iteration})
         selected = ctx.call(ctx.scorer.select, request).selected
     chosen = {ood[i].id for i in selected}
+    updates = [{"id": s.id, "selected": s.id in chosen} for s in ood]
+    by_id = {u["id"]: u for u in updates}
+    output_field = ctx.spec.task.output_field
+    for check in checks:
+        update_row = by_id[check.sample.id]
+        update_row["teacher_probs"] = check.probabilities
+        if check.relabelled:  # the teacher's label, for the prompt and for training
+            update_row["label"] = check.label
+            update_row["fields"] = {**check.sample.fields, output_field: check.label}
+    stats = _feedback_stats(checks, chosen)
     with ctx.sessions() as session, session.begin():
-        session.execute(
-            update(Sample),
-            [{"id": s.id, "selected": s.id in chosen} for s in ood],
-        )
-        mark_done(session, ctx, iteration, SELECT, {"selected": [str(i) for i in chosen]})
+        session.execute(update(Sample), updates)
+        if stats:
+            upsert_metrics(session, ctx.run_id, iteration, stats)
+        mark_done(session, ctx, iteration, SELECT, {"selected": [str(i) for i in chosen], **stats})
     return {"selected": len(chosen)}
+
+
+def _feedback_stats(checks: list[Checked], chosen: set[uuid.UUID]) -> dict[str, float]:
+    if not checks:
+        return {}
+    fed = [c for c in checks if c.sample.id in chosen]
+    return {
+        "feedback_checked": float(len(checks)),
+        "feedback_teacher_agreement": sum(c.teacher_label == c.sample.label for c in checks) / len(checks),
+        "feedback_relabelled": float(sum(c.relabelled for c in fed)),
+        "feedback_dropped": float(sum(not c.keep for c in checks)),
+        "feedback_contradicted": float(sum(c.teacher_label != c.label for c in fed)),
+    }
 
 
 # Evaluation inputs per generator request: each answers well inside the client timeout on a CPU teacher.
@@ -462,26 +489,60 @@ def _teacher_answers(ctx: RunContext, inputs: list[dict[str, str]]) -> tuple[lis
     return answers, parameters
 
 
+def teacher_baseline_key(spec: RunSpec) -> str:
+    """What the teacher's few-shot answers depend on: the teacher, its prompt (task and seed
+    examples) and the evaluation rows. Runs with the same key share one measurement."""
+    assert spec.evaluation is not None
+    data = Path(spec.evaluation.path)
+    stamp = data.stat() if data.is_file() else None
+    parts = {
+        "teacher": spec.teacher.model,
+        "max_tokens": spec.teacher.max_tokens if spec.task.type == "seq2seq" else None,
+        "task": spec.task.model_dump(mode="json"),
+        "evaluation": spec.evaluation.model_dump(
+            mode="json", include={"path", "input_map", "label_field", "limit"}
+        ),
+        "data": [stamp.st_size, stamp.st_mtime_ns] if stamp else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def teacher_eval(ctx: RunContext) -> dict[str, Any]:
     """The teacher answering the evaluation data few-shot from the seed examples, scored with the
-    students' metrics (teacher_eval_accuracy, teacher_eval_f1, ...)."""
+    students' metrics (teacher_eval_accuracy, teacher_eval_f1, ...). Measured once per
+    teacher_baseline_key: later runs (other modes, repeats) reuse the stored measurement."""
     spec = ctx.spec
     assert spec.evaluation is not None
-    rows = load_evaluation(spec.evaluation, spec.task).examples
-    if not rows:
-        raise StepFailed(f"evaluation.path {spec.evaluation.path}: no usable rows")
-    started = time.monotonic()
-    answers, parameters = _teacher_answers(ctx, [r.fields for r in rows])
-    seconds = time.monotonic() - started
-    scores = task_scores(spec.task.type, answers, [r.references for r in rows], spec.task.labels or [])
-    metrics = {f"teacher_eval_{name}": value for name, value in scores.items()}
-    metrics["teacher_seconds_per_example"] = seconds / len(rows)
-    if parameters:
-        metrics["teacher_parameters"] = float(parameters)
+    key = teacher_baseline_key(spec)
+    with ctx.sessions() as session:
+        earlier = session.scalar(
+            select(Step)
+            .where(
+                Step.stage == TEACHER_EVAL, Step.status == "done", Step.result["cache_key"].as_string() == key
+            )
+            .order_by(Step.finished_at)
+            .limit(1)
+        )
+    if earlier is not None:
+        metrics = {k: float(v) for k, v in earlier.result.get("metrics", {}).items()}
+        result = {"metrics": metrics, "cache_key": key, "reused_from": str(earlier.run_id)}
+    else:
+        rows = load_evaluation(spec.evaluation, spec.task).examples
+        if not rows:
+            raise StepFailed(f"evaluation.path {spec.evaluation.path}: no usable rows")
+        started = time.monotonic()
+        answers, parameters = _teacher_answers(ctx, [r.fields for r in rows])
+        seconds = time.monotonic() - started
+        scores = task_scores(spec.task.type, answers, [r.references for r in rows], spec.task.labels or [])
+        metrics = {f"teacher_eval_{name}": value for name, value in scores.items()}
+        metrics["teacher_seconds_per_example"] = seconds / len(rows)
+        if parameters:
+            metrics["teacher_parameters"] = float(parameters)
+        result = {"metrics": metrics, "cache_key": key, "examples": len(rows)}
     with ctx.sessions() as session, session.begin():
         iteration_row(session, ctx.run_id, 0).status = "done"
         upsert_metrics(session, ctx.run_id, 0, metrics)
-        mark_done(session, ctx, 0, "teacher_eval", {**metrics, "examples": len(rows)})
+        mark_done(session, ctx, 0, TEACHER_EVAL, result)
     return metrics
 
 

@@ -8,6 +8,7 @@ import anyio
 from fastapi import Depends, Request
 
 from services.scorer.config import ScorerSettings
+from services.scorer.embedding import TextEncoder
 from services.scorer.engine import ModelCache
 
 
@@ -19,10 +20,15 @@ def get_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache
 
 
+def get_encoder(request: Request) -> TextEncoder:
+    return request.app.state.encoder
+
+
 def get_limiter(request: Request) -> anyio.CapacityLimiter:
     return request.app.state.model_limiter
 
 
 SettingsDep = Annotated[ScorerSettings, Depends(get_settings)]
 CacheDep = Annotated[ModelCache, Depends(get_cache)]
+EncoderDep = Annotated[TextEncoder, Depends(get_encoder)]
 LimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_limiter)]

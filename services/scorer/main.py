@@ -1,4 +1,5 @@
-"""The scorer service: free energies of samples under student checkpoints, and band selection."""
+"""The scorer service: free energies of samples under student checkpoints, band selection, and
+sentence embeddings."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import anyio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from services.scorer.api.embedding import router as embedding_router
 from services.scorer.api.energy import router as energy_router
 from services.scorer.config import ScorerSettings, get_scorer_settings
+from services.scorer.embedding import MiniLMEncoder
 from services.scorer.engine import ModelCache, load_energy_model
 from shared.service_app import create_service_app
 
@@ -37,15 +40,21 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
             settings.scorer_cache_max_bytes,
             partial(load_energy_model, batch_size=settings.scorer_batch_size),
         )
+        app.state.encoder = MiniLMEncoder(settings.scorer_batch_size)  # loads on its first request
         app.state.model_limiter = anyio.CapacityLimiter(settings.scorer_concurrency)
         logger.info("scorer ready; checkpoints under %s", settings.artifacts / "checkpoints")
         yield
         app.state.model_cache.clear()
+        app.state.encoder.close()
 
     app = create_service_app(
-        "GOLD scorer", settings, lifespan, description="Free energy of generated samples under a student."
+        "GOLD scorer",
+        settings,
+        lifespan,
+        description="Free energy of generated samples under a student, and sentence embeddings.",
     )
     app.include_router(energy_router)
+    app.include_router(embedding_router)
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Scorer logic: energies for a checkpoint's samples, and energy-band selection."""
+"""Scorer logic: energies for a checkpoint's samples, energy-band selection, and sentence embeddings."""
 
 from __future__ import annotations
 
@@ -12,9 +12,17 @@ import anyio
 import numpy as np
 
 from services.scorer.config import ScorerSettings
+from services.scorer.embedding import TextEncoder
 from services.scorer.engine import METADATA_FILE, MissingField, ModelCache
 from shared.errors import InvalidInput, NotFound
-from shared.schemas.scoring import EnergyRequest, EnergyResponse, SelectRequest, SelectResponse
+from shared.schemas.scoring import (
+    EmbedRequest,
+    EmbedResponse,
+    EnergyRequest,
+    EnergyResponse,
+    SelectRequest,
+    SelectResponse,
+)
 
 
 def checkpoint_folder(artifacts: Path, checkpoint_id: uuid.UUID) -> Path:
@@ -43,6 +51,19 @@ async def compute_energies(
 ) -> EnergyResponse:
     """Model loading and forward passes run in a worker thread, never on the event loop."""
     return await anyio.to_thread.run_sync(partial(_energies, request, cache, settings), limiter=limiter)
+
+
+def _embed(request: EmbedRequest, encoder: TextEncoder) -> EmbedResponse:
+    vectors = encoder.embed(request.texts)
+    return EmbedResponse(model=encoder.name, dimensions=vectors.shape[1], embeddings=vectors.tolist())
+
+
+async def embed_texts(
+    request: EmbedRequest, *, encoder: TextEncoder, limiter: anyio.CapacityLimiter
+) -> EmbedResponse:
+    """The encoder's first load and its forward passes run in a worker thread, under the same
+    limiter as the energies (they share the CPU or GPU)."""
+    return await anyio.to_thread.run_sync(partial(_embed, request, encoder), limiter=limiter)
 
 
 def band_positions(n: int, low: float, high: float) -> range:
@@ -90,6 +111,12 @@ def select_band(request: SelectRequest) -> SelectResponse:
         )
     if request.stratify and request.labels is None:
         raise InvalidInput("labels", "stratified selection needs the labels")
+    outside = sorted({i for i in request.exclude if not 0 <= i < len(energies)})
+    if outside:
+        raise InvalidInput(
+            "exclude", f"indices {outside[:5]} are not positions of the {len(energies)} energies"
+        )
+    excluded = set(request.exclude)
 
     def ascending(indices: list[int]) -> list[int]:
         return sorted(indices, key=lambda i: (energies[i], i))
@@ -102,14 +129,17 @@ def select_band(request: SelectRequest) -> SelectResponse:
         bands = {}
         for label, members in groups.items():
             ranked = ascending(members)
-            bands[label] = [ranked[p] for p in band_positions(len(ranked), low, high)]
+            bands[label] = [
+                ranked[p] for p in band_positions(len(ranked), low, high) if ranked[p] not in excluded
+            ]
         quotas = (
             _quotas({k: len(v) for k, v in bands.items()}, request.count) if request.count is not None else {}
         )
         selected = [i for label, band in bands.items() for i in _spread(band, quotas.get(label, None))]
     else:
         ranked = ascending(list(range(len(energies))))
-        selected = _spread([ranked[p] for p in band_positions(len(ranked), low, high)], request.count)
+        band = [ranked[p] for p in band_positions(len(ranked), low, high)]
+        selected = _spread([i for i in band if i not in excluded], request.count)
     return SelectResponse(
         selected=ascending(selected),
         low_energy=float(np.quantile(energies, low)),

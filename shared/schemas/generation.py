@@ -35,11 +35,17 @@ class GenerateRequest(InputModel):
         default_factory=list, max_length=100000
     )
     structured: bool = False
+    # OOD mode: attributes (topics, settings, kinds of writer; see /v1/attributes), one drawn per
+    # prompt and written into the new example's header, so each prompt steers somewhere else.
+    attributes: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=256
+    )
 
 
 class PromptExamples(OutputModel):
     examples: list[int] = []  # indices into the request's examples
     feedback: list[int] = []  # indices into the request's feedback
+    attribute: str | None = None  # the attribute the prompt was steered with (OOD mode)
 
 
 class GeneratedSample(OutputModel):
@@ -128,3 +134,18 @@ class AnswerResponse(OutputModel):
     model: str
     engine: str
     parameters: int | None = None  # the teacher's parameter count, for cost comparisons
+
+
+class AttributesRequest(InputModel):
+    """The teacher lists what data for the task could be about (subjects, settings, kinds of
+    writer): varied directions for out-of-distribution prompts, listed once per run."""
+
+    task: TaskSpec
+    n: int = Field(default=24, ge=1, le=256)
+    sampling: SamplingSettings = SamplingSettings(temperature=0.9, max_tokens=96)
+
+
+class AttributesResponse(OutputModel):
+    attributes: list[str]  # distinct, in the order the teacher listed them (at most n)
+    usage: Usage
+    settings: GenerationSettingsUsed

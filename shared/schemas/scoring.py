@@ -34,6 +34,9 @@ class SelectRequest(InputModel):
     # Optional per-sample labels; with stratify, the count is shared across labels.
     labels: list[str] | None = None
     stratify: bool = False
+    # Indices that may not be selected (e.g. feedback the teacher rejected); the band's quantiles
+    # are still those of all the energies.
+    exclude: list[int] = Field(default_factory=list, max_length=100000)
 
     @field_validator("band")
     @classmethod
@@ -47,3 +50,16 @@ class SelectResponse(OutputModel):
     selected: list[int]  # indices into the request's energies, ascending energy
     low_energy: float  # the energy at the band's lower quantile
     high_energy: float
+
+
+class EmbedRequest(InputModel):
+    """Texts to place in the sentence-embedding space (all-MiniLM-L6-v2): near-duplicate filtering,
+    the OOD batch's distance from the pool, and the diversity of generated data."""
+
+    texts: list[Annotated[str, StringConstraints(max_length=8000)]] = Field(min_length=1, max_length=4096)
+
+
+class EmbedResponse(OutputModel):
+    model: str
+    dimensions: int
+    embeddings: list[list[float]]  # unit length, one per text, in request order

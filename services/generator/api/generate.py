@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from services.generator import service
 from services.generator.deps import EngineDep, GenerateAccess, MetricsDep, SettingsDep
-from shared.schemas.generation import GenerateRequest, GenerateResponse
+from shared.schemas.generation import AttributesRequest, AttributesResponse, GenerateRequest, GenerateResponse
 
 router = APIRouter(prefix="/v1", tags=["generation"])
 
@@ -20,5 +20,20 @@ async def generate(
     metrics: MetricsDep,
 ) -> GenerateResponse:
     return await service.generate(
+        engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
+    )
+
+
+@router.post("/attributes", response_model=AttributesResponse)
+async def attributes(
+    body: AttributesRequest,
+    access: GenerateAccess,
+    engine: EngineDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> AttributesResponse:
+    """What data for the task could be about (subjects, settings, kinds of writer), listed by the
+    teacher: pass some as `attributes` to an OOD `/v1/generate` to steer each prompt elsewhere."""
+    return await service.attributes(
         engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
     )

@@ -8,6 +8,7 @@ import hashlib
 import uuid
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from redis import Redis
 from sqlalchemy import func, select
@@ -16,12 +17,13 @@ from services.orchestrator import steps
 from services.orchestrator.driver import RunDriver
 from services.orchestrator.service import create_run
 from shared.db.base import utcnow
-from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample, Step
+from shared.db.models import Checkpoint, Iteration, Metric, Rejection, Run, Sample, Step
 from shared.errors import UpstreamError
 from shared.jobs import train_queue
 from shared.schemas.generation import (
     AnswerRequest,
     AnswerResponse,
+    AttributesResponse,
     ClassifyResponse,
     ClassPrediction,
     GeneratedSample,
@@ -32,7 +34,7 @@ from shared.schemas.generation import (
     Rejected,
     Usage,
 )
-from shared.schemas.scoring import EnergyResponse, SelectResponse
+from shared.schemas.scoring import EmbedResponse, EnergyResponse, SelectResponse
 from shared.schemas.training import TrainResult
 from shared.spec import RunSpec
 
@@ -78,6 +80,15 @@ class StandInGenerator:
             ),
         )
 
+    def attributes(self, request):
+        return AttributesResponse(
+            attributes=["jazz", "war films", "a teenager's blog"][: request.n],
+            usage=Usage(prompt_tokens=10, completion_tokens=20),
+            settings=GenerationSettingsUsed(
+                model="stand-in", engine="stand-in", temperature=0.9, top_p=0.95, top_k=50, max_tokens=96
+            ),
+        )
+
     def answer(self, request):
         self.calls.append(request)
         answers = [x["text"].split()[0] for x in request.inputs]  # the question's first word
@@ -112,14 +123,32 @@ class StandInScorer:
     def select(self, request):
         order = sorted(range(len(request.energies)), key=lambda i: request.energies[i])
         low, high = int(request.band[0] * len(order)), int(request.band[1] * len(order))
-        picked = order[low:high][: request.count]
+        picked = [i for i in order[low:high] if i not in request.exclude][: request.count]
         return SelectResponse(selected=picked, low_energy=0.0, high_energy=0.0)
+
+    def embed(self, request):
+        """Unit vectors from a hash of each text: equal texts are equal, others nearly orthogonal."""
+        vectors = []
+        for text in request.texts:
+            digest = hashlib.sha256(text.encode()).digest()
+            vector = np.frombuffer(digest * 12, dtype=np.uint8)[:384].astype(np.float32) - 127.5
+            vectors.append((vector / np.linalg.norm(vector)).tolist())
+        return EmbedResponse(model="stand-in", dimensions=384, embeddings=vectors)
+
+
+class TrainJobs(list):
+    holdout: dict[int, float]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holdout = {}
 
 
 @pytest.fixture
 def stand_in_trainer(monkeypatch, session_factory):
-    """Writes what the real trainer job writes (a checkpoint row and metrics)."""
-    jobs = []
+    """Writes what the real trainer job writes (a checkpoint row and metrics); the loop students'
+    held-out accuracy on generated data is taken from `jobs.holdout` by iteration when given."""
+    jobs = TrainJobs()
 
     def run_train_job(ctx, job):
         jobs.append(job)
@@ -146,6 +175,16 @@ def stand_in_trainer(monkeypatch, session_factory):
                     value=0.5,
                 )
             )
+            if job.iteration in jobs.holdout:
+                session.merge(
+                    Metric(
+                        id=uuid.uuid5(checkpoint_id, "holdout"),
+                        run_id=uuid.UUID(job.run_id),
+                        iteration=job.iteration,
+                        name="holdout_accuracy",
+                        value=jobs.holdout[job.iteration],
+                    )
+                )
         return TrainResult(
             checkpoint_id=str(checkpoint_id),
             metrics={"eval_accuracy": 0.5},
@@ -222,7 +261,7 @@ def test_gold_run_stores_every_step(
             select(Metric.value).where(Metric.run_id == run_id, Metric.name == "teacher_eval_accuracy")
         )
         assert 0.0 <= teacher <= 1.0
-        assert _count(session, Step, Step.run_id == run_id, Step.status == "done") == 12
+        assert _count(session, Step, Step.run_id == run_id, Step.status == "done") == 13  # + attributes
     # feedback of iteration 1 goes into the training prompt of iteration 2, and earlier hashes are excluded
     second_train = [c for c in generator.calls if c.mode == "train"][1]
     assert len(second_train.feedback) == 1
@@ -317,7 +356,7 @@ def test_report_renders_plots_for_gold_and_vanilla(
     response = api.get(f"/runs/{gold}/report", params={"compare": str(vanilla)})
     assert response.status_code == 200
     page = response.text
-    assert page.count("data:image/png;base64,") == 4  # metric, energies, labels, diversity
+    assert page.count("data:image/png;base64,") == 5  # metric, energies, labels, OOD, diversity
     assert "teacher few-shot accuracy" in page and "vanilla" in page
     assert "<td>2</td>" in page  # the feedback table lists iteration-2 picks
 
@@ -425,3 +464,122 @@ def test_seq2seq_teacher_baseline_answers_in_batches_scored_like_the_students(
         )
     assert {"teacher_eval_exact_match", "teacher_eval_f1", "teacher_eval_rouge_l"} <= names
     assert {"teacher_seconds_per_example", "teacher_parameters"} <= names
+
+
+@pytest.mark.parametrize("check", ["relabel", "drop"])
+def test_feedback_is_checked_by_the_teacher_before_it_goes_into_a_prompt(
+    check, make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    # the whole OOD batch is the band; the stand-in teacher says "positive" (p=0.6) for everything,
+    # and half the OOD samples were asked to be "negative"
+    spec["loop"] |= {"selection_band": [0.0, 1.0], "feedback_per_iteration": 4, "feedback_check": check}
+    generator = StandInGenerator()
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(generator).drive(run_id)
+    ood = [c for c in generator.calls if c.mode == "ood"]
+    assert all(c.attributes == ["jazz", "war films", "a teenager's blog"] for c in ood)
+    fed = [c for c in generator.calls if c.mode == "train"][1].feedback
+    assert [f["label"] for f in fed] == ["positive"] * (4 if check == "relabel" else 2)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        metrics = {
+            m.name: m.value
+            for m in session.scalars(select(Metric).where(Metric.run_id == run_id, Metric.iteration == 1))
+        }
+        selected = session.scalars(select(Sample).where(Sample.run_id == run_id, Sample.selected)).all()
+    assert metrics["feedback_checked"] == 4 and metrics["feedback_teacher_agreement"] == 0.5
+    assert metrics["feedback_relabelled"] == (2 if check == "relabel" else 0)
+    assert metrics["feedback_dropped"] == (0 if check == "relabel" else 2)
+    assert metrics["feedback_contradicted"] == 0
+    # the report's feedback table: requested label, the teacher's label and its confidence
+    assert all(
+        s.teacher_probs == {"positive": 0.6, "negative": 0.4} and s.label == "positive" for s in selected
+    )
+    assert {s.requested_label for s in selected} == (
+        {"negative", "positive"} if check == "relabel" else {"positive"}
+    )
+
+
+class RepeatingGenerator(StandInGenerator):
+    """Every other sample repeats one text, call after call: a near duplicate of the pool."""
+
+    def generate(self, request):
+        response = super().generate(request)
+        for i, sample in enumerate(response.samples):
+            if i % 2 == 0:
+                sample.fields["text"] = f"the same {request.mode} review, sample {i}"
+        return response
+
+
+def test_near_duplicates_of_the_pool_are_rejected_and_diversity_is_recorded(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(RepeatingGenerator()).drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        reasons = session.scalars(
+            select(Rejection.reason).where(Rejection.run_id == run_id, Rejection.iteration == 2)
+        ).all()
+        kept = session.scalars(select(Sample).where(Sample.run_id == run_id, Sample.iteration == 2)).all()
+        metrics = {
+            (m.iteration, m.name): m.value
+            for m in session.scalars(select(Metric).where(Metric.run_id == run_id))
+        }
+        seeds = session.scalars(select(Sample).where(Sample.run_id == run_id, Sample.kind == "seed")).all()
+    # iteration 2 repeats iteration 1's even samples: 4 of 8 train and 2 of 4 OOD are rejected
+    assert reasons.count("near_duplicate_of_pool") == 6
+    assert len(kept) == 6 and all(s.embedding is not None and len(s.embedding) == 384 for s in kept)
+    assert all(s.embedding is not None for s in seeds)
+    assert metrics[(2, "train_near_duplicates")] == 4 and metrics[(1, "train_near_duplicates")] == 0
+    for name in (
+        "distinct_2",
+        "embedding_spread",
+        "pool_spread",
+        "pool_coverage",
+        "ood_novelty",
+        "train_novelty",
+    ):
+        assert 0.0 <= metrics[(1, name)] <= 1.0, name
+    assert (1, "ood_energy_gap") in metrics
+
+
+def test_teacher_baseline_is_measured_once_and_reused(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    class CountingGenerator(StandInGenerator):
+        classified = 0
+
+        def classify(self, request):
+            CountingGenerator.classified += len(request.inputs)
+            return super().classify(request)
+
+    spec["loop"] |= {"iterations": 1, "feedback": False}
+    first = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(CountingGenerator()).drive(first)
+    measured = CountingGenerator.classified
+    assert measured == 20  # the evaluation rows (limit 20); vanilla checks no feedback
+    spec["name"] = "another mode, same teacher and data"
+    second = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(CountingGenerator()).drive(second)
+    assert CountingGenerator.classified == measured
+    with session_factory() as session:
+        steps_done = {s.run_id: s for s in session.scalars(select(Step).where(Step.stage == "teacher_eval"))}
+        values = session.scalars(select(Metric.value).where(Metric.name == "teacher_eval_accuracy")).all()
+    assert steps_done[second].result["reused_from"] == str(first)
+    assert len(values) == 2 and values[0] == values[1]
+
+
+def test_patience_stops_the_loop_once_held_out_accuracy_stops_improving(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    spec["loop"] |= {"iterations": 4, "patience": 1}
+    stand_in_trainer.holdout.update({1: 0.8, 2: 0.75, 3: 0.9})
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver().drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        skipped = session.scalars(select(Step).where(Step.run_id == run_id, Step.status == "skipped")).all()
+    assert {s.iteration for s in skipped} == {3, 4}
+    assert "loop.patience" in skipped[0].result["reason"] and "0.800, 0.750" in skipped[0].result["reason"]
+    assert [(j.iteration, j.role) for j in stand_in_trainer] == [(1, "loop"), (2, "loop"), (5, "final")]

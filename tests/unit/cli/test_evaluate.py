@@ -1,9 +1,30 @@
+import json
+import math
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
+from rich.console import Console
+from scipy.stats import t as student_t
+from typer.testing import CliRunner
 
-from gold.evaluate import evaluate, mode_spec, parse_modes
+from gold import cli
+from gold.evaluate import (
+    apply_overrides,
+    budget_spec,
+    evaluate,
+    idempotency_key,
+    mode_spec,
+    parse_modes,
+    parse_overrides,
+    results_table,
+    resumable_run,
+    sweep,
+    sweep_plot,
+    sweep_table,
+    tasks_table,
+)
 from shared.schemas.runs import IterationRead, RunRead, RunSummary
 from tests.support import SENTIMENT_TASK
 
@@ -17,7 +38,9 @@ SPEC = {
 }
 
 
-def summary(spec, accuracy, teacher=None, supervised=None, metric="accuracy") -> RunSummary:
+def summary(
+    spec, accuracy, teacher=None, supervised=None, metric="accuracy", status="succeeded", run_id=None
+) -> RunSummary:
     now = datetime.now(UTC)
     its = [
         IterationRead(
@@ -51,9 +74,9 @@ def summary(spec, accuracy, teacher=None, supervised=None, metric="accuracy") ->
             ),
         )
     run = RunRead(
-        id=uuid.uuid4(),
+        id=run_id or uuid.uuid4(),
         name=spec["name"],
-        status="succeeded",
+        status=status,
         iteration=2,
         stage="done",
         progress=1.0,
@@ -123,8 +146,6 @@ def test_parse_modes_rejects_unknown_and_teacher_alone():
 
 
 def test_budget_spec_keeps_iterations_and_ood_share():
-    from gold.evaluate import budget_spec
-
     spec = {
         "name": "s",
         "loop": {
@@ -142,8 +163,6 @@ def test_budget_spec_keeps_iterations_and_ood_share():
 
 
 def test_sweep_measures_the_teacher_once_and_plots(tmp_path):
-    from gold.evaluate import sweep, sweep_plot
-
     def run(spec):
         budget = int(spec["name"].split("-b")[1].split("-")[0])
         return summary(
@@ -162,3 +181,261 @@ def test_sweep_measures_the_teacher_once_and_plots(tmp_path):
     assert means("gold") == [0.064, 0.256]
     assert means("supervised") == [0.128, 0.512]  # measured at every budget, inside the gold run
     assert sweep_plot(result, tmp_path / "s.png").stat().st_size > 1000
+
+
+def render(table) -> str:
+    console = Console(record=True, width=250)
+    console.print(table)
+    return console.export_text()
+
+
+def test_intervals_and_the_paired_difference_follow_the_repeats():
+    gold = {0: 0.80, 1: 0.70, 2: 0.90}
+    vanilla = {0: 0.70, 1: 0.70, 2: 0.85}
+
+    def run(spec):
+        repeat = int(spec["name"].rsplit("-r", 1)[1])
+        accuracy = (gold if spec["loop"]["feedback"] else vanilla)[repeat]
+        return summary(spec, accuracy, teacher=0.75 if spec["evaluation"]["teacher_baseline"] else None)
+
+    result = evaluate(SPEC, ["gold", "vanilla", "teacher"], 3, run)
+    by_mode = {m["mode"]: m for m in result["modes"]}
+    values = list(gold.values())
+    half = student_t.ppf(0.975, 2) * math.sqrt(sum((v - 0.8) ** 2 for v in values) / 2) / math.sqrt(3)
+    assert by_mode["gold"]["ci95"] == pytest.approx([0.8 - half, 0.8 + half])
+    assert by_mode["gold"]["value_repeats"] == [0, 1, 2]
+    assert by_mode["teacher"]["ci95"] is None and by_mode["teacher"]["std"] is None  # measured once
+    paired = result["paired"]
+    assert paired["differences"] == pytest.approx([0.1, 0.0, 0.05])
+    assert (paired["wins"], paired["ties"], paired["losses"], paired["n"]) == (2, 1, 0, 3)
+    assert paired["mean"] == pytest.approx(0.05)
+    half = student_t.ppf(0.975, 2) * 0.05 / math.sqrt(3)  # the differences' std is 0.05
+    assert paired["ci95"] == pytest.approx([0.05 - half, 0.05 + half])
+    assert paired["ci95"][0] < 0 < paired["ci95"][1]  # +5 points, but not outside the noise
+    assert "gold ahead in 2 of 3 repeats, tied in 1" in render(results_table(result))
+    assert "+0.050 [-0.074, +0.174], ahead in 2 of 3 (1 tied)" in render(tasks_table([result, result]))
+    json.dumps(result)
+
+
+def test_pairs_only_repeats_both_modes_measured_and_one_repeat_has_no_interval():
+    def run(spec):
+        failed = spec["loop"]["feedback"] and spec["name"].endswith("-r1")
+        return summary(spec, 0.6, status="failed" if failed else "succeeded")
+
+    result = evaluate(SPEC, ["gold", "vanilla"], 3, run)
+    assert result["paired"]["repeats"] == [0, 2] and result["paired"]["ties"] == 2
+    single = evaluate(SPEC, ["gold", "vanilla"], 1, run)
+    gold = single["modes"][0]
+    assert gold["ci95"] is None and gold["std"] is None and gold["mean"] == 0.6
+    assert single["paired"]["n"] == 1 and single["paired"]["ci95"] is None
+    assert "one repeat: no interval" in render(results_table(single))
+    assert evaluate(SPEC, ["gold", "teacher"], 1, run)["paired"] is None
+
+
+def test_idempotency_key_is_the_exact_spec():
+    spec = mode_spec(SPEC, "gold", 0, measure_teacher=True)
+    reordered = json.loads(json.dumps(spec, sort_keys=True))
+    reordered = {key: reordered[key] for key in reversed(list(reordered))}
+    key = idempotency_key(spec)
+    assert key == idempotency_key(reordered) and key.startswith("gold-eval-") and len(key) == 42
+    others = [
+        mode_spec(SPEC, "vanilla", 0, measure_teacher=True),
+        mode_spec(SPEC, "gold", 1, measure_teacher=True),
+        mode_spec(budget_spec(SPEC, 64), "gold", 0, measure_teacher=True),
+        mode_spec(budget_spec(SPEC, 256), "gold", 0, measure_teacher=True),
+        mode_spec({**SPEC, "loop": {"iterations": 2}}, "gold", 0, measure_teacher=True),
+        mode_spec(apply_overrides(SPEC, {"loop.feedback_per_iteration": 8}), "gold", 0, True),
+    ]
+    keys = {idempotency_key(other) for other in others}
+    assert key not in keys and len(keys) == len(others)
+
+
+class FakeOrchestrator:
+    """Keeps runs by Idempotency-Key as the orchestrator does in Postgres; a run executes when
+    followed, with the accuracy `outcome(spec)` gives (None: it fails)."""
+
+    def __init__(self, outcome):
+        self.outcome = outcome
+        self.runs: dict[str, RunSummary] = {}
+        self.keys: dict[str, str] = {}
+        self.created: list[str] = []  # keys of the runs created
+        self.followed: list[str] = []
+        self.kill_at: int | None = None  # the follow call that is interrupted (the eval killed)
+
+    def create_run(self, spec, idempotency_key=None):
+        if idempotency_key in self.keys:
+            return self.runs[self.keys[idempotency_key]].run
+        queued = summary(spec, 0.0, status="queued")
+        self.runs[str(queued.run.id)] = queued
+        self.keys[idempotency_key] = str(queued.run.id)
+        self.created.append(idempotency_key)
+        return queued.run
+
+    def summary(self, run_id):
+        return self.runs[run_id]
+
+    def follow(self, run_id):
+        self.followed.append(run_id)
+        spec = self.runs[run_id].run.spec
+        if len(self.followed) == self.kill_at:
+            self.runs[run_id] = summary(spec, 0.0, status="running", run_id=uuid.UUID(run_id))
+            raise KeyboardInterrupt
+        accuracy = self.outcome(spec)
+        self.runs[run_id] = summary(
+            spec,
+            accuracy or 0.0,
+            teacher=0.75 if spec["evaluation"]["teacher_baseline"] else None,
+            status="failed" if accuracy is None else "succeeded",
+            run_id=uuid.UUID(run_id),
+        )
+        return self.runs[run_id]
+
+
+def by_feedback(spec):
+    return 0.8 if spec["loop"]["feedback"] else 0.7
+
+
+def test_a_killed_eval_resumes_from_the_finished_runs():
+    orchestrator, said = FakeOrchestrator(by_feedback), []
+
+    def run(spec):
+        return resumable_run(spec, orchestrator, orchestrator.follow, said.append)
+
+    orchestrator.kill_at = 3  # killed during gold repeat 1, after gold and vanilla of repeat 0
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(SPEC, ["gold", "vanilla", "teacher"], 2, run)
+    orchestrator.kill_at = None
+    said.clear()
+    result = evaluate(SPEC, ["gold", "vanilla", "teacher"], 2, run)
+    assert len(orchestrator.created) == 4  # every run created once, across both invocations
+    assert sum(line.startswith("reusing run") for line in said) == 2
+    assert len(orchestrator.followed) == 5  # the interrupted run is followed again, not resubmitted
+    by_mode = {m["mode"]: m for m in result["modes"]}
+    assert by_mode["gold"]["values"] == [0.8, 0.8] and by_mode["teacher"]["values"] == [0.75]
+    assert result["paired"]["wins"] == 2
+    again = evaluate(SPEC, ["gold", "vanilla", "teacher"], 2, run)  # all finished: nothing runs
+    assert len(orchestrator.followed) == 5 and again["modes"] == result["modes"]
+
+
+def test_a_failed_run_is_retried_once_under_a_suffixed_key():
+    attempts = []
+
+    def outcome(spec):
+        attempts.append(spec["name"])
+        return None if len(attempts) == 1 else 0.8
+
+    orchestrator, said = FakeOrchestrator(outcome), []
+    spec = mode_spec(SPEC, "gold", 0, measure_teacher=False)
+    done = resumable_run(spec, orchestrator, orchestrator.follow, said.append)
+    key = idempotency_key(spec)
+    assert done.run.status == "succeeded" and orchestrator.created == [key, f"{key}-retry1"]
+    # A re-run skips the failed run and reuses its finished retry.
+    again = resumable_run(spec, orchestrator, orchestrator.follow, said.append)
+    assert again.run.id == done.run.id and said[-1].startswith(f"reusing run {done.run.id}")
+    assert len(orchestrator.followed) == 2
+
+    always_failing, said = FakeOrchestrator(lambda spec: None), []
+    failed = resumable_run(spec, always_failing, always_failing.follow, said.append)
+    assert failed.run.status == "failed" and len(always_failing.created) == 2
+    resumable_run(spec, always_failing, always_failing.follow, said.append)
+    assert len(always_failing.created) == 2 and len(always_failing.followed) == 2  # retried once only
+
+
+def test_overrides_are_yaml_on_dotted_paths_and_rename_the_spec():
+    overrides = parse_overrides(
+        ["loop.selection_band=[0.2,0.5]", "loop.feedback_per_iteration=8", "verification.policy=relabel"]
+    )
+    assert overrides == {
+        "loop.selection_band": [0.2, 0.5],
+        "loop.feedback_per_iteration": 8,
+        "verification.policy": "relabel",
+    }
+    changed = apply_overrides(SPEC, overrides)
+    assert changed["loop"] == {"iterations": 1, "selection_band": [0.2, 0.5], "feedback_per_iteration": 8}
+    assert changed["verification"] == {"policy": "relabel"}  # a section the spec left out is created
+    # Long descriptions are cut and told apart by a hash of all the overrides.
+    assert changed["name"].startswith("s-selection_band=0.2_0.5-feedback_per_it")
+    assert len(changed["name"]) <= len("s-") + 48
+    other = apply_overrides(SPEC, {**overrides, "verification.policy": "drop"})
+    assert other["name"] != changed["name"]
+    assert apply_overrides(SPEC, {"loop.feedback_per_iteration": 8})["name"] == "s-feedback_per_iteration=8"
+    assert SPEC["loop"] == {"iterations": 1} and apply_overrides(SPEC, {}) is SPEC
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("lop.iterations=2", "--set lop.iterations: unknown section 'lop'"),
+        ("loop.selction_band=[0.2,0.5]", "--set loop.selction_band: loop has no field 'selction_band'"),
+        ("task.labels.first=x", "--set task.labels.first: task.labels is a list, not a mapping"),
+        (
+            "loop.selection_band=[0.6,0.5]",
+            "--set: the spec with these overrides is not valid: loop.selection",
+        ),
+        ("loop.iterations", "expected SECTION.KEY=VALUE"),
+        ("name=x", "cannot be set"),
+        ("loop.iterations=[1,", "not YAML"),
+    ],
+)
+def test_bad_overrides_are_errors_naming_the_option(option, message):
+    with pytest.raises(ValueError, match="--set") as error:
+        apply_overrides(SPEC, parse_overrides([option]))
+    assert message in str(error.value)
+
+
+def test_sweep_tables_and_plots_intervals_and_the_paired_difference(tmp_path):
+    def run(spec):
+        repeat = int(spec["name"].rsplit("-r", 1)[1])
+        return summary(spec, 0.5 + 0.1 * spec["loop"]["feedback"] + 0.01 * repeat)
+
+    result = sweep(SPEC, ["gold", "vanilla"], 2, [64, 128], run)
+    text = render(sweep_table(result))
+    assert "0.605 [0.541, 0.669]" in text and "+0.100 [+0.100, +0.100], ahead in 2 of 2" in text
+    assert sweep_plot(result, tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_eval_writes_the_result_file_and_ends_stdout_with_the_json(tmp_path, monkeypatch):
+    orchestrator = FakeOrchestrator(by_feedback)
+    spec_path = tmp_path / "s.json"
+    spec_path.write_text(json.dumps(SPEC))
+
+    @contextmanager
+    def local_stack(settings, attach, trainers=1):
+        yield orchestrator, None
+
+    monkeypatch.setattr(cli, "local_stack", local_stack)
+    monkeypatch.setattr(cli, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
+    monkeypatch.setattr(cli, "save_report", lambda *args, **kwargs: None)
+    args = ["eval", str(spec_path), "--modes", "gold,vanilla", "--repeats", "2", "--json"]
+    args += ["--set", "loop.selection_band=[0.2, 0.5]", "--out", str(tmp_path / "out" / "r.json")]
+    monkeypatch.setattr("sys.argv", ["/somewhere/.venv/bin/gold", *args])
+    outcome = CliRunner().invoke(cli.app, args)
+    assert outcome.exit_code == 0, outcome.output
+    printed = json.loads(outcome.stdout.strip().splitlines()[-1])
+    written = json.loads((tmp_path / "out" / "r.json").read_text())
+    assert printed == written
+    assert written["command"].startswith(f"gold eval {spec_path} --modes gold,vanilla --repeats 2")
+    assert written["command"].endswith(
+        "--set 'loop.selection_band=[0.2, 0.5]' --out " + str(tmp_path / "out" / "r.json")
+    )
+    assert datetime.fromisoformat(written["measured_at"]).tzinfo is not None
+    assert written["overrides"] == {"loop.selection_band": [0.2, 0.5]}
+    assert written["spec"] == "s-selection_band=0.2_0.5" and written["paired"]["wins"] == 2
+    assert len(orchestrator.created) == 4
+    rerun = CliRunner().invoke(cli.app, args)  # everything finished: reused, nothing created
+    assert rerun.exit_code == 0 and len(orchestrator.created) == 4
+    assert rerun.stderr.count("reusing run") == 4
+
+
+def test_baselines_reported_by_every_run_are_still_read_once():
+    # With the orchestrator's teacher-baseline cache a run may report the teacher however it is
+    # asked; the table takes the teacher from the run that asked for it, and the students' figures
+    # and the paired difference do not change.
+    def run(spec):
+        return summary(spec, by_feedback(spec), teacher=0.75, supervised=0.9)
+
+    result = evaluate(SPEC, ["gold", "vanilla", "teacher"], 3, run)
+    by_mode = {m["mode"]: m for m in result["modes"]}
+    assert by_mode["teacher"]["values"] == [0.75] and by_mode["teacher"]["ci95"] is None
+    assert by_mode["gold"]["values"] == [0.8] * 3 and result["paired"]["wins"] == 3
+    assert "supervised" not in by_mode

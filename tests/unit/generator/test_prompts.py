@@ -11,6 +11,7 @@ from services.generator.prompts import (
     answer_prompt,
     assign_labels,
     field_pattern,
+    parse_attributes,
     plan_generation,
 )
 from shared.spec import TaskSpec
@@ -175,3 +176,40 @@ def test_field_pattern_accepts_the_real_well_formed_completions_only() -> None:
     pattern = re.compile(field_pattern(task, prompts[0][0], 10))
     assert not pattern.fullmatch(" A premise that is long enough.\nLabel: entailment\n")  # a field is missing
     assert not pattern.fullmatch(" Short\nHypothesis: Something long enough here.\n")  # under 10 characters
+
+
+def test_ood_prompts_are_steered_by_one_attribute_each_in_the_new_example_header() -> None:
+    attributes = ["jazz documentaries", "war films", "a teenager's blog"]
+    plans = plan_generation(
+        SENTIMENT,
+        SENTIMENT.seed_examples[:3],
+        [],
+        ["positive"] * 12,
+        mode="ood",
+        samples_per_prompt=4,
+        max_examples=8,
+        rng=random.Random(1),
+        attributes=attributes,
+    )
+    # three prompts, three different attributes (no repeat while unused ones remain)
+    assert sorted(p.attribute for p in plans) == sorted(attributes)
+    for plan in plans:
+        assert plan.text.endswith(f"Example 4 ({plan.attribute})\nLabel: positive\nText:")
+    train = plan_generation(
+        SENTIMENT, SENTIMENT.seed_examples[:3], [], ["positive"] * 4, mode="train",
+        samples_per_prompt=4, max_examples=8, rng=random.Random(1), attributes=attributes,
+    )  # fmt: skip
+    assert train[0].attribute is None and "(" not in train[0].text.splitlines()[-3]
+
+
+def test_attribute_lists_are_parsed_from_the_teachers_numbered_continuation() -> None:
+    # real gemma-3-270m continuations of the attribute prompt
+    assert parse_attributes(" Movies\n2. Rock\n3. Sports\n4. <i>Technology</i>,\n19\n5. Anim", cut=True) == [
+        "Movies", "Rock", "Sports", "Technology",
+    ]  # fmt: skip
+    assert parse_attributes(" violence,\n2. injustice,\n3. war", cut=False) == [
+        "violence",
+        "injustice",
+        "war",
+    ]
+    assert parse_attributes(" 19\n2. x\n3. 2016", cut=False) == []

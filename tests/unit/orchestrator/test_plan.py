@@ -1,4 +1,4 @@
-from services.orchestrator.plan import build_plan, steps_past_time_budget
+from services.orchestrator.plan import build_plan, plateaued, steps_past_plateau, steps_past_time_budget
 from shared.spec import RunSpec
 
 SPEC = {
@@ -21,6 +21,7 @@ def stages(spec: dict) -> list[tuple[int, str]]:
 
 def test_gold_plan_orders_the_method_steps():
     assert stages(SPEC) == [
+        (0, "attributes"),  # the teacher lists what OOD prompts are steered to, once
         (1, "generate_train"),
         (1, "generate_ood"),
         (1, "train"),
@@ -53,14 +54,14 @@ def test_teacher_baseline_comes_first_with_evaluation(tmp_path):
     spec = {**SPEC, "evaluation": {"path": str(data)}}
     assert stages(spec)[0] == (0, "teacher_eval")
     spec["evaluation"]["teacher_baseline"] = False
-    assert stages(spec)[0] == (1, "generate_train")
+    assert stages(spec)[0] == (0, "attributes")
 
 
 def test_reference_student_follows_the_teacher_baseline(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("")
     spec = {**SPEC, "evaluation": {"path": str(data), "reference_path": str(data)}}
-    assert stages(spec)[:3] == [(0, "teacher_eval"), (0, "reference_train"), (1, "generate_train")]
+    assert stages(spec)[:3] == [(0, "teacher_eval"), (0, "reference_train"), (0, "attributes")]
 
 
 def test_time_budget_skips_iterations_not_yet_begun():
@@ -82,3 +83,21 @@ def test_time_budget_skips_iterations_not_yet_begun():
     # no budget set: never skipped
     unlimited = RunSpec.model_validate(SPEC)
     assert steps_past_time_budget(unlimited, build_plan(unlimited), 5, done_1, elapsed_s=1e9) == []
+
+
+def test_plateau_means_no_new_best_for_patience_iterations():
+    assert not plateaued([0.7], 1) and not plateaued([0.7, 0.8], 1)
+    assert plateaued([0.7, 0.7], 1) and plateaued([0.8, 0.7], 1)
+    assert not plateaued([0.8, 0.7], 2) and plateaued([0.8, 0.7, 0.75], 2)
+    assert not plateaued([0.8, 0.7, 0.9], 2)
+
+
+def test_plateau_skips_the_iterations_not_yet_begun():
+    spec = RunSpec.model_validate({**SPEC, "loop": {**SPEC["loop"], "iterations": 3, "patience": 1}})
+    plan = build_plan(spec)
+    first_of_2 = plan.index(next(s for s in plan if s.iteration == 2))
+    done_1 = {(s.iteration, s.stage) for s in plan[:first_of_2]}
+    assert steps_past_plateau(spec, plan, first_of_2, done_1, history=[0.9]) == []
+    assert {s.iteration for s in steps_past_plateau(spec, plan, first_of_2, done_1, [0.9, 0.8])} == {2, 3}
+    off = RunSpec.model_validate({**SPEC, "loop": {**SPEC["loop"], "patience": None}})
+    assert steps_past_plateau(off, build_plan(off), first_of_2, done_1, [0.9, 0.8, 0.1]) == []

@@ -1,0 +1,56 @@
+"""The teacher checks feedback before it goes into a prompt: the energy band picks the samples the
+student is least sure of, and a sample whose label contradicts its text is exactly such a sample.
+Fed back with that label, it teaches the teacher the wrong label from its own prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.orchestrator.context import RunContext
+from shared.db.models import Sample
+from shared.schemas.generation import ClassifyRequest
+
+
+@dataclass(frozen=True)
+class Checked:
+    sample: Sample
+    probabilities: dict[str, float]  # the teacher's calibrated distribution over the labels
+    teacher_label: str
+    confidence: float  # the teacher's probability of the label the sample would be fed back with
+    label: str  # what it would be fed back (and trained) with
+    keep: bool
+
+    @property
+    def relabelled(self) -> bool:
+        return self.keep and self.label != (self.sample.requested_label or self.sample.label)
+
+
+def check_feedback(ctx: RunContext, band: Sequence[Sample], seeds: Sequence[Sample]) -> list[Checked]:
+    """The teacher's calibrated likelihood label of each band sample (reused when verification
+    already scored it); relabel or drop as loop.feedback_check says, and leave out labels the
+    teacher gives less than loop.feedback_min_confidence."""
+    task, loop = ctx.spec.task, ctx.spec.loop
+    unscored = [s for s in band if not s.teacher_probs]
+    if unscored:
+        request = ClassifyRequest(
+            task=task,
+            examples=[s.fields for s in seeds],
+            inputs=[{f: s.fields[f] for f in task.input_fields} for s in unscored],
+        )
+        predictions = ctx.call(ctx.generator.classify, request).predictions
+        scored = {s.id: p.probabilities for s, p in zip(unscored, predictions, strict=True)}
+    else:
+        scored = {}
+    out = []
+    for sample in band:
+        probabilities = sample.teacher_probs or scored[sample.id]
+        teacher_label = max(probabilities, key=probabilities.__getitem__)
+        current = sample.label or ""
+        label = teacher_label if loop.feedback_check == "relabel" else current
+        confidence = probabilities.get(label, 0.0)
+        keep = confidence >= loop.feedback_min_confidence and (
+            loop.feedback_check == "relabel" or teacher_label == current
+        )
+        out.append(Checked(sample, probabilities, teacher_label, confidence, label, keep))
+    return out
