@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint bench up results
+.PHONY: install demo test test-fast lint bench up results gold-vs-vanilla experiments
 
 install: $(VENV)/.installed
 
@@ -48,3 +48,20 @@ bench: install
 results: install
 	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml examples/rte.yaml examples/snli.yaml \
 		examples/squad.yaml examples/nl4opt.yaml --out docs/results/results.json
+
+# Does the feedback loop earn its cost? gold vs vanilla (paired by repeat) and the teacher, 3 repeats,
+# on the four classification dev tasks at budget 192 (README "Does feedback help?").
+gold-vs-vanilla: install
+	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml examples/snli.yaml examples/rte.yaml \
+		--modes gold,vanilla,teacher --repeats 3 --out docs/results/gold-vs-vanilla-192.json
+
+# The paper's first ablations on two dev tasks, 3 repeats each: the selection band (which energy
+# quantiles of the OOD batch are fed back) and the feedback count. The default (band [0.5, 0.8),
+# 4 samples) is the gold row of gold-vs-vanilla.
+experiments: install
+	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml --modes gold --repeats 3 \
+		--set 'loop.selection_band=[0.0,0.3]' --out docs/results/band-low.json
+	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml --modes gold --repeats 3 \
+		--set 'loop.selection_band=[0.8,1.0]' --out docs/results/band-high.json
+	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml --modes gold --repeats 3 \
+		--set loop.feedback_per_iteration=8 --out docs/results/feedback-8.json

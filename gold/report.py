@@ -122,8 +122,8 @@ def time_split_table(summary: RunSummary) -> Table:
     table.add_column("seconds", justify="right")
     table.add_column("share", justify="right")
     for part, seconds in split.items():
-        if not seconds and part in ("teacher baseline", "supervised reference"):
-            continue  # not asked for in this run
+        if not seconds and part in ("teacher baseline", "supervised reference", "teacher verification"):
+            continue  # not asked for in this run (or the teacher baseline was reused)
         table.add_row(part, f"{seconds:.0f}", "" if part == "total" else f"{seconds / total:.0%}")
     return table
 

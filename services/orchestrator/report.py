@@ -182,7 +182,7 @@ def diversity_plot(runs: list[RunData]) -> str:
     _lines(left, runs, {"distinct_2": "-o", "embedding_spread": "--s", "pool_spread": ":^"})
     left.set_title("diversity (higher = more varied)")
     _lines(right, runs, {"pool_coverage": "-o", "nearest_neighbour_similarity": "--s"})
-    right.set_title("pool coverage of embedding cells; nearest-neighbour similarity")
+    right.set_title("pool coverage; nearest-neighbour similarity")
     return _png(fig)
 
 
@@ -193,10 +193,10 @@ def ood_plot(runs: list[RunData]) -> str | None:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
     _lines(left, runs, {"ood_novelty": "-o", "train_novelty": "--s"})
-    left.set_title("distance from the pool (1 - cosine to the nearest sample)")
+    left.set_title("distance from the pool (1 - nearest cosine)")
     _lines(right, [d for d in runs if per_iteration(d, "ood_energy_gap")], {"ood_energy_gap": "-o"})
     right.axhline(0.0, color="grey", linewidth=0.8)
-    right.set_title("energy gap: mean E(OOD) - mean E(training samples)")
+    right.set_title("energy gap: E(OOD) - E(held-out training samples)")
     return _png(fig)
 
 

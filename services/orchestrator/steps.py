@@ -386,18 +386,18 @@ def score(ctx: RunContext, iteration: int) -> dict[str, Any]:
         temperature=ctx.spec.loop.energy_temperature,
     )
     response = ctx.call(ctx.scorer.energy, request)
-    energies = {
-        kind: [e for s, e in zip(scored, response.energies, strict=True) if s.kind == kind]
-        for kind in ("train", "ood")
-    }
+    # The student was trained on neither the OOD batch nor the held-out training samples: the
+    # energy gap between them says how far out of distribution the OOD batch lies.
+    scored_energies = list(zip(scored, response.energies, strict=True))
+    ood_energies = [e for s, e in scored_energies if s.kind == "ood"]
+    holdout_energies = [e for s, e in scored_energies if s.kind == "train" and s.holdout]
     with ctx.sessions() as session, session.begin():
         session.execute(
             update(Sample),
-            [{"id": s.id, "energy": e} for s, e in zip(scored, response.energies, strict=True)],
+            [{"id": s.id, "energy": e} for s, e in scored_energies],
         )
-        if energies["train"] and energies["ood"]:
-            # How much less familiar the OOD batch is to the student than its own training data.
-            gap = float(np.mean(energies["ood"]) - np.mean(energies["train"]))
+        if ood_energies and holdout_energies:
+            gap = float(np.mean(ood_energies) - np.mean(holdout_energies))
             upsert_metrics(session, ctx.run_id, iteration, {"ood_energy_gap": gap})
         mark_done(session, ctx, iteration, SCORE, {"scored": len(scored)})
     return {"scored": len(scored)}

@@ -75,15 +75,21 @@ def _examples(rows: list[Sample]) -> list[Example]:
 
 
 def _generated_examples(session: Session, job: TrainJob) -> tuple[list[Example], list[Example]]:
-    """The run's generated samples (up to the job's iteration for the loop's student), split into
-    training and held-out examples as the generate step marked them."""
+    """The run's generated samples (for the loop's student: up to the job's iteration, without its
+    OOD batch), split into training and held-out examples as the generate step marked them."""
     query = (
         select(Sample)
         .where(Sample.run_id == uuid.UUID(job.run_id))
         .order_by(Sample.iteration, Sample.kind, Sample.position)
     )
     if job.role == "loop":
-        query = query.where(Sample.iteration <= job.iteration)
+        # The iteration's own OOD batch is left out: the student scores it next, and free energy
+        # tells unfamiliar samples apart only on samples it has not been trained on. It joins the
+        # training data from the next iteration on (and the final student's).
+        query = query.where(
+            (Sample.iteration < job.iteration)
+            | ((Sample.iteration == job.iteration) & (Sample.kind != "ood"))
+        )
     # Samples the teacher-verification step left out (Sample.excluded) are never trained or scored on.
     rows = [r for r in session.scalars(query) if not r.excluded]
     return _examples([r for r in rows if not r.holdout]), _examples([r for r in rows if r.holdout])

@@ -186,8 +186,8 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
     first = _work(redis_conn, TrainJob(run_id=str(run_id), iteration=1))
     cid = checkpoint_uuid(str(run_id), 1, "loop")
     assert first.checkpoint_id == str(cid)
-    # seeds 2 + train 10 + ood 1 usable (the "neutral" one is outside the label set): holdout excluded
-    assert first.metrics["train_examples"] == 13 and first.extra["dropped_examples"] == 1
+    # seeds 2 + train 10; held-out rows excluded, and the iteration's OOD batch too (scored next)
+    assert first.metrics["train_examples"] == 12 and first.extra["dropped_examples"] == 0
     folder = trainer_env / "checkpoints" / str(cid)
     meta = json.loads((folder / "gold_checkpoint.json").read_text())
     assert meta["student_kind"] == "classifier" and meta["task"]["labels"] == ["negative", "positive"]
@@ -212,9 +212,10 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
         row = session.get(Checkpoint, cid)
         assert row.path == f"checkpoints/{cid}" and row.role == "loop" and row.student_model == "minilm"
 
-    # Iteration 2 continues from iteration 1's student and sees iteration 2's samples.
+    # Iteration 2 continues from iteration 1's student and sees iteration 2's samples and iteration
+    # 1's OOD batch: 1 usable (the "neutral" one is outside the label set).
     second = _work(redis_conn, TrainJob(run_id=str(run_id), iteration=2, init_checkpoint_id=str(cid)))
-    assert second.metrics["train_examples"] == 15
+    assert second.metrics["train_examples"] == 15 and second.extra["dropped_examples"] == 1
     meta2 = json.loads(
         (trainer_env / "checkpoints" / second.checkpoint_id / "gold_checkpoint.json").read_text()
     )
