@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gold.evaluate import (
     apply_overrides,
+    diagnostics_table,
     evaluate,
     parse_modes,
     parse_overrides,
@@ -302,6 +303,7 @@ def eval_command(
                 else:
                     result = evaluate(spec, chosen, repeats, run)
                     Console().print(results_table(result))
+                    Console().print(diagnostics_table(result))
                     runs = {m["mode"]: m["run_ids"] for m in result["modes"]}
                     if runs.get("gold"):
                         save_report(client, settings, runs["gold"][0], runs.get("vanilla", [])[:1])

@@ -229,6 +229,47 @@ def final_metrics(summary: RunSummary) -> dict[str, float]:
     return max(trained, key=lambda it: it.index).metrics if trained else {}
 
 
+# What a student run shows besides its headline: the loop's data and feedback, averaged over repeats.
+# Pool metrics are read at the last loop iteration (the whole pool); the others are per-iteration means.
+POOL_DIAGNOSTICS = ("pool_spread", "pool_coverage", "nearest_neighbour_similarity")
+MEAN_DIAGNOSTICS = ("ood_novelty", "train_novelty", "ood_energy_gap", "feedback_teacher_agreement")
+SUM_DIAGNOSTICS = ("feedback_checked", "feedback_relabelled", "feedback_dropped", "feedback_contradicted")
+
+
+def run_diagnostics(summary: RunSummary, headline: str) -> dict[str, Any]:
+    """The loop students' real-data curve, the pool's diversity at the end of the loop, how far out
+    the OOD batches lay, and what the teacher's check did to the feedback."""
+    loop = RunSpec.model_validate(summary.run.spec).loop.iterations
+    trained = sorted((it for it in summary.iterations if 1 <= it.index <= loop), key=lambda it: it.index)
+    out: dict[str, Any] = {"curve": [it.metrics.get(headline) for it in trained]}
+    last = next((it.metrics for it in reversed(trained) if "pool_spread" in it.metrics), {})
+    out |= {name: last[name] for name in POOL_DIAGNOSTICS if name in last}
+    for name in MEAN_DIAGNOSTICS:
+        values = [it.metrics[name] for it in trained if name in it.metrics]
+        if values:
+            out[name] = statistics.fmean(values)
+    for name in SUM_DIAGNOSTICS:
+        values = [it.metrics[name] for it in trained if name in it.metrics]
+        if values:
+            out[name] = sum(values)
+    return out
+
+
+def mean_diagnostics(per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over repeats (the curve point by point, over the repeats that reached the iteration)."""
+    out: dict[str, Any] = {}
+    names = {name for d in per_repeat for name in d if name != "curve"}
+    for name in sorted(names):
+        out[name] = statistics.fmean(d[name] for d in per_repeat if name in d)
+    curves = [d.get("curve", []) for d in per_repeat]
+    points = max((len(c) for c in curves), default=0)
+    out["curve"] = [
+        statistics.fmean(v) if (v := [c[k] for c in curves if k < len(c) and c[k] is not None]) else None
+        for k in range(points)
+    ]
+    return out
+
+
 @dataclass
 class ModeResult:
     mode: str
@@ -239,6 +280,7 @@ class ModeResult:
     parameters: float | None = None
     seconds_per_example: float | None = None
     examples: float | None = None  # the supervised reference: real labelled examples trained on
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)  # run_diagnostics per repeat
 
     def add(self, repeat: int, value: float) -> None:
         self.values.append(value)
@@ -258,6 +300,7 @@ class ModeResult:
             "parameters": self.parameters,
             "seconds_per_example": self.seconds_per_example,
             "examples": self.examples,
+            "diagnostics": mean_diagnostics(self.diagnostics) if self.diagnostics else None,
         }
 
 
@@ -286,6 +329,7 @@ def evaluate(
             if headline in metrics:
                 result.metric = headline
                 result.add(repeat, metrics[headline])
+            result.diagnostics.append(run_diagnostics(summary, headline))
             result.parameters = metrics.get("student_parameters", result.parameters)
             result.seconds_per_example = metrics.get("eval_seconds_per_example", result.seconds_per_example)
             baselines = next((it.metrics for it in summary.iterations if it.index == 0), {})
@@ -407,6 +451,35 @@ def results_table(result: dict[str, Any]) -> Table:
             latency,
         )
     table.caption = paired_caption(result.get("paired"))
+    return table
+
+
+def diagnostics_table(result: dict[str, Any]) -> Table:
+    """Per student mode, means over repeats: the loop's real-data curve, the pool's diversity at the
+    end of the loop and, for gold, how far out the OOD batches lay and what the feedback check did."""
+    table = Table(title=f"{result['spec']}: the loop's data (means over repeats)")
+    columns = ("mode", "loop curve", "pool spread", "coverage", "OOD / train novelty", "energy gap")
+    for column in (*columns, "fed back: checked / relabelled / dropped"):
+        table.add_column(column, justify="right")
+
+    def fmt(value: Any, pattern: str = "{:.3f}") -> str:
+        return "-" if value is None else pattern.format(value)
+
+    for row in result["modes"]:
+        d = row.get("diagnostics")
+        if not d:
+            continue
+        novelty = f"{fmt(d.get('ood_novelty'))} / {fmt(d.get('train_novelty'))}"
+        checks = "/".join(fmt(d.get(f"feedback_{n}"), "{:.1f}") for n in ("checked", "relabelled", "dropped"))
+        table.add_row(
+            row["mode"],
+            " ".join(fmt(v) for v in d["curve"]),
+            fmt(d.get("pool_spread")),
+            fmt(d.get("pool_coverage")),
+            novelty if "ood_novelty" in d else fmt(d.get("train_novelty")),
+            fmt(d.get("ood_energy_gap"), "{:+.3f}"),
+            checks if "feedback_checked" in d else "-",
+        )
     return table
 
 

@@ -15,11 +15,13 @@ from gold.evaluate import (
     budget_spec,
     evaluate,
     idempotency_key,
+    mean_diagnostics,
     mode_spec,
     parse_modes,
     parse_overrides,
     results_table,
     resumable_run,
+    run_diagnostics,
     sweep,
     sweep_plot,
     sweep_table,
@@ -439,3 +441,40 @@ def test_baselines_reported_by_every_run_are_still_read_once():
     assert by_mode["teacher"]["values"] == [0.75] and by_mode["teacher"]["ci95"] is None
     assert by_mode["gold"]["values"] == [0.8] * 3 and result["paired"]["wins"] == 3
     assert "supervised" not in by_mode
+
+
+def test_diagnostics_follow_the_loop_and_average_over_repeats():
+    def looped(values: list[dict[str, float]]) -> RunSummary:
+        base = summary({**SPEC, "loop": {"iterations": 2}}, 0.7)
+        now = datetime.now(UTC)
+        loop = [
+            IterationRead(
+                index=i,
+                status="done",
+                parse_stats={},
+                timings={},
+                checkpoint_id=None,
+                metrics=m,
+                started_at=now,
+                finished_at=now,
+            )  # fmt: skip
+            for i, m in enumerate(values, start=1)
+        ]
+        return base.model_copy(update={"iterations": loop})
+
+    first = run_diagnostics(
+        looped(
+            [
+                {"eval_accuracy": 0.6, "pool_spread": 0.5, "ood_novelty": 0.3, "feedback_relabelled": 1.0},
+                {"eval_accuracy": 0.7, "pool_spread": 0.6, "ood_novelty": 0.5, "feedback_relabelled": 2.0},
+            ]
+        ),
+        "eval_accuracy",
+    )
+    # the curve is the loop's (not the final student's), the pool is read at the end, novelty is a
+    # mean over iterations and feedback counts add up
+    assert first.pop("curve") == [0.6, 0.7]
+    assert first == pytest.approx({"pool_spread": 0.6, "ood_novelty": 0.4, "feedback_relabelled": 3.0})
+    mean = mean_diagnostics([{**first, "curve": [0.6, 0.7]}, {"curve": [0.8], "pool_spread": 0.4}])
+    assert mean.pop("curve") == pytest.approx([0.7, 0.7])
+    assert mean == pytest.approx({"pool_spread": 0.5, "ood_novelty": 0.4, "feedback_relabelled": 3.0})
