@@ -116,7 +116,8 @@ def assert_complete_record(stack: Stack, run_id: str) -> None:
         iterations = {
             it.index: it for it in session.scalars(select(Iteration).where(Iteration.run_id == rid))
         }
-        assert sorted(iterations) == list(range(1, ITERATIONS + 2))
+        # 0 holds the run-level steps (the teacher's attribute list), then the loop and the final student
+        assert sorted(iterations) == list(range(0, ITERATIONS + 2))
         for i in range(1, ITERATIONS + 1):
             stats = iterations[i].parse_stats
             assert count(Sample.iteration == i, Sample.kind == "train") == stats["train"]["accepted"] > 0
@@ -128,7 +129,7 @@ def assert_complete_record(stack: Stack, run_id: str) -> None:
         ).all()
         assert len(hashes) == len(set(hashes))  # no sample stored twice
         steps = session.scalars(select(Step).where(Step.run_id == rid)).all()
-        assert all(s.status == "done" for s in steps) and len(steps) == 5 * ITERATIONS + 1
+        assert all(s.status == "done" for s in steps) and len(steps) == 1 + 5 * ITERATIONS + 1
         checkpoints = session.scalars(select(Checkpoint).where(Checkpoint.run_id == rid)).all()
         assert sorted((c.iteration, c.role) for c in checkpoints) == [(1, "loop"), (2, "loop"), (3, "final")]
     engine.dispose()
