@@ -111,6 +111,8 @@ class LoopSpec(InputModel):
     ood_samples_per_iteration: int = Field(default=16, ge=0, le=10000)
     feedback: bool = True
     feedback_per_iteration: int = Field(default=4, ge=0, le=64)
+    # How many of them each training prompt shows (a new draw per prompt).
+    feedback_per_prompt: int = Field(default=2, ge=1, le=32)
     # Share the feedback count across labels (classification) instead of taking the band as is.
     stratify_selection: bool = False
     selection_band: tuple[float, float] = (0.5, 0.8)

@@ -156,6 +156,7 @@ async def _generate(
         max_examples=settings.generator_max_examples_per_prompt,
         rng=rng,
         attributes=request.attributes,
+        feedback_per_prompt=request.feedback_per_prompt,
     )
     base = Sampling(
         temperature=request.sampling.temperature,

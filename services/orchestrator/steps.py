@@ -117,6 +117,7 @@ def generate(ctx: RunContext, iteration: int, stage: str) -> dict[str, Any]:
         task=spec.task,
         examples=[s.fields for s in examples],
         feedback=[s.fields for s in feedback],
+        feedback_per_prompt=spec.loop.feedback_per_prompt,
         n=spec.loop.train_samples_per_iteration if kind == "train" else spec.loop.ood_samples_per_iteration,
         mode=kind,
         sampling=_sampling(spec, iteration, stage),

@@ -25,6 +25,9 @@ class GenerateRequest(InputModel):
     # In-context examples (default: the task's seed examples) and feedback examples (OOD picks).
     examples: list[Example] | None = Field(default=None, max_length=32)
     feedback: list[Example] = Field(default_factory=list, max_length=32)
+    # Feedback examples shown per prompt, drawn anew for each prompt (all of them in every prompt
+    # get copied).
+    feedback_per_prompt: int = Field(default=2, ge=1, le=32)
     n: int = Field(default=16, ge=1, le=512)
     mode: Literal["train", "ood"] = "train"
     # Labels to request, one per sample (classification); default: balanced over the label set.

@@ -213,3 +213,21 @@ def test_attribute_lists_are_parsed_from_the_teachers_numbered_continuation() ->
         "war",
     ]
     assert parse_attributes(" 19\n2. x\n3. 2016", cut=False) == []
+
+
+def test_each_training_prompt_shows_its_own_few_feedback_samples() -> None:
+    feedback = [{"text": f"Fed-back sample number {i}.", "label": "negative"} for i in range(4)]
+    plans = plan_generation(
+        SENTIMENT,
+        SENTIMENT.seed_examples,
+        feedback,
+        ["negative"] * 24,
+        mode="train",
+        samples_per_prompt=4,
+        max_examples=8,
+        rng=random.Random(3),
+        feedback_per_prompt=2,
+    )
+    assert all(len(p.feedback) == 2 for p in plans)
+    assert len({tuple(sorted(p.feedback)) for p in plans}) > 1  # not the same pair everywhere
+    assert {i for p in plans for i in p.feedback} == {0, 1, 2, 3}  # every sample is shown somewhere
