@@ -102,6 +102,28 @@ def test_generate_gives_well_formed_diverse_balanced_samples(http: httpx.Client)
     assert body["usage"]["completion_tokens"] > 16 * 5
 
 
+def test_attributes_steer_ood_prompts_to_other_subjects(http: httpx.Client) -> None:
+    listed = http.post("/v1/attributes", json={"task": TASK, "n": 12, "sampling": {"seed": 3}})
+    assert listed.status_code == 200, listed.text
+    attributes = listed.json()["attributes"]
+    # the real teacher lists several distinct subjects, each a few words
+    assert len(attributes) >= 5 and len({a.lower() for a in attributes}) == len(attributes)
+    assert all(2 <= len(a) <= 60 for a in attributes)
+    response = http.post(
+        "/v1/generate",
+        json={
+            "task": TASK,
+            "n": 8,
+            "mode": "ood",
+            "attributes": attributes[:2],
+            "sampling": {"seed": 5, "max_tokens": 64},
+        },
+    )
+    assert response.status_code == 200, response.text
+    samples = response.json()["samples"]
+    assert len(samples) >= 6 and {s["prompt"]["attribute"] for s in samples} == set(attributes[:2])
+
+
 def test_structured_generation_follows_the_field_format(http: httpx.Client) -> None:
     """Guided decoding (a regular expression of the field format) on a two-field task."""
     rte = RunSpec.model_validate(load_spec_file(ROOT / "examples/rte.yaml")).task.model_dump()
