@@ -426,11 +426,13 @@ def select_feedback(ctx: RunContext, iteration: int) -> dict[str, Any]:
             band = ctx.call(ctx.scorer.select, request).selected
             checks = check_feedback(ctx, [ood[i] for i in band], seeds)
             position = {s.id: i for i, s in enumerate(ood)}
-            relabelled = {c.sample.id: c.label for c in checks}
+            checked_label = {c.sample.id: c.label for c in checks}
             request = request.model_copy(
                 update={
                     "exclude": [position[c.sample.id] for c in checks if not c.keep],
-                    "labels": [relabelled.get(s.id, s.label or "") for s in ood] if request.labels else None,
+                    "labels": [checked_label.get(s.id, s.label or "") for s in ood]
+                    if request.labels
+                    else None,
                 }
             )
         request = request.model_copy(update={"count": loop.feedback_per_iteration})
