@@ -7,12 +7,14 @@ server), `hf` (transformers generate). Routes and the service never know which o
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from services.generator.config import GeneratorSettings
 from services.generator.model_store import ResolvedModel
+from shared.errors import InvalidInput, UpstreamError
 
 
 @dataclass(frozen=True)
@@ -120,3 +122,15 @@ def build_engine(settings: GeneratorSettings, model: ResolvedModel) -> TextEngin
     from services.generator.openai_engine import OpenAIEngine
 
     return OpenAIEngine(settings, model)
+
+
+@contextmanager
+def engine_errors(field: str) -> Iterator[None]:
+    """Engine failures as API errors: a request the engine rejects is a 422 naming `field`, any
+    other engine error a 503."""
+    try:
+        yield
+    except EngineRejected as exc:
+        raise InvalidInput(field, str(exc)) from exc
+    except EngineError as exc:
+        raise UpstreamError("engine", str(exc), 503) from exc

@@ -13,11 +13,18 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from services.generator.config import GeneratorSettings
-from services.generator.engine import EngineError, EngineRejected, Sampling, TextEngine, derive_seed
+from services.generator.engine import (
+    EngineError,
+    EngineRejected,
+    Sampling,
+    TextEngine,
+    derive_seed,
+    engine_errors,
+)
 from services.generator.limits import KeyLimiter
 from services.generator.metrics import Metrics
 from services.generator.prompts import CHAT_STOP
-from shared.errors import InvalidInput, NotFound, UpstreamError
+from shared.errors import InvalidInput, NotFound
 from shared.schemas.base import InputModel, OutputModel
 
 Text = Annotated[str, StringConstraints(max_length=200_000)]
@@ -161,12 +168,8 @@ async def _run(engine: TextEngine, prompts: Sequence[str], body: _Sampling, max_
         )
         for i in range(len(prompts))
     ]
-    try:
+    with engine_errors("request"):
         return await engine.generate(prompts, samplings)
-    except EngineRejected as exc:
-        raise InvalidInput("request", str(exc)) from exc
-    except EngineError as exc:
-        raise UpstreamError("engine", str(exc), 503) from exc
 
 
 async def complete(

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from services.generator.config import GeneratorSettings
-from services.generator.engine import EngineError, EngineRejected, Sampling, TextEngine, derive_seed
+from services.generator.engine import Sampling, TextEngine, derive_seed, engine_errors
 from services.generator.limits import KeyLimiter
 from services.generator.metrics import Metrics
 from services.generator.parsing import Candidate, Limits, Rejection, deduplicate, parse_completion
@@ -30,7 +30,7 @@ from services.generator.prompts import (
     parse_attributes,
     plan_generation,
 )
-from shared.errors import InvalidInput, UpstreamError
+from shared.errors import InvalidInput
 from shared.schemas.generation import (
     AnswerRequest,
     AnswerResponse,
@@ -182,12 +182,8 @@ async def _generate(
     if settings.generator_log_prompts:
         for plan in plans:
             logger.info("prompt (label %s, n %d):\n%s", plan.label, plan.n, plan.text)
-    try:
+    with engine_errors("sampling"):
         results = await engine.generate([p.text for p in plans], per_prompt)
-    except EngineRejected as exc:
-        raise InvalidInput("sampling", str(exc)) from exc
-    except EngineError as exc:
-        raise UpstreamError("engine", str(exc), 503) from exc
 
     limits = Limits(
         settings.generator_min_chars,
@@ -289,12 +285,8 @@ async def _attributes(engine: TextEngine, request: AttributesRequest, metrics: M
         n=ATTRIBUTE_COMPLETIONS,
         seed=seed,
     )
-    try:
+    with engine_errors("sampling"):
         (result,) = await engine.generate([attributes_prompt(request.task)], [sampling])
-    except EngineRejected as exc:
-        raise InvalidInput("sampling", str(exc)) from exc
-    except EngineError as exc:
-        raise UpstreamError("engine", str(exc), 503) from exc
     seen: dict[str, str] = {}
     for completion in result.completions:
         for item in parse_attributes(completion.text, cut=completion.finish_reason == "length"):
@@ -376,7 +368,7 @@ async def classify(
     prefix = answer_prefix(task, examples)
     continuations = [f" {label}" for label in task.labels]
     predictions: list[ClassPrediction] = []
-    try:
+    with engine_errors("sampling"):
         prior = await _content_free_prior(engine, task, prefix, len(examples), continuations)
         for start in range(0, len(request.inputs), CLASSIFY_CHUNK):
             chunk = request.inputs[start : start + CLASSIFY_CHUNK]
@@ -392,10 +384,6 @@ async def classify(
                         probabilities={label: p for label, p in zip(task.labels, probabilities, strict=True)},
                     )
                 )
-    except EngineRejected as exc:
-        raise InvalidInput("sampling", str(exc)) from exc
-    except EngineError as exc:
-        raise UpstreamError("engine", str(exc), 503) from exc
     metrics.record_classification(len(predictions))
     return ClassifyResponse(
         predictions=predictions,
@@ -428,12 +416,8 @@ async def _answer(
     prefix = answer_prefix(task, examples)
     sampling = Sampling(temperature=0.0, top_p=1.0, top_k=-1, max_tokens=request.max_tokens, stop=ANSWER_STOP)
     prompts = [answer_prompt(task, prefix, len(examples), x) for x in request.inputs]
-    try:
+    with engine_errors("max_tokens"):
         results = await engine.generate(prompts, [sampling] * len(prompts))
-    except EngineRejected as exc:
-        raise InvalidInput("max_tokens", str(exc)) from exc
-    except EngineError as exc:
-        raise UpstreamError("engine", str(exc), 503) from exc
     usage = Usage(
         prompt_tokens=sum(r.prompt_tokens for r in results),
         completion_tokens=sum(c.tokens for r in results for c in r.completions),

@@ -12,6 +12,23 @@ from shared.db.models import Sample
 from shared.schemas.generation import ClassifyRequest
 
 
+def teacher_distributions(
+    ctx: RunContext, samples: Sequence[Sample], seeds: Sequence[Sample]
+) -> list[dict[str, float]]:
+    """The teacher's calibrated label distribution of each sample's inputs, few-shot from the seeds."""
+    task = ctx.spec.task
+    request = ClassifyRequest(
+        task=task,
+        examples=[s.fields for s in seeds],
+        inputs=[{f: s.fields[f] for f in task.input_fields} for s in samples],
+    )
+    return [p.probabilities for p in ctx.call(ctx.generator.classify, request).predictions]
+
+
+def top_label(probabilities: dict[str, float]) -> str:
+    return max(probabilities, key=probabilities.__getitem__)
+
+
 @dataclass(frozen=True)
 class Checked:
     sample: Sample
@@ -30,22 +47,14 @@ def check_feedback(ctx: RunContext, band: Sequence[Sample], seeds: Sequence[Samp
     """The teacher's calibrated likelihood label of each band sample (reused when verification
     already scored it); relabel or drop as loop.feedback_check says, and leave out labels the
     teacher gives less than loop.feedback_min_confidence."""
-    task, loop = ctx.spec.task, ctx.spec.loop
+    loop = ctx.spec.loop
     unscored = [s for s in band if not s.teacher_probs]
-    if unscored:
-        request = ClassifyRequest(
-            task=task,
-            examples=[s.fields for s in seeds],
-            inputs=[{f: s.fields[f] for f in task.input_fields} for s in unscored],
-        )
-        predictions = ctx.call(ctx.generator.classify, request).predictions
-        scored = {s.id: p.probabilities for s, p in zip(unscored, predictions, strict=True)}
-    else:
-        scored = {}
+    fresh = teacher_distributions(ctx, unscored, seeds) if unscored else []
+    scored = {s.id: probabilities for s, probabilities in zip(unscored, fresh, strict=True)}
     out = []
     for sample in band:
         probabilities = sample.teacher_probs or scored[sample.id]
-        teacher_label = max(probabilities, key=probabilities.__getitem__)
+        teacher_label = top_label(probabilities)
         current = sample.label or ""
         label = teacher_label if loop.feedback_check == "relabel" else current
         confidence = probabilities.get(label, 0.0)

@@ -76,9 +76,8 @@ def metric_plot(runs: list[RunData]) -> str:
     metric = runs[0].spec.headline_metric
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for data in runs:
-        loop = _loop_iterations(data)
         for name, style in ((f"eval_{metric}", "-o"), ("holdout_accuracy", ":s")):
-            points = [(it.index, it.metrics[name]) for it in loop if name in it.metrics]
+            points = per_iteration(data, name)
             if points:
                 ax.plot(*zip(*points, strict=True), style, label=f"{data.label} {name.replace('_', ' ')}")
         final = next((it for it in data.iterations if it.index == data.spec.loop.iterations + 1), None)

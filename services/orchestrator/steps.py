@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from services.orchestrator import pool
 from services.orchestrator.context import RunCancelled, RunContext, StepFailed
-from services.orchestrator.feedback import Checked, check_feedback
+from services.orchestrator.feedback import Checked, check_feedback, teacher_distributions, top_label
 from services.orchestrator.plan import (
     ATTRIBUTES,
     FINAL_TRAIN,
@@ -235,29 +235,24 @@ def verify_labels(ctx: RunContext, iteration: int) -> dict[str, Any]:
         )
     if not generated:
         raise StepFailed(f"iteration {iteration} has no samples to verify")
-    request = ClassifyRequest(
-        task=spec.task,
-        examples=[s.fields for s in seeds],
-        inputs=[{f: s.fields[f] for f in spec.task.input_fields} for s in generated],
-    )
-    predictions = ctx.call(ctx.generator.classify, request).predictions
     updates, agree, kept_agree, confidences = [], 0, 0, []
-    for sample, prediction in zip(generated, predictions, strict=True):
+    for sample, probabilities in zip(generated, teacher_distributions(ctx, generated, seeds), strict=True):
+        teacher_label = top_label(probabilities)
         requested = sample.requested_label or sample.label
-        agree += prediction.label == requested
-        label = prediction.label if policy.policy == "relabel" else requested
-        confidence = prediction.probabilities.get(label or "", 0.0)
+        agree += teacher_label == requested
+        label = teacher_label if policy.policy == "relabel" else requested
+        confidence = probabilities.get(label or "", 0.0)
         confidences.append(confidence)
         excluded = (
-            policy.policy == "drop" and prediction.label != requested
+            policy.policy == "drop" and teacher_label != requested
         ) or confidence < policy.min_confidence
-        kept_agree += not excluded and prediction.label == label
+        kept_agree += not excluded and teacher_label == label
         updates.append(
             {
                 "id": sample.id,
                 "label": label,
                 "fields": {**sample.fields, output_field: label},
-                "teacher_probs": prediction.probabilities,
+                "teacher_probs": probabilities,
                 "excluded": excluded,
             }
         )
