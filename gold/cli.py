@@ -92,7 +92,14 @@ def show_summary(summary: RunSummary, as_json: bool) -> None:
     if summary.run.error:
         out.print(f"[red]run failed:[/red] {summary.run.error}")
     if as_json:
-        print(summary.model_dump_json())
+        print_json_last(summary.model_dump_json())
+
+
+def print_json_last(document: str) -> None:
+    """--json: the document is stdout's last line and, with stderr merged, the output's last line too,
+    so callers print it only after everything else (report path, stack shutdown)."""
+    sys.stderr.flush()
+    print(document, flush=True)
 
 
 @app.command()
@@ -136,7 +143,7 @@ def submit(
         console.print(f"run {run.id} {run.status}")
         if not wait:
             if as_json:
-                print(run.model_dump_json())
+                print_json_last(run.model_dump_json())
             return
         summary = follow(client, str(run.id))
     except UpstreamError as exc:
@@ -202,7 +209,7 @@ def save_report(
 ) -> None:
     folder = settings.data_dir / "reports"
     html_path = write_report(client.report(run_id, list(compare)), folder / f"{run_id}.html")
-    console.print(f"report: {html_path}")
+    console.print(f"report: {html_path}", soft_wrap=True)  # a path wrapped over lines is no path
 
 
 @app.command()
@@ -218,11 +225,13 @@ def demo(
             run = client.create_run(spec)
             console.print(f"run {run.id}: {spec['name']}")
             summary = follow(client, str(run.id), stack=stack)
-            show_summary(summary, as_json)
+            show_summary(summary, as_json=False)
             save_report(client, settings, str(run.id))
     except (UpstreamError, RuntimeError) as exc:
         _fail(str(exc))
         return
+    if as_json:
+        print_json_last(summary.model_dump_json())
     if summary.run.status != "succeeded":
         raise typer.Exit(1)
 
@@ -299,7 +308,7 @@ def eval_command(
                         result, settings.data_dir / "reports" / f"{spec['name']}-budget-sweep.png"
                     )
                     Console().print(sweep_table(result))
-                    console.print(f"plot: {plot}")
+                    console.print(f"plot: {plot}", soft_wrap=True)
                 else:
                     result = evaluate(spec, chosen, repeats, run)
                     Console().print(results_table(result))
@@ -322,9 +331,9 @@ def eval_command(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-        console.print(f"results: {out}")
+        console.print(f"results: {out}", soft_wrap=True)
     if as_json:
-        print(json.dumps(document))  # the last line of stdout: nothing is printed after it
+        print_json_last(json.dumps(document))
 
 
 def eval_command_line(argv: list[str]) -> str:

@@ -1,0 +1,58 @@
+"""`--json` promises the JSON object as the output's last line: scripts read it with `tail -n 1`, stderr
+merged or not, so nothing (report path, shutdown) may follow it."""
+
+import json
+import uuid
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from gold import cli
+from shared.schemas.runs import RunRead, RunSummary
+from tests.support import SENTIMENT_TASK
+
+
+def finished_run() -> RunSummary:
+    now = datetime.now(UTC)
+    run = RunRead(
+        id=uuid.uuid4(),
+        name="demo",
+        status="succeeded",
+        iteration=1,
+        stage="done",
+        progress=1.0,
+        error=None,
+        spec={"name": "demo", "task": SENTIMENT_TASK},
+        created_at=now,
+        started_at=now,
+        finished_at=now,
+    )
+    return RunSummary(run=run, iterations=[], sample_counts={})
+
+
+def test_demo_json_is_the_last_line_after_the_report_and_the_shutdown(monkeypatch):
+    summary = finished_run()
+
+    class Client:
+        def create_run(self, spec, idempotency_key=None):
+            return summary.run
+
+        def report(self, run_id, compare):
+            return {}
+
+    @contextmanager
+    def local_stack(settings, attach, trainers=1):
+        yield Client(), None
+        cli.console.print("stack stopped")
+
+    monkeypatch.setattr(cli, "demo_spec", lambda: {"name": "demo"})
+    monkeypatch.setattr(cli, "local_stack", local_stack)
+    monkeypatch.setattr(cli, "follow", lambda client, run_id, stack=None: summary)
+    monkeypatch.setattr(cli, "write_report", lambda report, path: Path("/a/long/" + "x" * 200 + ".html"))
+    outcome = CliRunner().invoke(cli.app, ["demo", "--json"])
+    assert outcome.exit_code == 0, outcome.output
+    lines = outcome.output.strip().splitlines()
+    assert json.loads(lines[-1])["run"]["id"] == str(summary.run.id)
+    assert any(line.startswith("report: /a/long/") and line.endswith(".html") for line in lines)
