@@ -13,10 +13,10 @@ import pytest
 from redis import Redis
 from sqlalchemy import func, select
 
-from services.orchestrator.stages import teacher as teacher_stage
-from services.orchestrator.stages import train as train_stage
 from services.orchestrator.driver import RunDriver
 from services.orchestrator.service import create_run
+from services.orchestrator.stages import teacher as teacher_stage
+from services.orchestrator.stages import train as train_stage
 from shared.db.base import utcnow
 from shared.db.models import Checkpoint, Iteration, Metric, Rejection, Run, Sample, Step
 from shared.errors import UpstreamError
