@@ -35,13 +35,13 @@ from gold.stack import Stack, local_token
 from shared.clients import OrchestratorClient
 from shared.errors import UpstreamError
 from shared.logging import configure_logging
+from shared.names import TERMINAL_RUN_STATUSES, RunStatus
 from shared.schemas.runs import RunSummary
 from shared.settings import GoldSettings
 from shared.spec import load_spec_file
 
 app = typer.Typer(help="GOLD: distil a teacher LLM into a small student with OOD-guided data generation.")
 console = Console(stderr=True)
-TERMINAL = ("succeeded", "failed", "cancelled")
 DEMO_SPEC = Path(__file__).with_name("specs") / "demo.yaml"
 
 
@@ -69,15 +69,14 @@ def follow(
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task("queued", total=1.0)
+        task = progress.add_task(RunStatus.QUEUED, total=1.0)
         while True:
             run = client.get_run(run_id)
             label = f"iteration {run.iteration} · {run.stage or run.status}"
             progress.update(task, completed=run.progress, description=label)
-            if run.status in TERMINAL:
-                progress.update(
-                    task, completed=1.0 if run.status == "succeeded" else run.progress, description=run.status
-                )
+            if run.status in TERMINAL_RUN_STATUSES:
+                done = 1.0 if run.status == RunStatus.SUCCEEDED else run.progress
+                progress.update(task, completed=done, description=run.status)
                 break
             if stack is not None:
                 stack.check_alive()
@@ -150,7 +149,7 @@ def submit(
         _fail(exc.message)
         return
     show_summary(summary, as_json)
-    if summary.run.status != "succeeded":
+    if summary.run.status != RunStatus.SUCCEEDED:
         raise typer.Exit(1)
 
 
@@ -232,7 +231,7 @@ def demo(
         return
     if as_json:
         print_json_last(summary.model_dump_json())
-    if summary.run.status != "succeeded":
+    if summary.run.status != RunStatus.SUCCEEDED:
         raise typer.Exit(1)
 
 

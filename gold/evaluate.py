@@ -24,25 +24,52 @@ from pydantic import BaseModel, ValidationError
 from rich.table import Table
 from scipy.stats import t
 
+from shared.names import (
+    EVAL_PREFIX,
+    EVAL_SECONDS_PER_EXAMPLE,
+    REFERENCE_EXAMPLES,
+    STUDENT_PARAMETERS,
+    TEACHER_PARAMETERS,
+    TEACHER_SECONDS_PER_EXAMPLE,
+    TERMINAL_RUN_STATUSES,
+    RunStatus,
+    eval_metric,
+    reference_metric,
+    teacher_eval_metric,
+)
 from shared.schemas.runs import RunRead, RunSummary
-from shared.spec import RunSpec
+from shared.spec import LoopSpec, RunSpec, StudentSpec, TeacherSpec
 
 MODES = ("gold", "vanilla", "teacher", "supervised")
 STUDENT_MODES = ("gold", "vanilla")
-# Measured inside the first student run (iteration 0), under these metric names: (prefix of the
-# task metrics, e.g. teacher_ + eval_accuracy; parameters; seconds per example; examples trained on).
+
+
+@dataclass(frozen=True)
+class BaselineMetrics:
+    """Where a baseline measured inside the first student run (iteration 0) is stored."""
+
+    headline: Callable[[str], str]  # of the task metric: accuracy -> teacher_eval_accuracy
+    parameters: str
+    seconds_per_example: str
+    examples: str | None  # real examples trained on
+
+
 BASELINE_METRICS = {
-    "teacher": ("teacher_", "teacher_parameters", "teacher_seconds_per_example", None),
-    "supervised": (
-        "reference_",
-        "reference_student_parameters",
-        "reference_eval_seconds_per_example",
-        "reference_examples",
+    "teacher": BaselineMetrics(teacher_eval_metric, TEACHER_PARAMETERS, TEACHER_SECONDS_PER_EXAMPLE, None),
+    "supervised": BaselineMetrics(
+        lambda task_metric: reference_metric(eval_metric(task_metric)),
+        reference_metric(STUDENT_PARAMETERS),
+        reference_metric(EVAL_SECONDS_PER_EXAMPLE),
+        REFERENCE_EXAMPLES,
     ),
 }
 
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+def _default(model: type[BaseModel], name: str) -> Any:
+    """A spec field's default, read from shared/spec.py (a spec dict leaves defaults out)."""
+    return model.model_fields[name].default
+
+
 RETRY_SUFFIXES = ("", "-retry1")  # a failed or cancelled run is retried once, under its own key
 
 
@@ -74,9 +101,9 @@ def mode_spec(
     out = copy.deepcopy(spec)
     out["name"] = f"{spec['name']}-{mode}-r{repeat}"
     out.setdefault("loop", {})["feedback"] = mode == "gold"
-    for part in ("teacher", "student"):
+    for part, model in (("teacher", TeacherSpec), ("student", StudentSpec)):
         section = out.setdefault(part, {})
-        section["seed"] = int(section.get("seed", 0 if part == "teacher" else 44)) + repeat
+        section["seed"] = int(section.get("seed", _default(model, "seed"))) + repeat
     if out.get("evaluation"):
         out["evaluation"]["teacher_baseline"] = measure_teacher
         if not measure_supervised:
@@ -90,14 +117,16 @@ def budget_spec(spec: dict[str, Any], budget: int) -> dict[str, Any]:
     the iteration count and the share of OOD samples."""
     out = copy.deepcopy(spec)
     loop = out.setdefault("loop", {})
-    iterations = int(loop.get("iterations", 3))
-    train, ood = int(loop.get("samples_per_iteration", 48)), int(loop.get("ood_samples_per_iteration", 16))
+    iterations = int(loop.get("iterations", _default(LoopSpec, "iterations")))
+    train = int(loop.get("samples_per_iteration", _default(LoopSpec, "samples_per_iteration")))
+    ood = int(loop.get("ood_samples_per_iteration", _default(LoopSpec, "ood_samples_per_iteration")))
     per_iteration = max(budget // iterations, 2)
     ood_share = ood / (train + ood) if train + ood else 0.0
     loop["ood_samples_per_iteration"] = max(int(round(per_iteration * ood_share)), 1 if ood else 0)
     loop["samples_per_iteration"] = per_iteration - loop["ood_samples_per_iteration"]
     loop["feedback_per_iteration"] = min(
-        int(loop.get("feedback_per_iteration", 4)), loop["ood_samples_per_iteration"]
+        int(loop.get("feedback_per_iteration", _default(LoopSpec, "feedback_per_iteration"))),
+        loop["ood_samples_per_iteration"],
     )
     out["name"] = f"{spec['name']}-b{budget}"
     return out
@@ -206,16 +235,19 @@ def resumable_run(
     for attempt, suffix in enumerate(RETRY_SUFFIXES):
         last = attempt == len(RETRY_SUFFIXES) - 1
         run = client.create_run(spec, key + suffix)
-        if run.status == "succeeded":
+        if run.status == RunStatus.SUCCEEDED:
             say(f"reusing run {run.id}: {spec['name']} (finished)")
             return client.summary(str(run.id))
-        if run.status in TERMINAL:
+        if run.status in TERMINAL_RUN_STATUSES:
             say(f"run {run.id}: {spec['name']} {run.status} earlier" + ("" if last else "; retrying it"))
             summary = client.summary(str(run.id)) if last else None
         else:
-            say(f"run {run.id}: {spec['name']}" + ("" if run.status == "queued" else f" ({run.status})"))
+            say(
+                f"run {run.id}: {spec['name']}"
+                + ("" if run.status == RunStatus.QUEUED else f" ({run.status})")
+            )
             summary = follow(str(run.id))
-            if summary.run.status == "succeeded":
+            if summary.run.status == RunStatus.SUCCEEDED:
                 return summary
             if not last:
                 say(f"run {run.id}: {spec['name']} {summary.run.status}; retrying it")
@@ -322,27 +354,28 @@ def evaluate(
             summary = run(mode_spec(spec, mode, repeat, measure_teacher, measure_supervised))
             result = results[mode]
             result.run_ids.append(str(summary.run.id))
-            if summary.run.status != "succeeded":
+            if summary.run.status != RunStatus.SUCCEEDED:
                 continue
             metrics = final_metrics(summary)
-            headline = f"eval_{RunSpec.model_validate(summary.run.spec).headline_metric}"
+            task_metric = RunSpec.model_validate(summary.run.spec).headline_metric
+            headline = eval_metric(task_metric)
             if headline in metrics:
                 result.metric = headline
                 result.add(repeat, metrics[headline])
             result.diagnostics.append(run_diagnostics(summary, headline))
-            result.parameters = metrics.get("student_parameters", result.parameters)
-            result.seconds_per_example = metrics.get("eval_seconds_per_example", result.seconds_per_example)
+            result.parameters = metrics.get(STUDENT_PARAMETERS, result.parameters)
+            result.seconds_per_example = metrics.get(EVAL_SECONDS_PER_EXAMPLE, result.seconds_per_example)
             baselines = next((it.metrics for it in summary.iterations if it.index == 0), {})
             for baseline, measured in (("teacher", measure_teacher), ("supervised", measure_supervised)):
-                prefix, parameters, seconds, examples = BASELINE_METRICS[baseline]
-                if measured and prefix + headline in baselines:
+                names = BASELINE_METRICS[baseline]
+                if measured and names.headline(task_metric) in baselines:
                     row = results[baseline]
                     row.metric = headline
-                    row.add(repeat, baselines[prefix + headline])
+                    row.add(repeat, baselines[names.headline(task_metric)])
                     row.run_ids.append(str(summary.run.id))
-                    row.parameters = baselines.get(parameters)
-                    row.seconds_per_example = baselines.get(seconds)
-                    row.examples = baselines.get(examples) if examples else None
+                    row.parameters = baselines.get(names.parameters)
+                    row.seconds_per_example = baselines.get(names.seconds_per_example)
+                    row.examples = baselines.get(names.examples) if names.examples else None
     both = {"gold", "vanilla"} <= set(modes)
     paired = paired_difference(results["gold"], results["vanilla"]) if both else None
     return {
@@ -529,12 +562,10 @@ def sweep_table(result: dict[str, Any]) -> Table:
 
 
 def sweep_plot(result: dict[str, Any], path: Path) -> Path:
-    import matplotlib
+    from matplotlib.figure import Figure  # a Figure of its own: no pyplot state, no backend to pick
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     budgets = [p["budget"] for p in result["points"]]
     styles = {"gold": "-", "vanilla": "-", "supervised": ":"}
     labels = {"supervised": "supervised (n real examples, n = budget or the file's rows)"}
@@ -561,12 +592,11 @@ def sweep_plot(result: dict[str, Any], path: Path) -> Path:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generated samples (budget)")
     metric = next((m["metric"] for p in result["points"] for m in p["modes"] if m["metric"]), None)
-    ax.set_ylabel(f"student {(metric or 'metric').removeprefix('eval_').replace('_', ' ')} on real data")
+    ax.set_ylabel(f"student {(metric or 'metric').removeprefix(EVAL_PREFIX).replace('_', ' ')} on real data")
     bars = " (bars: 95% t-interval)" if result["repeats"] > 1 else ""
     ax.set_title(f"{result['spec']}, {result['repeats']} repeat(s){bars}")
     ax.grid(alpha=0.3)
     ax.legend()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -6,16 +6,26 @@ from pathlib import Path
 
 from rich.table import Table
 
+from shared.names import (
+    HOLDOUT_ACCURACY,
+    REFERENCE_EXAMPLES,
+    TRAIN_LOSS,
+    Stage,
+    eval_metric,
+    reference_metric,
+    teacher_eval_metric,
+)
 from shared.schemas.runs import RunSummary
 from shared.spec import RunSpec
 
+# Every stage is in one group (tests/unit/cli/test_report.py checks): time outside the stages is "other".
 STAGE_GROUPS = {
-    "generation": ("attributes", "generate_train", "generate_ood"),
-    "teacher verification": ("verify",),
-    "training": ("train", "final_train"),
-    "scoring": ("score", "select"),
-    "teacher baseline": ("teacher_eval",),
-    "supervised reference": ("reference_train",),
+    "generation": (Stage.ATTRIBUTES, Stage.GENERATE_TRAIN, Stage.GENERATE_OOD),
+    "teacher verification": (Stage.VERIFY,),
+    "training": (Stage.TRAIN, Stage.FINAL_TRAIN),
+    "scoring": (Stage.SCORE, Stage.SELECT),
+    "teacher baseline": (Stage.TEACHER_EVAL,),
+    "supervised reference": (Stage.REFERENCE_TRAIN,),
 }
 
 
@@ -44,19 +54,20 @@ def iteration_table(summary: RunSummary) -> Table:
             f"{train.get('accepted', '-')}/{train.get('requested', '-')}" if train else "-",
             str(ood.get("accepted", "-")) if ood else "-",
             str(it.sample_counts.get("selected", 0)) if ood else "-",
-            _fmt(it.metrics.get("train_loss")),
-            _fmt(it.metrics.get("holdout_accuracy")),
-            _fmt(it.metrics.get(f"eval_{metric}")),
+            _fmt(it.metrics.get(TRAIN_LOSS)),
+            _fmt(it.metrics.get(HOLDOUT_ACCURACY)),
+            _fmt(it.metrics.get(eval_metric(metric))),
             f"{sum(it.timings.values()):.0f}",
         )
     captions = []
     name = metric.replace("_", " ")
-    if f"teacher_eval_{metric}" in baselines:
-        captions.append(f"teacher few-shot real-data {name}: {baselines[f'teacher_eval_{metric}']:.3f}")
-    if f"reference_eval_{metric}" in baselines:
+    teacher, reference = teacher_eval_metric(metric), reference_metric(eval_metric(metric))
+    if teacher in baselines:
+        captions.append(f"teacher few-shot real-data {name}: {baselines[teacher]:.3f}")
+    if reference in baselines:
         captions.append(
-            f"supervised reference ({baselines.get('reference_examples', 0):.0f} real examples): "
-            f"{baselines[f'reference_eval_{metric}']:.3f}"
+            f"supervised reference ({baselines.get(REFERENCE_EXAMPLES, 0):.0f} real examples): "
+            f"{baselines[reference]:.3f}"
         )
 
     def per_iteration(name: str) -> list[float]:

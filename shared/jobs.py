@@ -4,7 +4,7 @@ the service that runs them) with JSON payloads, and deterministic ids so a re-su
 from __future__ import annotations
 
 from redis import Redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -13,7 +13,6 @@ from shared.schemas.training import TrainJob
 TRAIN_QUEUE = "train"
 TRAIN_FUNC = "services.trainer.jobs.train_student"
 TRAIN_TIMEOUT_S = 4 * 3600
-TRAIN_RETRIES = 2
 
 
 def train_queue(redis: Redis) -> Queue:
@@ -25,7 +24,8 @@ def train_job_id(job: TrainJob) -> str:
 
 
 def enqueue_train(queue: Queue, job: TrainJob) -> Job:
-    """Enqueue (or find) the training job for (run, iteration, role)."""
+    """Enqueue (or find) the training job for (run, iteration, role). No RQ Retry: the
+    orchestrator's attempts (train_attempts) are the one retry layer of training."""
     job_id = train_job_id(job)
     existing = queue.fetch_job(job_id)
     if existing is not None and existing.get_status(refresh=True) not in ("failed", "stopped", "canceled"):
@@ -39,5 +39,4 @@ def enqueue_train(queue: Queue, job: TrainJob) -> Job:
         job_timeout=TRAIN_TIMEOUT_S,
         result_ttl=7 * 24 * 3600,
         failure_ttl=7 * 24 * 3600,
-        retry=Retry(max=TRAIN_RETRIES, interval=[5, 30]),
     )

@@ -18,8 +18,11 @@ class OrchestratorSettings(GoldSettings):
     lease_s: float = 120.0
     # A service call is retried with backoff until this deadline, then the run fails naming it.
     upstream_deadline_s: float = 300.0
-    # Attempts of one training step (each a fresh RQ job) before the run fails.
+    # Attempts of one training step (each a fresh RQ job) before the run fails: the one retry
+    # layer of training (services/orchestrator/stages/train.py says why).
     train_attempts: int = 3
+    # How often a training job's status is read while it runs.
+    train_poll_s: float = 1.0
     max_request_bytes: int = 2_000_000
 
 

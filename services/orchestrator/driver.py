@@ -17,18 +17,25 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.orchestrator import plan as stages
-from services.orchestrator import steps
 from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.context import RunCancelled, RunContext, StepFailed
 from services.orchestrator.plan import PlannedStep, build_plan, steps_past_plateau, steps_past_time_budget
+from services.orchestrator.stages import STAGES, run_stage
+from services.orchestrator.stages.records import iteration_row, mark_step
 from shared.clients import GeneratorClient, ScorerClient
 from shared.db.base import utcnow
 from shared.db.models import Iteration, Metric, Run, Step
+from shared.names import (
+    ACTIVE_RUN_STATUSES,
+    FINISHED_STEP_STATUSES,
+    HOLDOUT_ACCURACY,
+    IterationStatus,
+    RunStatus,
+    StepStatus,
+)
 from shared.spec import RunSpec
 
 logger = logging.getLogger(__name__)
-ACTIVE = ("queued", "running", "cancelling")
 
 
 class RunDriver:
@@ -102,7 +109,10 @@ class RunDriver:
         with self.sessions() as session, session.begin():
             run = session.scalar(
                 select(Run)
-                .where(Run.status.in_(ACTIVE), or_(Run.lease_owner.is_(None), Run.lease_expires_at < now))
+                .where(
+                    Run.status.in_(ACTIVE_RUN_STATUSES),
+                    or_(Run.lease_owner.is_(None), Run.lease_expires_at < now),
+                )
                 .order_by(Run.created_at)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -130,26 +140,26 @@ class RunDriver:
             raise RunCancelled("orchestrator shutting down")
         with self.sessions() as session, session.begin():
             run = session.get(Run, run_id, with_for_update=True)
-            if run is None or run.status in ("cancelling", "cancelled"):
+            if run is None or run.status in (RunStatus.CANCELLING, RunStatus.CANCELLED):
                 raise RunCancelled()
             run.lease_expires_at = utcnow() + timedelta(seconds=self.settings.lease_s)
 
     def drive(self, run_id: uuid.UUID) -> None:
         with self.sessions() as session, session.begin():
             run = session.get(Run, run_id, with_for_update=True)
-            if run is None or run.status not in ACTIVE:
+            if run is None or run.status not in ACTIVE_RUN_STATUSES:
                 return
-            if run.status == "cancelling":
-                self._finish(session, run, "cancelled")
+            if run.status == RunStatus.CANCELLING:
+                self._finish(session, run, RunStatus.CANCELLED)
                 return
             spec = RunSpec.model_validate(run.spec)
-            if run.status == "queued":
-                run.status, run.started_at = "running", utcnow()
+            if run.status == RunStatus.QUEUED:
+                run.status, run.started_at = RunStatus.RUNNING, utcnow()
             started_at = run.started_at or utcnow()
             done = {
                 (s.iteration, s.stage)
                 for s in session.scalars(
-                    select(Step).where(Step.run_id == run_id, Step.status.in_(("done", "skipped")))
+                    select(Step).where(Step.run_id == run_id, Step.status.in_(FINISHED_STEP_STATUSES))
                 )
             }
         ctx = RunContext(
@@ -185,14 +195,16 @@ class RunDriver:
                 ctx.heartbeat()
                 self._enter(run_id, step, index / len(plan))
                 started = time.monotonic()
-                logger.info("run %s: iteration %d %s", run_id, step.iteration, step.stage)
-                self._execute(ctx, step)
+                logger.info(
+                    "run %s: iteration %d %s: %s", run_id, step.iteration, step.stage, STAGES[step.stage].what
+                )
+                run_stage(ctx, step)
                 self._record_time(run_id, step, time.monotonic() - started, last_of_iteration(plan, index))
         except RunCancelled:
             if self._stop.is_set():
                 return  # shutting down: the run stays active and resumes on the next start
             with self.sessions() as session, session.begin():
-                self._finish(session, session.get(Run, run_id, with_for_update=True), "cancelled")
+                self._finish(session, session.get(Run, run_id, with_for_update=True), RunStatus.CANCELLED)
             logger.info("run %s cancelled", run_id)
             return
         except StepFailed as exc:
@@ -205,31 +217,8 @@ class RunDriver:
             self._fail(run_id, f"{type(exc).__name__}: {exc}")
             return
         with self.sessions() as session, session.begin():
-            self._finish(session, session.get(Run, run_id, with_for_update=True), "succeeded")
+            self._finish(session, session.get(Run, run_id, with_for_update=True), RunStatus.SUCCEEDED)
         logger.info("run %s succeeded", run_id)
-
-    def _execute(self, ctx: RunContext, step: PlannedStep) -> None:
-        match step.stage:
-            case stages.TEACHER_EVAL:
-                steps.teacher_eval(ctx)
-            case stages.ATTRIBUTES:
-                steps.list_attributes(ctx)
-            case stages.GENERATE_TRAIN | stages.GENERATE_OOD:
-                steps.generate(ctx, step.iteration, step.stage)
-            case stages.VERIFY:
-                steps.verify_labels(ctx, step.iteration)
-            case stages.TRAIN:
-                steps.train(ctx, step.iteration, "loop")
-            case stages.SCORE:
-                steps.score(ctx, step.iteration)
-            case stages.SELECT:
-                steps.select_feedback(ctx, step.iteration)
-            case stages.FINAL_TRAIN:
-                steps.train(ctx, step.iteration, "final")
-            case stages.REFERENCE_TRAIN:
-                steps.train(ctx, step.iteration, "reference")
-            case _:
-                raise StepFailed(f"unknown stage {step.stage}")
 
     def _holdout_history(self, run_id: uuid.UUID, before: int) -> list[float]:
         """The loop student's held-out accuracy on generated data, iterations 1 .. before-1."""
@@ -238,7 +227,7 @@ class RunDriver:
                 select(Metric.iteration, Metric.value)
                 .where(
                     Metric.run_id == run_id,
-                    Metric.name == "holdout_accuracy",
+                    Metric.name == HOLDOUT_ACCURACY,
                     Metric.iteration.between(1, before - 1),
                 )
                 .order_by(Metric.iteration)
@@ -250,7 +239,7 @@ class RunDriver:
         logger.info("run %s: %s; iterations %d+ skipped", ctx.run_id, reason, skipped[0].iteration)
         with self.sessions() as session, session.begin():
             for s in skipped:
-                steps.mark_done(session, ctx, s.iteration, s.stage, {"reason": reason}, status="skipped")
+                mark_step(session, ctx.run_id, s.iteration, s.stage, {"reason": reason}, StepStatus.SKIPPED)
 
     def _enter(self, run_id: uuid.UUID, step: PlannedStep, progress: float) -> None:
         with self.sessions() as session, session.begin():
@@ -264,21 +253,22 @@ class RunDriver:
         self, run_id: uuid.UUID, step: PlannedStep, seconds: float, closes_iteration: bool
     ) -> None:
         with self.sessions() as session, session.begin():
-            it = steps.iteration_row(session, run_id, step.iteration)
+            it = iteration_row(session, run_id, step.iteration)
             it.timings = {**it.timings, step.stage: round(seconds, 3)}
             if closes_iteration:
-                it.status, it.finished_at = "done", utcnow()
+                it.status, it.finished_at = IterationStatus.DONE, utcnow()
 
-    def _finish(self, session: Session, run: Run | None, status: str) -> None:
+    def _finish(self, session: Session, run: Run | None, status: RunStatus) -> None:
         if run is None:
             return
         run.status, run.finished_at = status, utcnow()
-        if status == "succeeded":
+        if status == RunStatus.SUCCEEDED:
             run.progress, run.stage = 1.0, "done"
+        # Open iterations end with the run: done, failed or cancelled.
         session.execute(
             update(Iteration)
-            .where(Iteration.run_id == run.id, Iteration.status == "running")
-            .values(status="done" if status == "succeeded" else status)
+            .where(Iteration.run_id == run.id, Iteration.status == IterationStatus.RUNNING)
+            .values(status=IterationStatus.DONE if status == RunStatus.SUCCEEDED else IterationStatus(status))
         )
 
     def _fail(self, run_id: uuid.UUID, message: str) -> None:
@@ -287,7 +277,7 @@ class RunDriver:
             run = session.get(Run, run_id, with_for_update=True)
             if run is not None:
                 run.error = message
-                self._finish(session, run, "failed")
+                self._finish(session, run, RunStatus.FAILED)
 
 
 def last_of_iteration(plan: list[PlannedStep], index: int) -> bool:

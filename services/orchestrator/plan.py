@@ -1,50 +1,40 @@
-"""The steps of a GOLD run, keyed by (iteration, stage), in the order the driver runs them."""
+"""The steps of a GOLD run, keyed by (iteration, stage), in the order the driver runs them; what
+each stage does is in the registry, services/orchestrator/stages/__init__.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.names import Stage
 from shared.spec import RunSpec
-
-# Stage names are stored in Postgres (step.stage, iteration.timings): keep them stable.
-TEACHER_EVAL = "teacher_eval"
-ATTRIBUTES = "attributes"
-GENERATE_TRAIN = "generate_train"
-GENERATE_OOD = "generate_ood"
-VERIFY = "verify"
-TRAIN = "train"
-SCORE = "score"
-SELECT = "select"
-FINAL_TRAIN = "final_train"
-REFERENCE_TRAIN = "reference_train"
 
 
 @dataclass(frozen=True)
 class PlannedStep:
     iteration: int
-    stage: str
+    stage: Stage
 
 
 def build_plan(spec: RunSpec) -> list[PlannedStep]:
     steps: list[PlannedStep] = []
     if spec.evaluation is not None and spec.evaluation.teacher_baseline:
-        steps.append(PlannedStep(0, TEACHER_EVAL))
+        steps.append(PlannedStep(0, Stage.TEACHER_EVAL))
     if spec.evaluation is not None and spec.evaluation.reference_path:
-        steps.append(PlannedStep(0, REFERENCE_TRAIN))
+        steps.append(PlannedStep(0, Stage.REFERENCE_TRAIN))
     if spec.loop.uses_feedback and spec.loop.ood_attributes > 0:
-        steps.append(PlannedStep(0, ATTRIBUTES))
+        steps.append(PlannedStep(0, Stage.ATTRIBUTES))
     for i in range(1, spec.loop.iterations + 1):
-        steps.append(PlannedStep(i, GENERATE_TRAIN))
+        steps.append(PlannedStep(i, Stage.GENERATE_TRAIN))
         if spec.loop.uses_feedback:
-            steps.append(PlannedStep(i, GENERATE_OOD))
+            steps.append(PlannedStep(i, Stage.GENERATE_OOD))
         if spec.verification.policy != "off":
-            steps.append(PlannedStep(i, VERIFY))
-        steps.append(PlannedStep(i, TRAIN))
+            steps.append(PlannedStep(i, Stage.VERIFY))
+        steps.append(PlannedStep(i, Stage.TRAIN))
         if spec.loop.uses_feedback:
-            steps.append(PlannedStep(i, SCORE))
-            steps.append(PlannedStep(i, SELECT))
+            steps.append(PlannedStep(i, Stage.SCORE))
+            steps.append(PlannedStep(i, Stage.SELECT))
     if spec.loop.final_student:
-        steps.append(PlannedStep(spec.loop.iterations + 1, FINAL_TRAIN))
+        steps.append(PlannedStep(spec.loop.iterations + 1, Stage.FINAL_TRAIN))
     return steps
 
 

@@ -10,19 +10,25 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from sqlalchemy import select  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
-
-from services.orchestrator.service import get_run, list_iterations  # noqa: E402
-from shared.db.models import Sample  # noqa: E402
-from shared.schemas.runs import IterationRead  # noqa: E402
-from shared.spec import RunSpec  # noqa: E402
+from services.orchestrator.service import get_run, list_iterations
+from shared.db.models import Sample
+from shared.names import (
+    HOLDOUT_ACCURACY,
+    REFERENCE_EXAMPLES,
+    TRAIN_LOSS,
+    eval_metric,
+    reference_metric,
+    teacher_eval_metric,
+)
+from shared.schemas.runs import IterationRead
+from shared.spec import RunSpec
 
 
 @dataclass
@@ -56,10 +62,11 @@ def load_run(run_id: uuid.UUID, *, session: Session) -> RunData:
     )
 
 
-def _png(fig: plt.Figure) -> str:
+def _png(fig: Figure) -> str:
+    # A Figure of its own, not pyplot's global state: reports are drawn in request threads, and a
+    # Figure with no pyplot manager is freed with its last reference (savefig uses the Agg canvas).
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -74,27 +81,28 @@ def baseline(data: RunData, name: str) -> float | None:
 
 def metric_plot(runs: list[RunData]) -> str:
     metric = runs[0].spec.headline_metric
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig = Figure(figsize=(6.5, 3.6))
+    ax = fig.subplots()
     for data in runs:
-        for name, style in ((f"eval_{metric}", "-o"), ("holdout_accuracy", ":s")):
+        for name, style in ((eval_metric(metric), "-o"), (HOLDOUT_ACCURACY, ":s")):
             points = per_iteration(data, name)
             if points:
                 ax.plot(*zip(*points, strict=True), style, label=f"{data.label} {name.replace('_', ' ')}")
         final = next((it for it in data.iterations if it.index == data.spec.loop.iterations + 1), None)
-        if final and f"eval_{metric}" in final.metrics:
+        if final and eval_metric(metric) in final.metrics:
             ax.plot(
                 [final.index],
-                [final.metrics[f"eval_{metric}"]],
+                [final.metrics[eval_metric(metric)]],
                 "*",
                 markersize=14,
                 label=f"{data.label} final student",
             )
-    teacher = baseline(runs[0], f"teacher_eval_{metric}")
+    teacher = baseline(runs[0], teacher_eval_metric(metric))
     if teacher is not None:
         ax.axhline(teacher, color="grey", linestyle="--", label="teacher few-shot")
-    reference = baseline(runs[0], f"reference_eval_{metric}")
+    reference = baseline(runs[0], reference_metric(eval_metric(metric)))
     if reference is not None:
-        examples = baseline(runs[0], "reference_examples") or 0
+        examples = baseline(runs[0], REFERENCE_EXAMPLES) or 0
         ax.axhline(reference, color="black", linestyle=":", label=f"supervised, {examples:.0f} real examples")
     last = runs[0].spec.loop.iterations
     ax.set_xticks(range(1, last + 2), [*map(str, range(1, last + 1)), "final"])
@@ -110,7 +118,8 @@ def energy_plot(data: RunData) -> str | None:
     loop = _loop_iterations(data)
     if not any(s.energy is not None for s in data.samples):
         return None
-    fig, axes = plt.subplots(1, len(loop), figsize=(3.2 * len(loop), 2.8), squeeze=False, sharey=True)
+    fig = Figure(figsize=(3.2 * len(loop), 2.8))
+    axes = fig.subplots(1, len(loop), squeeze=False, sharey=True)
     low_q, high_q = data.spec.loop.selection_band
     for ax, it in zip(axes[0], loop, strict=True):
         train = [
@@ -145,7 +154,8 @@ def label_plot(data: RunData) -> str | None:
         return None
     loop = _loop_iterations(data)
     counts = {it.index: Counter(s.label for s in data.samples if s.iteration == it.index) for it in loop}
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
     bottom = np.zeros(len(loop))
     for label in labels:
         values = np.array([counts[it.index][label] for it in loop], dtype=float)
@@ -162,7 +172,7 @@ def per_iteration(data: RunData, name: str) -> list[tuple[int, float]]:
     return [(it.index, it.metrics[name]) for it in _loop_iterations(data) if name in it.metrics]
 
 
-def _lines(ax: plt.Axes, runs: list[RunData], names: dict[str, str]) -> None:
+def _lines(ax: Axes, runs: list[RunData], names: dict[str, str]) -> None:
     for data in runs:
         for name, style in names.items():
             points = per_iteration(data, name)
@@ -177,7 +187,8 @@ def _lines(ax: plt.Axes, runs: list[RunData], names: dict[str, str]) -> None:
 def diversity_plot(runs: list[RunData]) -> str:
     """Per iteration, in the MiniLM sentence-embedding space and in words (pool = everything
     generated so far)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+    fig = Figure(figsize=(11, 3.4))
+    left, right = fig.subplots(1, 2)
     _lines(left, runs, {"distinct_2": "-o", "embedding_spread": "--s", "pool_spread": ":^"})
     left.set_title("diversity (higher = more varied)")
     _lines(right, runs, {"pool_coverage": "-o", "nearest_neighbour_similarity": "--s"})
@@ -190,7 +201,8 @@ def ood_plot(runs: list[RunData]) -> str | None:
     batch's, and its energy gap to the training samples under the student."""
     if not any(per_iteration(d, "ood_novelty") for d in runs):
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+    fig = Figure(figsize=(11, 3.4))
+    left, right = fig.subplots(1, 2)
     _lines(left, runs, {"ood_novelty": "-o", "train_novelty": "--s"})
     left.set_title("distance from the pool (1 - nearest cosine)")
     _lines(right, [d for d in runs if per_iteration(d, "ood_energy_gap")], {"ood_energy_gap": "-o"})
@@ -259,12 +271,12 @@ def render_report(runs: list[RunData]) -> str:
     """HTML for one run, or a gold run compared with others (e.g. its vanilla twin)."""
     main = runs[0]
     metric = main.spec.headline_metric
-    teacher = baseline(main, f"teacher_eval_{metric}")
+    teacher = baseline(main, teacher_eval_metric(metric))
     metrics_rows = "".join(
         f"<tr><td>{d.label}</td><td>{it.index if it.index <= d.spec.loop.iterations else 'final'}</td>"
-        f"<td>{it.metrics.get(f'eval_{metric}', float('nan')):.3f}</td>"
-        f"<td>{it.metrics.get('holdout_accuracy', float('nan')):.3f}</td>"
-        f"<td>{it.metrics.get('train_loss', float('nan')):.3f}</td></tr>"
+        f"<td>{it.metrics.get(eval_metric(metric), float('nan')):.3f}</td>"
+        f"<td>{it.metrics.get(HOLDOUT_ACCURACY, float('nan')):.3f}</td>"
+        f"<td>{it.metrics.get(TRAIN_LOSS, float('nan')):.3f}</td></tr>"
         for d in runs
         for it in d.iterations
         if it.index >= 1

@@ -13,10 +13,9 @@ from services.orchestrator.config import OrchestratorSettings
 from shared.db.base import utcnow
 from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample
 from shared.errors import Conflict, InvalidInput, NotFound
+from shared.names import TERMINAL_RUN_STATUSES, RunStatus
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage, SampleRead
 from shared.spec import RunSpec
-
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def resolve_data_path(raw: str, settings: OrchestratorSettings, field: str) -> Path:
@@ -187,19 +186,19 @@ def cancel_run(run_id: uuid.UUID, *, session: Session) -> Run:
     run = session.get(Run, run_id, with_for_update=True)
     if run is None:
         raise NotFound(f"run {run_id} not found")
-    if run.status in TERMINAL:
+    if run.status in TERMINAL_RUN_STATUSES:
         return run
-    if run.status == "queued":
-        run.status, run.finished_at = "cancelled", utcnow()
+    if run.status == RunStatus.QUEUED:
+        run.status, run.finished_at = RunStatus.CANCELLED, utcnow()
     else:
-        run.status = "cancelling"  # the driver stops at its next check, within seconds
+        run.status = RunStatus.CANCELLING  # the driver stops at its next check, within seconds
     return run
 
 
 def delete_run(run_id: uuid.UUID, *, session: Session, artifacts: Path) -> list[Path]:
     """Delete a finished run's rows; return its checkpoint folders for removal after the commit."""
     run = get_run(run_id, session=session)
-    if run.status not in TERMINAL:
+    if run.status not in TERMINAL_RUN_STATUSES:
         raise Conflict(f"run {run_id} is {run.status}: cancel it first, then delete it")
     folders = [
         (artifacts / p).resolve()

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import UUIDPK, Base, Timestamped, utcnow
+from shared.names import IterationStatus, RunStatus, StepStatus
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -32,8 +33,7 @@ class Run(UUIDPK, Timestamped, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    # queued | running | succeeded | failed | cancelling | cancelled
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED, index=True)  # RunStatus
     iteration: Mapped[int] = mapped_column(Integer, default=0)
     stage: Mapped[str | None] = mapped_column(String(32))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
@@ -54,7 +54,7 @@ class Iteration(UUIDPK, Timestamped, Base):
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
     # 1..N for loop iterations; N+1 is the final student trained on the whole pool.
     index: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    status: Mapped[str] = mapped_column(String(16), default=IterationStatus.RUNNING)  # IterationStatus
     # Generation statistics per kind: {"train": {"requested", "accepted", "rejected": {reason: n}}}
     parse_stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # Wall seconds per stage: {"generate_train": 12.3, "train": 40.1, ...}
@@ -137,7 +137,7 @@ class Step(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
     iteration: Mapped[int] = mapped_column(Integer, primary_key=True)
     stage: Mapped[str] = mapped_column(String(32), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed | skipped
+    status: Mapped[str] = mapped_column(String(16), default=StepStatus.RUNNING)  # StepStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error: Mapped[str | None] = mapped_column(Text)

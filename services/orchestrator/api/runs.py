@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from services.orchestrator import exports, report, service
 from services.orchestrator.deps import SessionDep, SettingsDep
 from shared.auth import Caller
+from shared.names import RunStatus
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage
 from shared.spec import RunSpec
 
@@ -33,9 +34,7 @@ def create_run(
 def list_runs(
     session: SessionDep,
     _: Caller,
-    status: Annotated[
-        Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] | None, Query()
-    ] = None,
+    status: Annotated[RunStatus | None, Query()] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[RunRead]:

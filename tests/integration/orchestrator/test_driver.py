@@ -13,9 +13,10 @@ import pytest
 from redis import Redis
 from sqlalchemy import func, select
 
-from services.orchestrator import steps
 from services.orchestrator.driver import RunDriver
 from services.orchestrator.service import create_run
+from services.orchestrator.stages import teacher as teacher_stage
+from services.orchestrator.stages import train as train_stage
 from shared.db.base import utcnow
 from shared.db.models import Checkpoint, Iteration, Metric, Rejection, Run, Sample, Step
 from shared.errors import UpstreamError
@@ -192,7 +193,7 @@ def stand_in_trainer(monkeypatch, session_factory):
             examples_per_second=1.0,
         )
 
-    monkeypatch.setattr(steps, "_run_train_job", run_train_job)
+    monkeypatch.setattr(train_stage, "run_train_job", run_train_job)
     return jobs
 
 
@@ -434,7 +435,7 @@ def test_time_budget_skips_later_iterations_and_the_reference_is_trained_apart(
 def test_seq2seq_teacher_baseline_answers_in_batches_scored_like_the_students(
     make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer, shared_data, monkeypatch
 ):
-    monkeypatch.setattr(steps, "TEACHER_BATCH", 2)
+    monkeypatch.setattr(teacher_stage, "TEACHER_BATCH", 2)
     spec["task"] = {
         "type": "seq2seq",
         "description": "Answer a question.",

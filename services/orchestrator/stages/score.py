@@ -1,0 +1,121 @@
+"""Feedback stages: the iteration's samples scored by free energy under the student just trained,
+and the OOD samples in the energy band, checked by the teacher, chosen as the next prompt's feedback."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services.orchestrator.context import RunContext, StepFailed
+from services.orchestrator.feedback import Checked, check_feedback
+from services.orchestrator.stages.done import Done
+from services.orchestrator.stages.records import samples, upsert_metrics
+from shared.db.models import Iteration, Sample
+from shared.schemas.scoring import EnergyRequest, SelectRequest
+
+
+def score(ctx: RunContext, iteration: int) -> Done:
+    """Free energy of the iteration's OOD samples (for selection) and, for the report, of its
+    training samples, under the student just trained."""
+    with ctx.sessions() as session:
+        scored = samples(session, ctx.run_id, iteration=iteration, kind="ood") + samples(
+            session, ctx.run_id, iteration=iteration, kind="train"
+        )
+        checkpoint_id = session.scalar(
+            select(Iteration.checkpoint_id).where(
+                Iteration.run_id == ctx.run_id, Iteration.index == iteration
+            )
+        )
+    if checkpoint_id is None:
+        raise StepFailed(f"iteration {iteration} has no student checkpoint to score with")
+    request = EnergyRequest(
+        checkpoint_id=checkpoint_id,
+        samples=[s.fields for s in scored],
+        temperature=ctx.spec.loop.energy_temperature,
+    )
+    response = ctx.call(ctx.scorer.energy, request)
+    # The student was trained on neither the OOD batch nor the held-out training samples: the
+    # energy gap between them says how far out of distribution the OOD batch lies.
+    scored_energies = list(zip(scored, response.energies, strict=True))
+    ood_energies = [e for s, e in scored_energies if s.kind == "ood"]
+    holdout_energies = [e for s, e in scored_energies if s.kind == "train" and s.holdout]
+
+    def write(session: Session) -> None:
+        session.execute(
+            update(Sample),
+            [{"id": s.id, "energy": e} for s, e in scored_energies],
+        )
+        if ood_energies and holdout_energies:
+            gap = float(np.mean(ood_energies) - np.mean(holdout_energies))
+            upsert_metrics(session, ctx.run_id, iteration, {"ood_energy_gap": gap})
+
+    return Done({"scored": len(scored)}, write)
+
+
+def select_feedback(ctx: RunContext, iteration: int) -> Done:
+    """The OOD samples in the energy band, checked by the teacher (classification), become the
+    next prompt's feedback: relabelled or left out as loop.feedback_check says."""
+    loop = ctx.spec.loop
+    with ctx.sessions() as session:
+        seeds = samples(session, ctx.run_id, kind="seed")
+        ood = [
+            s for s in samples(session, ctx.run_id, iteration=iteration, kind="ood") if s.energy is not None
+        ]
+    selected: list[int] = []
+    checks = []
+    if ood and loop.feedback_per_iteration > 0:
+        request = SelectRequest(
+            energies=[s.energy for s in ood],
+            band=loop.selection_band,
+            labels=[s.label or "" for s in ood] if ctx.spec.task.labels else None,
+            stratify=loop.stratify_selection,
+        )
+        if ctx.spec.task.type == "classification":
+            band = ctx.call(ctx.scorer.select, request).selected
+            checks = check_feedback(ctx, [ood[i] for i in band], seeds)
+            position = {s.id: i for i, s in enumerate(ood)}
+            checked_label = {c.sample.id: c.label for c in checks}
+            request = request.model_copy(
+                update={
+                    "exclude": [position[c.sample.id] for c in checks if not c.keep],
+                    "labels": [checked_label.get(s.id, s.label or "") for s in ood]
+                    if request.labels
+                    else None,
+                }
+            )
+        request = request.model_copy(update={"count": loop.feedback_per_iteration})
+        selected = ctx.call(ctx.scorer.select, request).selected
+    chosen = {ood[i].id for i in selected}
+    updates = [{"id": s.id, "selected": s.id in chosen} for s in ood]
+    by_id = {u["id"]: u for u in updates}
+    output_field = ctx.spec.task.output_field
+    for check in checks:
+        update_row = by_id[check.sample.id]
+        update_row["teacher_probs"] = check.probabilities
+        if check.relabelled:  # the teacher's label, for the prompt and for training
+            update_row["label"] = check.label
+            update_row["fields"] = {**check.sample.fields, output_field: check.label}
+    stats = _feedback_stats(checks, chosen)
+
+    def write(session: Session) -> None:
+        session.execute(update(Sample), updates)
+        if stats:
+            upsert_metrics(session, ctx.run_id, iteration, stats)
+
+    return Done({"selected": [str(i) for i in chosen], **stats}, write)
+
+
+def _feedback_stats(checks: list[Checked], chosen: set[uuid.UUID]) -> dict[str, float]:
+    if not checks:
+        return {}
+    fed = [c for c in checks if c.sample.id in chosen]
+    return {
+        "feedback_checked": float(len(checks)),
+        "feedback_teacher_agreement": sum(c.teacher_label == c.sample.label for c in checks) / len(checks),
+        "feedback_relabelled": float(sum(c.relabelled for c in fed)),
+        "feedback_dropped": float(sum(not c.keep for c in checks)),
+        "feedback_contradicted": float(sum(c.teacher_label != c.label for c in fed)),
+    }

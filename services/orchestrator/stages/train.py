@@ -1,0 +1,79 @@
+"""Training stages: the loop's student, the final student and the supervised reference, each an
+RQ job run by a trainer worker, watched here."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from functools import partial
+
+from rq.job import JobStatus
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.orchestrator.context import RunCancelled, RunContext, StepFailed
+from services.orchestrator.stages.done import Done
+from services.orchestrator.stages.records import iteration_row
+from shared.db.models import Iteration
+from shared.jobs import enqueue_train
+from shared.schemas.training import TrainJob, TrainResult, TrainRole
+
+logger = logging.getLogger(__name__)
+ENDED = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+
+
+def train(ctx: RunContext, iteration: int, role: TrainRole) -> Done:
+    init = None
+    if role == "loop" and ctx.spec.student.continue_training and iteration > 1:
+        with ctx.sessions() as session:
+            previous = session.scalar(
+                select(Iteration.checkpoint_id).where(
+                    Iteration.run_id == ctx.run_id, Iteration.index == iteration - 1
+                )
+            )
+        init = str(previous) if previous else None
+    job = TrainJob(run_id=str(ctx.run_id), iteration=iteration, role=role, init_checkpoint_id=init)
+    result = run_train_job(ctx, job)
+
+    def write(session: Session) -> None:
+        if role != "reference":  # the reference student is a yardstick, not the iteration's student
+            iteration_row(session, ctx.run_id, iteration).checkpoint_id = uuid.UUID(result.checkpoint_id)
+
+    return Done(result.model_dump(), write)
+
+
+train_loop = partial(train, role="loop")
+train_final = partial(train, role="final")
+train_reference = partial(train, role="reference")
+
+
+def run_train_job(ctx: RunContext, job: TrainJob) -> TrainResult:
+    """Run the job, with up to settings.train_attempts attempts, each a fresh RQ job.
+
+    This loop is the ONE retry layer of training (the job is enqueued without RQ's Retry): the
+    orchestrator has to watch every attempt anyway, to stay cancellable and to name the last
+    error, and its setting is the one place the count is set. RQ's Retry under this loop would
+    multiply the two (a deterministic failure trained 3 x 3 times), and its delayed retries are
+    invisible here. A worker killed mid-job counts as one failed attempt: RQ marks the abandoned
+    job failed and this loop enqueues it again."""
+    last_error = "unknown"
+    for attempt in range(1, ctx.settings.train_attempts + 1):
+        rq_job = enqueue_train(ctx.train_queue, job)
+        while True:
+            status = rq_job.get_status(refresh=True)
+            if status == JobStatus.FINISHED:
+                return TrainResult.model_validate(rq_job.return_value())
+            if status in ENDED or status is None:
+                last_error = (rq_job.exc_info or "job lost").strip().splitlines()[-1]
+                logger.warning("run %s: training attempt %d failed: %s", ctx.run_id, attempt, last_error)
+                break
+            try:
+                ctx.heartbeat()
+            except RunCancelled:
+                rq_job.cancel()
+                raise
+            time.sleep(ctx.settings.train_poll_s)
+    raise StepFailed(
+        f"trainer: training failed {ctx.settings.train_attempts} times; last error: {last_error}"
+    )

@@ -1,0 +1,78 @@
+"""Teacher verification of each iteration's generated labels (verification.policy)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from services.orchestrator.context import RunContext, StepFailed
+from services.orchestrator.feedback import teacher_distributions, top_label
+from services.orchestrator.stages.done import Done
+from services.orchestrator.stages.records import iteration_row, samples, upsert_metrics
+from shared.db.models import Sample
+
+
+def verify_labels(ctx: RunContext, iteration: int) -> Done:
+    """The teacher scores every generated sample's label by likelihood; the run's policy keeps,
+    relabels or leaves out disagreements. Nothing is deleted: left-out samples are marked."""
+    spec = ctx.spec
+    policy = spec.verification
+    output_field = spec.task.output_field
+    with ctx.sessions() as session:
+        seeds = samples(session, ctx.run_id, kind="seed")
+        generated = samples(session, ctx.run_id, iteration=iteration, kind="train") + samples(
+            session, ctx.run_id, iteration=iteration, kind="ood"
+        )
+    if not generated:
+        raise StepFailed(f"iteration {iteration} has no samples to verify")
+    updates, agree, kept_agree, confidences = [], 0, 0, []
+    for sample, probabilities in zip(generated, teacher_distributions(ctx, generated, seeds), strict=True):
+        teacher_label = top_label(probabilities)
+        requested = sample.requested_label or sample.label
+        agree += teacher_label == requested
+        label = teacher_label if policy.policy == "relabel" else requested
+        confidence = probabilities.get(label or "", 0.0)
+        confidences.append(confidence)
+        excluded = (
+            policy.policy == "drop" and teacher_label != requested
+        ) or confidence < policy.min_confidence
+        kept_agree += not excluded and teacher_label == label
+        updates.append(
+            {
+                "id": sample.id,
+                "label": label,
+                "fields": {**sample.fields, output_field: label},
+                "teacher_probs": probabilities,
+                "excluded": excluded,
+            }
+        )
+    kept = sum(not u["excluded"] for u in updates)
+    stats = {
+        "policy": policy.policy,
+        # the generator's label fidelity: the teacher's likelihood label is the one it was asked for
+        "agreement": agree / len(generated),
+        # the same for the samples trained on, with the labels they are trained on
+        "fidelity_after": kept_agree / kept if kept else 0.0,
+        "excluded": len(updates) - kept,
+        "mean_confidence": sum(confidences) / len(confidences),
+        "confidence_histogram": [int(c) for c in np.histogram(confidences, bins=10, range=(0.0, 1.0))[0]],
+    }
+
+    def write(session: Session) -> None:
+        session.execute(update(Sample), updates)
+        it = iteration_row(session, ctx.run_id, iteration)
+        it.parse_stats = {**it.parse_stats, "verification": stats}
+        upsert_metrics(
+            session,
+            ctx.run_id,
+            iteration,
+            {
+                "teacher_agreement": stats["agreement"],
+                "label_fidelity_after_verification": stats["fidelity_after"],
+                "verified_excluded": float(stats["excluded"]),
+                "teacher_mean_confidence": stats["mean_confidence"],
+            },
+        )
+
+    return Done(stats, write)

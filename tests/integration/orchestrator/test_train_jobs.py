@@ -1,0 +1,158 @@
+"""The orchestrator's train-job loop against a real Redis and Postgres: the train stage enqueues an
+RQ job, an in-process burst worker runs it (a stand-in job function that fails as told), and the
+loop retries, gives up after train_attempts, or cancels the job when the run is cancelled."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from redis import Redis
+from rq import SimpleWorker
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+from sqlalchemy import select
+
+from services.orchestrator.context import RunCancelled, RunContext, StepFailed
+from services.orchestrator.plan import PlannedStep
+from services.orchestrator.service import create_run
+from services.orchestrator.stages import run_stage
+from shared import jobs
+from shared.db.models import Checkpoint, Iteration, Run, Step
+from shared.jobs import train_job_id, train_queue
+from shared.names import RunStatus, Stage
+from shared.schemas.training import TrainJob, TrainResult
+from shared.spec import RunSpec
+
+# What the stand-in job function does; set by the `trainer` fixture (the burst worker runs it in
+# this process).
+CALLS: list[dict[str, Any]] = []
+SCRIPT: dict[str, Any] = {}
+
+
+def stand_in_train(payload: dict[str, Any]) -> dict[str, Any]:
+    """Fails its first SCRIPT["failures"] calls; then writes a checkpoint row like the trainer."""
+    CALLS.append(payload)
+    if SCRIPT.get("cancel_on_failure"):
+        with SCRIPT["sessions"]() as session, session.begin():
+            session.get(Run, uuid.UUID(payload["run_id"])).status = RunStatus.CANCELLING
+    if len(CALLS) <= SCRIPT["failures"]:
+        raise RuntimeError(f"CUDA out of memory (call {len(CALLS)})")
+    job = TrainJob.model_validate(payload)
+    checkpoint_id = uuid.uuid4()
+    with SCRIPT["sessions"]() as session, session.begin():
+        session.add(
+            Checkpoint(
+                id=checkpoint_id,
+                run_id=uuid.UUID(job.run_id),
+                iteration=job.iteration,
+                role=job.role,
+                path=f"checkpoints/{checkpoint_id}",
+                student_model="x",
+                student_kind="classifier",
+                metrics={},
+            )
+        )
+    return TrainResult(
+        checkpoint_id=str(checkpoint_id), metrics={}, seconds=0.1, examples_per_second=1.0
+    ).model_dump()
+
+
+@pytest.fixture
+def trainer(monkeypatch, session_factory) -> Iterator[dict[str, Any]]:
+    monkeypatch.setattr(jobs, "TRAIN_FUNC", f"{__name__}.stand_in_train")
+    CALLS.clear()
+    SCRIPT.clear()
+    SCRIPT.update(failures=0, sessions=session_factory)
+    yield SCRIPT
+    CALLS.clear()
+    SCRIPT.clear()
+
+
+@pytest.fixture
+def run_context(spec, session_factory, orchestrator_settings, redis_url) -> Iterator[RunContext]:
+    settings = orchestrator_settings.model_copy(update={"train_attempts": 3, "train_poll_s": 0.01})
+    with session_factory() as session, session.begin():
+        run_id = create_run(RunSpec.model_validate(spec), session=session, settings=settings).id
+        session.get(Run, run_id).status = RunStatus.RUNNING
+    redis = Redis.from_url(redis_url)
+    queue = train_queue(redis)
+    polls = []
+
+    def heartbeat() -> None:
+        """What the driver's heartbeat does (a cancelled run raises), then a burst worker runs
+        whatever is queued. A loop that waits for ever (a job that never ends) fails the test."""
+        polls.append(1)
+        assert len(polls) < 100, "the train-job loop is still waiting"
+        with session_factory() as session:
+            if session.get(Run, run_id).status == RunStatus.CANCELLING:
+                raise RunCancelled()
+        SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+
+    with ThreadPoolExecutor(max_workers=1) as calls:
+        yield RunContext(
+            run_id=run_id,
+            spec=RunSpec.model_validate(spec),
+            sessions=session_factory,
+            generator=None,  # type: ignore[arg-type]  # the train stage calls neither service
+            scorer=None,  # type: ignore[arg-type]
+            train_queue=queue,
+            settings=settings,
+            heartbeat=heartbeat,
+            calls=calls,
+        )
+
+
+TRAIN_1 = PlannedStep(1, Stage.TRAIN)
+
+
+def _step(ctx: RunContext) -> Step | None:
+    with ctx.sessions() as session:
+        return session.get(Step, (ctx.run_id, 1, Stage.TRAIN))
+
+
+def _rq_job(ctx: RunContext) -> Job:
+    job = TrainJob(run_id=str(ctx.run_id), iteration=1, role="loop")
+    return Job.fetch(train_job_id(job), connection=ctx.train_queue.connection, serializer=JSONSerializer)
+
+
+def test_a_failed_training_job_is_run_again_and_its_student_recorded(run_context, trainer):
+    trainer["failures"] = 1
+    run_stage(run_context, TRAIN_1)
+    assert len(CALLS) == 2
+    step = _step(run_context)
+    assert step is not None and step.status == "done"
+    with run_context.sessions() as session:
+        checkpoint = session.scalar(
+            select(Iteration.checkpoint_id).where(Iteration.run_id == run_context.run_id)
+        )
+    assert str(checkpoint) == step.result["checkpoint_id"]
+
+
+def test_a_training_job_that_keeps_failing_fails_the_step_after_train_attempts(run_context, trainer):
+    trainer["failures"] = 99
+    with pytest.raises(StepFailed) as failed:
+        run_stage(run_context, TRAIN_1)
+    # One retry layer: train_attempts jobs, not train_attempts x RQ's own retries.
+    assert len(CALLS) == run_context.settings.train_attempts == 3
+    assert str(failed.value) == (
+        "trainer: training failed 3 times; last error: RuntimeError: CUDA out of memory (call 3)"
+    )
+    assert _rq_job(run_context).retries_left is None
+    assert _step(run_context) is None  # nothing marked: a resumed run trains again
+
+
+def test_cancelling_the_run_cancels_the_training_job(run_context, trainer):
+    # The run is cancelled while its first attempt fails: the second attempt is cancelled
+    # before a worker takes it.
+    trainer.update(failures=1, cancel_on_failure=True)
+    with pytest.raises(RunCancelled):
+        run_stage(run_context, TRAIN_1)
+    assert len(CALLS) == 1
+    assert _rq_job(run_context).get_status(refresh=True) == JobStatus.CANCELED
+    SimpleWorker([run_context.train_queue], connection=run_context.train_queue.connection).work(burst=True)
+    assert len(CALLS) == 1  # a worker started later does not run the cancelled job
+    assert _step(run_context) is None
