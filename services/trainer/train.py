@@ -292,9 +292,9 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         )
     if cfg.evaluation:
         eval_examples = [Example(fields=item.fields) for item in cfg.evaluation]
-        started = time.perf_counter()
+        eval_started = time.perf_counter()
         predictions = _predict(student, eval_examples, cfg, device)
-        metrics["eval_seconds_per_example"] = (time.perf_counter() - started) / len(eval_examples)
+        metrics["eval_seconds_per_example"] = (time.perf_counter() - eval_started) / len(eval_examples)
         references = [item.references for item in cfg.evaluation]
         scores = task_scores(cfg.task_type, predictions, references, cfg.labels or [])
         metrics |= {f"eval_{name}": value for name, value in scores.items()}
