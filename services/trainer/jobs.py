@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -17,10 +18,10 @@ from sqlalchemy.orm import Session
 from transformers.utils import logging as hf_logging
 
 from services.trainer import distributed
-from services.trainer.checkpoints import checkpoint_dir, checkpoint_uuid, read_metadata
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_trainer_settings
 from services.trainer.students import Example
 from services.trainer.train import EvalItem, TrainConfig, train
+from shared.checkpoints import CheckpointNotFound, checkpoint_dir, checkpoint_uuid, read_metadata
 from shared.db.models import Checkpoint, Metric, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.evaluation_data import load_evaluation
@@ -124,11 +125,7 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
     init_from = None
     if not fresh and spec.student.continue_training and job.init_checkpoint_id:
         init_from = checkpoint_dir(settings.artifacts, job.init_checkpoint_id)
-        meta = read_metadata(init_from)
-        if meta is None:
-            raise FileNotFoundError(
-                f"init checkpoint {job.init_checkpoint_id} not found in {init_from.parent}"
-            )
+        meta = read_metadata(init_from)  # CheckpointNotFound: the loop cannot continue without it
         if meta.get("student_kind") != spec.student_kind:
             raise ValueError(
                 f"init checkpoint is a {meta.get('student_kind')}, the spec wants {spec.student_kind}"
@@ -216,7 +213,16 @@ def record(
         )
 
 
-def _stored_result(row: Checkpoint, meta: dict[str, Any]) -> TrainResult:
+def _finished(session: Session, checkpoint_id: uuid.UUID, folder: Path) -> TrainResult | None:
+    """The result of a job already done (its row committed, its folder published), or None."""
+    row = session.get(Checkpoint, checkpoint_id)
+    if row is None:
+        return None
+    try:
+        meta = read_metadata(folder)
+    except CheckpointNotFound as exc:
+        logger.warning("checkpoint %s has a row but no published folder (%s): training again", row.id, exc)
+        return None
     metrics = {k: float(v) for k, v in (row.metrics or {}).items()}
     return TrainResult(
         checkpoint_id=str(row.id),
@@ -244,11 +250,10 @@ def train_student(payload: dict[str, Any]) -> dict[str, Any]:
             spec = RunSpec.model_validate(run.spec)
             cid = checkpoint_uuid(job.run_id, job.iteration, job.role)
             folder = checkpoint_dir(settings.artifacts, cid)
-            done = session.get(Checkpoint, cid)
-            meta = read_metadata(folder)
-            if done is not None and meta is not None:
+            done = _finished(session, cid, folder)
+            if done is not None:
                 logger.info("checkpoint %s already complete: not training again", cid)
-                return _stored_result(done, meta).model_dump()
+                return done.model_dump()
             cfg = build_config(session, job, spec, settings)
         logger.info(
             "training %s student for run %s iteration %d (%s): %d train, %d holdout, %d eval examples",

@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from services.trainer import distributed
-from services.trainer.checkpoints import FORMAT_VERSION, METADATA_FILE, model_card, publish
+from services.trainer.checkpoints import model_card, publish
 from services.trainer.config import DEFAULT_ALLOWED_STUDENTS
 from services.trainer.losses import distill_kl, token_losses
 from services.trainer.students import (
@@ -34,6 +34,7 @@ from services.trainer.students import (
     load_checkpoint_model,
     resolve_model_name,
 )
+from shared.checkpoints import FORMAT_VERSION, write_metadata
 from shared.schemas.training import TrainResult
 from shared.student_format import StudentFormat
 from shared.task_metrics import task_scores
@@ -346,7 +347,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        write_metadata(folder, meta)
         (folder / "README.md").write_text(model_card(meta), encoding="utf-8")
 
     publish(cfg.output_dir, write)
