@@ -20,7 +20,8 @@ from transformers.utils import logging as hf_logging
 from services.trainer import distributed
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_trainer_settings
 from services.trainer.students import Example
-from services.trainer.train import EvalItem, TrainConfig, train
+from services.trainer.train import train
+from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
 from shared.checkpoints import CheckpointNotFound, checkpoint_dir, checkpoint_uuid, read_metadata
 from shared.db.models import Checkpoint, Metric, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
@@ -142,39 +143,18 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
             if data.skipped:
                 logger.info("evaluation rows skipped: %s", dict(data.skipped))
 
-    s = spec.student
     cid = checkpoint_uuid(job.run_id, job.iteration, job.role)
-    return TrainConfig(
+    return config_from_spec(
+        spec,
+        settings,
         checkpoint_id=str(cid),
         output_dir=checkpoint_dir(settings.artifacts, cid),
-        kind=spec.student_kind,
-        model=s.model,
-        task_type=spec.task.type,
-        input_fields=spec.task.input_fields,
-        output_field=spec.task.output_field,
-        labels=spec.task.labels,
-        init_from=init_from,
-        epochs=(settings.final_max_epochs or s.final_epochs) if fresh else s.epochs,
-        learning_rate=s.learning_rate,
-        batch_size=s.batch_size,
-        max_length=s.max_length,
-        max_target_length=settings.max_target_length,
-        loss=s.loss,
-        sce_alpha=s.sce_alpha,
-        sce_beta=s.sce_beta,
-        distill_weight=0.0 if job.role == "reference" else s.distill_weight,  # real rows: no teacher
-        distill_temperature=s.distill_temperature,
-        seed=s.seed,
-        early_stopping=fresh,
-        patience=settings.final_patience,
-        min_holdout_for_early_stopping=settings.final_min_holdout,
-        min_epochs=min(s.epochs, s.final_epochs),
         train=train_examples,
         holdout=holdout_examples,
         evaluation=evaluation,
-        eval_batch_size=settings.eval_batch_size,
-        allowed_models=settings.allowed_student_models,
-        torch_threads=settings.torch_threads,
+        fresh=fresh,
+        soft_labels=job.role != "reference",  # real rows: no teacher
+        init_from=init_from,
         metadata={"run_id": job.run_id, "iteration": job.iteration, "role": job.role},
     )
 

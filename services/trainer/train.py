@@ -17,14 +17,12 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, Field
 
 from services.trainer import distributed
 from services.trainer.checkpoints import model_card, publish
-from services.trainer.config import DEFAULT_ALLOWED_STUDENTS
+from services.trainer.config import get_trainer_settings
 from services.trainer.losses import distill_kl, token_losses
 from services.trainer.students import (
     Example,
@@ -34,58 +32,15 @@ from services.trainer.students import (
     load_checkpoint_model,
     resolve_model_name,
 )
+from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
 from shared.checkpoints import FORMAT_VERSION, write_metadata
+from shared.evaluation_data import load_evaluation
 from shared.schemas.training import TrainResult
+from shared.spec import RunSpec, load_spec_file
 from shared.student_format import StudentFormat
 from shared.task_metrics import task_scores
 
 logger = logging.getLogger(__name__)
-
-
-class EvalItem(BaseModel):
-    fields: dict[str, str]
-    references: list[str]
-
-
-class TrainConfig(BaseModel):
-    checkpoint_id: str
-    output_dir: Path  # the final folder; written atomically
-    kind: Literal["classifier", "seq2seq"]
-    model: str = "default"
-    task_type: Literal["classification", "seq2seq"]
-    input_fields: list[str]
-    output_field: str
-    labels: list[str] | None = None
-    init_from: Path | None = None  # continue from this checkpoint folder instead of a fresh student
-    epochs: int = 3
-    learning_rate: float = 2e-4
-    batch_size: int = 16
-    max_length: int = 128
-    max_target_length: int = 64
-    loss: Literal["ce", "sce"] = "ce"
-    sce_alpha: float = 1.0
-    sce_beta: float = 1.0
-    # Soft-label distillation (classifier): (1 - w) * hard loss + w * T^2 * KL(teacher_T || student_T).
-    distill_weight: float = 0.0
-    distill_temperature: float = 2.0
-    seed: int = 44
-    warmup_fraction: float = 0.06
-    # Early stopping on the holdout (the final student): keep the best epoch, stop after `patience`.
-    early_stopping: bool = False
-    patience: int = 2
-    # Epochs always trained before an epoch may count as the best: a held-out set of a few dozen noisy
-    # generated samples can otherwise crown a barely-trained first epoch (seen: final loss 0.69).
-    min_epochs: int = 1
-    # Below this many held-out examples their accuracy is noise (teacher verification that drops
-    # disagreements can leave 2-4): no early stopping then, the whole epoch budget is trained.
-    min_holdout_for_early_stopping: int = 20
-    train: list[Example]
-    holdout: list[Example] = Field(default_factory=list)
-    evaluation: list[EvalItem] = Field(default_factory=list)
-    eval_batch_size: int = 64
-    allowed_models: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_STUDENTS))
-    torch_threads: int | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)  # run_id, iteration, role: for the card
 
 
 def _device() -> torch.device:
@@ -383,9 +338,6 @@ def _read_examples(path: Path) -> list[Example]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from shared.evaluation_data import load_evaluation
-    from shared.spec import RunSpec, load_spec_file
-
     parser = argparse.ArgumentParser(description="Train one GOLD student from JSONL data.")
     parser.add_argument("--spec", required=True, type=Path, help="run spec (YAML/JSON): task + student")
     parser.add_argument("--train", required=True, type=Path)
@@ -396,28 +348,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = RunSpec.model_validate(load_spec_file(args.spec))
     evaluation = load_evaluation(spec.evaluation, spec.task).examples if spec.evaluation else []
-    s = spec.student
-    cfg = TrainConfig(
+    cfg = config_from_spec(
+        spec,
+        get_trainer_settings(),
         checkpoint_id=str(uuid.uuid4()),
         output_dir=args.output.resolve(),
-        kind=spec.student_kind,
-        model=s.model,
-        task_type=spec.task.type,
-        input_fields=spec.task.input_fields,
-        output_field=spec.task.output_field,
-        labels=spec.task.labels,
-        epochs=s.epochs,
-        learning_rate=s.learning_rate,
-        batch_size=s.batch_size,
-        max_length=s.max_length,
-        loss=s.loss,
-        sce_alpha=s.sce_alpha,
-        sce_beta=s.sce_beta,
-        seed=s.seed,
-        early_stopping=args.early_stopping,
         train=_read_examples(args.train),
         holdout=_read_examples(args.holdout) if args.holdout else [],
         evaluation=[EvalItem(fields=e.fields, references=list(e.references)) for e in evaluation],
+        early_stopping=args.early_stopping,
     )
     print(train(cfg).model_dump_json(indent=2))
 
