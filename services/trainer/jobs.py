@@ -17,8 +17,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from transformers.utils import logging as hf_logging
 
-from services.trainer import distributed
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_trainer_settings
+from services.trainer.launcher import launch
 from services.trainer.students import Example
 from services.trainer.train import train
 from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
@@ -246,10 +246,7 @@ def train_student(payload: dict[str, Any]) -> dict[str, Any]:
             len(cfg.evaluation),
         )
         _report("training", train_examples=len(cfg.train))
-        if settings.trainer_processes > 1:
-            result = distributed.launch(cfg, settings.trainer_processes)
-        else:
-            result = train(cfg)
+        result = launch(cfg, settings.trainer_processes) if settings.trainer_processes > 1 else train(cfg)
         if job.role == "reference":  # stored at iteration 0 beside the teacher's: name them apart
             result.metrics = {f"reference_{name}": value for name, value in result.metrics.items()} | {
                 "reference_examples": float(len(cfg.train) + len(cfg.holdout))
