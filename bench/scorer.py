@@ -38,9 +38,9 @@ def _free_port() -> int:
 
 
 def _checkpoint(artifacts: Path, kind: str, threads: int) -> str:
-    from services.trainer.checkpoints import checkpoint_dir
     from services.trainer.students import Example
     from services.trainer.train import TrainConfig, train
+    from shared.checkpoints import checkpoint_dir
 
     rows = _data(32)
     cid = str(uuid.uuid4())

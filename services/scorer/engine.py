@@ -11,7 +11,6 @@ Models are loaded only from a checkpoint folder the trainer wrote (local files, 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -22,11 +21,11 @@ from typing import Any, Literal, Protocol
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from shared.checkpoints import metadata_path, read_metadata
 from shared.student_format import StudentFormat
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "gold_checkpoint.json"
 PadMode = Literal["mask", "reference"]
 
 
@@ -197,10 +196,6 @@ class Seq2SeqEnergy(_Base):
         return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).tolist()
 
 
-def read_metadata(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-
-
 def load_energy_model(folder: Path, batch_size: int = 64) -> EnergyModel:
     meta = read_metadata(folder)
     kind = meta.get("student_kind")
@@ -208,7 +203,7 @@ def load_energy_model(folder: Path, batch_size: int = 64) -> EnergyModel:
         return ClassifierEnergy(folder, meta, batch_size)
     if kind == "seq2seq":
         return Seq2SeqEnergy(folder, meta, batch_size)
-    raise ValueError(f"unknown student kind {kind!r} in {folder / METADATA_FILE}")
+    raise ValueError(f"unknown student kind {kind!r} in {metadata_path(folder)}")
 
 
 class ModelCache:
@@ -229,7 +224,7 @@ class ModelCache:
         return sum(model.nbytes for _, model in self._items.values())
 
     def get(self, key: str, folder: Path) -> EnergyModel:
-        stamp = (folder / METADATA_FILE).stat().st_mtime_ns
+        stamp = metadata_path(folder).stat().st_mtime_ns
         with self._lock:
             hit = self._items.get(key)
             if hit is not None and hit[0] == stamp:

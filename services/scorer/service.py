@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import math
-import uuid
 from collections import defaultdict
 from functools import partial
-from pathlib import Path
 
 import anyio
 import numpy as np
 
 from services.scorer.config import ScorerSettings
 from services.scorer.embedding import TextEncoder
-from services.scorer.engine import METADATA_FILE, MissingField, ModelCache
-from shared.errors import InvalidInput, NotFound
+from services.scorer.engine import MissingField, ModelCache
+from shared.checkpoints import existing_checkpoint_dir
+from shared.errors import InvalidInput
 from shared.schemas.scoring import (
     EmbedRequest,
     EmbedResponse,
@@ -25,17 +24,8 @@ from shared.schemas.scoring import (
 )
 
 
-def checkpoint_folder(artifacts: Path, checkpoint_id: uuid.UUID) -> Path:
-    """The ONLY place a checkpoint id can point to: {artifacts}/checkpoints/{uuid}/ (the id is a
-    parsed UUID, so it cannot carry a path)."""
-    folder = artifacts / "checkpoints" / str(checkpoint_id)
-    if not (folder / METADATA_FILE).is_file():
-        raise NotFound(f"checkpoint {checkpoint_id} not found")
-    return folder
-
-
 def _energies(request: EnergyRequest, cache: ModelCache, settings: ScorerSettings) -> EnergyResponse:
-    folder = checkpoint_folder(settings.artifacts, request.checkpoint_id)
+    folder = existing_checkpoint_dir(settings.artifacts, request.checkpoint_id)  # or a 404
     model = cache.get(str(request.checkpoint_id), folder)
     try:
         energies = model.energy(request.samples, request.temperature, request.pad_mode)

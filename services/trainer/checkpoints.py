@@ -1,39 +1,14 @@
-"""Checkpoint folders: a Hugging Face folder + gold_checkpoint.json + a model card, published
-atomically under {artifacts}/checkpoints/{checkpoint_id}/ (the only place the scorer looks)."""
+"""Writing checkpoint folders: published atomically, with a model card. Where a checkpoint lives and
+what its metadata holds is the contract in shared/checkpoints.py (the scorer reads it)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-CHECKPOINT_NAMESPACE = uuid.UUID("4c91454a-0be8-4e5c-9344-a0c210548a2f")
-METADATA_FILE = "gold_checkpoint.json"
-FORMAT_VERSION = 1
-
-
-def checkpoint_uuid(run_id: str, iteration: int, role: str) -> uuid.UUID:
-    """Deterministic, so a re-run of the same (run, iteration, role) lands in the same place."""
-    return uuid.uuid5(CHECKPOINT_NAMESPACE, f"{run_id}/{iteration}/{role}")
-
-
-def checkpoints_root(artifacts: Path) -> Path:
-    return artifacts / "checkpoints"
-
-
-def checkpoint_dir(artifacts: Path, checkpoint_id: uuid.UUID | str) -> Path:
-    return checkpoints_root(artifacts) / str(uuid.UUID(str(checkpoint_id)))
-
-
-def read_metadata(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def publish(final: Path, write: Callable[[Path], None]) -> None:

@@ -1,35 +1,20 @@
-"""Several processes for one training job: torch.distributed data parallelism.
+"""A rank's view of its process group, for data-parallel training (torch.distributed).
 
-`launch(cfg, processes)` starts a one-node process group with torch's elastic launcher (what
-`torchrun --standalone` uses: a c10d rendezvous on a free localhost port, processes started with
-`spawn`, so nothing of the caller's CUDA state is inherited). Every rank runs the ordinary
-`train(cfg)`; inside it, `current()` returns this rank's `Group`, which gives the rank its device,
-its shard of each epoch (DistributedSampler), a DistributedDataParallel model (gradients
-all-reduced) and the few collectives the loop needs. Rank 0 alone evaluates, writes the checkpoint
-and returns the TrainResult. Backend: nccl on CUDA (one GPU per rank), gloo on CPU."""
+The ranks are started by services/trainer/launcher.py; each runs the ordinary `train(cfg)`. Inside
+it, `current()` returns this rank's `Group`, which gives the rank its device, its shard of each epoch
+(DistributedSampler), a DistributedDataParallel model (gradients all-reduced) and the few
+collectives the loop needs."""
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-import time
-import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-
-from services.trainer.students import resolve_model_name
-from shared.schemas.training import TrainResult
-
-if TYPE_CHECKING:
-    from services.trainer.train import TrainConfig
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,58 +98,3 @@ def shard_report(group: Group, epochs: list[list[int]], model: torch.nn.Module) 
         # DDP all-reduced the gradients: every replica ends with the same weights.
         "replicas_in_sync": max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0])),
     }
-
-
-def _exit_with_launcher() -> None:
-    """A rank whose launcher is gone (the work horse killed) stops instead of training on alone."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(2.0)
-        logger.error("training launcher %d is gone: rank exits", parent)
-        os._exit(70)
-
-    threading.Thread(target=watch, name="exit-with-launcher", daemon=True).start()
-
-
-def _rank_main(cfg_json: str, log_level: str) -> dict[str, Any] | None:
-    """One rank (a spawned process): join the group, train, leave. Module-level so spawn can import it."""
-    from services.trainer.train import TrainConfig, train
-    from shared.logging import configure_logging
-
-    configure_logging(log_level)
-    _exit_with_launcher()
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
-    try:
-        result = train(TrainConfig.model_validate_json(cfg_json))
-        return result.model_dump(mode="json") if result is not None else None
-    finally:
-        dist.destroy_process_group()
-
-
-def launch(cfg: TrainConfig, processes: int) -> TrainResult:
-    """Train `cfg` with `processes` ranks on this machine; rank 0's TrainResult."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    resolve_model_name(cfg.model, cfg.kind, cfg.allowed_models)  # fail here, not in every rank
-    if torch.cuda.is_available() and processes > torch.cuda.device_count():
-        raise ValueError(f"{processes} training processes but {torch.cuda.device_count()} GPUs")
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=processes,
-        run_id=f"gold-{cfg.checkpoint_id}-{uuid.uuid4().hex[:8]}",
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",  # a free port, as `torchrun --standalone`
-        max_restarts=0,  # a failed rank fails the job; RQ's retry runs it again
-        monitor_interval=1.0,
-        start_method="spawn",
-    )
-    logger.info("training %s with %d processes", cfg.checkpoint_id, processes)
-    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    results = elastic_launch(config, _rank_main)(cfg.model_dump_json(), level)
-    return TrainResult.model_validate(results[0])

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -16,11 +17,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from transformers.utils import logging as hf_logging
 
-from services.trainer import distributed
-from services.trainer.checkpoints import checkpoint_dir, checkpoint_uuid, read_metadata
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_trainer_settings
+from services.trainer.launcher import launch
 from services.trainer.students import Example
-from services.trainer.train import EvalItem, TrainConfig, train
+from services.trainer.train import train
+from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
+from shared.checkpoints import CheckpointNotFound, checkpoint_dir, checkpoint_uuid, read_metadata
 from shared.db.models import Checkpoint, Metric, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.evaluation_data import load_evaluation
@@ -124,11 +126,7 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
     init_from = None
     if not fresh and spec.student.continue_training and job.init_checkpoint_id:
         init_from = checkpoint_dir(settings.artifacts, job.init_checkpoint_id)
-        meta = read_metadata(init_from)
-        if meta is None:
-            raise FileNotFoundError(
-                f"init checkpoint {job.init_checkpoint_id} not found in {init_from.parent}"
-            )
+        meta = read_metadata(init_from)  # CheckpointNotFound: the loop cannot continue without it
         if meta.get("student_kind") != spec.student_kind:
             raise ValueError(
                 f"init checkpoint is a {meta.get('student_kind')}, the spec wants {spec.student_kind}"
@@ -145,39 +143,18 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
             if data.skipped:
                 logger.info("evaluation rows skipped: %s", dict(data.skipped))
 
-    s = spec.student
     cid = checkpoint_uuid(job.run_id, job.iteration, job.role)
-    return TrainConfig(
+    return config_from_spec(
+        spec,
+        settings,
         checkpoint_id=str(cid),
         output_dir=checkpoint_dir(settings.artifacts, cid),
-        kind=spec.student_kind,
-        model=s.model,
-        task_type=spec.task.type,
-        input_fields=spec.task.input_fields,
-        output_field=spec.task.output_field,
-        labels=spec.task.labels,
-        init_from=init_from,
-        epochs=(settings.final_max_epochs or s.final_epochs) if fresh else s.epochs,
-        learning_rate=s.learning_rate,
-        batch_size=s.batch_size,
-        max_length=s.max_length,
-        max_target_length=settings.max_target_length,
-        loss=s.loss,
-        sce_alpha=s.sce_alpha,
-        sce_beta=s.sce_beta,
-        distill_weight=0.0 if job.role == "reference" else s.distill_weight,  # real rows: no teacher
-        distill_temperature=s.distill_temperature,
-        seed=s.seed,
-        early_stopping=fresh,
-        patience=settings.final_patience,
-        min_holdout_for_early_stopping=settings.final_min_holdout,
-        min_epochs=min(s.epochs, s.final_epochs),
         train=train_examples,
         holdout=holdout_examples,
         evaluation=evaluation,
-        eval_batch_size=settings.eval_batch_size,
-        allowed_models=settings.allowed_student_models,
-        torch_threads=settings.torch_threads,
+        fresh=fresh,
+        soft_labels=job.role != "reference",  # real rows: no teacher
+        init_from=init_from,
         metadata={"run_id": job.run_id, "iteration": job.iteration, "role": job.role},
     )
 
@@ -216,7 +193,16 @@ def record(
         )
 
 
-def _stored_result(row: Checkpoint, meta: dict[str, Any]) -> TrainResult:
+def _finished(session: Session, checkpoint_id: uuid.UUID, folder: Path) -> TrainResult | None:
+    """The result of a job already done (its row committed, its folder published), or None."""
+    row = session.get(Checkpoint, checkpoint_id)
+    if row is None:
+        return None
+    try:
+        meta = read_metadata(folder)
+    except CheckpointNotFound as exc:
+        logger.warning("checkpoint %s has a row but no published folder (%s): training again", row.id, exc)
+        return None
     metrics = {k: float(v) for k, v in (row.metrics or {}).items()}
     return TrainResult(
         checkpoint_id=str(row.id),
@@ -244,11 +230,10 @@ def train_student(payload: dict[str, Any]) -> dict[str, Any]:
             spec = RunSpec.model_validate(run.spec)
             cid = checkpoint_uuid(job.run_id, job.iteration, job.role)
             folder = checkpoint_dir(settings.artifacts, cid)
-            done = session.get(Checkpoint, cid)
-            meta = read_metadata(folder)
-            if done is not None and meta is not None:
+            done = _finished(session, cid, folder)
+            if done is not None:
                 logger.info("checkpoint %s already complete: not training again", cid)
-                return _stored_result(done, meta).model_dump()
+                return done.model_dump()
             cfg = build_config(session, job, spec, settings)
         logger.info(
             "training %s student for run %s iteration %d (%s): %d train, %d holdout, %d eval examples",
@@ -261,10 +246,7 @@ def train_student(payload: dict[str, Any]) -> dict[str, Any]:
             len(cfg.evaluation),
         )
         _report("training", train_examples=len(cfg.train))
-        if settings.trainer_processes > 1:
-            result = distributed.launch(cfg, settings.trainer_processes)
-        else:
-            result = train(cfg)
+        result = launch(cfg, settings.trainer_processes) if settings.trainer_processes > 1 else train(cfg)
         if job.role == "reference":  # stored at iteration 0 beside the teacher's: name them apart
             result.metrics = {f"reference_{name}": value for name, value in result.metrics.items()} | {
                 "reference_examples": float(len(cfg.train) + len(cfg.holdout))

@@ -1,6 +1,8 @@
-"""`train(cfg) -> TrainResult`: one student, trained, evaluated and saved, top to bottom.
+"""`train(cfg) -> TrainResult`: one student, trained, evaluated and saved, top to bottom: first what
+every rank runs (student, data, epochs), then what rank 0 alone runs (evaluation, checkpoint).
 
-Called by the RQ job (services/trainer/jobs.py) and from the command line:
+Called by the RQ job (services/trainer/jobs.py), by each rank of services/trainer/launcher.py, and
+from the command line:
     python -m services.trainer.train --spec SPEC.yaml --train train.jsonl [--holdout h.jsonl] --output DIR
 (JSONL rows: {"fields": {...}, "label": "..."} or the fields themselves)."""
 
@@ -17,14 +19,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, Field
 
 from services.trainer import distributed
-from services.trainer.checkpoints import FORMAT_VERSION, METADATA_FILE, model_card, publish
-from services.trainer.config import DEFAULT_ALLOWED_STUDENTS
+from services.trainer.checkpoints import model_card, publish
+from services.trainer.config import get_trainer_settings
 from services.trainer.losses import distill_kl, token_losses
 from services.trainer.students import (
     Example,
@@ -34,57 +35,15 @@ from services.trainer.students import (
     load_checkpoint_model,
     resolve_model_name,
 )
+from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
+from shared.checkpoints import FORMAT_VERSION, write_metadata
+from shared.evaluation_data import load_evaluation
 from shared.schemas.training import TrainResult
+from shared.spec import RunSpec, load_spec_file
 from shared.student_format import StudentFormat
 from shared.task_metrics import task_scores
 
 logger = logging.getLogger(__name__)
-
-
-class EvalItem(BaseModel):
-    fields: dict[str, str]
-    references: list[str]
-
-
-class TrainConfig(BaseModel):
-    checkpoint_id: str
-    output_dir: Path  # the final folder; written atomically
-    kind: Literal["classifier", "seq2seq"]
-    model: str = "default"
-    task_type: Literal["classification", "seq2seq"]
-    input_fields: list[str]
-    output_field: str
-    labels: list[str] | None = None
-    init_from: Path | None = None  # continue from this checkpoint folder instead of a fresh student
-    epochs: int = 3
-    learning_rate: float = 2e-4
-    batch_size: int = 16
-    max_length: int = 128
-    max_target_length: int = 64
-    loss: Literal["ce", "sce"] = "ce"
-    sce_alpha: float = 1.0
-    sce_beta: float = 1.0
-    # Soft-label distillation (classifier): (1 - w) * hard loss + w * T^2 * KL(teacher_T || student_T).
-    distill_weight: float = 0.0
-    distill_temperature: float = 2.0
-    seed: int = 44
-    warmup_fraction: float = 0.06
-    # Early stopping on the holdout (the final student): keep the best epoch, stop after `patience`.
-    early_stopping: bool = False
-    patience: int = 2
-    # Epochs always trained before an epoch may count as the best: a held-out set of a few dozen noisy
-    # generated samples can otherwise crown a barely-trained first epoch (seen: final loss 0.69).
-    min_epochs: int = 1
-    # Below this many held-out examples their accuracy is noise (teacher verification that drops
-    # disagreements can leave 2-4): no early stopping then, the whole epoch budget is trained.
-    min_holdout_for_early_stopping: int = 20
-    train: list[Example]
-    holdout: list[Example] = Field(default_factory=list)
-    evaluation: list[EvalItem] = Field(default_factory=list)
-    eval_batch_size: int = 64
-    allowed_models: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_STUDENTS))
-    torch_threads: int | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)  # run_id, iteration, role: for the card
 
 
 def _device() -> torch.device:
@@ -145,50 +104,177 @@ def _predict(student: Student, examples: list[Example], cfg: TrainConfig, device
     return [predictions[i] for i in range(len(inputs))]
 
 
-def train(cfg: TrainConfig) -> TrainResult | None:
-    """Inside a process group (distributed.launch) every rank trains on its shard and rank 0 alone
-    evaluates, saves and returns the result; the other ranks return None."""
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train, evaluate and save one student. Inside a process group (services/trainer/launcher.py)
+    every rank trains on its shard of each epoch; rank 0 alone then evaluates and writes the
+    checkpoint, and the other ranks return their training figures only (no evaluation metrics)."""
     started = time.perf_counter()
+    _seed(cfg)
+    group = distributed.current()  # None in a single process
+    device = group.device if group is not None else _device()
+
+    # Every rank: the student, the data, the epochs.
+    student, base_model = _load_student(cfg, device)
+    data = _prepare_data(cfg, student)
+    fit = _fit(cfg, student, data, group, device)
+    report = _process_report(group, fit, student)
+    metrics = _training_metrics(student, data, fit)
+    if group is not None and not group.is_main:
+        return _result(cfg, metrics, fit, data, base_model, report, started)
+
+    # Rank 0 (or the only process): the best epoch's weights, evaluated and saved.
+    if fit.best_state is not None:
+        student.model.load_state_dict(fit.best_state)
+    metrics |= _evaluate(cfg, student, data, device)
+    _save(cfg, student, _metadata(cfg, base_model, data, fit, metrics, report, device))
+    result = _result(cfg, metrics, fit, data, base_model, report, started)
+    logger.info(
+        "trained %s %s on %d examples in %.1fs (%.1f ex/s): %s",
+        cfg.kind,
+        base_model,
+        len(data.train),
+        result.seconds,
+        result.examples_per_second,
+        metrics,
+    )
+    return result
+
+
+def _seed(cfg: TrainConfig) -> None:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    group = distributed.current()  # None in a single process
-    main_rank = group is None or group.is_main
-    device = group.device if group is not None else _device()
-    fmt = StudentFormat.from_task(cfg.input_fields, cfg.output_field, cfg.labels)
 
-    # 1. The student: continued from a checkpoint, or fresh from an allowed base model.
+
+def _load_student(cfg: TrainConfig, device: torch.device) -> tuple[Student, str]:
+    """Continued from a checkpoint, or fresh from an allowed base model; with its canonical name."""
+    fmt = StudentFormat.from_task(cfg.input_fields, cfg.output_field, cfg.labels)
     base_model = resolve_model_name(cfg.model, cfg.kind, cfg.allowed_models)
     if cfg.init_from is not None:
         model, tokenizer = load_checkpoint_model(cfg.kind, cfg.init_from)
     else:
         model, tokenizer = build_fresh(cfg.kind, base_model, fmt, cfg.seed)
     model.to(device)
-    student = Student(cfg.kind, model, tokenizer, fmt, cfg.max_length, cfg.max_target_length)
+    return Student(cfg.kind, model, tokenizer, fmt, cfg.max_length, cfg.max_target_length), base_model
 
-    # 2. Data. A classifier cannot learn from a label outside the label set: count and drop it.
+
+@dataclasses.dataclass
+class _Data:
+    """The usable examples, tokenised once."""
+
+    train: list[Example]
+    holdout: list[Example]
+    dropped: int
+    distill: bool  # soft-label distillation applies (a classifier with distill_weight > 0)
+    train_inputs: list[dict[str, list[int]]]
+    train_targets: list[Any]
+    train_soft: list[list[float] | None] | None
+    holdout_inputs: list[dict[str, list[int]]]
+    holdout_targets: list[Any]
+
+
+def _prepare_data(cfg: TrainConfig, student: Student) -> _Data:
+    """A classifier cannot learn from a label outside the label set: such examples are counted and
+    dropped (a seq2seq example without a target too)."""
+    fmt = student.fmt
+
     def usable(examples: list[Example]) -> list[Example]:
         if cfg.kind != "classifier":
             return [e for e in examples if fmt.target(e.fields, e.label)]
         return [e for e in examples if fmt.label_index(e.fields, e.label) is not None]
 
     train_set, holdout_set = usable(cfg.train), usable(cfg.holdout)
-    dropped = len(cfg.train) - len(train_set) + len(cfg.holdout) - len(holdout_set)
     if not train_set:
         raise ValueError("no usable training examples")
-    train_inputs, train_targets = student.encode_inputs(train_set), student.encode_targets(train_set)
     distill = cfg.distill_weight > 0 and cfg.kind == "classifier"
     if cfg.distill_weight > 0 and not distill:
         logger.warning("soft-label distillation applies to classifier students only: ignored")
-    train_soft = student.encode_soft(train_set) if distill else None
-    holdout_inputs = student.encode_inputs(holdout_set) if holdout_set else []
-    holdout_targets = student.encode_targets(holdout_set) if holdout_set else []
+    return _Data(
+        train=train_set,
+        holdout=holdout_set,
+        dropped=len(cfg.train) - len(train_set) + len(cfg.holdout) - len(holdout_set),
+        distill=distill,
+        train_inputs=student.encode_inputs(train_set),
+        train_targets=student.encode_targets(train_set),
+        train_soft=student.encode_soft(train_set) if distill else None,
+        holdout_inputs=student.encode_inputs(holdout_set) if holdout_set else [],
+        holdout_targets=student.encode_targets(holdout_set) if holdout_set else [],
+    )
 
-    # 3. Optimiser: AdamW with linear warm-up and decay over the whole epoch budget.
+
+@dataclasses.dataclass
+class _Fit:
+    """What the epochs did (the same on every rank, but best_state: rank 0 alone keeps it)."""
+
+    early: bool  # early stopping on the holdout was on
+    epochs_run: int = 0
+    best_epoch: int = 0  # 0: no early stopping, the last epoch counts
+    best_state: dict[str, torch.Tensor] | None = None
+    epoch_losses: list[float] = dataclasses.field(default_factory=list)
+    holdout_history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0  # in training steps only (not holdout checks)
+    cpu_seconds: float = 0.0
+    shards: list[list[int]] = dataclasses.field(default_factory=list)  # each epoch's indices of this rank
+
+    @property
+    def final_epoch(self) -> int:
+        return self.best_epoch or self.epochs_run
+
+
+def _fit(
+    cfg: TrainConfig, student: Student, data: _Data, group: distributed.Group | None, device: torch.device
+) -> _Fit:
+    """Every rank: the epochs. In a process group the forward pass goes through DDP, which
+    all-reduces gradients, and every rank follows rank 0's early-stopping decision."""
+    model = student.model
     # batch_size is per process: with N processes a step sees N * batch_size examples.
-    shard_size = group.shard_size(len(train_set)) if group is not None else len(train_set)
-    steps_per_epoch = math.ceil(shard_size / cfg.batch_size)
+    shard_size = group.shard_size(len(data.train)) if group is not None else len(data.train)
+    optimizer, scheduler = _optimizer(cfg, model, steps_per_epoch=math.ceil(shard_size / cfg.batch_size))
+    trainee = student if group is None else dataclasses.replace(student, model=group.wrap(model))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    fit = _Fit(early=_early_stopping_applies(cfg, data))
+    best_key: tuple[float, float] | None = None
+    stale = 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        tick, tick_cpu = time.perf_counter(), time.process_time()
+        if group is None:
+            order = torch.randperm(len(data.train), generator=generator).tolist()
+        else:
+            order = group.shard(len(data.train), cfg.seed, epoch)
+            fit.shards.append(order)
+        loss_sum = _train_epoch(cfg, student, trainee, data, order, optimizer, scheduler, device)
+        fit.seconds += time.perf_counter() - tick
+        fit.cpu_seconds += time.process_time() - tick_cpu
+        fit.epochs_run = epoch
+        if group is None:
+            fit.epoch_losses.append(loss_sum / len(data.train))
+        else:
+            total_loss, total_seen = group.sum(loss_sum, len(order))
+            fit.epoch_losses.append(total_loss / total_seen)
+        if not fit.early or epoch < cfg.min_epochs:
+            continue
+        h_loss, h_acc = _holdout_check(cfg, student, data, group, device)
+        fit.holdout_history.append({"epoch": epoch, "loss": h_loss, "accuracy": h_acc})
+        # Classifier: best holdout accuracy, ties to the lower loss. seq2seq: lowest holdout loss.
+        key = (h_acc if cfg.kind == "classifier" else 0.0, -h_loss)
+        if best_key is None or key > best_key:
+            best_key, fit.best_epoch, stale = key, epoch, 0
+            if group is None or group.is_main:
+                fit.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                logger.info("early stop after epoch %d (best epoch %d)", epoch, fit.best_epoch)
+                break
+    return fit
+
+
+def _optimizer(
+    cfg: TrainConfig, model: torch.nn.Module, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with linear warm-up and decay over the whole epoch budget."""
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(total_steps * cfg.warmup_fraction)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
@@ -200,111 +286,116 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
         ),
     )
+    return optimizer, scheduler
 
-    # 4. The loop. In a process group the forward pass goes through DDP, which all-reduces gradients.
-    trainee = student if group is None else dataclasses.replace(student, model=group.wrap(model))
-    shards: list[list[int]] = []  # each epoch's indices of this rank
-    generator = torch.Generator().manual_seed(cfg.seed)
-    early = cfg.early_stopping and len(holdout_set) >= cfg.min_holdout_for_early_stopping
+
+def _early_stopping_applies(cfg: TrainConfig, data: _Data) -> bool:
+    early = cfg.early_stopping and len(data.holdout) >= cfg.min_holdout_for_early_stopping
     if cfg.early_stopping and not early:
         logger.info(
             "%d held-out examples (< %d): training all %d epochs without early stopping",
-            len(holdout_set),
+            len(data.holdout),
             cfg.min_holdout_for_early_stopping,
             cfg.epochs,
         )
-    best_key: tuple[float, float] | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch = epochs_run = stale = 0
-    epoch_losses: list[float] = []
-    holdout_history: list[dict[str, float]] = []
-    train_seconds = train_cpu_seconds = 0.0
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        tick, tick_cpu = time.perf_counter(), time.process_time()
-        loss_sum = 0.0
-        if group is None:
-            order = torch.randperm(len(train_set), generator=generator).tolist()
-        else:
-            order = group.shard(len(train_set), cfg.seed, epoch)
-            shards.append(order)
-        for idx in batches(len(order), cfg.batch_size, order):
-            soft = [train_soft[i] for i in idx] if train_soft is not None else None
-            batch = _to(
-                student.collate([train_inputs[i] for i in idx], [train_targets[i] for i in idx], soft), device
-            )
-            with _autocast(device):
-                loss = _loss(trainee, batch, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += float(loss.detach()) * len(idx)
-        train_seconds += time.perf_counter() - tick
-        train_cpu_seconds += time.process_time() - tick_cpu
-        epochs_run = epoch
-        if group is None:
-            epoch_losses.append(loss_sum / len(train_set))
-        else:
-            total_loss, total_seen = group.sum(loss_sum, len(order))
-            epoch_losses.append(total_loss / total_seen)
-        if not early or epoch < cfg.min_epochs:
-            continue
-        scores = _holdout_scores(student, holdout_inputs, holdout_targets, cfg, device) if main_rank else None
-        if group is not None:  # rank 0 scored; every rank takes the same stop decision
-            scores = group.broadcast(scores)
-        h_loss, h_acc = scores
-        holdout_history.append({"epoch": epoch, "loss": h_loss, "accuracy": h_acc})
-        # Classifier: best holdout accuracy, ties to the lower loss. seq2seq: lowest holdout loss.
-        key = (h_acc if cfg.kind == "classifier" else 0.0, -h_loss)
-        if best_key is None or key > best_key:
-            best_key, best_epoch, stale = key, epoch, 0
-            if main_rank:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                logger.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
-                break
-    report = distributed.shard_report(group, shards, model) if group is not None else {"processes": 1}
-    if not main_rank:
-        return None
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    final_epoch = best_epoch or epochs_run
-    seen = len(train_set) * epochs_run
+    return early
 
-    # 5. Metrics: generated holdout, then the real evaluation data.
-    metrics: dict[str, float] = {
-        "train_loss": epoch_losses[final_epoch - 1],
-        "train_examples": float(len(train_set)),
-        "train_seconds": train_seconds,
-        "train_examples_per_s": seen / train_seconds if train_seconds > 0 else 0.0,
+
+def _train_epoch(
+    cfg: TrainConfig,
+    student: Student,
+    trainee: Student,
+    data: _Data,
+    order: list[int],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+) -> float:
+    """One pass over `order` (this rank's indices); the summed loss of its examples."""
+    loss_sum = 0.0
+    for idx in batches(len(order), cfg.batch_size, order):
+        soft = [data.train_soft[i] for i in idx] if data.train_soft is not None else None
+        inputs, targets = [data.train_inputs[i] for i in idx], [data.train_targets[i] for i in idx]
+        batch = _to(student.collate(inputs, targets, soft), device)
+        with _autocast(device):
+            loss = _loss(trainee, batch, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        loss_sum += float(loss.detach()) * len(idx)
+    return loss_sum
+
+
+def _holdout_check(
+    cfg: TrainConfig, student: Student, data: _Data, group: distributed.Group | None, device: torch.device
+) -> tuple[float, float]:
+    """(loss, accuracy) on the holdout, scored by rank 0 and shared with every rank, so that all
+    take the same stop decision."""
+    if group is None:
+        return _holdout_scores(student, data.holdout_inputs, data.holdout_targets, cfg, device)
+    scores = (
+        _holdout_scores(student, data.holdout_inputs, data.holdout_targets, cfg, device)
+        if group.is_main
+        else None
+    )
+    return group.broadcast(scores)
+
+
+def _process_report(group: distributed.Group | None, fit: _Fit, student: Student) -> dict[str, Any]:
+    if group is None:
+        return {"processes": 1}
+    return distributed.shard_report(group, fit.shards, student.model)
+
+
+def _training_metrics(student: Student, data: _Data, fit: _Fit) -> dict[str, float]:
+    seen = len(data.train) * fit.epochs_run
+    return {
+        "train_loss": fit.epoch_losses[fit.final_epoch - 1],
+        "train_examples": float(len(data.train)),
+        "train_seconds": fit.seconds,
+        "train_examples_per_s": seen / fit.seconds if fit.seconds > 0 else 0.0,
         # size and per-example latency, reported beside the teacher's (the product's cost argument)
-        "student_parameters": float(sum(p.numel() for p in model.parameters())),
+        "student_parameters": float(sum(p.numel() for p in student.model.parameters())),
     }
-    if holdout_set:
-        predictions = _predict(student, holdout_set, cfg, device)
-        targets = [(fmt.target(e.fields, e.label) or "").strip() for e in holdout_set]
+
+
+def _evaluate(cfg: TrainConfig, student: Student, data: _Data, device: torch.device) -> dict[str, float]:
+    """Rank 0: accuracy on the generated holdout (decoded), then scores on the real evaluation data."""
+    metrics: dict[str, float] = {}
+    if data.holdout:
+        predictions = _predict(student, data.holdout, cfg, device)
+        targets = [(student.fmt.target(e.fields, e.label) or "").strip() for e in data.holdout]
         metrics["holdout_accuracy"] = sum(p == t for p, t in zip(predictions, targets, strict=True)) / len(
             targets
         )
     if cfg.evaluation:
         eval_examples = [Example(fields=item.fields) for item in cfg.evaluation]
-        started = time.perf_counter()
+        eval_started = time.perf_counter()
         predictions = _predict(student, eval_examples, cfg, device)
-        metrics["eval_seconds_per_example"] = (time.perf_counter() - started) / len(eval_examples)
+        metrics["eval_seconds_per_example"] = (time.perf_counter() - eval_started) / len(eval_examples)
         references = [item.references for item in cfg.evaluation]
         scores = task_scores(cfg.task_type, predictions, references, cfg.labels or [])
         metrics |= {f"eval_{name}": value for name, value in scores.items()}
+    return metrics
 
-    # 6. Save: Hugging Face folder + metadata + model card, published atomically.
+
+def _metadata(
+    cfg: TrainConfig,
+    base_model: str,
+    data: _Data,
+    fit: _Fit,
+    metrics: dict[str, float],
+    report: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """The checkpoint's gold_checkpoint.json (shared/checkpoints.py): task, training and metrics."""
     training = {
         "model": cfg.model,
         "epochs": cfg.epochs,
-        "epochs_run": epochs_run,
-        "best_epoch": final_epoch,
+        "epochs_run": fit.epochs_run,
+        "best_epoch": fit.final_epoch,
         "learning_rate": cfg.learning_rate,
         "batch_size": cfg.batch_size,
         "max_length": cfg.max_length,
@@ -312,21 +403,21 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         "loss": cfg.loss,
         "sce_alpha": cfg.sce_alpha,
         "sce_beta": cfg.sce_beta,
-        "distill_weight": cfg.distill_weight if distill else 0.0,
+        "distill_weight": cfg.distill_weight if data.distill else 0.0,
         "distill_temperature": cfg.distill_temperature,
         "seed": cfg.seed,
-        "early_stopping": early,
+        "early_stopping": fit.early,
         "init_from": cfg.init_from.name if cfg.init_from else None,
-        "train_examples": len(train_set),
-        "holdout_examples": len(holdout_set),
+        "train_examples": len(data.train),
+        "holdout_examples": len(data.holdout),
         "evaluation_examples": len(cfg.evaluation),
-        "dropped_examples": dropped,
-        "epoch_losses": epoch_losses,
-        "holdout_history": holdout_history,
+        "dropped_examples": data.dropped,
+        "epoch_losses": fit.epoch_losses,
+        "holdout_history": fit.holdout_history,
         "device": device.type,
         "processes": report["processes"],
     }
-    meta = {
+    return {
         "format_version": FORMAT_VERSION,
         "checkpoint_id": cfg.checkpoint_id,
         **{k: cfg.metadata.get(k) for k in ("run_id", "iteration", "role")},
@@ -343,34 +434,39 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         "created_at": datetime.now(UTC).isoformat(),
     }
 
+
+def _save(cfg: TrainConfig, student: Student, meta: dict[str, Any]) -> None:
+    """Hugging Face folder + metadata + model card, published atomically at cfg.output_dir."""
+
     def write(folder: Path) -> None:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        student.model.save_pretrained(folder)
+        student.tokenizer.save_pretrained(folder)
+        write_metadata(folder, meta)
         (folder / "README.md").write_text(model_card(meta), encoding="utf-8")
 
     publish(cfg.output_dir, write)
-    seconds = time.perf_counter() - started
-    logger.info(
-        "trained %s %s on %d examples in %.1fs (%.1f ex/s): %s",
-        cfg.kind,
-        base_model,
-        len(train_set),
-        seconds,
-        metrics["train_examples_per_s"],
-        metrics,
-    )
+
+
+def _result(
+    cfg: TrainConfig,
+    metrics: dict[str, float],
+    fit: _Fit,
+    data: _Data,
+    base_model: str,
+    report: dict[str, Any],
+    started: float,
+) -> TrainResult:
     return TrainResult(
         checkpoint_id=cfg.checkpoint_id,
         metrics=metrics,
-        seconds=seconds,
+        seconds=time.perf_counter() - started,
         examples_per_second=metrics["train_examples_per_s"],
         extra={
-            "best_epoch": final_epoch,
-            "epochs_run": epochs_run,
-            "dropped_examples": dropped,
+            "best_epoch": fit.final_epoch,
+            "epochs_run": fit.epochs_run,
+            "dropped_examples": data.dropped,
             "base_model": base_model,
-            "train_cpu_seconds": train_cpu_seconds,
+            "train_cpu_seconds": fit.cpu_seconds,
             **report,
         },
     )
@@ -382,9 +478,6 @@ def _read_examples(path: Path) -> list[Example]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from shared.evaluation_data import load_evaluation
-    from shared.spec import RunSpec, load_spec_file
-
     parser = argparse.ArgumentParser(description="Train one GOLD student from JSONL data.")
     parser.add_argument("--spec", required=True, type=Path, help="run spec (YAML/JSON): task + student")
     parser.add_argument("--train", required=True, type=Path)
@@ -395,28 +488,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = RunSpec.model_validate(load_spec_file(args.spec))
     evaluation = load_evaluation(spec.evaluation, spec.task).examples if spec.evaluation else []
-    s = spec.student
-    cfg = TrainConfig(
+    cfg = config_from_spec(
+        spec,
+        get_trainer_settings(),
         checkpoint_id=str(uuid.uuid4()),
         output_dir=args.output.resolve(),
-        kind=spec.student_kind,
-        model=s.model,
-        task_type=spec.task.type,
-        input_fields=spec.task.input_fields,
-        output_field=spec.task.output_field,
-        labels=spec.task.labels,
-        epochs=s.epochs,
-        learning_rate=s.learning_rate,
-        batch_size=s.batch_size,
-        max_length=s.max_length,
-        loss=s.loss,
-        sce_alpha=s.sce_alpha,
-        sce_beta=s.sce_beta,
-        seed=s.seed,
-        early_stopping=args.early_stopping,
         train=_read_examples(args.train),
         holdout=_read_examples(args.holdout) if args.holdout else [],
         evaluation=[EvalItem(fields=e.fields, references=list(e.references)) for e in evaluation],
+        early_stopping=args.early_stopping,
     )
     print(train(cfg).model_dump_json(indent=2))
 

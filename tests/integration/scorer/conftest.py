@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.trainer.checkpoints import checkpoint_dir
 from services.trainer.students import Example
 from services.trainer.train import TrainConfig, train
+from shared.checkpoints import checkpoint_dir
 
 NLI = [
     ({"premise": "A man plays a guitar on stage.", "hypothesis": "A person makes music."}, "entailment"),

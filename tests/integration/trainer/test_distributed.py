@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from services.trainer.distributed import launch
+from services.trainer.launcher import launch
 from services.trainer.students import Example
 from services.trainer.train import TrainConfig, train
 

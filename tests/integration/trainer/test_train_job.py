@@ -11,8 +11,8 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from sqlalchemy import func, select
 
-from services.trainer.checkpoints import checkpoint_uuid
 from services.trainer.config import get_trainer_settings
+from shared.checkpoints import checkpoint_uuid
 from shared.db.models import Checkpoint, Metric, Run, Sample
 from shared.jobs import enqueue_train, train_job_id, train_queue
 from shared.schemas.training import TrainJob, TrainResult

@@ -3,7 +3,8 @@
 import json
 import time
 
-from services.scorer.engine import METADATA_FILE, ModelCache
+from services.scorer.engine import ModelCache
+from shared.checkpoints import METADATA_FILE
 
 
 class _Sized:

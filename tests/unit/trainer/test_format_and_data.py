@@ -3,7 +3,8 @@ import uuid
 
 import pytest
 
-from services.trainer.checkpoints import checkpoint_uuid, publish, read_metadata
+from services.trainer.checkpoints import publish
+from shared.checkpoints import checkpoint_uuid, read_metadata
 from shared.evaluation_data import load_evaluation
 from shared.spec import EvaluationSpec, TaskSpec
 from shared.student_format import StudentFormat

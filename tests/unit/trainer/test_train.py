@@ -1,0 +1,90 @@
+"""train() on the tiny T5 student (a fraction of a second): what it records about itself."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from services.trainer import train as train_module
+from services.trainer.students import Example
+from services.trainer.train import EvalItem, TrainConfig, train
+
+ROWS = [
+    ("a warm film", "positive"),
+    ("a dull film", "negative"),
+    ("great fun", "positive"),
+    ("flat", "negative"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(tmp_path, **overrides) -> TrainConfig:
+    values = {
+        "checkpoint_id": "tiny",
+        "output_dir": tmp_path / "tiny",
+        "kind": "seq2seq",
+        "model": "tiny-t5",
+        "task_type": "classification",
+        "input_fields": ["text"],
+        "output_field": "label",
+        "labels": ["negative", "positive"],
+        "epochs": 2,
+        "batch_size": 2,
+        "max_length": 16,
+        "max_target_length": 4,
+        "train": [Example(fields={"text": t}, label=y) for t, y in ROWS],
+        "holdout": [Example(fields={"text": "a great film"}, label="positive")],
+        "evaluation": [EvalItem(fields={"text": "fun"}, references=["positive"])],
+    }
+    return TrainConfig(**(values | overrides))
+
+
+def test_result_seconds_cover_the_training_epochs_not_only_evaluation(tmp_path, monkeypatch):
+    """A clock that moves only while a training batch runs: the job's seconds must include it
+    (evaluation data used to restart the job's clock)."""
+    now = [0.0]
+    monkeypatch.setattr(
+        train_module, "time", SimpleNamespace(perf_counter=lambda: now[0], process_time=time.process_time)
+    )
+    loss = train_module._loss
+
+    def slow_loss(*args, **kwargs):
+        now[0] += 100.0
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_loss", slow_loss)
+    result = train(_config(tmp_path))
+
+    assert result.metrics["train_seconds"] == 400.0  # 2 epochs x 2 batches
+    assert result.seconds >= result.metrics["train_seconds"]
+    assert result.metrics["train_examples_per_s"] == 8 / 400.0
+    assert "eval_accuracy" in result.metrics
+
+
+def test_checkpoint_metadata_records_the_run(tmp_path):
+    result = train(_config(tmp_path, metadata={"run_id": "r", "iteration": 2, "role": "loop"}))
+
+    meta = json.loads((tmp_path / "tiny" / "gold_checkpoint.json").read_text())
+    assert meta["checkpoint_id"] == result.checkpoint_id == "tiny"
+    assert (meta["run_id"], meta["iteration"], meta["role"]) == ("r", 2, "loop")
+    assert meta["student_kind"] == "seq2seq" and meta["metrics"] == result.metrics
+    assert meta["training"]["epochs_run"] == result.extra["epochs_run"] == 2
+    assert meta["training"]["processes"] == result.extra["processes"] == 1
+    assert set(result.metrics) >= {
+        "train_loss",
+        "holdout_accuracy",
+        "eval_accuracy",
+        "eval_seconds_per_example",
+    }
+    assert (tmp_path / "tiny" / "README.md").is_file()
