@@ -26,6 +26,7 @@ from shared.checkpoints import CheckpointNotFound, checkpoint_dir, checkpoint_uu
 from shared.db.models import Checkpoint, Metric, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.evaluation_data import load_evaluation
+from shared.names import REFERENCE_EXAMPLES, reference_metric
 from shared.schemas.training import TrainJob, TrainResult
 from shared.spec import RunSpec
 
@@ -248,8 +249,8 @@ def train_student(payload: dict[str, Any]) -> dict[str, Any]:
         _report("training", train_examples=len(cfg.train))
         result = launch(cfg, settings.trainer_processes) if settings.trainer_processes > 1 else train(cfg)
         if job.role == "reference":  # stored at iteration 0 beside the teacher's: name them apart
-            result.metrics = {f"reference_{name}": value for name, value in result.metrics.items()} | {
-                "reference_examples": float(len(cfg.train) + len(cfg.holdout))
+            result.metrics = {reference_metric(name): value for name, value in result.metrics.items()} | {
+                REFERENCE_EXAMPLES: float(len(cfg.train) + len(cfg.holdout))
             }
         relpath = cfg.output_dir.relative_to(settings.artifacts).as_posix()
         with transaction(factory) as session:

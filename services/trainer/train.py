@@ -38,6 +38,13 @@ from services.trainer.students import (
 from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
 from shared.checkpoints import FORMAT_VERSION, write_metadata
 from shared.evaluation_data import load_evaluation
+from shared.names import (
+    EVAL_SECONDS_PER_EXAMPLE,
+    HOLDOUT_ACCURACY,
+    STUDENT_PARAMETERS,
+    TRAIN_LOSS,
+    eval_metric,
+)
 from shared.schemas.training import TrainResult
 from shared.spec import RunSpec, load_spec_file
 from shared.student_format import StudentFormat
@@ -352,12 +359,12 @@ def _process_report(group: distributed.Group | None, fit: _Fit, student: Student
 def _training_metrics(student: Student, data: _Data, fit: _Fit) -> dict[str, float]:
     seen = len(data.train) * fit.epochs_run
     return {
-        "train_loss": fit.epoch_losses[fit.final_epoch - 1],
+        TRAIN_LOSS: fit.epoch_losses[fit.final_epoch - 1],
         "train_examples": float(len(data.train)),
         "train_seconds": fit.seconds,
         "train_examples_per_s": seen / fit.seconds if fit.seconds > 0 else 0.0,
         # size and per-example latency, reported beside the teacher's (the product's cost argument)
-        "student_parameters": float(sum(p.numel() for p in student.model.parameters())),
+        STUDENT_PARAMETERS: float(sum(p.numel() for p in student.model.parameters())),
     }
 
 
@@ -367,17 +374,17 @@ def _evaluate(cfg: TrainConfig, student: Student, data: _Data, device: torch.dev
     if data.holdout:
         predictions = _predict(student, data.holdout, cfg, device)
         targets = [(student.fmt.target(e.fields, e.label) or "").strip() for e in data.holdout]
-        metrics["holdout_accuracy"] = sum(p == t for p, t in zip(predictions, targets, strict=True)) / len(
+        metrics[HOLDOUT_ACCURACY] = sum(p == t for p, t in zip(predictions, targets, strict=True)) / len(
             targets
         )
     if cfg.evaluation:
         eval_examples = [Example(fields=item.fields) for item in cfg.evaluation]
         eval_started = time.perf_counter()
         predictions = _predict(student, eval_examples, cfg, device)
-        metrics["eval_seconds_per_example"] = (time.perf_counter() - eval_started) / len(eval_examples)
+        metrics[EVAL_SECONDS_PER_EXAMPLE] = (time.perf_counter() - eval_started) / len(eval_examples)
         references = [item.references for item in cfg.evaluation]
         scores = task_scores(cfg.task_type, predictions, references, cfg.labels or [])
-        metrics |= {f"eval_{name}": value for name, value in scores.items()}
+        metrics |= {eval_metric(name): value for name, value in scores.items()}
     return metrics
 
 

@@ -8,19 +8,18 @@ Why SpawnWorker (RQ 3.0, read from rq/worker/*.py and rq/registry.py):
   its registry entry lives for job_timeout + 60 s (4 h here), so a killed SimpleWorker's job would
   be noticed only hours later.
 - Work horse killed (kill -9, OOM): the parent sees it at once and fails the job through
-  handle_job_failure, which retries it while retries are left (shared.jobs: Retry(max=2,
-  interval=[5, 30]), scheduled retries need the scheduler: with_scheduler=True below).
+  handle_job_failure. Jobs carry no RQ Retry: the orchestrator's train_attempts loop
+  (services/orchestrator/stages/train.py) is the one retry layer and enqueues a fresh attempt.
 - Whole worker killed (kill -9): RQ 3.0's StartedJobRegistry.cleanup() treats a job whose
-  heartbeat expired while STARTED as abandoned and calls job.retry() when retries are left (older
-  RQ versions only moved it to the failed registry). Cleanup runs in the maintenance of any
-  worker of the queue: at its start and every `maintenance_interval` (60 s here, RQ's default is
-  10 min; and an idle worker only checks between blocking dequeues of worker_ttl - 15 s, so
-  worker_ttl is 60 s here, not 420). So a restarted (or a second) worker re-runs the job within
-  ~90 s + 60 s. The orphaned
-  horse notices that its worker is gone and exits (jobs._exit_with_parent); the scheduler, a forked
-  child of the worker, gets SIGTERM through PR_SET_PDEATHSIG (Linux) instead of lingering.
-  Measured here: kill -9 of the worker mid-job, new worker started 5 s later: the job ran again
-  and finished (see the report for the timings)."""
+  heartbeat expired while STARTED as abandoned and fails it (older RQ versions left it in the
+  started registry). Cleanup runs in the maintenance of any worker of the queue: at its start and
+  every `maintenance_interval` (60 s here, RQ's default is 10 min; and an idle worker only checks
+  between blocking dequeues of worker_ttl - 15 s, so worker_ttl is 60 s here, not 420). So with a
+  restarted (or a second) worker the orchestrator sees the failure within ~90 s + 60 s and
+  enqueues the next attempt. The orphaned horse notices that its worker is gone and exits
+  (jobs._exit_with_parent).
+  Measured here (with RQ's retry, before the orchestrator's loop became the only layer): kill -9 of
+  the worker mid-job, new worker started 5 s later: the job ran again and finished."""
 
 from __future__ import annotations
 
@@ -44,7 +43,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """Runs in every child this process forks (RQ's scheduler; horses are spawned, not forked)."""
+    """Runs in every child this process forks (horses are spawned, not forked)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -66,4 +65,4 @@ def run_worker(settings: TrainerSettings, burst: bool = False) -> bool:
         worker_ttl=settings.worker_ttl_s,
     )
     logger.info("trainer worker %s on queue %r (artifacts: %s)", worker.name, queue.name, settings.artifacts)
-    return worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
+    return worker.work(burst=burst, logging_level=settings.log_level.upper())
