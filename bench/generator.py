@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx  # noqa: E402
 
 from services.generator.config import GeneratorSettings  # noqa: E402
-from services.generator.engine import derive_seed  # noqa: E402
+from services.generator.engines.protocol import derive_seed  # noqa: E402
 from services.generator.prompts import STOP, assign_labels, plan_generation  # noqa: E402
 from shared.spec import RunSpec, load_spec_file  # noqa: E402
 

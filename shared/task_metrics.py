@@ -22,7 +22,7 @@ _PUNCT = set(string.punctuation)
 
 def classification_metrics(
     predictions: Sequence[str], references: Sequence[str], labels: Sequence[str]
-) -> dict:
+) -> dict[str, float]:
     """accuracy and macro-F1 over the task's label set (a prediction outside it is simply wrong)."""
     return {
         "accuracy": float(accuracy_score(references, predictions)),
@@ -52,7 +52,7 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def generation_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict:
+def generation_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """SQuAD-style exact match and F1, and ROUGE-L F-measure; each the best over the references."""
     if not predictions:
         return {"exact_match": 0.0, "f1": 0.0, "rouge_l": 0.0}

@@ -46,7 +46,7 @@ class GeneratorSettings(GoldSettings):
     generator_max_model_len: int = Field(default=2048, ge=256)
     generator_max_num_seqs: int = Field(default=64, ge=1)
     generator_max_num_batched_tokens: int = Field(default=8192, ge=256)
-    generator_chunked_prefill: bool = False  # see vllm_engine.py: seeded requests crash it on CPU
+    generator_chunked_prefill: bool = False  # see engines/vllm.py: seeded requests crash it on CPU
     generator_enforce_eager: bool = True  # compiling costs ~70 s more start-up on CPU
     generator_dtype: str = "bfloat16"
     # The hf engine on a CPU: float32 runs faster there than bfloat16 without bf16 matmul units.

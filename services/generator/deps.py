@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.generator.config import GeneratorSettings, Scope
-from services.generator.engine import TextEngine
+from services.generator.engines.protocol import TextEngine
 from services.generator.limits import KeyLimiter
 from services.generator.metrics import Metrics
 from shared.auth import Caller

@@ -15,7 +15,8 @@ from fastapi import FastAPI
 
 from services.generator.api import classify, generate, health, openai
 from services.generator.config import GeneratorSettings, get_generator_settings
-from services.generator.engine import TextEngine, build_engine
+from services.generator.engines.factory import build_engine
+from services.generator.engines.protocol import TextEngine
 from services.generator.limits import KeyLimiter
 from services.generator.metrics import Metrics, MetricsMiddleware
 from services.generator.model_store import ResolvedModel, resolve_model

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from services.generator.config import GeneratorSettings
-from services.generator.engine import (
+from services.generator.engines.protocol import (
     EngineError,
     EngineRejected,
     Sampling,

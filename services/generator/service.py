@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from services.generator.config import GeneratorSettings
-from services.generator.engine import Sampling, TextEngine, derive_seed, engine_errors
+from services.generator.engines.protocol import Sampling, TextEngine, derive_seed, engine_errors
 from services.generator.limits import KeyLimiter
 from services.generator.metrics import Metrics
 from services.generator.parsing import Candidate, Limits, Rejection, deduplicate, parse_completion

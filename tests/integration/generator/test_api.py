@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.generator.config import GeneratorSettings, KeyPolicy
-from services.generator.engine import Sampling
+from services.generator.engines.protocol import Sampling
 from services.generator.main import create_app
 from tests.integration.generator.conftest import wait_ready
 from tests.unit.generator.fakes import FakeEngine

@@ -7,7 +7,14 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from services.generator.engine import Completion, Delta, EngineError, EngineInfo, PromptResult, Sampling
+from services.generator.engines.protocol import (
+    Completion,
+    Delta,
+    EngineError,
+    EngineInfo,
+    PromptResult,
+    Sampling,
+)
 from services.generator.model_store import ResolvedModel
 from services.generator.prompts import chat_transcript
 

@@ -1,7 +1,8 @@
-"""The engine interface every backend implements, and the factory that picks one by configuration.
+"""The engine interface every backend implements, its value types and errors, and the helpers the
+service layers share (per-prompt seeds, engine errors as API errors).
 
-Backends: `vllm` (in-process AsyncLLM, continuous batching), `openai` (a remote OpenAI-compatible
-server), `hf` (transformers generate). Routes and the service never know which one runs.
+The backends live beside this module and import it; it imports none of them (the factory that picks
+one by configuration is `engines.factory`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from services.generator.config import GeneratorSettings
 from services.generator.model_store import ResolvedModel
 from shared.errors import InvalidInput, UpstreamError
 
@@ -107,21 +107,6 @@ def derive_seed(base: int, *parts: object) -> int:
     of a request share a seed (vLLM seeds per request: equal seeds give identical samples)."""
     digest = hashlib.sha256(repr((base, *parts)).encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def build_engine(settings: GeneratorSettings, model: ResolvedModel) -> TextEngine:
-    """Construct (not start) the configured backend. Imports are lazy: only the chosen one loads."""
-    if settings.generator_engine == "vllm":
-        from services.generator.vllm_engine import VLLMEngine
-
-        return VLLMEngine(settings, model)
-    if settings.generator_engine == "hf":
-        from services.generator.hf_engine import HFEngine
-
-        return HFEngine(settings, model)
-    from services.generator.openai_engine import OpenAIEngine
-
-    return OpenAIEngine(settings, model)
 
 
 @contextmanager

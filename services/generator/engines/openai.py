@@ -10,7 +10,14 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from services.generator.config import GeneratorSettings
-from services.generator.engine import Completion, Delta, EngineError, EngineInfo, PromptResult, Sampling
+from services.generator.engines.protocol import (
+    Completion,
+    Delta,
+    EngineError,
+    EngineInfo,
+    PromptResult,
+    Sampling,
+)
 from services.generator.model_store import ModelError, ResolvedModel
 from services.generator.prompts import chat_transcript
 

@@ -15,7 +15,7 @@ from contextlib import suppress
 from typing import Any
 
 from services.generator.config import GeneratorSettings
-from services.generator.engine import (
+from services.generator.engines.protocol import (
     Completion,
     Delta,
     EngineError,
