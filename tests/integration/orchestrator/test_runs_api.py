@@ -19,11 +19,12 @@ def test_create_then_read_run(api, spec, session_factory):
     assert api.get(f"/runs/{run['id']}").json()["id"] == run["id"]
     assert [r["id"] for r in api.get("/runs").json()] == [run["id"]]
     seeds = api.get(f"/runs/{run['id']}/samples", params={"kind": "seed"}).json()
-    assert seeds["total"] == 2 and seeds["items"][0]["label"] == "positive"
+    given = spec["task"]["seed_examples"]
+    assert seeds["total"] == len(given) and seeds["items"][0]["label"] == given[0]["label"]
     assert api.get(f"/runs/{run['id']}/iterations").json() == []
     assert api.get(f"/runs/{run['id']}/metrics").json() == []
     summary = api.get(f"/runs/{run['id']}/summary").json()
-    assert summary["sample_counts"]["seed"] == 2
+    assert summary["sample_counts"]["seed"] == len(given)
 
 
 def _with(spec: dict, path: str, value) -> dict:
@@ -129,7 +130,8 @@ def test_dataset_is_jsonl_and_model_needs_a_student(api, spec):
     response = api.get(f"/runs/{run['id']}/dataset")
     assert response.status_code == 200
     rows = [json.loads(line) for line in response.text.splitlines()]
-    assert [r["gold_kind"] for r in rows] == ["seed", "seed"]
-    assert rows[0]["text"] == "A joy from start to finish." and rows[0]["label"] == "positive"
+    given = spec["task"]["seed_examples"]
+    assert [r["gold_kind"] for r in rows] == ["seed"] * len(given)
+    assert rows[0]["text"] == given[0]["text"] and rows[0]["label"] == given[0]["label"]
     model = api.get(f"/runs/{run['id']}/model")
     assert model.status_code == 409 and "no trained student" in model.json()["message"]

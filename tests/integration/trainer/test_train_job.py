@@ -17,6 +17,7 @@ from shared.db.models import Checkpoint, Metric, Run, Sample
 from shared.jobs import enqueue_train, train_job_id, train_queue
 from shared.schemas.training import TrainJob, TrainResult
 from shared.spec import RunSpec
+from tests.support import sentiment_task
 
 pytestmark = pytest.mark.slow
 
@@ -117,14 +118,10 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
     )
     spec = {
         "name": "sentiment",
-        "task": {
-            "type": "classification",
-            "description": "sentiment",
-            "input_fields": ["text"],
-            "output_field": "label",
-            "labels": ["negative", "positive"],
-            "seed_examples": [{"text": POS[0], "label": "positive"}, {"text": NEG[0], "label": "negative"}],
-        },
+        # the shared task with two of this test's reviews as its seeds (the counts below include them)
+        "task": sentiment_task(
+            seed_examples=[{"text": POS[0], "label": "positive"}, {"text": NEG[0], "label": "negative"}]
+        ),
         "student": {
             "epochs": 2,
             "batch_size": 8,
@@ -145,16 +142,7 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
         },
     }
     run_id = _run(session_factory, spec)
-    _add(
-        session_factory,
-        run_id,
-        0,
-        "seed",
-        [
-            ({"text": POS[0], "label": "positive"}, "positive"),
-            ({"text": NEG[0], "label": "negative"}, "negative"),
-        ],
-    )
+    _add(session_factory, run_id, 0, "seed", [(s, s["label"]) for s in spec["task"]["seed_examples"]])
     gen = [({"text": t, "label": "positive"}, "positive") for t in POS[1:6]]
     gen += [({"text": t, "label": "negative"}, "negative") for t in NEG[1:6]]
     _add(session_factory, run_id, 1, "train", gen, teacher_probs={"positive": 0.7, "negative": 0.3})

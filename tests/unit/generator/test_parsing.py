@@ -50,7 +50,9 @@ def test_real_completions_parse_into_complete_samples(capture) -> None:  # noqa:
             assert sample.label == sample.prompt.label == sample.fields[task.output_field]
             assert sample.label in task.labels
         else:
-            assert sample.label is None and sample.fields[task.output_field]
+            answer = sample.fields[task.output_field]
+            assert sample.label is None and 0 < len(answer) <= 400
+            assert answer == answer.strip() and "\n" not in answer
     for rejection in rejected:
         assert rejection.reason in {
             "missing_field",
@@ -81,7 +83,8 @@ def test_real_samples_are_diverse(capture) -> None:  # noqa: ANN001
 
 def test_extractive_answers_occur_in_their_context() -> None:
     task, prompts, _ = load_capture("squad_train")
-    accepted, rejected = parse_all(task, prompts)
+    accepted, _ = parse_all(task, prompts)
+    assert accepted  # the loop below checks something
     for sample in accepted:
         assert normalise(sample.fields["answer"]) in normalise(sample.fields["context"])
     plan, completions = prompts[0]
@@ -120,6 +123,7 @@ def test_rejection_reasons(sentiment) -> None:  # noqa: ANN001
     assert isinstance(out, Candidate) and out.fields["text"] == good.strip()
     out = parse_completion(task, plan, good + "\n\nExample 9\nLabel: x", None, limits)
     assert isinstance(out, Candidate)
+    assert out.fields == {"text": good.strip(), "label": plan.label} and out.label == plan.label
 
 
 def test_text_hash_is_stable_and_ignores_case_spacing_and_punctuation(sentiment) -> None:  # noqa: ANN001
@@ -127,7 +131,9 @@ def test_text_hash_is_stable_and_ignores_case_spacing_and_punctuation(sentiment)
     a = text_hash(task, {"text": "A warm, funny film!", "label": "positive"})
     assert a == text_hash(task, {"text": "a warm  funny film", "label": "negative"})
     assert a != text_hash(task, {"text": "A warm, funny book!", "label": "positive"})
-    assert len(a) == 64 and int(a, 16) >= 0
+    # Stored with every sample and sent back as the run's exclude_hashes: a key that changed between
+    # versions would let a resumed run store duplicates. sha256 of "text=a warm funny film".
+    assert a == "f5a2be2929a0a55d8be3649dbdae0c47ea1b953b2198a8eab8a92742b01919a0"
 
 
 def test_duplicates_against_examples_earlier_samples_and_the_request(sentiment) -> None:  # noqa: ANN001

@@ -15,21 +15,20 @@ from services.generator.prompts import (
     plan_generation,
 )
 from shared.spec import TaskSpec
+from tests.support import sentiment_task
 from tests.unit.generator.conftest import load_capture
 
-SENTIMENT = TaskSpec(
-    type="classification",
-    description="Decide whether a movie review is positive or negative.",
-    input_fields=["text"],
-    output_field="label",
-    labels=["negative", "positive"],
-    seed_examples=[
-        {
-            "text": f"Review number {i} of a film, {'loved' if i % 2 else 'hated'} it.",
-            "label": "positive" if i % 2 else "negative",
-        }
-        for i in range(8)
-    ],
+# Eight short seeds: enough for prompts to show different subsets of the in-context examples.
+SENTIMENT = TaskSpec.model_validate(
+    sentiment_task(
+        seed_examples=[
+            {
+                "text": f"Review number {i} of a film, {'loved' if i % 2 else 'hated'} it.",
+                "label": "positive" if i % 2 else "negative",
+            }
+            for i in range(8)
+        ]
+    )
 )
 QA = TaskSpec(
     type="seq2seq",

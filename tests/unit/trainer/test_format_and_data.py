@@ -8,6 +8,7 @@ from shared.checkpoints import checkpoint_uuid, read_metadata
 from shared.evaluation_data import load_evaluation
 from shared.spec import EvaluationSpec, TaskSpec
 from shared.student_format import StudentFormat
+from tests.support import SENTIMENT_TASK
 
 
 def test_student_format_single_pair_and_many_fields():
@@ -60,14 +61,7 @@ def test_evaluation_labels_outside_the_label_set_are_skipped(shared_data, tmp_pa
     path.write_text(
         '{"sentence": "good", "label_text": "positive"}\n{"sentence": "meh", "label_text": "neutral"}\n'
     )
-    task = TaskSpec(
-        type="classification",
-        description="sentiment",
-        input_fields=["text"],
-        output_field="label",
-        labels=["negative", "positive"],
-        seed_examples=[{"text": "a", "label": "positive"}, {"text": "b", "label": "negative"}],
-    )
+    task = TaskSpec.model_validate(SENTIMENT_TASK)
     data = load_evaluation(EvaluationSpec(path=str(path), input_map={"text": "sentence"}), task)
     assert len(data.examples) == 1 and data.skipped["label_outside_label_set"] == 1
     with pytest.raises(FileNotFoundError):
@@ -103,7 +97,6 @@ def test_checkpoint_ids_are_deterministic_and_publish_replaces_atomically(tmp_pa
 def test_reference_examples_default_to_the_generation_budget(tmp_path):
     from services.trainer.jobs import reference_examples
     from shared.spec import RunSpec
-    from tests.support import SENTIMENT_TASK
 
     real = tmp_path / "train.jsonl"
     labels = SENTIMENT_TASK["labels"]
