@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import copy
 import socket
+import uuid
 from typing import Any
+
+from shared.db.models import Checkpoint
+from shared.schemas.training import TrainJob
 
 # The one sentiment task of the tests (a TaskSpec as JSON). Tests that change it take a copy from
 # sentiment_task(); the constant itself is never mutated.
@@ -26,6 +30,20 @@ SENTIMENT_TASK: dict[str, Any] = {
 def sentiment_task(**overrides: Any) -> dict[str, Any]:
     """A fresh deep copy of SENTIMENT_TASK with some keys replaced (e.g. a test's own seed examples)."""
     return copy.deepcopy({**SENTIMENT_TASK, **overrides})
+
+
+def stand_in_checkpoint(job: TrainJob, checkpoint_id: uuid.UUID) -> Checkpoint:
+    """The checkpoint row a trainer job writes, for tests that stand in for the trainer."""
+    return Checkpoint(
+        id=checkpoint_id,
+        run_id=uuid.UUID(job.run_id),
+        iteration=job.iteration,
+        role=job.role,
+        path=f"checkpoints/{checkpoint_id}",
+        student_model="x",
+        student_kind="classifier",
+        metrics={},
+    )
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from services.orchestrator.service import create_run
 from services.orchestrator.stages import teacher as teacher_stage
 from services.orchestrator.stages import train as train_stage
 from shared.db.base import utcnow
-from shared.db.models import Checkpoint, Iteration, Metric, Rejection, Run, Sample, Step
+from shared.db.models import Iteration, Metric, Rejection, Run, Sample, Step
 from shared.errors import UpstreamError
 from shared.jobs import train_queue
 from shared.schemas.generation import (
@@ -38,6 +38,7 @@ from shared.schemas.generation import (
 from shared.schemas.scoring import EmbedResponse, EnergyResponse, SelectResponse
 from shared.schemas.training import TrainResult
 from shared.spec import RunSpec
+from tests.support import stand_in_checkpoint
 
 
 class StandInGenerator:
@@ -155,18 +156,7 @@ def stand_in_trainer(monkeypatch, session_factory):
         jobs.append(job)
         checkpoint_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{job.run_id}/{job.iteration}/{job.role}")
         with session_factory() as session, session.begin():
-            session.merge(
-                Checkpoint(
-                    id=checkpoint_id,
-                    run_id=uuid.UUID(job.run_id),
-                    iteration=job.iteration,
-                    role=job.role,
-                    path=f"checkpoints/{checkpoint_id}",
-                    student_model="x",
-                    student_kind="classifier",
-                    metrics={},
-                )
-            )
+            session.merge(stand_in_checkpoint(job, checkpoint_id))
             session.merge(
                 Metric(
                     id=uuid.uuid5(checkpoint_id, "acc"),

@@ -21,11 +21,12 @@ from services.orchestrator.plan import PlannedStep
 from services.orchestrator.service import create_run
 from services.orchestrator.stages import run_stage
 from shared import jobs
-from shared.db.models import Checkpoint, Iteration, Run, Step
+from shared.db.models import Iteration, Run, Step
 from shared.jobs import train_job_id, train_queue
 from shared.names import RunStatus, Stage
 from shared.schemas.training import TrainJob, TrainResult
 from shared.spec import RunSpec
+from tests.support import stand_in_checkpoint
 
 # What the stand-in job function does; set by the `trainer` fixture (the burst worker runs it in
 # this process).
@@ -44,18 +45,7 @@ def stand_in_train(payload: dict[str, Any]) -> dict[str, Any]:
     job = TrainJob.model_validate(payload)
     checkpoint_id = uuid.uuid4()
     with SCRIPT["sessions"]() as session, session.begin():
-        session.add(
-            Checkpoint(
-                id=checkpoint_id,
-                run_id=uuid.UUID(job.run_id),
-                iteration=job.iteration,
-                role=job.role,
-                path=f"checkpoints/{checkpoint_id}",
-                student_model="x",
-                student_kind="classifier",
-                metrics={},
-            )
-        )
+        session.add(stand_in_checkpoint(job, checkpoint_id))
     return TrainResult(
         checkpoint_id=str(checkpoint_id), metrics={}, seconds=0.1, examples_per_second=1.0
     ).model_dump()
