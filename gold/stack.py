@@ -86,7 +86,7 @@ class Stack:
             "GOLD_ARTIFACT_DIR": str(self.settings.artifacts),
             "GOLD_DATABASE_URL": database_url,
             "GOLD_REDIS_URL": redis_url,
-            "GOLD_API_KEYS": json.dumps({"local": self.token}),
+            "GOLD_API_KEYS": api_keys_json(self.settings, self.token),
             "GOLD_SERVICE_TOKEN": self.token,
             "GOLD_ORCHESTRATOR_PORT": str(self.ports["orchestrator"]),
             "GOLD_GENERATOR_PORT": str(self.ports["generator"]),
@@ -197,6 +197,13 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def api_keys_json(settings: GoldSettings, token: str) -> str:
+    """GOLD_API_KEYS for the services: the keys the user set (their teams keep working against the
+    local stack) plus the launcher's own under "local"."""
+    keys = {name: secret.get_secret_value() for name, secret in settings.api_keys.items()}
+    return json.dumps(keys | {"local": token})
 
 
 def local_token(data_dir: Path) -> str:
