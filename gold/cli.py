@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -191,16 +192,39 @@ def local_stack(
         yield _client(settings), None
         return
     started = time.monotonic()
-    with console.status("starting the stack (the first start converts the teacher model: a few minutes)..."):
-        stack = Stack(settings, trainers=trainers)
-        stack.__enter__()
+    with stop_on_signals():
+        with console.status("starting the stack (the first start converts the teacher: a few minutes)..."):
+            stack = Stack(settings, trainers=trainers)
+            stack.__enter__()
+        try:
+            console.print(
+                f"stack ready in {time.monotonic() - started:.0f} s; orchestrator at {stack.orchestrator_url}"
+            )
+            yield OrchestratorClient(stack.orchestrator_url, stack.token), stack
+        finally:
+            console.print("stopping the stack...")
+            stack.stop()
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM (kill, a CI timeout, a container stop) and SIGHUP (a closed terminal) stop a command
+    that started the stack the way Ctrl-C does: the stack goes down before the command exits."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        console.print(
-            f"stack ready in {time.monotonic() - started:.0f} s; orchestrator at {stack.orchestrator_url}"
-        )
-        yield OrchestratorClient(stack.orchestrator_url, stack.token), stack
+        yield
     finally:
-        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted() -> None:
+    console.print("stopped; the stack is down. Run the same command again to resume its runs.")
+    raise typer.Exit(130)
 
 
 def save_report(
@@ -228,6 +252,9 @@ def demo(
             save_report(client, settings, str(run.id))
     except (UpstreamError, RuntimeError) as exc:
         _fail(str(exc))
+        return
+    except KeyboardInterrupt:
+        _interrupted()
         return
     if as_json:
         print_json_last(summary.model_dump_json())
@@ -318,6 +345,9 @@ def eval_command(
                 results.append(result)
     except (UpstreamError, RuntimeError) as exc:
         _fail(str(exc))
+        return
+    except KeyboardInterrupt:
+        _interrupted()
         return
     if len(results) > 1 and not sizes:
         Console().print(tasks_table(results))

@@ -1,8 +1,11 @@
 """The local stack: embedded PostgreSQL and Redis (unless URLs are given) plus the four services
-as child processes, with logs under the data directory. Stopping it stops everything it started."""
+as child processes, with logs under the data directory. Stopping it stops everything it started;
+the services also die with the launcher (PR_SET_PDEATHSIG), and what a killed launcher leaves behind
+(the embedded servers are daemons) is stopped at the next start (gold/stack_record.py)."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -11,20 +14,22 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
+from gold.stack_record import RecordedProcess, clear_stale_stack, remove_record, write_record
 from shared.db.migrate import upgrade
 from shared.local_servers import LocalServer, start_postgres, start_redis
 from shared.settings import GoldSettings
 
 logger = logging.getLogger(__name__)
-
-
-DEFAULT_PORTS = {"orchestrator": 8000, "generator": 8001, "scorer": 8002}
 
 
 @dataclass
@@ -41,11 +46,20 @@ class ServiceProcess:
 class Stack:
     settings: GoldSettings
     trainers: int = 1
-    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    # Default: the ports of GOLD_ORCHESTRATOR_URL, GOLD_GENERATOR_URL and GOLD_SCORER_URL (8000-8002).
+    ports: dict[str, int] = field(default_factory=dict)
     servers: list[LocalServer] = field(default_factory=list)
     services: list[ServiceProcess] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     token: str = ""
+
+    def __post_init__(self) -> None:
+        urls = {
+            "orchestrator": self.settings.orchestrator_url,
+            "generator": self.settings.generator_url,
+            "scorer": self.settings.scorer_url,
+        }
+        self.ports = {name: urlsplit(url).port or 80 for name, url in urls.items()} | self.ports
 
     @property
     def orchestrator_url(self) -> str:
@@ -63,6 +77,9 @@ class Stack:
     def start(self, ready_timeout_s: float = 900.0) -> None:
         data_dir = self.settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        stale = clear_stale_stack(data_dir)
+        if stale:
+            logger.warning("stopped a stack left by a launcher that died: %s", ", ".join(stale))
         for name, port in self.ports.items():
             if _port_in_use(port):
                 raise RuntimeError(
@@ -107,7 +124,25 @@ class Stack:
         logs.mkdir(exist_ok=True)
         for service in self.services:
             self._spawn(service, logs)
+        self._record()
         self.wait_ready(ready_timeout_s)
+
+    def _record(self) -> None:
+        """Write stack.json: what to stop should this launcher die without stopping it."""
+        # PostgreSQL's fast shutdown is SIGINT (its SIGTERM waits for every client to leave).
+        stop_signals = {"postgres": signal.SIGINT, "redis": signal.SIGTERM}
+        processes = [
+            RecordedProcess.of(server.name, server.pid, group=False, stop_signal=stop_signals[server.name])
+            for server in self.servers
+            if server.pid is not None
+        ]
+        processes += [
+            RecordedProcess.of(s.name, s.process.pid, group=True)
+            for s in self.services
+            if s.process is not None and s.process.poll() is None
+        ]
+        launcher = RecordedProcess.of("launcher", os.getpid(), group=False)
+        write_record(self.settings.data_dir, launcher, processes)
 
     def _spawn(self, service: ServiceProcess, logs: Path) -> None:
         service.log_path = logs / f"{service.name}.log"
@@ -118,6 +153,7 @@ class Stack:
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher, which stops children in order
+            preexec_fn=_die_with_launcher,
         )
         logger.info("started %s (pid %d), log %s", service.name, service.process.pid, service.log_path)
 
@@ -162,6 +198,7 @@ class Stack:
         self.kill(name, signal.SIGTERM)
         assert service.log_path is not None
         self._spawn(service, service.log_path.parent)
+        self._record()
         if service.url:
             deadline = time.monotonic() + ready_timeout_s
             while not _ready(service):
@@ -172,6 +209,11 @@ class Stack:
 
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:
+        # A second Ctrl-C (or a SIGTERM after it) must not cut the shutdown short and leave servers.
+        with _signals_ignored():
+            self._stop()
+
+    def _stop(self) -> None:
         for service in reversed(self.services):
             if service.process is not None and service.process.poll() is None:
                 os.killpg(service.process.pid, signal.SIGTERM)
@@ -186,6 +228,7 @@ class Stack:
         for server in reversed(self.servers):
             server.stop()
         self.servers.clear()
+        remove_record(self.settings.data_dir)
 
     def __enter__(self) -> Stack:
         try:
@@ -197,6 +240,29 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _die_with_launcher() -> None:
+    """Runs in each service child before exec: SIGTERM when the launcher dies, even by kill -9."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may change signal handlers
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def api_keys_json(settings: GoldSettings, token: str) -> str:

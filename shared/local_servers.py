@@ -18,8 +18,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class LocalServer:
+    name: str
     url: str
     stop: Callable[[], None]
+    pid: int | None = None  # the server process, so a launcher can record it (gold/stack_record.py)
 
 
 def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
@@ -53,7 +55,14 @@ def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
             with contextlib.suppress(Exception):
                 pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 
-    return LocalServer(url=url, stop=stop)
+    return LocalServer("postgres", url, stop, pid=_postmaster_pid(Path(server.pgdata)))
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    """The postmaster's pid: the first line of postmaster.pid while it runs."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    return None
 
 
 def start_redis(directory: Path) -> LocalServer:
@@ -76,4 +85,4 @@ def start_redis(directory: Path) -> LocalServer:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
 
-    return LocalServer(url=f"unix://{server.socket_file}", stop=stop)
+    return LocalServer("redis", f"unix://{server.socket_file}", stop, pid=pid)
