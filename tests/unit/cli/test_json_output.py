@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from gold import cli
@@ -56,3 +57,32 @@ def test_demo_json_is_the_last_line_after_the_report_and_the_shutdown(monkeypatc
     lines = outcome.output.strip().splitlines()
     assert json.loads(lines[-1])["run"]["id"] == str(summary.run.id)
     assert any(line.startswith("report: /a/long/") and line.endswith(".html") for line in lines)
+
+
+class FinishedRunClient:
+    def __init__(self, summary: RunSummary):
+        self.summary_ = summary
+
+    def create_run(self, spec, idempotency_key=None):
+        return self.summary_.run
+
+    def summary(self, run_id):
+        return self.summary_
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["submit", "SPEC"], ["submit", "SPEC", "--wait"], ["status", "RUN"]],
+    ids=["submit", "submit-wait", "status"],
+)
+def test_submit_and_status_json_is_the_last_line(args, monkeypatch, tmp_path):
+    summary = finished_run()
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps({"name": "demo", "task": SENTIMENT_TASK}))
+    monkeypatch.setattr(cli, "_client", lambda settings: FinishedRunClient(summary))
+    monkeypatch.setattr(cli, "follow", lambda client, run_id, stack=None: summary)
+    args = [str(spec_path) if a == "SPEC" else str(summary.run.id) if a == "RUN" else a for a in args]
+    outcome = CliRunner().invoke(cli.app, [*args, "--json"])
+    assert outcome.exit_code == 0, outcome.output
+    last = json.loads(outcome.output.strip().splitlines()[-1])
+    assert str(summary.run.id) in (last.get("id"), last.get("run", {}).get("id"))
