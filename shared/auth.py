@@ -1,8 +1,9 @@
-"""Bearer-token authentication shared by the HTTP services."""
+"""Bearer-token authentication shared by the HTTP services, and the principal a key stands for."""
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -33,3 +34,25 @@ def authenticate(
 
 
 Caller = Annotated[str | None, Depends(authenticate)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: the name of its API key (None when authentication is disabled) and
+    whether that key is an admin key (GOLD_ADMIN_KEYS), which sees and manages every tenant's runs."""
+
+    name: str | None
+    admin: bool
+
+
+# In-process callers and a stack without keys: one operator who sees everything, owning nothing.
+OPERATOR = Principal(name=None, admin=True)
+
+
+def principal(request: Request, caller: Caller) -> Principal:
+    if caller is None:
+        return OPERATOR
+    return Principal(name=caller, admin=caller in request.app.state.settings.admin_keys)
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]

@@ -24,6 +24,9 @@ class GoldSettings(BaseSettings):
     # Bearer tokens accepted by the HTTP services: JSON object {"team-name": "token"}.
     # Empty = authentication disabled (the launcher always generates one).
     api_keys: dict[str, SecretStr] = {}
+    # Names of the keys above that see and manage every tenant's runs (JSON list); every other key
+    # sees only the runs it created. "local" is the key `gold up` generates for the operator.
+    admin_keys: list[str] = ["local"]
 
     orchestrator_url: str = "http://127.0.0.1:8000"
     generator_url: str = "http://127.0.0.1:8001"

@@ -15,13 +15,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.orchestrator.service import get_run
+from shared.auth import Principal
 from shared.db.models import Checkpoint, Sample
 from shared.errors import Conflict, NotFound
 
 
-def dataset_lines(run_id: uuid.UUID, *, session: Session, batch: int = 1000) -> Iterator[str]:
+def dataset_lines(
+    run_id: uuid.UUID, *, session: Session, principal: Principal, batch: int = 1000
+) -> Iterator[str]:
     """One JSON object a line: the sample's fields, label and how the loop used it."""
-    get_run(run_id, session=session)
+    get_run(run_id, session=session, principal=principal)
     query = (
         select(Sample)
         .where(Sample.run_id == run_id)
@@ -47,9 +50,9 @@ def dataset_lines(run_id: uuid.UUID, *, session: Session, batch: int = 1000) -> 
         )
 
 
-def best_checkpoint(run_id: uuid.UUID, *, session: Session) -> Checkpoint:
+def best_checkpoint(run_id: uuid.UUID, *, session: Session, principal: Principal) -> Checkpoint:
     """The final student when there is one, else the last loop checkpoint."""
-    get_run(run_id, session=session)
+    get_run(run_id, session=session, principal=principal)
     checkpoints = list(
         session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.role != "reference"))
     )
@@ -58,8 +61,10 @@ def best_checkpoint(run_id: uuid.UUID, *, session: Session) -> Checkpoint:
     return max(checkpoints, key=lambda c: (c.role == "final", c.iteration))
 
 
-def model_archive(run_id: uuid.UUID, *, session: Session, artifacts: Path) -> tuple[str, bytes]:
-    checkpoint = best_checkpoint(run_id, session=session)
+def model_archive(
+    run_id: uuid.UUID, *, session: Session, principal: Principal, artifacts: Path
+) -> tuple[str, bytes]:
+    checkpoint = best_checkpoint(run_id, session=session, principal=principal)
     folder = (artifacts / checkpoint.path).resolve()
     if not folder.is_relative_to(artifacts.resolve()) or not folder.is_dir():
         raise NotFound(f"checkpoint {checkpoint.id} files are missing from the artifact store")

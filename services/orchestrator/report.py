@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.orchestrator.service import get_run, list_iterations
+from shared.auth import Principal
 from shared.db.models import Sample
 from shared.names import (
     HOLDOUT_ACCURACY,
@@ -45,8 +46,8 @@ class RunData:
         return "gold" if self.spec.loop.feedback else "vanilla"
 
 
-def load_run(run_id: uuid.UUID, *, session: Session) -> RunData:
-    run = get_run(run_id, session=session)
+def load_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> RunData:
+    run = get_run(run_id, session=session, principal=principal)
     samples = list(
         session.scalars(
             select(Sample).where(Sample.run_id == run_id).order_by(Sample.iteration, Sample.position)
@@ -57,7 +58,7 @@ def load_run(run_id: uuid.UUID, *, session: Session) -> RunData:
         run.name,
         run.status,
         RunSpec.model_validate(run.spec),
-        list_iterations(run_id, session=session),
+        list_iterations(run_id, session=session, principal=principal),
         samples,
     )
 
@@ -312,5 +313,8 @@ def render_report(runs: list[RunData]) -> str:
     return f"<!doctype html><html>{head}<body>{''.join(parts)}</body></html>"
 
 
-def build_report(run_id: uuid.UUID, compare: list[uuid.UUID], *, session: Session) -> str:
-    return render_report([load_run(r, session=session) for r in [run_id, *compare]])
+def build_report(
+    run_id: uuid.UUID, compare: list[uuid.UUID], *, session: Session, principal: Principal
+) -> str:
+    """Every run on the page, compared ones included, must be visible to the principal."""
+    return render_report([load_run(r, session=session, principal=principal) for r in [run_id, *compare]])

@@ -1,15 +1,19 @@
-"""Run resources: create, read, list, cancel. Functions take `session` and never commit."""
+"""Run resources: create, read, list, cancel. Functions take `session` and never commit.
+
+Tenants: a run belongs to the principal that created it; every read or write of a run goes through
+`get_run` (or `visible`), which answers another tenant's run as it answers a missing one (404)."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.orchestrator.config import OrchestratorSettings
+from shared.auth import OPERATOR, Principal
 from shared.db.base import utcnow
 from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -39,11 +43,27 @@ def resolve_data_path(raw: str, settings: OrchestratorSettings, field: str) -> P
     return existing[0]
 
 
+def visible(principal: Principal) -> ColumnElement[bool]:
+    """The runs a principal may see and manage: all for an admin, else the ones it created."""
+    return true() if principal.admin else Run.owner == principal.name
+
+
 def create_run(
-    spec: RunSpec, *, session: Session, settings: OrchestratorSettings, idempotency_key: str | None = None
+    spec: RunSpec,
+    *,
+    session: Session,
+    settings: OrchestratorSettings,
+    principal: Principal = OPERATOR,
+    idempotency_key: str | None = None,
 ) -> Run:
+    owner = principal.name
     if idempotency_key:
-        existing = session.scalar(select(Run).where(Run.idempotency_key == idempotency_key))
+        existing = session.scalar(
+            select(Run).where(
+                Run.idempotency_key == idempotency_key,
+                Run.owner.is_(None) if owner is None else Run.owner == owner,
+            )
+        )
         if existing is not None:
             if existing.spec.get("name") != spec.name:
                 raise Conflict("Idempotency-Key was already used for a different run spec")
@@ -54,7 +74,7 @@ def create_run(
             raw = getattr(spec.evaluation, name)
             if raw is not None:
                 stored["evaluation"][name] = str(resolve_data_path(raw, settings, f"evaluation.{name}"))
-    run = Run(id=uuid.uuid4(), name=spec.name, spec=stored, idempotency_key=idempotency_key)
+    run = Run(id=uuid.uuid4(), name=spec.name, spec=stored, idempotency_key=idempotency_key, owner=owner)
     session.add(run)
     try:
         session.flush()
@@ -77,27 +97,33 @@ def create_run(
     return run
 
 
-def get_run(run_id: uuid.UUID, *, session: Session) -> Run:
-    run = session.get(Run, run_id)
+def get_run(run_id: uuid.UUID, *, session: Session, principal: Principal, for_update: bool = False) -> Run:
+    """The run if the principal may see it; another tenant's run is "not found" like a missing one."""
+    query = select(Run).where(Run.id == run_id, visible(principal))
+    if for_update:  # lock the row and read it fresh, as the driver may have just changed it
+        query = query.with_for_update().execution_options(populate_existing=True)
+    run = session.scalar(query)
     if run is None:
         raise NotFound(f"run {run_id} not found")
     return run
 
 
-def list_runs(*, session: Session, status: str | None, offset: int, limit: int) -> list[Run]:
-    query = select(Run).order_by(Run.created_at.desc()).offset(offset).limit(limit)
+def list_runs(
+    *, session: Session, principal: Principal, status: str | None, offset: int, limit: int
+) -> list[Run]:
+    query = select(Run).where(visible(principal)).order_by(Run.created_at.desc()).offset(offset).limit(limit)
     if status:
         query = query.where(Run.status == status)
     return list(session.scalars(query))
 
 
-def list_iterations(run_id: uuid.UUID, *, session: Session) -> list[IterationRead]:
-    get_run(run_id, session=session)
+def list_iterations(run_id: uuid.UUID, *, session: Session, principal: Principal) -> list[IterationRead]:
+    get_run(run_id, session=session, principal=principal)
     iterations = session.scalars(
         select(Iteration).where(Iteration.run_id == run_id).order_by(Iteration.index)
     )
     metrics: dict[int, dict[str, float]] = {}
-    for metric in run_metrics(run_id, session=session):
+    for metric in run_metrics(run_id, session=session, principal=principal):
         metrics.setdefault(metric.iteration, {})[metric.name] = metric.value
     counts: dict[int, dict[str, int]] = {}
     rows = session.execute(
@@ -124,13 +150,14 @@ def list_samples(
     run_id: uuid.UUID,
     *,
     session: Session,
+    principal: Principal,
     iteration: int | None,
     kind: str | None,
     selected: bool | None,
     offset: int,
     limit: int,
 ) -> SamplePage:
-    get_run(run_id, session=session)
+    get_run(run_id, session=session, principal=principal)
     conditions = [Sample.run_id == run_id]
     if iteration is not None:
         conditions.append(Sample.iteration == iteration)
@@ -151,8 +178,8 @@ def list_samples(
     )
 
 
-def run_metrics(run_id: uuid.UUID, *, session: Session) -> list[MetricRead]:
-    get_run(run_id, session=session)
+def run_metrics(run_id: uuid.UUID, *, session: Session, principal: Principal) -> list[MetricRead]:
+    get_run(run_id, session=session, principal=principal)
     rows = session.scalars(
         select(Metric).where(Metric.run_id == run_id).order_by(Metric.iteration, Metric.name)
     )
@@ -173,19 +200,17 @@ def sample_counts(run_id: uuid.UUID, *, session: Session) -> dict[str, int]:
     return counts
 
 
-def run_summary(run_id: uuid.UUID, *, session: Session) -> RunSummary:
-    run = get_run(run_id, session=session)
+def run_summary(run_id: uuid.UUID, *, session: Session, principal: Principal) -> RunSummary:
+    run = get_run(run_id, session=session, principal=principal)
     return RunSummary(
         run=RunRead.model_validate(run),
-        iterations=list_iterations(run_id, session=session),
+        iterations=list_iterations(run_id, session=session, principal=principal),
         sample_counts=sample_counts(run_id, session=session),
     )
 
 
-def cancel_run(run_id: uuid.UUID, *, session: Session) -> Run:
-    run = session.get(Run, run_id, with_for_update=True)
-    if run is None:
-        raise NotFound(f"run {run_id} not found")
+def cancel_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> Run:
+    run = get_run(run_id, session=session, principal=principal, for_update=True)
     if run.status in TERMINAL_RUN_STATUSES:
         return run
     if run.status == RunStatus.QUEUED:
@@ -195,9 +220,9 @@ def cancel_run(run_id: uuid.UUID, *, session: Session) -> Run:
     return run
 
 
-def delete_run(run_id: uuid.UUID, *, session: Session, artifacts: Path) -> list[Path]:
+def delete_run(run_id: uuid.UUID, *, session: Session, principal: Principal, artifacts: Path) -> list[Path]:
     """Delete a finished run's rows; return its checkpoint folders for removal after the commit."""
-    run = get_run(run_id, session=session)
+    run = get_run(run_id, session=session, principal=principal)
     if run.status not in TERMINAL_RUN_STATUSES:
         raise Conflict(f"run {run_id} is {run.status}: cancel it first, then delete it")
     folders = [

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -30,6 +31,21 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 class Run(UUIDPK, Timestamped, Base):
     __tablename__ = "run"
+    # An Idempotency-Key is unique per owner, so two tenants never get each other's run; runs without
+    # an owner (authentication disabled, or created before tenants) share one namespace. Two partial
+    # indexes rather than NULLS NOT DISTINCT, which would also make (NULL, NULL) rows collide.
+    __table_args__ = (
+        Index(
+            "uq_run_owner_idempotency_key",
+            "owner",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("owner IS NOT NULL"),
+        ),
+        Index(
+            "uq_run_idempotency_key", "idempotency_key", unique=True, postgresql_where=text("owner IS NULL")
+        ),
+    )
 
     name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
@@ -38,7 +54,9 @@ class Run(UUIDPK, Timestamped, Base):
     stage: Mapped[str | None] = mapped_column(String(32))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # Name of the API key that created the run (shared.auth.Principal); NULL: visible to admins only.
+    owner: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -18,6 +18,9 @@ class RunRead(OutputModel):
     progress: float
     error: str | None
     spec: dict[str, Any]
+    # Name of the API key that created the run; None when created without authentication or before
+    # runs had owners (then only admin keys see it).
+    owner: str | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

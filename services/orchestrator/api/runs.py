@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from services.orchestrator import exports, report, service
 from services.orchestrator.deps import SessionDep, SettingsDep
-from shared.auth import Caller
+from shared.auth import PrincipalDep
 from shared.names import RunStatus
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage
 from shared.spec import RunSpec
@@ -23,47 +23,51 @@ def create_run(
     spec: RunSpec,
     session: SessionDep,
     settings: SettingsDep,
-    _: Caller,
+    principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> RunRead:
-    run = service.create_run(spec, session=session, settings=settings, idempotency_key=idempotency_key)
+    run = service.create_run(
+        spec, session=session, settings=settings, principal=principal, idempotency_key=idempotency_key
+    )
     return RunRead.model_validate(run)
 
 
 @router.get("", response_model=list[RunRead])
 def list_runs(
     session: SessionDep,
-    _: Caller,
+    principal: PrincipalDep,
     status: Annotated[RunStatus | None, Query()] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[RunRead]:
     return [
         RunRead.model_validate(r)
-        for r in service.list_runs(session=session, status=status, offset=offset, limit=limit)
+        for r in service.list_runs(
+            session=session, principal=principal, status=status, offset=offset, limit=limit
+        )
     ]
 
 
 @router.get("/{run_id}", response_model=RunRead)
-def get_run(run_id: uuid.UUID, session: SessionDep, _: Caller) -> RunRead:
-    return RunRead.model_validate(service.get_run(run_id, session=session))
+def get_run(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> RunRead:
+    return RunRead.model_validate(service.get_run(run_id, session=session, principal=principal))
 
 
 @router.get("/{run_id}/summary", response_model=RunSummary)
-def get_summary(run_id: uuid.UUID, session: SessionDep, _: Caller) -> RunSummary:
-    return service.run_summary(run_id, session=session)
+def get_summary(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> RunSummary:
+    return service.run_summary(run_id, session=session, principal=principal)
 
 
 @router.get("/{run_id}/iterations", response_model=list[IterationRead])
-def list_iterations(run_id: uuid.UUID, session: SessionDep, _: Caller) -> list[IterationRead]:
-    return service.list_iterations(run_id, session=session)
+def list_iterations(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> list[IterationRead]:
+    return service.list_iterations(run_id, session=session, principal=principal)
 
 
 @router.get("/{run_id}/samples", response_model=SamplePage)
 def list_samples(
     run_id: uuid.UUID,
     session: SessionDep,
-    _: Caller,
+    principal: PrincipalDep,
     iteration: Annotated[int | None, Query(ge=0, le=100_000)] = None,
     kind: Annotated[Literal["seed", "train", "ood"] | None, Query()] = None,
     selected: bool | None = None,
@@ -71,33 +75,44 @@ def list_samples(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> SamplePage:
     return service.list_samples(
-        run_id, session=session, iteration=iteration, kind=kind, selected=selected, offset=offset, limit=limit
+        run_id,
+        session=session,
+        principal=principal,
+        iteration=iteration,
+        kind=kind,
+        selected=selected,
+        offset=offset,
+        limit=limit,
     )
 
 
 @router.get("/{run_id}/metrics", response_model=list[MetricRead])
-def run_metrics(run_id: uuid.UUID, session: SessionDep, _: Caller) -> list[MetricRead]:
-    return service.run_metrics(run_id, session=session)
+def run_metrics(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> list[MetricRead]:
+    return service.run_metrics(run_id, session=session, principal=principal)
 
 
 @router.post("/{run_id}/cancel", response_model=RunRead)
-def cancel_run(run_id: uuid.UUID, session: SessionDep, _: Caller) -> RunRead:
-    return RunRead.model_validate(service.cancel_run(run_id, session=session))
+def cancel_run(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> RunRead:
+    return RunRead.model_validate(service.cancel_run(run_id, session=session, principal=principal))
 
 
 @router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_run(
-    run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, background: BackgroundTasks, _: Caller
+    run_id: uuid.UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    background: BackgroundTasks,
+    principal: PrincipalDep,
 ) -> Response:
-    folders = service.delete_run(run_id, session=session, artifacts=settings.artifacts)
+    folders = service.delete_run(run_id, session=session, principal=principal, artifacts=settings.artifacts)
     background.add_task(exports.remove_folders, folders, settings.artifacts)  # after the commit
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{run_id}/dataset", response_class=StreamingResponse)
-def download_dataset(run_id: uuid.UUID, session: SessionDep, _: Caller) -> StreamingResponse:
+def download_dataset(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> StreamingResponse:
     """The generated dataset as JSONL (load with `datasets.load_dataset("json", data_files=...)`)."""
-    lines = list(exports.dataset_lines(run_id, session=session))
+    lines = list(exports.dataset_lines(run_id, session=session, principal=principal))
     return StreamingResponse(
         iter(lines),
         media_type="application/x-ndjson",
@@ -106,9 +121,13 @@ def download_dataset(run_id: uuid.UUID, session: SessionDep, _: Caller) -> Strea
 
 
 @router.get("/{run_id}/model")
-def download_model(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, _: Caller) -> Response:
+def download_model(
+    run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> Response:
     """The student as a .tar.gz of its Hugging Face folder (final student when there is one)."""
-    filename, data = exports.model_archive(run_id, session=session, artifacts=settings.artifacts)
+    filename, data = exports.model_archive(
+        run_id, session=session, principal=principal, artifacts=settings.artifacts
+    )
     return Response(
         data,
         media_type="application/gzip",
@@ -120,8 +139,8 @@ def download_model(run_id: uuid.UUID, session: SessionDep, settings: SettingsDep
 def run_report(
     run_id: uuid.UUID,
     session: SessionDep,
-    _: Caller,
+    principal: PrincipalDep,
     compare: Annotated[list[uuid.UUID], Query(max_length=4, description="runs to plot beside this one")] = [],  # noqa: B006
 ) -> HTMLResponse:
     """An HTML page with plots: metric per iteration, energies, labels, diversity, feedback picks."""
-    return HTMLResponse(report.build_report(run_id, compare, session=session))
+    return HTMLResponse(report.build_report(run_id, compare, session=session, principal=principal))

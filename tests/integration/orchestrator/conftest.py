@@ -19,6 +19,9 @@ def orchestrator_settings(database_url, redis_url, shared_data, tmp_path) -> Orc
         redis_url=redis_url,
         data_dir=tmp_path,
         api_keys={"tests": TOKEN},
+        # The operator's key, as "local" is for `gold up`: it also sees runs created in-process
+        # (no owner). Tenants have their own tests (test_tenants.py).
+        admin_keys=["tests"],
         data_roots=[shared_data, tmp_path],
     )
 
