@@ -3,8 +3,11 @@ the service that runs them) with JSON payloads, and deterministic ids so a re-su
 
 from __future__ import annotations
 
+import contextlib
+
 from redis import Redis
 from rq import Queue
+from rq.exceptions import InvalidJobOperation
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -28,10 +31,18 @@ def enqueue_train(queue: Queue, job: TrainJob) -> Job:
     orchestrator's attempts (train_attempts) are the one retry layer of training."""
     job_id = train_job_id(job)
     existing = queue.fetch_job(job_id)
-    if existing is not None and existing.get_status(refresh=True) not in ("failed", "stopped", "canceled"):
+    status = existing.get_status(refresh=True) if existing is not None else None
+    if existing is not None and status not in ("failed", "stopped", "canceled"):
         return existing
+    if existing is not None and status in ("failed", "stopped"):
+        # Back on the queue under its id. Not delete() + enqueue: RQ 3 drops the execution record of
+        # an abandoned job (its worker was killed), and delete() then raises looking for it.
+        with contextlib.suppress(InvalidJobOperation):  # not in the failed registry (expired): anew
+            return existing.requeue()
     if existing is not None:
-        existing.delete()
+        with contextlib.suppress(ValueError):  # the same missing execution record
+            existing.delete()
+        queue.connection.delete(existing.key)
     return queue.enqueue(
         TRAIN_FUNC,
         job.model_dump(),
