@@ -1,14 +1,16 @@
-"""What every GOLD HTTP service has in common: settings on app.state, error handlers, /healthz."""
+"""What every GOLD HTTP service has in common: settings on app.state, error handlers, /healthz, and
+Prometheus metrics of its requests on /metrics."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from shared.errors import install_error_handlers
 from shared.http_limits import BodySizeLimit, ConcurrencyLimit
+from shared.metrics import MetricsMiddleware, ServiceMetrics
 from shared.settings import GoldSettings
 
 
@@ -19,15 +21,29 @@ def create_service_app(
     description: str = "",
     max_body_bytes: int = 2_000_000,
     max_in_flight: int = 32,
+    metrics: ServiceMetrics | None = None,
 ) -> FastAPI:
+    """`metrics`: the service's registry (app.state.metrics), counted for every request and served
+    on /metrics; a service's own metrics sit in the same registry."""
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    app.add_middleware(ConcurrencyLimit, limit=max_in_flight)  # outermost: queued requests hold nothing
+    app.add_middleware(ConcurrencyLimit, limit=max_in_flight)  # queued requests hold nothing
+    if metrics is not None:
+        app.state.metrics = metrics
+        # Outermost, so latency includes the wait for a ConcurrencyLimit slot.
+        app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    if metrics is not None:
+
+        @app.get("/metrics", tags=["health"], response_class=Response)
+        def prometheus_metrics() -> Response:
+            # A plain def: runs in the thread pool, as collectors may read a database at scrape time.
+            return Response(metrics.render(), media_type=metrics.content_type)
 
     return app

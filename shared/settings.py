@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,9 @@ class GoldSettings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     log_level: str = "INFO"
+    # "text" for a terminal; "json": one JSON object a line, with run_id, iteration and stage on the
+    # lines the orchestrator logs while it runs a step (shared/logging.py).
+    log_format: Literal["text", "json"] = "text"
     # Bearer tokens accepted by the HTTP services: JSON object {"team-name": "token"}.
     # Empty = authentication disabled (the launcher always generates one).
     api_keys: dict[str, SecretStr] = {}

@@ -18,9 +18,9 @@ from services.generator.config import GeneratorSettings, get_generator_settings
 from services.generator.engines.factory import build_engine
 from services.generator.engines.protocol import TextEngine
 from services.generator.limits import KeyLimiter
-from services.generator.metrics import Metrics, MetricsMiddleware
+from services.generator.metrics import Metrics
 from services.generator.model_store import ResolvedModel, resolve_model
-from shared.logging import configure_logging
+from shared.logging import configure_logging, uvicorn_log_config
 from shared.service_app import create_service_app
 
 logger = logging.getLogger(__name__)
@@ -93,12 +93,11 @@ def create_app(
         lifespan,
         description="Synthetic training data and teacher labels from a teacher LLM; OpenAI-compatible API.",
         max_body_bytes=settings.generator_max_request_bytes,
+        metrics=Metrics(),
     )
-    app.state.metrics = Metrics()
     app.state.limiter = KeyLimiter(settings)
     app.state.engine = None
     app.state.engine_error = None
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(generate.router)
     app.include_router(classify.router)
@@ -111,8 +110,13 @@ def main() -> None:
     import uvicorn
 
     settings = get_generator_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, exit_on_engine_failure=True)
-    uvicorn.run(app, host=settings.generator_host, port=settings.generator_port)
+    uvicorn.run(
+        app,
+        host=settings.generator_host,
+        port=settings.generator_port,
+        log_config=uvicorn_log_config(settings.log_format),
+    )
     if app.state.engine_error:
         sys.exit(1)

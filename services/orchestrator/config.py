@@ -24,6 +24,9 @@ class OrchestratorSettings(GoldSettings):
     # How often a training job's status is read while it runs.
     train_poll_s: float = 1.0
     max_request_bytes: int = 2_000_000
+    # /readyz: how long Postgres and Redis each get to answer (also Redis's socket timeouts when
+    # the queue depth is read for /metrics).
+    readiness_timeout_s: float = 2.0
 
 
 @lru_cache

@@ -19,12 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.context import RunCancelled, RunContext, StepFailed
+from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.plan import PlannedStep, build_plan, steps_past_plateau, steps_past_time_budget
 from services.orchestrator.stages import STAGES, run_stage
 from services.orchestrator.stages.records import iteration_row, mark_step
 from shared.clients import GeneratorClient, ScorerClient
 from shared.db.base import utcnow
 from shared.db.models import Iteration, Metric, Run, Step
+from shared.logging import log_context
 from shared.names import (
     ACTIVE_RUN_STATUSES,
     FINISHED_STEP_STATUSES,
@@ -46,8 +48,10 @@ class RunDriver:
         train_queue: Queue,
         generator: GeneratorClient,
         scorer: ScorerClient,
+        metrics: OrchestratorMetrics | None = None,
     ):
         self.settings = settings
+        self.metrics = metrics or OrchestratorMetrics()
         self.sessions = sessions
         self.train_queue = train_queue
         self.generator = generator
@@ -145,6 +149,12 @@ class RunDriver:
             run.lease_expires_at = utcnow() + timedelta(seconds=self.settings.lease_s)
 
     def drive(self, run_id: uuid.UUID) -> None:
+        # Every record logged while the run is driven carries its id (and the step's iteration and
+        # stage while a step runs): GOLD_LOG_FORMAT=json writes them as keys.
+        with log_context(run_id=str(run_id)):
+            self._drive(run_id)
+
+    def _drive(self, run_id: uuid.UUID) -> None:
         with self.sessions() as session, session.begin():
             run = session.get(Run, run_id, with_for_update=True)
             if run is None or run.status not in ACTIVE_RUN_STATUSES:
@@ -172,6 +182,7 @@ class RunDriver:
             settings=self.settings,
             heartbeat=lambda: self._heartbeat(run_id),
             calls=self._calls,
+            metrics=self.metrics,
         )
         plan = build_plan(spec)
         try:
@@ -192,14 +203,21 @@ class RunDriver:
                     self._skip(ctx, skipped, reason)
                     done |= {(s.iteration, s.stage) for s in skipped}
                     continue
-                ctx.heartbeat()
-                self._enter(run_id, step, index / len(plan))
-                started = time.monotonic()
-                logger.info(
-                    "run %s: iteration %d %s: %s", run_id, step.iteration, step.stage, STAGES[step.stage].what
-                )
-                run_stage(ctx, step)
-                self._record_time(run_id, step, time.monotonic() - started, last_of_iteration(plan, index))
+                with log_context(iteration=step.iteration, stage=step.stage.value):
+                    ctx.heartbeat()
+                    self._enter(run_id, step, index / len(plan))
+                    started = time.monotonic()
+                    logger.info(
+                        "run %s: iteration %d %s: %s",
+                        run_id,
+                        step.iteration,
+                        step.stage,
+                        STAGES[step.stage].what,
+                    )
+                    run_stage(ctx, step)
+                    self._record_time(
+                        run_id, step, time.monotonic() - started, last_of_iteration(plan, index)
+                    )
         except RunCancelled:
             if self._stop.is_set():
                 return  # shutting down: the run stays active and resumes on the next start

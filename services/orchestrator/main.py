@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis import Redis
 
-from services.orchestrator.api import runs
+from services.orchestrator.api import health, runs
 from services.orchestrator.config import OrchestratorSettings, get_orchestrator_settings
 from services.orchestrator.driver import RunDriver
+from services.orchestrator.metrics import OrchestratorMetrics
 from shared.clients import GeneratorClient, ScorerClient
 from shared.db.session import make_engine, make_sessionmaker
 from shared.jobs import train_queue
-from shared.logging import configure_logging
+from shared.logging import configure_logging, uvicorn_log_config
 from shared.service_app import create_service_app
 
 logger = logging.getLogger(__name__)
@@ -23,22 +24,32 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool = True) -> FastAPI:
     settings = settings or get_orchestrator_settings()
+    metrics = OrchestratorMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.require_database_url())
+        app.state.db_engine = engine
         app.state.sessions = make_sessionmaker(engine)
         redis = Redis.from_url(settings.require_redis_url())
+        # Probes (/readyz, the queue depth in /metrics) get short timeouts; RQ's client blocks on purpose.
+        timeout = settings.readiness_timeout_s
+        app.state.redis_probe = Redis.from_url(
+            settings.require_redis_url(), socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        metrics.watch(app.state.sessions, train_queue(app.state.redis_probe))
         token = settings.service_token.get_secret_value() if settings.service_token else None
         generator = GeneratorClient(settings.generator_url, token)
         scorer = ScorerClient(settings.scorer_url, token)
-        driver = RunDriver(settings, app.state.sessions, train_queue(redis), generator, scorer)
+        driver = RunDriver(settings, app.state.sessions, train_queue(redis), generator, scorer, metrics)
         if drive_runs:
             driver.start()
         yield
         driver.stop()
         generator.close()
         scorer.close()
+        metrics.unwatch()
+        app.state.redis_probe.close()
         redis.close()
         engine.dispose()
 
@@ -48,7 +59,9 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
         lifespan,
         description="Submit GOLD distillation runs and follow their iterations, samples and metrics.",
         max_body_bytes=settings.max_request_bytes,
+        metrics=metrics,
     )
+    app.include_router(health.router)
     app.include_router(runs.router)
     return app
 
@@ -57,5 +70,10 @@ def main() -> None:
     import uvicorn
 
     settings = get_orchestrator_settings()
-    configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.orchestrator_host, port=settings.orchestrator_port)
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.orchestrator_host,
+        port=settings.orchestrator_port,
+        log_config=uvicorn_log_config(settings.log_format),
+    )

@@ -17,6 +17,7 @@ from services.scorer.api.energy import router as energy_router
 from services.scorer.config import ScorerSettings, get_scorer_settings
 from services.scorer.embedding import MiniLMEncoder
 from services.scorer.engine import ModelCache, load_energy_model
+from shared.metrics import ServiceMetrics
 from shared.service_app import create_service_app
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         settings,
         lifespan,
         description="Free energy of generated samples under a student, and sentence embeddings.",
+        metrics=ServiceMetrics("scorer"),
     )
     app.include_router(energy_router)
     app.include_router(embedding_router)

@@ -15,7 +15,7 @@ def main() -> int:
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args()
     settings = get_trainer_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     run_worker(settings, burst=args.burst)
     return 0
 

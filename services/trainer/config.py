@@ -56,6 +56,9 @@ class TrainerSettings(GoldSettings):
     # default 420 s would delay the rescue of an abandoned job by up to 7 minutes).
     worker_ttl_s: int = 60
     worker_name: str | None = None
+    # The worker's Prometheus metrics (jobs, examples/s) on http://host:port/metrics; unset: not served.
+    trainer_metrics_port: int | None = None
+    trainer_metrics_host: str = "127.0.0.1"
 
 
 @lru_cache

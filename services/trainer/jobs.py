@@ -26,11 +26,15 @@ from shared.checkpoints import CheckpointNotFound, checkpoint_dir, checkpoint_uu
 from shared.db.models import Checkpoint, Metric, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.evaluation_data import load_evaluation
-from shared.names import REFERENCE_EXAMPLES, reference_metric
+from shared.logging import configure_logging, log_context
+from shared.names import REFERENCE_EXAMPLES, Stage, reference_metric
 from shared.schemas.training import TrainJob, TrainResult
 from shared.spec import RunSpec
 
 logger = logging.getLogger(__name__)
+
+# The run's stage each training role is (what the job's log lines carry as `stage`).
+ROLE_STAGES = {"loop": Stage.TRAIN, "final": Stage.FINAL_TRAIN, "reference": Stage.REFERENCE_TRAIN}
 
 _watchdog_started = threading.Event()
 
@@ -220,6 +224,13 @@ def train_student(payload: dict[str, Any]) -> dict[str, Any]:
     hf_logging.disable_progress_bar()  # tqdm bars would flood the worker log
     job = TrainJob.model_validate(payload)
     settings = get_trainer_settings()
+    if not logging.getLogger().handlers:  # a spawned work horse: nothing configured its logging yet
+        configure_logging(settings.log_level, settings.log_format)
+    with log_context(run_id=job.run_id, iteration=job.iteration, stage=ROLE_STAGES[job.role].value):
+        return _train_student(job, settings)
+
+
+def _train_student(job: TrainJob, settings: TrainerSettings) -> dict[str, Any]:
     engine = make_engine(settings.require_database_url())
     factory = make_sessionmaker(engine)
     try:

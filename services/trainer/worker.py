@@ -1,4 +1,5 @@
-"""The trainer worker: RQ SpawnWorker on the "train" queue, JSON serializer.
+"""The trainer worker: RQ SpawnWorker on the "train" queue, JSON serializer, counting its jobs for
+Prometheus (services/trainer/metrics.py).
 
 Why SpawnWorker (RQ 3.0, read from rq/worker/*.py and rq/registry.py):
 - Every job runs in a fresh interpreter started with posix_spawn, so no CUDA state ever crosses a
@@ -28,12 +29,16 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from redis import Redis
-from rq import SpawnWorker
+from redis.exceptions import RedisError
+from rq import Queue, SpawnWorker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings
+from services.trainer.metrics import TrainerMetrics, serve_metrics
 from shared.jobs import train_queue
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,38 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class TrainerWorker(SpawnWorker):
+    """A SpawnWorker that counts the jobs its work horses ran (services/trainer/metrics.py). The
+    horse re-creates this class from Redis (it must stay importable, with RQ's constructor);
+    `metrics` is set on the worker process's instance only."""
+
+    metrics: TrainerMetrics | None = None
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        started = time.monotonic()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            if self.metrics is not None:
+                try:
+                    self.metrics.record(job, time.monotonic() - started)
+                except RedisError as exc:  # a lost count must not stop the worker
+                    logger.warning("metrics: job %s not counted (%s)", job.id, exc)
+
+
+def make_worker(settings: TrainerSettings, redis: Redis) -> TrainerWorker:
+    worker = TrainerWorker(
+        [train_queue(redis)],
+        connection=redis,
+        serializer=JSONSerializer,
+        name=settings.worker_name,
+        maintenance_interval=settings.worker_maintenance_interval_s,
+        worker_ttl=settings.worker_ttl_s,
+    )
+    worker.metrics = TrainerMetrics()
+    return worker
+
+
 def run_worker(settings: TrainerSettings, burst: bool = False) -> bool:
     os.environ[EXIT_WITH_PARENT_ENV] = str(os.getpid())  # inherited by every spawned work horse
     os.register_at_fork(after_in_child=_die_with_parent)
@@ -55,14 +92,13 @@ def run_worker(settings: TrainerSettings, burst: bool = False) -> bool:
         os.environ.setdefault("OMP_NUM_THREADS", str(settings.torch_threads))
     redis = Redis.from_url(settings.require_redis_url())
     settings.require_database_url()  # fail at start, not in the first job
-    queue = train_queue(redis)
-    worker = SpawnWorker(
-        [queue],
-        connection=redis,
-        serializer=JSONSerializer,
-        name=settings.worker_name,
-        maintenance_interval=settings.worker_maintenance_interval_s,
-        worker_ttl=settings.worker_ttl_s,
-    )
-    logger.info("trainer worker %s on queue %r (artifacts: %s)", worker.name, queue.name, settings.artifacts)
-    return worker.work(burst=burst, logging_level=settings.log_level.upper())
+    worker = make_worker(settings, redis)
+    assert worker.metrics is not None
+    with serve_metrics(worker.metrics, settings.trainer_metrics_host, settings.trainer_metrics_port):
+        logger.info(
+            "trainer worker %s on queue %r (artifacts: %s)",
+            worker.name,
+            worker.queues[0].name,
+            settings.artifacts,
+        )
+        return worker.work(burst=burst, logging_level=settings.log_level.upper())

@@ -1,8 +1,8 @@
-"""Readiness (the engine is loaded) and Prometheus metrics; /healthz comes with every service."""
+"""Readiness (the engine is loaded); /healthz and /metrics come with every service (shared/service_app.py)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 router = APIRouter(tags=["health"])
@@ -17,9 +17,3 @@ async def readyz(request: Request) -> JSONResponse:
     error = request.app.state.engine_error
     body = {"status": "failed", "error": error} if error else {"status": "loading"}
     return JSONResponse(body, status_code=503)
-
-
-@router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    metrics = request.app.state.metrics
-    return Response(metrics.render(), media_type=metrics.content_type)

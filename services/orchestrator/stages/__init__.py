@@ -7,6 +7,7 @@ its writes and the step's result, committed here with the step's done mark in on
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,13 +40,21 @@ STAGES: dict[Stage, StageDef] = {
 
 
 def run_stage(ctx: RunContext, step: PlannedStep) -> None:
-    """Run one step and commit its writes with its done mark; a body that fails leaves nothing."""
+    """Run one step and commit its writes with its done mark; a body that fails leaves nothing.
+    Its duration goes to the step histogram when it ends done or failed (not when cancelled)."""
     definition = STAGES.get(step.stage)
     if definition is None:
         raise StepFailed(f"unknown stage {step.stage}")
-    done = definition.body(ctx, step.iteration)
+    started = time.perf_counter()
+    try:
+        done = definition.body(ctx, step.iteration)
+    except StepFailed:
+        ctx.metrics.observe_step(step.stage, "failed", time.perf_counter() - started)
+        raise
     with ctx.sessions() as session, session.begin():
         done.write(session)
         mark_step(session, ctx.run_id, step.iteration, step.stage, done.result)
+    outcome = "done" if done.failure is None else "failed"
+    ctx.metrics.observe_step(step.stage, outcome, time.perf_counter() - started)
     if done.failure is not None:
         raise StepFailed(done.failure)

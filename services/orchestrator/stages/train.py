@@ -59,6 +59,8 @@ def run_train_job(ctx: RunContext, job: TrainJob) -> TrainResult:
     job failed and this loop enqueues it again."""
     last_error = "unknown"
     for attempt in range(1, ctx.settings.train_attempts + 1):
+        if attempt > 1:
+            ctx.metrics.retries.labels("train").inc()
         rq_job = enqueue_train(ctx.train_queue, job)
         while True:
             status = rq_job.get_status(refresh=True)

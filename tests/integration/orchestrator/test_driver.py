@@ -5,15 +5,20 @@ and the end-to-end test run the real ones."""
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import logging
 import uuid
 from datetime import timedelta
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from redis import Redis
 from sqlalchemy import func, select
 
 from services.orchestrator.driver import RunDriver
+from services.orchestrator.main import create_app
 from services.orchestrator.service import create_run
 from services.orchestrator.stages import teacher as teacher_stage
 from services.orchestrator.stages import train as train_stage
@@ -21,6 +26,7 @@ from shared.db.base import utcnow
 from shared.db.models import Iteration, Metric, Rejection, Run, Sample, Step
 from shared.errors import UpstreamError
 from shared.jobs import train_queue
+from shared.logging import make_handler
 from shared.schemas.generation import (
     AnswerRequest,
     AnswerResponse,
@@ -38,6 +44,7 @@ from shared.schemas.generation import (
 from shared.schemas.scoring import EmbedResponse, EnergyResponse, SelectResponse
 from shared.schemas.training import TrainResult
 from shared.spec import RunSpec
+from tests.integration.orchestrator.test_health_and_metrics import samples
 from tests.support import stand_in_checkpoint
 
 
@@ -189,11 +196,16 @@ def stand_in_trainer(monkeypatch, session_factory):
 
 @pytest.fixture
 def make_driver(orchestrator_settings, session_factory, redis_url):
-    def make(generator=None, scorer=None, **overrides):
+    def make(generator=None, scorer=None, metrics=None, **overrides):
         settings = orchestrator_settings.model_copy(update={"upstream_deadline_s": 3.0, **overrides})
         queue = train_queue(Redis.from_url(redis_url))
         return RunDriver(
-            settings, session_factory, queue, generator or StandInGenerator(), scorer or StandInScorer()
+            settings,
+            session_factory,
+            queue,
+            generator or StandInGenerator(),
+            scorer or StandInScorer(),
+            metrics,
         )
 
     return make
@@ -574,3 +586,84 @@ def test_patience_stops_the_loop_once_held_out_accuracy_stops_improving(
     assert {s.iteration for s in skipped} == {3, 4}
     assert "loop.patience" in skipped[0].result["reason"] and "0.800, 0.750" in skipped[0].result["reason"]
     assert [(j.iteration, j.role) for j in stand_in_trainer] == [(1, "loop"), (2, "loop"), (5, "final")]
+
+
+def test_metrics_after_a_run_count_steps_by_stage_and_runs_by_status(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    app = create_app(orchestrator_settings, drive_runs=False)
+    with TestClient(app) as client:
+        generator = StandInGenerator()
+        generator.fail_on_call = 1  # one retried generator call
+        run_id = _submit(spec, session_factory, orchestrator_settings)
+        make_driver(generator, metrics=app.state.metrics).drive(run_id)
+        scrape = samples(client.get("/metrics").text)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+    assert scrape[("gold_orchestrator_runs", (("status", "succeeded"),))] == 1
+    assert scrape[("gold_orchestrator_runs", (("status", "queued"),))] == 0
+
+    def steps(stage: str) -> float:
+        return scrape[("gold_orchestrator_step_seconds_count", (("outcome", "done"), ("stage", stage)))]
+
+    assert steps("train") == 2 and steps("generate_train") == 2 and steps("final_train") == 1
+    assert scrape[("gold_orchestrator_step_seconds_sum", (("outcome", "done"), ("stage", "score")))] > 0
+    assert scrape[("gold_orchestrator_retries_total", (("what", "generator"),))] == 1
+    assert scrape[("gold_orchestrator_train_queue_depth", ())] == 0
+
+
+def test_a_failed_step_is_timed_as_failed(make_driver, spec, session_factory, orchestrator_settings):
+    generator = StandInGenerator()
+    generator.fail_on_call = 1
+    generator.failure = UpstreamError("generator", "bad request", 400)  # not retryable: the step fails
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    driver = make_driver(generator)
+    driver.drive(run_id)
+    failed = {"stage": "generate_train", "outcome": "failed"}
+    assert driver.metrics.registry.get_sample_value("gold_orchestrator_step_seconds_count", failed) == 1
+
+
+def test_json_log_lines_carry_run_id_iteration_and_stage(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    stream = io.StringIO()
+    handler = make_handler("json")
+    handler.setStream(stream)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    generator = StandInGenerator()
+    original = generator.generate
+
+    def generate(request):  # runs in the driver's pool of service-call threads
+        logging.getLogger("stand_in.generator").info("generating %d", request.n)
+        return original(request)
+
+    generator.generate = generate
+    try:
+        run_id = _submit(spec, session_factory, orchestrator_settings)
+        make_driver(generator).drive(run_id)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    steps = [
+        r for r in lines if r["name"] == "services.orchestrator.driver" and ": iteration " in r["message"]
+    ]
+    assert len(steps) == 13
+    assert all(r["run_id"] == str(run_id) and r["levelname"] == "INFO" and "timestamp" in r for r in steps)
+    assert [(r["iteration"], r["stage"]) for r in steps][:3] == [
+        (0, "teacher_eval"),
+        (0, "attributes"),
+        (1, "generate_train"),
+    ]
+    calls = [r for r in lines if r["name"] == "stand_in.generator"]
+    assert [(r["run_id"], r["iteration"], r["stage"]) for r in calls] == [
+        (str(run_id), 1, "generate_train"),
+        (str(run_id), 1, "generate_ood"),
+        (str(run_id), 2, "generate_train"),
+        (str(run_id), 2, "generate_ood"),
+    ]
+    done = [r for r in lines if r["message"] == f"run {run_id} succeeded"]
+    assert len(done) == 1 and done[0]["run_id"] == str(run_id) and "stage" not in done[0]

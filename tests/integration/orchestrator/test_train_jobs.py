@@ -113,6 +113,10 @@ def test_a_failed_training_job_is_run_again_and_its_student_recorded(run_context
     trainer["failures"] = 1
     run_stage(run_context, TRAIN_1)
     assert len(CALLS) == 2
+    registry = run_context.metrics.registry
+    assert registry.get_sample_value("gold_orchestrator_retries_total", {"what": "train"}) == 1
+    done = {"stage": "train", "outcome": "done"}
+    assert registry.get_sample_value("gold_orchestrator_step_seconds_count", done) == 1
     step = _step(run_context)
     assert step is not None and step.status == "done"
     with run_context.sessions() as session:
@@ -128,6 +132,10 @@ def test_a_training_job_that_keeps_failing_fails_the_step_after_train_attempts(r
         run_stage(run_context, TRAIN_1)
     # One retry layer: train_attempts jobs, not train_attempts x RQ's own retries.
     assert len(CALLS) == run_context.settings.train_attempts == 3
+    registry = run_context.metrics.registry
+    assert registry.get_sample_value("gold_orchestrator_retries_total", {"what": "train"}) == 2
+    labels = {"stage": "train", "outcome": "failed"}
+    assert registry.get_sample_value("gold_orchestrator_step_seconds_count", labels) == 1
     assert str(failed.value) == (
         "trainer: training failed 3 times; last error: RuntimeError: CUDA out of memory (call 3)"
     )
@@ -143,6 +151,8 @@ def test_cancelling_the_run_cancels_the_training_job(run_context, trainer):
         run_stage(run_context, TRAIN_1)
     assert len(CALLS) == 1
     assert _rq_job(run_context).get_status(refresh=True) == JobStatus.CANCELED
+    # A cancelled step is not timed: it neither finished nor failed.
+    assert "gold_orchestrator_step_seconds_count" not in run_context.metrics.render().decode()
     SimpleWorker([run_context.train_queue], connection=run_context.train_queue.connection).work(burst=True)
     assert len(CALLS) == 1  # a worker started later does not run the cancelled job
     assert _step(run_context) is None
