@@ -5,9 +5,12 @@ from __future__ import annotations
 import copy
 import socket
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.db.models import Checkpoint
+from shared.names import RunStatus
+from shared.schemas.runs import RunRead
 from shared.schemas.training import TrainJob
 
 # The one sentiment task of the tests (a TaskSpec as JSON). Tests that change it take a copy from
@@ -44,6 +47,25 @@ def stand_in_checkpoint(job: TrainJob, checkpoint_id: uuid.UUID) -> Checkpoint:
         student_kind="classifier",
         metrics={},
     )
+
+
+def finished_run_read(spec: dict[str, Any], **fields: Any) -> RunRead:
+    """A finished run as the API returns it (fields override: status, finished_at, id, ...)."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "name": spec["name"],
+        "status": RunStatus.SUCCEEDED,
+        "iteration": 2,
+        "stage": "done",
+        "progress": 1.0,
+        "error": None,
+        "spec": spec,
+        "created_at": now,
+        "started_at": now,
+        "finished_at": now,
+    }
+    return RunRead(**(values | fields))
 
 
 def free_port() -> int:

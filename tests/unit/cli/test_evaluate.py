@@ -27,8 +27,8 @@ from gold.evaluate import (
     sweep_table,
     tasks_table,
 )
-from shared.schemas.runs import IterationRead, RunRead, RunSummary
-from tests.support import SENTIMENT_TASK
+from shared.schemas.runs import IterationRead, RunSummary
+from tests.support import SENTIMENT_TASK, finished_run_read
 
 TASK = SENTIMENT_TASK
 SPEC = {
@@ -75,19 +75,7 @@ def summary(
                 finished_at=now,
             ),
         )
-    run = RunRead(
-        id=run_id or uuid.uuid4(),
-        name=spec["name"],
-        status=status,
-        iteration=2,
-        stage="done",
-        progress=1.0,
-        error=None,
-        spec=spec,
-        created_at=now,
-        started_at=now,
-        finished_at=now,
-    )
+    run = finished_run_read(spec, id=run_id or uuid.uuid4(), status=status)
     return RunSummary(run=run, iterations=its, sample_counts={})
 
 

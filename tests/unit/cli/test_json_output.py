@@ -2,34 +2,19 @@
 merged or not, so nothing (report path, shutdown) may follow it."""
 
 import json
-import uuid
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from gold import cli
-from shared.schemas.runs import RunRead, RunSummary
-from tests.support import SENTIMENT_TASK
+from shared.schemas.runs import RunSummary
+from tests.support import SENTIMENT_TASK, finished_run_read
 
 
 def finished_run() -> RunSummary:
-    now = datetime.now(UTC)
-    run = RunRead(
-        id=uuid.uuid4(),
-        name="demo",
-        status="succeeded",
-        iteration=1,
-        stage="done",
-        progress=1.0,
-        error=None,
-        spec={"name": "demo", "task": SENTIMENT_TASK},
-        created_at=now,
-        started_at=now,
-        finished_at=now,
-    )
+    run = finished_run_read({"name": "demo", "task": SENTIMENT_TASK}, iteration=1)
     return RunSummary(run=run, iterations=[], sample_counts={})
 
 

@@ -1,31 +1,20 @@
 """`gold status` / `gold demo` tables: where the time went."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
 from gold.report import STAGE_GROUPS, time_split, time_split_table
-from shared.names import RunStatus, Stage
-from shared.schemas.runs import IterationRead, RunRead, RunSummary
-from tests.support import SENTIMENT_TASK
+from shared.names import Stage
+from shared.schemas.runs import IterationRead, RunSummary
+from tests.support import SENTIMENT_TASK, finished_run_read
 
 
 def _summary(timings: dict[int, dict[str, float]], wall_s: float) -> RunSummary:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     spec = {"name": "t", "task": SENTIMENT_TASK, "verification": {"policy": "relabel"}}
-    run = RunRead(
-        id=uuid.uuid4(),
-        name="t",
-        status=RunStatus.SUCCEEDED,
-        iteration=2,
-        stage="done",
-        progress=1.0,
-        error=None,
-        spec=spec,
-        created_at=start,
-        started_at=start,
-        finished_at=start + timedelta(seconds=wall_s),
+    run = finished_run_read(
+        spec, created_at=start, started_at=start, finished_at=start + timedelta(seconds=wall_s)
     )
     iterations = [
         IterationRead(
