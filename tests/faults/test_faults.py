@@ -168,18 +168,26 @@ def assert_complete_record(stack: Stack, run_id: str) -> None:
     engine.dispose()
 
 
-def test_trainer_killed_mid_job_and_scorer_down_while_scoring(stack, client):
-    run_id = submit(client, "kill-trainer-and-scorer")
-    wait_for(client, run_id, reached(1, "train"))
-    job = Job.fetch(f"train-{run_id}-1-loop", connection=_redis(stack), serializer=JSONSerializer)
+def kill_trainer_mid_job(stack: Stack, client: OrchestratorClient, run_id: str, iteration: int) -> None:
+    """kill -9 the trainer worker (and its work horse) while it trains this iteration's student,
+    then start a new worker: RQ fails the abandoned job and the orchestrator's next attempt runs."""
+    role = "final" if iteration == ITERATIONS + 1 else "loop"
+    wait_for(client, run_id, reached(iteration, "final_train" if role == "final" else "train"))
+    job = Job.fetch(f"train-{run_id}-{iteration}-{role}", connection=_redis(stack), serializer=JSONSerializer)
     deadline = time.monotonic() + 300
     while job.get_status(refresh=True) != "started":
         assert time.monotonic() < deadline
         time.sleep(0.2)
     time.sleep(3)  # well inside training
+    assert job.get_status(refresh=True) == "started", "the job ended before the fault"
     stack.kill("trainer-0")
     time.sleep(2)
     stack.restart("trainer-0")
+
+
+def test_trainer_killed_mid_job_and_scorer_down_while_scoring(stack, client):
+    run_id = submit(client, "kill-trainer-and-scorer")
+    kill_trainer_mid_job(stack, client, run_id, iteration=1)
     # scoring takes a fraction of a second, so the scorer goes down during training and stays down
     # until the score step has met it: the step's requests fail and are retried, not the run
     wait_for(client, run_id, reached(2, "train"))
@@ -187,6 +195,14 @@ def test_trainer_killed_mid_job_and_scorer_down_while_scoring(stack, client):
     wait_for(client, run_id, reached(2, "score"))
     time.sleep(3)
     stack.restart("scorer")
+    run = finished(client, run_id)
+    assert run.status == "succeeded", run.error
+    assert_complete_record(stack, run_id)
+
+
+def test_trainer_killed_while_training_the_final_student(stack, client):
+    run_id = submit(client, "kill-trainer-final")
+    kill_trainer_mid_job(stack, client, run_id, iteration=ITERATIONS + 1)
     run = finished(client, run_id)
     assert run.status == "succeeded", run.error
     assert_complete_record(stack, run_id)
