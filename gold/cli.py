@@ -208,13 +208,19 @@ def local_stack(
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGTERM (kill, a CI timeout, a container stop) and SIGHUP (a closed terminal) stop a command
-    that started the stack the way Ctrl-C does: the stack goes down before the command exits."""
+    """SIGTERM (kill, a CI timeout, a container stop), SIGHUP (a closed terminal) and SIGINT stop a
+    command that started the stack the way Ctrl-C does: the stack goes down before the command
+    exits. A signal the command was started ignoring stays ignored (`nohup` ignores SIGHUP, a shell
+    script's `cmd &` ignores SIGINT): that is what the caller asked for."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        sig: signal.signal(sig, interrupt)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:

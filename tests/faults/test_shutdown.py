@@ -23,6 +23,13 @@ from tests.support import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 
+def _terminal_dispositions() -> None:
+    """As a command typed at a terminal starts: SIGINT and SIGHUP not ignored (this test may itself
+    run in the background, e.g. `make test &`, whose children inherit an ignored SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 class Launcher:
     def __init__(self, data_dir: Path, models_dir: Path):
         self.data_dir = data_dir
@@ -41,6 +48,7 @@ class Launcher:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # like a terminal's job: signals reach only what the test sends
+                preexec_fn=_terminal_dispositions,
             )
 
     def wait_ready(self, timeout_s: float = 600.0) -> None:
