@@ -11,13 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from gold.stack_record import RECORD_FILE
+from gold.stack_record import RECORD_FILE, clear_stale_stack
 from tests.support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1200)]
@@ -28,6 +29,22 @@ def _terminal_dispositions() -> None:
     run in the background, e.g. `make test &`, whose children inherit an ignored SIGINT)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+LAUNCHED: list[Launcher] = []
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """A failed test must not leave its stack to the next: kill its launchers (the services die
+    with them) and stop the daemons they recorded."""
+    yield
+    for launcher in LAUNCHED:
+        if launcher.process.poll() is None:
+            launcher.process.kill()
+            launcher.process.wait()
+        clear_stale_stack(launcher.data_dir)
+    LAUNCHED.clear()
 
 
 class Launcher:
@@ -50,6 +67,7 @@ class Launcher:
                 start_new_session=True,  # like a terminal's job: signals reach only what the test sends
                 preexec_fn=_terminal_dispositions,
             )
+        LAUNCHED.append(self)
 
     def wait_ready(self, timeout_s: float = 600.0) -> None:
         deadline = time.monotonic() + timeout_s
