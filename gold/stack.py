@@ -131,18 +131,19 @@ class Stack:
         """Write stack.json: what to stop should this launcher die without stopping it."""
         # PostgreSQL's fast shutdown is SIGINT (its SIGTERM waits for every client to leave).
         stop_signals = {"postgres": signal.SIGINT, "redis": signal.SIGTERM}
-        processes = [
-            RecordedProcess.of(server.name, server.pid, group=False, stop_signal=stop_signals[server.name])
+        running = [
+            RecordedProcess.of(server.name, pid, group=False, stop_signal=stop_signals[server.name])
             for server in self.servers
-            if server.pid is not None
+            if (pid := server.current_pid()) is not None
         ]
-        processes += [
+        running += [
             RecordedProcess.of(s.name, s.process.pid, group=True)
             for s in self.services
             if s.process is not None and s.process.poll() is None
         ]
         launcher = RecordedProcess.of("launcher", os.getpid(), group=False)
-        write_record(self.settings.data_dir, launcher, processes)
+        assert launcher is not None  # this process
+        write_record(self.settings.data_dir, launcher, [p for p in running if p is not None])
 
     def _spawn(self, service: ServiceProcess, logs: Path) -> None:
         service.log_path = logs / f"{service.name}.log"

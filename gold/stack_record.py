@@ -32,8 +32,14 @@ class RecordedProcess:
     stop_signal: int = signal.SIGTERM
 
     @classmethod
-    def of(cls, name: str, pid: int, group: bool, stop_signal: int = signal.SIGTERM) -> RecordedProcess:
-        return cls(name, pid, psutil.Process(pid).create_time(), group, stop_signal)
+    def of(
+        cls, name: str, pid: int, group: bool, stop_signal: int = signal.SIGTERM
+    ) -> RecordedProcess | None:
+        """The process as it runs now; None when it has already exited."""
+        try:
+            return cls(name, pid, psutil.Process(pid).create_time(), group, stop_signal)
+        except psutil.NoSuchProcess:
+            return None
 
     def alive(self) -> bool:
         try:

@@ -21,7 +21,9 @@ class LocalServer:
     name: str
     url: str
     stop: Callable[[], None]
-    pid: int | None = None  # the server process, so a launcher can record it (gold/stack_record.py)
+    # The server process as it runs now (a restarted PostgreSQL has a new postmaster), so a
+    # launcher can record what to stop should it die (gold/stack_record.py).
+    current_pid: Callable[[], int | None]
 
 
 def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
@@ -55,7 +57,7 @@ def start_postgres(directory: Path, database: str = "gold") -> LocalServer:
             with contextlib.suppress(Exception):
                 pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 
-    return LocalServer("postgres", url, stop, pid=_postmaster_pid(Path(server.pgdata)))
+    return LocalServer("postgres", url, stop, lambda: _postmaster_pid(Path(server.pgdata)))
 
 
 def _postmaster_pid(pgdata: Path) -> int | None:
@@ -85,4 +87,4 @@ def start_redis(directory: Path) -> LocalServer:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
 
-    return LocalServer("redis", f"unix://{server.socket_file}", stop, pid=pid)
+    return LocalServer("redis", f"unix://{server.socket_file}", stop, lambda: pid)
