@@ -90,12 +90,13 @@ class Stack:
             server = start_postgres(data_dir / "postgres")
             self.servers.append(server)
             database_url = server.url
-        upgrade(database_url)
         redis_url = self.settings.redis_url
         if not redis_url:
             server = start_redis(data_dir / "redis")
             self.servers.append(server)
             redis_url = server.url
+        self._record()  # the daemons, before anything else can fail
+        upgrade(database_url)
         self.token = local_token(data_dir)
         self.env = {
             **os.environ,
@@ -247,10 +248,15 @@ _PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+# Looked up here, not in the child: between fork and exec (where preexec_fn runs, with the parent's
+# other threads gone) the child should only make the system call, not load libraries.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
 def _die_with_launcher() -> None:
     """Runs in each service child before exec: SIGTERM when the launcher dies, even by kill -9."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @contextmanager
