@@ -32,7 +32,7 @@ from gold.evaluate import (
     tasks_table,
 )
 from gold.report import iteration_table, time_split_table, write_report
-from gold.stack import Stack, local_token
+from gold.stack import Stack, local_token, stop_signals_handled_by
 from shared.clients import OrchestratorClient
 from shared.errors import UpstreamError
 from shared.logging import configure_logging
@@ -210,22 +210,13 @@ def local_stack(
 def stop_on_signals() -> Iterator[None]:
     """SIGTERM (kill, a CI timeout, a container stop), SIGHUP (a closed terminal) and SIGINT stop a
     command that started the stack the way Ctrl-C does: the stack goes down before the command
-    exits. A signal the command was started ignoring stays ignored (`nohup` ignores SIGHUP, a shell
-    script's `cmd &` ignores SIGINT): that is what the caller asked for."""
+    exits."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {
-        sig: signal.signal(sig, interrupt)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        if signal.getsignal(sig) is not signal.SIG_IGN
-    }
-    try:
+    with stop_signals_handled_by(interrupt):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _interrupted() -> None:

@@ -5,7 +5,6 @@ the services also die with the launcher (PR_SET_PDEATHSIG), and what a killed la
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,6 +27,7 @@ import httpx
 from gold.stack_record import RecordedProcess, clear_stale_stack, remove_record, write_record
 from shared.db.migrate import upgrade
 from shared.local_servers import LocalServer, start_postgres, start_redis
+from shared.parent_death import die_with_parent
 from shared.settings import GoldSettings
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class Stack:
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher, which stops children in order
-            preexec_fn=_die_with_launcher,
+            preexec_fn=die_with_parent,  # the services die with the launcher, even by kill -9
         )
         logger.info("started %s (pid %d), log %s", service.name, service.process.pid, service.log_path)
 
@@ -212,7 +213,7 @@ class Stack:
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:
         # A second Ctrl-C (or a SIGTERM after it) must not cut the shutdown short and leave servers.
-        with _signals_ignored():
+        with stop_signals_handled_by(signal.SIG_IGN):
             self._stop()
 
     def _stop(self) -> None:
@@ -244,32 +245,27 @@ class Stack:
         self.stop()
 
 
-_PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-# Looked up here, not in the child: between fork and exec (where preexec_fn runs, with the parent's
-# other threads gone) the child should only make the system call, not load libraries.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-
-
-def _die_with_launcher() -> None:
-    """Runs in each service child before exec: SIGTERM when the launcher dies, even by kill -9."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @contextmanager
-def _signals_ignored() -> Iterator[None]:
+def stop_signals_handled_by(handler: Any) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP go to `handler` inside, to their previous handlers after. A signal
+    the process was started ignoring stays ignored (`nohup` ignores SIGHUP, a shell script's
+    `cmd &` ignores SIGINT): that is what its caller asked for."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may change signal handlers
         return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    previous = {
+        sig: signal.signal(sig, handler)
+        for sig in STOP_SIGNALS
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, restored in previous.items():
+            signal.signal(sig, restored)
 
 
 def api_keys_json(settings: GoldSettings, token: str) -> str:

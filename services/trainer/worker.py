@@ -24,11 +24,8 @@ Why SpawnWorker (RQ 3.0, read from rq/worker/*.py and rq/registry.py):
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import signal
-import sys
 import time
 
 from redis import Redis
@@ -40,17 +37,9 @@ from rq.serializers import JSONSerializer
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings
 from services.trainer.metrics import TrainerMetrics, serve_metrics
 from shared.jobs import train_queue
+from shared.parent_death import die_with_parent
 
 logger = logging.getLogger(__name__)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in every child this process forks (horses are spawned, not forked)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class TrainerWorker(SpawnWorker):
@@ -87,7 +76,8 @@ def make_worker(settings: TrainerSettings, redis: Redis) -> TrainerWorker:
 
 def run_worker(settings: TrainerSettings, burst: bool = False) -> bool:
     os.environ[EXIT_WITH_PARENT_ENV] = str(os.getpid())  # inherited by every spawned work horse
-    os.register_at_fork(after_in_child=_die_with_parent)
+    # every child this process forks dies with it (horses are spawned, not forked)
+    os.register_at_fork(after_in_child=die_with_parent)
     if settings.torch_threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(settings.torch_threads))
     redis = Redis.from_url(settings.require_redis_url())
