@@ -119,11 +119,16 @@ def list_runs(
 
 def list_iterations(run_id: uuid.UUID, *, session: Session, principal: Principal) -> list[IterationRead]:
     get_run(run_id, session=session, principal=principal)
+    return _iterations(run_id, session=session)
+
+
+def _iterations(run_id: uuid.UUID, *, session: Session) -> list[IterationRead]:
+    """A run's iterations with their metrics and sample counts; the caller has checked access."""
     iterations = session.scalars(
         select(Iteration).where(Iteration.run_id == run_id).order_by(Iteration.index)
     )
     metrics: dict[int, dict[str, float]] = {}
-    for metric in run_metrics(run_id, session=session, principal=principal):
+    for metric in _metrics(run_id, session=session):
         metrics.setdefault(metric.iteration, {})[metric.name] = metric.value
     counts: dict[int, dict[str, int]] = {}
     rows = session.execute(
@@ -180,6 +185,10 @@ def list_samples(
 
 def run_metrics(run_id: uuid.UUID, *, session: Session, principal: Principal) -> list[MetricRead]:
     get_run(run_id, session=session, principal=principal)
+    return _metrics(run_id, session=session)
+
+
+def _metrics(run_id: uuid.UUID, *, session: Session) -> list[MetricRead]:
     rows = session.scalars(
         select(Metric).where(Metric.run_id == run_id).order_by(Metric.iteration, Metric.name)
     )
@@ -204,7 +213,7 @@ def run_summary(run_id: uuid.UUID, *, session: Session, principal: Principal) ->
     run = get_run(run_id, session=session, principal=principal)
     return RunSummary(
         run=RunRead.model_validate(run),
-        iterations=list_iterations(run_id, session=session, principal=principal),
+        iterations=_iterations(run_id, session=session),  # access checked once, above
         sample_counts=sample_counts(run_id, session=session),
     )
 
