@@ -264,8 +264,20 @@ def final_metrics(summary: RunSummary) -> dict[str, float]:
 # What a student run shows besides its headline: the loop's data and feedback, averaged over repeats.
 # Pool metrics are read at the last loop iteration (the whole pool); the others are per-iteration means.
 POOL_DIAGNOSTICS = ("pool_spread", "pool_coverage", "nearest_neighbour_similarity")
-MEAN_DIAGNOSTICS = ("ood_novelty", "train_novelty", "ood_energy_gap", "feedback_teacher_agreement")
-SUM_DIAGNOSTICS = ("feedback_checked", "feedback_relabelled", "feedback_dropped", "feedback_contradicted")
+MEAN_DIAGNOSTICS = (
+    "ood_novelty",
+    "train_novelty",
+    "ood_energy_gap",
+    "feedback_teacher_agreement",
+    "teacher_kappa",
+)
+SUM_DIAGNOSTICS = (
+    "feedback_checked",
+    "feedback_relabelled",
+    "feedback_dropped",
+    "feedback_contradicted",
+    "feedback_withheld",
+)
 
 
 def run_diagnostics(summary: RunSummary, headline: str) -> dict[str, Any]:
@@ -492,7 +504,7 @@ def diagnostics_table(result: dict[str, Any]) -> Table:
     end of the loop and, for gold, how far out the OOD batches lay and what the feedback check did."""
     table = Table(title=f"{result['spec']}: the loop's data (means over repeats)")
     columns = ("mode", "loop curve", "pool spread", "coverage", "OOD / train novelty", "energy gap")
-    for column in (*columns, "fed back: checked / relabelled / dropped"):
+    for column in (*columns, "fed back: checked / relabelled / dropped", "teacher kappa / withheld"):
         table.add_column(column, justify="right")
 
     def fmt(value: Any, pattern: str = "{:.3f}") -> str:
@@ -512,6 +524,9 @@ def diagnostics_table(result: dict[str, Any]) -> Table:
             novelty if "ood_novelty" in d else fmt(d.get("train_novelty")),
             fmt(d.get("ood_energy_gap"), "{:+.3f}"),
             checks if "feedback_checked" in d else "-",
+            f"{fmt(d.get('teacher_kappa'), '{:.2f}')} / {fmt(d.get('feedback_withheld'), '{:.1f}')}"
+            if "teacher_kappa" in d
+            else "-",
         )
     return table
 

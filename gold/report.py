@@ -84,9 +84,11 @@ def iteration_table(summary: RunSummary) -> Table:
         sum(per_iteration(name)) for name in ("feedback_checked", "feedback_relabelled", "feedback_dropped")
     )
     if checked:
+        withheld = sum(per_iteration("feedback_withheld"))
         captions.append(
             f"feedback checked by the teacher: {checked:.0f} band samples, {relabelled:.0f} fed back "
             f"relabelled, {dropped:.0f} left out"
+            + (f"; withheld in {withheld:.0f} iterations (teacher at chance)" if withheld else "")
         )
     ood, train = per_iteration("ood_novelty"), per_iteration("train_novelty")
     gap = per_iteration("ood_energy_gap")

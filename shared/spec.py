@@ -137,6 +137,13 @@ class LoopSpec(InputModel):
     # kinds of writer): each prompt of the OOD batch names one. 0 = the instruction alone.
     ood_attributes: int = Field(default=24, ge=0, le=256)
     feedback_min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    # The check is only as good as the teacher's judgement of the task. Every OOD sample is
+    # checked, and feedback is withheld from the next prompt (band samples keep the label they
+    # were asked for) while the teacher's labels agree with the requested ones no better than
+    # chance: Cohen's kappa over all OOD samples checked so far in the run below this value. A
+    # 270M teacher answers "entailment" to every SNLI and RTE pair (kappa 0), where relabelling
+    # fed every band sample back as entailment. None = always trust the check.
+    feedback_min_kappa: float | None = Field(default=0.1, ge=-1.0, le=1.0)
     # A generated sample whose input text has this cosine similarity or more to one already in
     # the pool (seeds and every earlier sample), in the MiniLM sentence-embedding space, is
     # rejected as a near duplicate. None = exact duplicates only.

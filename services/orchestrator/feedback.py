@@ -7,6 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from sklearn.metrics import cohen_kappa_score
+
 from services.orchestrator.context import RunContext
 from shared.db.models import Sample
 from shared.schemas.generation import ClassifyRequest
@@ -29,6 +32,22 @@ def top_label(probabilities: dict[str, float]) -> str:
     return max(probabilities, key=probabilities.__getitem__)
 
 
+def requested_label(sample: Sample) -> str:
+    """The label the generator was asked to write (a relabelled sample keeps it here)."""
+    return sample.requested_label or sample.label or ""
+
+
+def teacher_kappa(pairs: Sequence[tuple[str, str]]) -> float:
+    """Cohen's kappa of (requested label, teacher's label) pairs: the teacher's agreement beyond
+    what its label prior alone gives. 0.0 where undefined (a single label on both sides says
+    nothing about its judgement)."""
+    requested, teacher = [p[0] for p in pairs], [p[1] for p in pairs]
+    if len(set(requested) | set(teacher)) < 2:
+        return 0.0
+    kappa = float(cohen_kappa_score(requested, teacher))
+    return kappa if np.isfinite(kappa) else 0.0
+
+
 @dataclass(frozen=True)
 class Checked:
     sample: Sample
@@ -40,7 +59,7 @@ class Checked:
 
     @property
     def relabelled(self) -> bool:
-        return self.keep and self.label != (self.sample.requested_label or self.sample.label)
+        return self.keep and self.label != requested_label(self.sample)
 
 
 def check_feedback(ctx: RunContext, band: Sequence[Sample], seeds: Sequence[Sample]) -> list[Checked]:

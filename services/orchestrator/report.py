@@ -213,21 +213,28 @@ def ood_plot(runs: list[RunData]) -> str | None:
 
 
 def _feedback_summary(data: RunData) -> str:
-    """The teacher's check of the band per iteration (loop.feedback_check)."""
+    """The teacher's check of the band per iteration (loop.feedback_check) and its judgement of
+    the task (loop.feedback_min_kappa)."""
     rows = [(it.index, it.metrics) for it in _loop_iterations(data) if "feedback_checked" in it.metrics]
     if not rows:
         return ""
+    nan = float("nan")
     body = "".join(
         f"<tr><td>{index}</td><td>{m['feedback_checked']:.0f}</td>"
-        f"<td>{m.get('feedback_teacher_agreement', float('nan')):.2f}</td>"
-        f"<td>{m.get('feedback_relabelled', 0):.0f}</td><td>{m.get('feedback_dropped', 0):.0f}</td></tr>"
+        f"<td>{m.get('feedback_teacher_agreement', nan):.2f}</td>"
+        f"<td>{m.get('feedback_relabelled', 0):.0f}</td><td>{m.get('feedback_dropped', 0):.0f}</td>"
+        f"<td>{m.get('teacher_kappa', nan):.2f}</td>"
+        f"<td>{'withheld' if m.get('feedback_withheld') else 'fed back'}</td></tr>"
         for index, m in rows
     )
     return (
         f"<p>Band samples are checked by the teacher before they are fed back "
-        f"(loop.feedback_check = {data.spec.loop.feedback_check}).</p>"
+        f"(loop.feedback_check = {data.spec.loop.feedback_check}); feedback is withheld while the "
+        f"teacher's labels of the run's OOD samples agree with the requested ones no better than "
+        f"chance (Cohen's kappa under loop.feedback_min_kappa = {data.spec.loop.feedback_min_kappa}).</p>"
         "<table><tr><th>iteration</th><th>band samples checked</th><th>teacher agrees with label</th>"
-        f"<th>fed back relabelled</th><th>left out</th></tr>{body}</table><br>"
+        "<th>fed back relabelled</th><th>left out</th><th>teacher kappa (run so far)</th>"
+        f"<th>feedback</th></tr>{body}</table><br>"
     )
 
 

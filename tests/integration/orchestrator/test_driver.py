@@ -121,6 +121,23 @@ class StandInGenerator:
         )
 
 
+class ReadingGenerator(StandInGenerator):
+    """A teacher that judges the task: it reads the label off the stand-in sample's text."""
+
+    def classify(self, request):
+        labels = [x["text"].rsplit(" ", 1)[-1] for x in request.inputs]
+        return ClassifyResponse(
+            predictions=[
+                ClassPrediction(
+                    label=label, probabilities={label: 0.9, ({"positive", "negative"} - {label}).pop(): 0.1}
+                )
+                for label in labels
+            ],
+            model="stand-in",
+            engine="stand-in",
+        )
+
+
 class StandInScorer:
     def energy(self, request):
         return EnergyResponse(
@@ -223,7 +240,7 @@ def _count(session, model, *where) -> int:
 def test_gold_run_stores_every_step(
     make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
 ):
-    generator = StandInGenerator()
+    generator = ReadingGenerator()  # a teacher that judges the task: its check is trusted
     driver = make_driver(generator)
     run_id = _submit(spec, session_factory, orchestrator_settings)
     driver.drive(run_id)
@@ -474,8 +491,14 @@ def test_feedback_is_checked_by_the_teacher_before_it_goes_into_a_prompt(
     check, make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
 ):
     # the whole OOD batch is the band; the stand-in teacher says "positive" (p=0.6) for everything,
-    # and half the OOD samples were asked to be "negative"
-    spec["loop"] |= {"selection_band": [0.0, 1.0], "feedback_per_iteration": 4, "feedback_check": check}
+    # and half the OOD samples were asked to be "negative" (such a teacher is not trusted by
+    # default: the gate on its judgement is off here, and tested below)
+    spec["loop"] |= {
+        "selection_band": [0.0, 1.0],
+        "feedback_per_iteration": 4,
+        "feedback_check": check,
+        "feedback_min_kappa": None,
+    }
     generator = StandInGenerator()
     run_id = _submit(spec, session_factory, orchestrator_settings)
     make_driver(generator).drive(run_id)
@@ -501,6 +524,34 @@ def test_feedback_is_checked_by_the_teacher_before_it_goes_into_a_prompt(
     assert {s.requested_label for s in selected} == (
         {"negative", "positive"} if check == "relabel" else {"positive"}
     )
+
+
+@pytest.mark.parametrize(
+    ("generator", "kappa"), [(StandInGenerator, 0.0), (ReadingGenerator, 1.0)], ids=["at-chance", "judges"]
+)
+def test_feedback_is_withheld_while_the_teacher_judges_the_task_no_better_than_chance(
+    generator, kappa, make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    spec["loop"] |= {"selection_band": [0.0, 1.0], "feedback_per_iteration": 4}
+    stand_in = generator()
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(stand_in).drive(run_id)
+    fed = [c for c in stand_in.calls if c.mode == "train"][1].feedback
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        metrics = {
+            m.name: m.value
+            for m in session.scalars(select(Metric).where(Metric.run_id == run_id, Metric.iteration == 1))
+        }
+        ood = session.scalars(
+            select(Sample).where(Sample.run_id == run_id, Sample.kind == "ood", Sample.iteration == 1)
+        ).all()
+    assert metrics["teacher_kappa"] == kappa
+    # every OOD sample is judged; none is relabelled by a teacher at chance, and none is fed back
+    assert all(s.teacher_probs for s in ood) and all(s.label == s.requested_label for s in ood)
+    assert metrics["feedback_withheld"] == (1.0 if kappa == 0.0 else 0.0)
+    assert len(fed) == (0 if kappa == 0.0 else 4)
+    assert not any(s.selected for s in ood) if kappa == 0.0 else sum(s.selected for s in ood) == 4
 
 
 class RepeatingGenerator(StandInGenerator):
