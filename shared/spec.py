@@ -71,6 +71,13 @@ class TeacherSpec(InputModel):
     top_k: int = Field(default=50, ge=-1, le=1000)
     max_tokens: int = Field(default=96, ge=8, le=1024)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # The teacher's labels replace the requested ones (verification's relabel and drop, the
+    # feedback check) only while they agree with the labels it was asked to write better than
+    # chance: Cohen's kappa at least this (verification: over the iteration's batch; feedback: over
+    # every OOD sample judged in the run). Below it, its judgement is no better than its label
+    # prior (gemma-3-270m answers "entailment" to every SNLI and RTE pair: kappa 0): the requested
+    # labels stay and no feedback goes into the next prompt. None = always use its labels.
+    min_kappa: float | None = Field(default=0.1, ge=-1.0, le=1.0)
 
 
 class StudentSpec(InputModel):
@@ -137,13 +144,6 @@ class LoopSpec(InputModel):
     # kinds of writer): each prompt of the OOD batch names one. 0 = the instruction alone.
     ood_attributes: int = Field(default=24, ge=0, le=256)
     feedback_min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
-    # The check is only as good as the teacher's judgement of the task. Every OOD sample is
-    # checked, and feedback is withheld from the next prompt (band samples keep the label they
-    # were asked for) while the teacher's labels agree with the requested ones no better than
-    # chance: Cohen's kappa over all OOD samples checked so far in the run below this value. A
-    # 270M teacher answers "entailment" to every SNLI and RTE pair (kappa 0), where relabelling
-    # fed every band sample back as entailment. None = always trust the check.
-    feedback_min_kappa: float | None = Field(default=0.1, ge=-1.0, le=1.0)
     # A generated sample whose input text has this cosine similarity or more to one already in
     # the pool (seeds and every earlier sample), in the MiniLM sentence-embedding space, is
     # rejected as a near duplicate. None = exact duplicates only.

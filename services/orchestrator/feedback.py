@@ -13,6 +13,7 @@ from sklearn.metrics import cohen_kappa_score
 from services.orchestrator.context import RunContext
 from shared.db.models import Sample
 from shared.schemas.generation import ClassifyRequest
+from shared.spec import RunSpec
 
 
 def teacher_distributions(
@@ -46,6 +47,11 @@ def teacher_kappa(pairs: Sequence[tuple[str, str]]) -> float:
         return 0.0
     kappa = float(cohen_kappa_score(requested, teacher))
     return kappa if np.isfinite(kappa) else 0.0
+
+
+def trusts_teacher(spec: RunSpec, kappa: float) -> bool:
+    """Whether the teacher's labels may replace the requested ones (teacher.min_kappa)."""
+    return spec.teacher.min_kappa is None or kappa >= spec.teacher.min_kappa
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,7 @@ def ood_plot(runs: list[RunData]) -> str | None:
 
 def _feedback_summary(data: RunData) -> str:
     """The teacher's check of the band per iteration (loop.feedback_check) and its judgement of
-    the task (loop.feedback_min_kappa)."""
+    the task (teacher.min_kappa)."""
     rows = [(it.index, it.metrics) for it in _loop_iterations(data) if "feedback_checked" in it.metrics]
     if not rows:
         return ""
@@ -231,7 +231,7 @@ def _feedback_summary(data: RunData) -> str:
         f"<p>Band samples are checked by the teacher before they are fed back "
         f"(loop.feedback_check = {data.spec.loop.feedback_check}); feedback is withheld while the "
         f"teacher's labels of the run's OOD samples agree with the requested ones no better than "
-        f"chance (Cohen's kappa under loop.feedback_min_kappa = {data.spec.loop.feedback_min_kappa}).</p>"
+        f"chance (Cohen's kappa under teacher.min_kappa = {data.spec.teacher.min_kappa}).</p>"
         "<table><tr><th>iteration</th><th>band samples checked</th><th>teacher agrees with label</th>"
         "<th>fed back relabelled</th><th>left out</th><th>teacher kappa (run so far)</th>"
         f"<th>feedback</th></tr>{body}</table><br>"

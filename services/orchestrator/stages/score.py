@@ -10,9 +10,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.orchestrator.context import RunContext, StepFailed
-from services.orchestrator.feedback import Checked, check_feedback, requested_label, teacher_kappa, top_label
+from services.orchestrator.feedback import (
+    Checked,
+    check_feedback,
+    requested_label,
+    teacher_kappa,
+    trusts_teacher,
+)
 from services.orchestrator.stages.done import Done
-from services.orchestrator.stages.records import samples, upsert_metrics
+from services.orchestrator.stages.records import iteration_row, samples, upsert_metrics
 from shared.db.models import Iteration, Sample
 from shared.schemas.scoring import EnergyRequest, SelectRequest
 
@@ -58,16 +64,19 @@ def score(ctx: RunContext, iteration: int) -> Done:
 def select_feedback(ctx: RunContext, iteration: int) -> Done:
     """The OOD samples in the energy band, checked by the teacher (classification), become the
     next prompt's feedback: relabelled or left out as loop.feedback_check says, or all withheld
-    while the teacher judges the task no better than chance (loop.feedback_min_kappa)."""
+    while the teacher judges the task no better than chance (teacher.min_kappa)."""
     loop = ctx.spec.loop
     with ctx.sessions() as session:
         seeds = samples(session, ctx.run_id, kind="seed")
-        every_ood = samples(session, ctx.run_id, kind="ood")
-    ood = [s for s in every_ood if s.iteration == iteration and s.energy is not None]
+        ood = [
+            s for s in samples(session, ctx.run_id, iteration=iteration, kind="ood") if s.energy is not None
+        ]
+        earlier = judged_before(session, ctx.run_id, iteration)
     selected: list[int] = []
-    judged: list[Checked] = []
     checks: list[Checked] = []
-    trust: dict[str, float] = {}
+    judgement: list[tuple[str, str]] = []
+    withheld = False
+    stats: dict[str, float] = {}
     if ood and loop.feedback_per_iteration > 0:
         request = SelectRequest(
             energies=[s.energy for s in ood],
@@ -77,8 +86,10 @@ def select_feedback(ctx: RunContext, iteration: int) -> Done:
         )
         if ctx.spec.task.type == "classification":
             judged = check_feedback(ctx, ood, seeds)  # the whole batch: the teacher's judgement
-            earlier = [s for s in every_ood if s.iteration < iteration and s.teacher_probs]
-            trust = _teacher_trust(ctx, earlier, judged)
+            judgement = [(requested_label(c.sample), c.teacher_label) for c in judged]
+            kappa = teacher_kappa(earlier + judgement)
+            withheld = not trusts_teacher(ctx.spec, kappa)
+            stats = {"teacher_kappa": kappa, "feedback_withheld": float(withheld)}
             band = set(ctx.call(ctx.scorer.select, request).selected)
             checks = [c for i, c in enumerate(judged) if i in band]
             checked_label = {c.sample.id: c.label for c in checks}
@@ -90,38 +101,42 @@ def select_feedback(ctx: RunContext, iteration: int) -> Done:
                     else None,
                 }
             )
-        if not trust.get("feedback_withheld"):
+        if not withheld:
             request = request.model_copy(update={"count": loop.feedback_per_iteration})
             selected = ctx.call(ctx.scorer.select, request).selected
     chosen = {ood[i].id for i in selected}
     updates = [{"id": s.id, "selected": s.id in chosen} for s in ood]
     by_id = {u["id"]: u for u in updates}
     output_field = ctx.spec.task.output_field
-    for check in judged:
-        by_id[check.sample.id]["teacher_probs"] = check.probabilities
-    for check in checks:
-        if check.relabelled and not trust.get("feedback_withheld"):  # for the prompt and training
-            update_row = by_id[check.sample.id]
+    for check in [] if withheld else checks:  # a teacher at chance labels nothing
+        update_row = by_id[check.sample.id]
+        update_row["teacher_probs"] = check.probabilities
+        if check.relabelled:  # the teacher's label, for the prompt and for training
             update_row["label"] = check.label
             update_row["fields"] = {**check.sample.fields, output_field: check.label}
-    stats = {**_feedback_stats(checks, chosen), **trust}
+    stats |= _feedback_stats(checks, chosen)
 
     def write(session: Session) -> None:
         session.execute(update(Sample), updates)
+        if judgement:
+            it = iteration_row(session, ctx.run_id, iteration)
+            it.parse_stats = {**it.parse_stats, JUDGEMENT: judgement}
         if stats:
             upsert_metrics(session, ctx.run_id, iteration, stats)
 
     return Done({"selected": [str(i) for i in chosen], **stats}, write)
 
 
-def _teacher_trust(ctx: RunContext, earlier: list[Sample], judged: list[Checked]) -> dict[str, float]:
-    """Cohen's kappa of the teacher's labels against the requested ones over every OOD sample it
-    has judged in the run, and whether that is too low to let its check pick the feedback."""
-    pairs = [(requested_label(s), top_label(s.teacher_probs)) for s in earlier if s.teacher_probs]
-    pairs += [(requested_label(c.sample), c.teacher_label) for c in judged]
-    kappa = teacher_kappa(pairs)
-    minimum = ctx.spec.loop.feedback_min_kappa
-    return {"teacher_kappa": kappa, "feedback_withheld": float(minimum is not None and kappa < minimum)}
+# The teacher's label of each OOD sample of an iteration beside the requested one, kept in the
+# iteration's parse_stats: the feedback gate's kappa is over every OOD sample judged in the run.
+JUDGEMENT = "teacher_judgement"
+
+
+def judged_before(session: Session, run_id: uuid.UUID, iteration: int) -> list[tuple[str, str]]:
+    stats = session.scalars(
+        select(Iteration.parse_stats).where(Iteration.run_id == run_id, Iteration.index < iteration)
+    )
+    return [(requested, teacher) for s in stats for requested, teacher in (s or {}).get(JUDGEMENT, [])]
 
 
 def _feedback_stats(checks: list[Checked], chosen: set[uuid.UUID]) -> dict[str, float]:

@@ -7,7 +7,13 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from services.orchestrator.context import RunContext, StepFailed
-from services.orchestrator.feedback import teacher_distributions, top_label
+from services.orchestrator.feedback import (
+    requested_label,
+    teacher_distributions,
+    teacher_kappa,
+    top_label,
+    trusts_teacher,
+)
 from services.orchestrator.stages.done import Done
 from services.orchestrator.stages.records import iteration_row, samples, upsert_metrics
 from shared.db.models import Sample
@@ -15,7 +21,9 @@ from shared.db.models import Sample
 
 def verify_labels(ctx: RunContext, iteration: int) -> Done:
     """The teacher scores every generated sample's label by likelihood; the run's policy keeps,
-    relabels or leaves out disagreements. Nothing is deleted: left-out samples are marked."""
+    relabels or leaves out disagreements. Nothing is deleted: left-out samples are marked. A teacher
+    whose labels agree with the requested ones no better than chance (teacher.min_kappa, over this
+    batch) changes nothing: its distributions are not stored, so no student distils them either."""
     spec = ctx.spec
     policy = spec.verification
     output_field = spec.task.output_field
@@ -26,24 +34,29 @@ def verify_labels(ctx: RunContext, iteration: int) -> Done:
         )
     if not generated:
         raise StepFailed(f"iteration {iteration} has no samples to verify")
+    judged = teacher_distributions(ctx, generated, seeds)
+    kappa = teacher_kappa(
+        [(requested_label(s), top_label(p)) for s, p in zip(generated, judged, strict=True)]
+    )
+    trusted = trusts_teacher(spec, kappa)  # else: the requested labels stay, nothing is left out
     updates, agree, kept_agree, confidences = [], 0, 0, []
-    for sample, probabilities in zip(generated, teacher_distributions(ctx, generated, seeds), strict=True):
+    for sample, probabilities in zip(generated, judged, strict=True):
         teacher_label = top_label(probabilities)
-        requested = sample.requested_label or sample.label
+        requested = requested_label(sample)
         agree += teacher_label == requested
-        label = teacher_label if policy.policy == "relabel" else requested
-        confidence = probabilities.get(label or "", 0.0)
+        label = teacher_label if policy.policy == "relabel" and trusted else requested
+        confidence = probabilities.get(label, 0.0)
         confidences.append(confidence)
-        excluded = (
-            policy.policy == "drop" and teacher_label != requested
-        ) or confidence < policy.min_confidence
+        excluded = trusted and (
+            (policy.policy == "drop" and teacher_label != requested) or confidence < policy.min_confidence
+        )
         kept_agree += not excluded and teacher_label == label
         updates.append(
             {
                 "id": sample.id,
                 "label": label,
                 "fields": {**sample.fields, output_field: label},
-                "teacher_probs": probabilities,
+                "teacher_probs": probabilities if trusted else None,
                 "excluded": excluded,
             }
         )
@@ -56,6 +69,8 @@ def verify_labels(ctx: RunContext, iteration: int) -> Done:
         "fidelity_after": kept_agree / kept if kept else 0.0,
         "excluded": len(updates) - kept,
         "mean_confidence": sum(confidences) / len(confidences),
+        "kappa": kappa,
+        "trusted": trusted,
         "confidence_histogram": [int(c) for c in np.histogram(confidences, bins=10, range=(0.0, 1.0))[0]],
     }
 
@@ -72,6 +87,8 @@ def verify_labels(ctx: RunContext, iteration: int) -> Done:
                 "label_fidelity_after_verification": stats["fidelity_after"],
                 "verified_excluded": float(stats["excluded"]),
                 "teacher_mean_confidence": stats["mean_confidence"],
+                "verification_kappa": kappa,
+                "verification_withheld": float(not trusted),
             },
         )
 

@@ -386,7 +386,9 @@ def test_teacher_verification_policies(
     policy, make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
 ):
     # the stand-in teacher says "positive" (p=0.6) for everything; half the samples asked for "negative"
+    # (such a teacher is not trusted by default: the gate is off here, and tested below)
     spec["verification"] = {"policy": policy}
+    spec.setdefault("teacher", {})["min_kappa"] = None
     run_id = _submit(spec, session_factory, orchestrator_settings)
     make_driver().drive(run_id)
     with session_factory() as session:
@@ -486,6 +488,28 @@ def test_seq2seq_teacher_baseline_answers_in_batches_scored_like_the_students(
     assert {"teacher_seconds_per_example", "teacher_parameters"} <= names
 
 
+@pytest.mark.parametrize("policy", ["relabel", "drop"])
+def test_verification_leaves_the_labels_alone_when_the_teacher_judges_the_task_at_chance(
+    policy, make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    spec["verification"] = {"policy": policy, "min_confidence": 0.7}
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver().drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        generated = session.scalars(
+            select(Sample).where(Sample.run_id == run_id, Sample.kind == "train")
+        ).all()
+        metrics = {
+            m.name: m.value
+            for m in session.scalars(select(Metric).where(Metric.run_id == run_id, Metric.iteration == 1))
+        }
+    assert metrics["verification_kappa"] == 0.0 and metrics["verification_withheld"] == 1.0
+    assert metrics["teacher_agreement"] == 0.5
+    # nothing relabelled or left out, and no distribution stored for a student to distil
+    assert all(s.label == s.requested_label and not s.excluded and s.teacher_probs is None for s in generated)
+
+
 @pytest.mark.parametrize("check", ["relabel", "drop"])
 def test_feedback_is_checked_by_the_teacher_before_it_goes_into_a_prompt(
     check, make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
@@ -493,12 +517,8 @@ def test_feedback_is_checked_by_the_teacher_before_it_goes_into_a_prompt(
     # the whole OOD batch is the band; the stand-in teacher says "positive" (p=0.6) for everything,
     # and half the OOD samples were asked to be "negative" (such a teacher is not trusted by
     # default: the gate on its judgement is off here, and tested below)
-    spec["loop"] |= {
-        "selection_band": [0.0, 1.0],
-        "feedback_per_iteration": 4,
-        "feedback_check": check,
-        "feedback_min_kappa": None,
-    }
+    spec["loop"] |= {"selection_band": [0.0, 1.0], "feedback_per_iteration": 4, "feedback_check": check}
+    spec.setdefault("teacher", {})["min_kappa"] = None
     generator = StandInGenerator()
     run_id = _submit(spec, session_factory, orchestrator_settings)
     make_driver(generator).drive(run_id)
@@ -546,9 +566,17 @@ def test_feedback_is_withheld_while_the_teacher_judges_the_task_no_better_than_c
         ood = session.scalars(
             select(Sample).where(Sample.run_id == run_id, Sample.kind == "ood", Sample.iteration == 1)
         ).all()
+        judged = session.scalar(
+            select(Iteration.parse_stats).where(Iteration.run_id == run_id, Iteration.index == 1)
+        )["teacher_judgement"]
     assert metrics["teacher_kappa"] == kappa
-    # every OOD sample is judged; none is relabelled by a teacher at chance, and none is fed back
-    assert all(s.teacher_probs for s in ood) and all(s.label == s.requested_label for s in ood)
+    # every OOD sample is judged (requested label, teacher's label), the kappa's input
+    assert sorted(judged) == sorted(
+        [s.requested_label, "positive" if kappa == 0.0 else s.requested_label] for s in ood
+    )
+    # a teacher at chance relabels nothing, feeds nothing back and leaves no distribution behind
+    assert all(s.label == s.requested_label for s in ood)
+    assert all(bool(s.teacher_probs) == (kappa == 1.0) for s in ood)
     assert metrics["feedback_withheld"] == (1.0 if kappa == 0.0 else 0.0)
     assert len(fed) == (0 if kappa == 0.0 else 4)
     assert not any(s.selected for s in ood) if kappa == 0.0 else sum(s.selected for s in ood) == 4
