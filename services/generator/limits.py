@@ -10,6 +10,7 @@ with the tokens really used when the request ends, whatever ended it (`Quota`)."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -185,8 +186,10 @@ class KeyLimiter:
             yield quota
         finally:
             with anyio.CancelScope(shield=True):  # a cancelled request still settles
-                for held in quota.held:
-                    await self.settle(held)
+                for reserving in quota.reserving:
+                    await asyncio.wait([reserving])
+                    if not reserving.cancelled() and reserving.exception() is None:
+                        await self.settle(reserving.result())
 
 
 class Quota:
@@ -195,7 +198,7 @@ class Quota:
     def __init__(self, limiter: KeyLimiter, key: str | None):
         self.limiter = limiter
         self.key = key
-        self.held: list[Reservation] = []
+        self.reserving: list[asyncio.Future[Reservation]] = []
 
     def check_caps(
         self, n: int, max_tokens: int, *, n_field: str = "n", tokens_field: str = "max_tokens"
@@ -203,9 +206,11 @@ class Quota:
         self.limiter.check_caps(self.key, n, max_tokens, n_field=n_field, tokens_field=tokens_field)
 
     async def reserve(self, tokens: int, *, size_field: str = "n") -> Reservation:
-        held = await self.limiter.reserve(self.key, tokens, size_field=size_field)
-        self.held.append(held)
-        return held
+        # A reservation runs to its end in its own task even if the request is cancelled while it
+        # talks to Redis, so that what it took is known, and released when the request ends.
+        reserving = asyncio.ensure_future(self.limiter.reserve(self.key, tokens, size_field=size_field))
+        self.reserving.append(reserving)
+        return await asyncio.shield(reserving)
 
 
 @contextmanager
