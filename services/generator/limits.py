@@ -66,13 +66,12 @@ class KeyLimiter:
     def __init__(
         self,
         settings: GeneratorSettings,
-        storage: Storage | None = None,
         *,
         window_s: int = WINDOW_S,
         clock: Callable[[], float] = time.time,  # wall time: replicas share the windows
     ):
         self.settings = settings
-        self.storage = storage if storage is not None else quota_storage(settings.redis_url)
+        self.storage = quota_storage(settings.redis_url)
         self.window_s = window_s
         self.clock = clock
         self._requests = MovingWindowRateLimiter(self.storage)
