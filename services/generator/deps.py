@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from services.generator.config import GeneratorSettings, Scope
 from services.generator.engines.protocol import TextEngine
-from services.generator.limits import KeyLimiter
+from services.generator.limits import KeyLimiter, Quota
 from services.generator.metrics import Metrics
 from shared.auth import Caller
 from shared.errors import NotReady
@@ -35,17 +35,14 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-@dataclass
-class Access:
-    key: str | None
-    limiter: KeyLimiter
-
-
 def _access(scope: Scope):  # noqa: ANN202 - a dependency factory
-    def dependency(request: Request, caller: Caller) -> Access:
+    async def dependency(request: Request, caller: Caller) -> AsyncIterator[Quota]:
+        """The caller's quota for this request, once its key may call `scope`; what the request
+        reserves is settled when the response is done (a yield dependency ends after it)."""
         limiter: KeyLimiter = request.app.state.limiter
         limiter.check_scope(caller, scope)
-        return Access(caller, limiter)
+        async with limiter.quota(caller) as quota:
+            yield quota
 
     return dependency
 
@@ -53,6 +50,6 @@ def _access(scope: Scope):  # noqa: ANN202 - a dependency factory
 SettingsDep = Annotated[GeneratorSettings, Depends(get_settings)]
 EngineDep = Annotated[TextEngine, Depends(get_engine)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-GenerateAccess = Annotated[Access, Depends(_access("generate"))]
-ClassifyAccess = Annotated[Access, Depends(_access("classify"))]
-OpenAIAccess = Annotated[Access, Depends(_access("openai"))]
+GenerateAccess = Annotated[Quota, Depends(_access("generate"))]
+ClassifyAccess = Annotated[Quota, Depends(_access("classify"))]
+OpenAIAccess = Annotated[Quota, Depends(_access("openai"))]

@@ -77,6 +77,7 @@ def create_app(
         app.state.engine = None
         app.state.starting_engine = None
         app.state.engine_error = None
+        app.state.limiter = KeyLimiter(settings)
         starting = asyncio.create_task(_start_engine(app, settings, engine, exit_on_engine_failure))
         yield
         # The model loads in a thread that cannot be interrupted: let it finish, then close it,
@@ -86,6 +87,7 @@ def create_app(
         running = app.state.engine or app.state.starting_engine
         if running is not None:
             await running.close()
+        await app.state.limiter.aclose()
 
     app = create_service_app(
         "GOLD generator",
@@ -95,7 +97,6 @@ def create_app(
         max_body_bytes=settings.generator_max_request_bytes,
         metrics=Metrics(),
     )
-    app.state.limiter = KeyLimiter(settings)
     app.state.engine = None
     app.state.engine_error = None
     app.include_router(health.router)

@@ -21,7 +21,7 @@ from services.generator.engines.protocol import (
     derive_seed,
     engine_errors,
 )
-from services.generator.limits import KeyLimiter
+from services.generator.limits import Quota, Reservation
 from services.generator.metrics import Metrics
 from services.generator.prompts import CHAT_STOP
 from shared.errors import InvalidInput, NotFound
@@ -145,18 +145,17 @@ def _sampling(body: _Sampling, max_tokens: int, seed: int | None) -> Sampling:
     )
 
 
-def _admit(
-    limiter: KeyLimiter,
-    key: str | None,
+async def _admit(
+    quota: Quota,
     body: _Sampling,
     prompts: int,
     max_tokens: int,
     tokens_field: str = "max_tokens",
-) -> int:
-    limiter.check_caps(key, body.n * prompts, max_tokens, tokens_field=tokens_field)
+) -> Reservation:
+    quota.check_caps(body.n * prompts, max_tokens, tokens_field=tokens_field)
     if body.stream and (body.n > 1 or prompts > 1):
         raise InvalidInput("stream", "streaming returns one completion: send n=1 and a single prompt")
-    return limiter.reserve(key, body.n * prompts * max_tokens)
+    return await quota.reserve(body.n * prompts * max_tokens)
 
 
 async def _run(engine: TextEngine, prompts: Sequence[str], body: _Sampling, max_tokens: int):  # noqa: ANN202
@@ -178,17 +177,14 @@ async def complete(
     *,
     settings: GeneratorSettings,
     metrics: Metrics,
-    limiter: KeyLimiter,
-    key: str | None,
+    quota: Quota,
 ) -> CompletionResponse | AsyncIterator[str]:
     _check_model(engine, body.model)
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
     max_tokens = body.max_tokens or 16  # OpenAI's default for completions
-    reserved = _admit(limiter, key, body, len(prompts), max_tokens)
+    held = await _admit(quota, body, len(prompts), max_tokens)
     if body.stream:
-        return _stream(
-            engine, prompts[0], body, max_tokens, "text_completion", metrics, limiter, key, reserved
-        )
+        return _stream(engine, prompts[0], body, max_tokens, "text_completion", metrics, held)
     results = await _run(engine, prompts, body, max_tokens)
     choices = [
         CompletionChoice(index=i * body.n + j, text=c.text, finish_reason=c.finish_reason)
@@ -197,7 +193,7 @@ async def complete(
     ]
     usage = _usage(results)
     metrics.record_tokens(usage.prompt_tokens, usage.completion_tokens)
-    limiter.settle(key, reserved, usage.total_tokens)
+    held.used = usage.total_tokens
     return CompletionResponse(
         id=f"cmpl-{uuid.uuid4().hex}",
         created=int(time.time()),
@@ -213,17 +209,14 @@ async def chat(
     *,
     settings: GeneratorSettings,
     metrics: Metrics,
-    limiter: KeyLimiter,
-    key: str | None,
+    quota: Quota,
 ) -> ChatCompletionResponse | AsyncIterator[str]:
     _check_model(engine, body.model)
     prompt = engine.chat_prompt([m.model_dump() for m in body.messages])
     max_tokens = body.max_completion_tokens or body.max_tokens or settings.generator_max_tokens // 4
-    reserved = _admit(limiter, key, body, 1, max_tokens, tokens_field="max_completion_tokens")
+    held = await _admit(quota, body, 1, max_tokens, tokens_field="max_completion_tokens")
     if body.stream:
-        return _stream(
-            engine, prompt, body, max_tokens, "chat.completion.chunk", metrics, limiter, key, reserved
-        )
+        return _stream(engine, prompt, body, max_tokens, "chat.completion.chunk", metrics, held)
     results = await _run(engine, [prompt], body, max_tokens)
     choices = [
         ChatChoice(index=j, message=ChatChoiceMessage(content=c.text.strip()), finish_reason=c.finish_reason)
@@ -231,7 +224,7 @@ async def chat(
     ]
     usage = _usage(results)
     metrics.record_tokens(usage.prompt_tokens, usage.completion_tokens)
-    limiter.settle(key, reserved, usage.total_tokens)
+    held.used = usage.total_tokens
     return ChatCompletionResponse(
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=int(time.time()),
@@ -258,15 +251,15 @@ async def _stream(
     max_tokens: int,
     kind: str,
     metrics: Metrics,
-    limiter: KeyLimiter,
-    key: str | None,
-    reserved: int,
+    held: Reservation,
 ) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
+    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`. The tokens go on
+    `held` as they come, so a stream cut short is settled with what it produced."""
     ident = f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex}"
     created = int(time.time())
     sampling = _sampling(body, max_tokens, body.seed)
     produced = 0
+    held.used = engine.count_tokens(prompt)
 
     def event(delta: str | None, finish: str | None, first: bool = False) -> str:
         if kind == "text_completion":
@@ -292,6 +285,7 @@ async def _stream(
         finish: str | None = None
         async for delta in engine.stream(prompt, sampling):
             produced += delta.tokens
+            held.used += delta.tokens
             finish = delta.finish_reason or finish
             if delta.text:
                 yield event(delta.text, None)
@@ -300,5 +294,4 @@ async def _stream(
     except (EngineError, EngineRejected) as exc:
         yield "data: " + json.dumps({"error": {"message": str(exc), "type": "upstream_error"}}) + "\n\n"
     finally:
-        limiter.settle(key, reserved, produced)
         metrics.record_tokens(0, produced)

@@ -11,12 +11,11 @@ import logging
 import math
 import random
 import secrets
-from collections.abc import Awaitable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 from services.generator.config import GeneratorSettings
 from services.generator.engines.protocol import Sampling, TextEngine, derive_seed, engine_errors
-from services.generator.limits import KeyLimiter
+from services.generator.limits import Quota
 from services.generator.metrics import Metrics
 from services.generator.parsing import Candidate, Limits, Rejection, deduplicate, parse_completion
 from services.generator.prompts import (
@@ -104,26 +103,12 @@ async def generate(
     *,
     settings: GeneratorSettings,
     metrics: Metrics,
-    limiter: KeyLimiter,
-    key: str | None,
+    quota: Quota,
 ) -> GenerateResponse:
-    limiter.check_caps(key, request.n, request.sampling.max_tokens, tokens_field="sampling.max_tokens")
-    reserved = limiter.reserve(key, request.n * request.sampling.max_tokens)
-    return await _charged(limiter, key, reserved, _generate(engine, request, settings, metrics))
-
-
-Charged = TypeVar("Charged", GenerateResponse, AnswerResponse)
-
-
-async def _charged(limiter: KeyLimiter, key: str | None, reserved: int, work: Awaitable[Charged]) -> Charged:
-    """Await `work` against a token reservation, then settle it to the tokens really used (none if
-    it failed)."""
-    try:
-        response = await work
-    except Exception:
-        limiter.settle(key, reserved, 0)
-        raise
-    limiter.settle(key, reserved, response.usage.prompt_tokens + response.usage.completion_tokens)
+    quota.check_caps(request.n, request.sampling.max_tokens, tokens_field="sampling.max_tokens")
+    held = await quota.reserve(request.n * request.sampling.max_tokens)
+    response = await _generate(engine, request, settings, metrics)
+    held.used = response.usage.prompt_tokens + response.usage.completion_tokens
     return response
 
 
@@ -263,13 +248,14 @@ async def attributes(
     *,
     settings: GeneratorSettings,
     metrics: Metrics,
-    limiter: KeyLimiter,
-    key: str | None,
+    quota: Quota,
 ) -> AttributesResponse:
     sampling = request.sampling
-    limiter.check_caps(key, ATTRIBUTE_COMPLETIONS, sampling.max_tokens, tokens_field="sampling.max_tokens")
-    reserved = limiter.reserve(key, ATTRIBUTE_COMPLETIONS * sampling.max_tokens)
-    return await _charged(limiter, key, reserved, _attributes(engine, request, metrics))
+    quota.check_caps(ATTRIBUTE_COMPLETIONS, sampling.max_tokens, tokens_field="sampling.max_tokens")
+    held = await quota.reserve(ATTRIBUTE_COMPLETIONS * sampling.max_tokens)
+    response = await _attributes(engine, request, metrics)
+    held.used = response.usage.prompt_tokens + response.usage.completion_tokens
+    return response
 
 
 async def _attributes(engine: TextEngine, request: AttributesRequest, metrics: Metrics) -> AttributesResponse:
@@ -356,12 +342,11 @@ async def classify(
     *,
     settings: GeneratorSettings,
     metrics: Metrics,
-    limiter: KeyLimiter,
-    key: str | None,
+    quota: Quota,
 ) -> ClassifyResponse:
     task = request.task
     # One scored token per input and label: cheap next to generation, but still counted.
-    limiter.reserve(key, len(request.inputs) * len(task.labels or [1]), size_field="inputs")
+    held = await quota.reserve(len(request.inputs) * len(task.labels or [1]), size_field="inputs")
     if task.type != "classification" or not task.labels:
         raise InvalidInput("task.type", "classify answers classification tasks (with labels) only")
     examples = _answer_examples(request, settings)
@@ -385,6 +370,7 @@ async def classify(
                     )
                 )
     metrics.record_classification(len(predictions))
+    held.used = held.tokens
     return ClassifyResponse(
         predictions=predictions,
         model=engine.info.model.model_id,
@@ -399,12 +385,13 @@ async def answer(
     *,
     settings: GeneratorSettings,
     metrics: Metrics,
-    limiter: KeyLimiter,
-    key: str | None,
+    quota: Quota,
 ) -> AnswerResponse:
-    limiter.check_caps(key, 1, request.max_tokens, tokens_field="max_tokens")
-    reserved = limiter.reserve(key, len(request.inputs) * request.max_tokens, size_field="inputs")
-    return await _charged(limiter, key, reserved, _answer(engine, request, settings, metrics))
+    quota.check_caps(1, request.max_tokens, tokens_field="max_tokens")
+    held = await quota.reserve(len(request.inputs) * request.max_tokens, size_field="inputs")
+    response = await _answer(engine, request, settings, metrics)
+    held.used = response.usage.prompt_tokens + response.usage.completion_tokens
+    return response
 
 
 async def _answer(

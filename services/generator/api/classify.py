@@ -22,9 +22,7 @@ async def classify(
 ) -> ClassifyResponse:
     """The teacher's label for each input, by likelihood after the few-shot seed examples, with the
     label distribution (contextually calibrated unless `calibrate` is false)."""
-    return await service.classify(
-        engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
-    )
+    return await service.classify(engine, body, settings=settings, metrics=metrics, quota=access)
 
 
 @router.post("/answer", response_model=AnswerResponse)
@@ -37,6 +35,4 @@ async def answer(
 ) -> AnswerResponse:
     """The teacher's answer (the task's output field) for each input: greedy decoding after the
     few-shot seed examples, one line, at most `max_tokens`. Works for any task type."""
-    return await service.answer(
-        engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
-    )
+    return await service.answer(engine, body, settings=settings, metrics=metrics, quota=access)

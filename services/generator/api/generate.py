@@ -19,9 +19,7 @@ async def generate(
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> GenerateResponse:
-    return await service.generate(
-        engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
-    )
+    return await service.generate(engine, body, settings=settings, metrics=metrics, quota=access)
 
 
 @router.post("/attributes", response_model=AttributesResponse)
@@ -34,6 +32,4 @@ async def attributes(
 ) -> AttributesResponse:
     """What data for the task could be about (subjects, settings, kinds of writer), listed by the
     teacher: pass some as `attributes` to an OOD `/v1/generate` to steer each prompt elsewhere."""
-    return await service.attributes(
-        engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
-    )
+    return await service.attributes(engine, body, settings=settings, metrics=metrics, quota=access)

@@ -37,9 +37,7 @@ async def completions(
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> object:
-    result = await openai_compat.complete(
-        engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
-    )
+    result = await openai_compat.complete(engine, body, settings=settings, metrics=metrics, quota=access)
     return _maybe_stream(result)
 
 
@@ -51,9 +49,7 @@ async def chat_completions(
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> object:
-    result = await openai_compat.chat(
-        engine, body, settings=settings, metrics=metrics, limiter=access.limiter, key=access.key
-    )
+    result = await openai_compat.chat(engine, body, settings=settings, metrics=metrics, quota=access)
     return _maybe_stream(result)
 
 

@@ -97,12 +97,21 @@ class FakeEngine:
 
     async def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
         text = self.script(prompt, sampling, 0)
-        for word in text.split(" "):
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            if self.fail and i == len(words) // 2:
+                raise EngineError("scripted failure mid-stream")
             yield Delta(word + " ", 1)
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s / len(words))
         yield Delta("", 0, "stop")
 
     async def score_continuations(
         self, prompts: Sequence[str], continuations: Sequence[str]
     ) -> list[list[float]]:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise EngineError("scripted failure")
         # Scripted: the continuation named in the prompt's last line wins.
         return [[0.0 if c.strip() in p.splitlines()[-2] else -3.0 for c in continuations] for p in prompts]
