@@ -209,9 +209,11 @@ def override_suffix(overrides: dict[str, Any]) -> str:
 
 
 def idempotency_key(spec: dict[str, Any]) -> str:
-    """The key a mode spec is submitted under: a hash of its canonical JSON, which encodes the
-    mode, the repeat's seeds, the budget and any override, so the same submission finds its run."""
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The key a mode spec is submitted under: a hash of its canonical JSON with every default
+    filled in, which encodes the mode, the repeat's seeds, the budget, any override and the
+    defaults it ran under, so the same submission finds its run and a changed default does not."""
+    complete = RunSpec.model_validate(spec).model_dump(mode="json")
+    canonical = json.dumps(complete, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return f"gold-eval-{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
 
 

@@ -274,14 +274,21 @@ def test_gold_run_stores_every_step(
             it.index: it for it in session.scalars(select(Iteration).where(Iteration.run_id == run_id))
         }
         assert sorted(iterations) == [0, 1, 2, 3]  # teacher baseline, 2 loop iterations, final student
-        assert set(iterations[1].timings) == {"generate_train", "generate_ood", "train", "score", "select"}
+        assert set(iterations[1].timings) == {
+            "generate_train",
+            "generate_ood",
+            "verify",
+            "train",
+            "score",
+            "select",
+        }
         assert iterations[1].parse_stats["train"]["rejected"] == {"too_short": 1}
         assert iterations[1].checkpoint_id is not None
         teacher = session.scalar(
             select(Metric.value).where(Metric.run_id == run_id, Metric.name == "teacher_eval_accuracy")
         )
         assert 0.0 <= teacher <= 1.0
-        assert _count(session, Step, Step.run_id == run_id, Step.status == "done") == 13  # + attributes
+        assert _count(session, Step, Step.run_id == run_id, Step.status == "done") == 15  # + attributes
     # feedback of iteration 1 goes into the training prompt of iteration 2, and earlier hashes are excluded
     second_train = [c for c in generator.calls if c.mode == "train"][1]
     assert len(second_train.feedback) == 1
@@ -424,9 +431,16 @@ def test_teacher_verification_policies(
 
 def test_soft_labels_need_verification(api, spec):
     spec["student"] = {"distill_weight": 0.5}
+    spec["verification"] = {"policy": "off"}
     response = api.post("/runs", json=spec)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["verification"]
+    assert response.json()["detail"][0]["loc"] == ["student"]
+    # without soft labels asked for, verification off turns the default distillation off
+    del spec["student"]
+    created = api.post("/runs", json=spec)
+    assert created.status_code == 201, created.text
+    stored = created.json()["spec"]
+    assert stored["verification"]["policy"] == "off" and stored["student"]["distill_weight"] == 0.0
 
 
 def test_time_budget_skips_later_iterations_and_the_reference_is_trained_apart(
@@ -443,7 +457,7 @@ def test_time_budget_skips_later_iterations_and_the_reference_is_trained_apart(
         assert session.get(Run, run_id).status == "succeeded"
         skipped = session.scalars(select(Step).where(Step.run_id == run_id, Step.status == "skipped")).all()
         assert {(s.iteration, s.stage) for s in skipped} == {
-            (2, stage) for stage in ("generate_train", "generate_ood", "train", "score", "select")
+            (2, stage) for stage in ("generate_train", "generate_ood", "verify", "train", "score", "select")
         }
         assert "loop.max_seconds (60 s)" in skipped[0].result["reason"]
         iterations = {
@@ -519,6 +533,7 @@ def test_feedback_is_checked_by_the_teacher_before_it_goes_into_a_prompt(
     # default: the gate on its judgement is off here, and tested below)
     spec["loop"] |= {"selection_band": [0.0, 1.0], "feedback_per_iteration": 4, "feedback_check": check}
     spec.setdefault("teacher", {})["min_kappa"] = None
+    spec["verification"] = {"policy": "off"}  # the check alone
     generator = StandInGenerator()
     run_id = _submit(spec, session_factory, orchestrator_settings)
     make_driver(generator).drive(run_id)
@@ -640,11 +655,13 @@ def test_teacher_baseline_is_measured_once_and_reused(
     first = _submit(spec, session_factory, orchestrator_settings)
     make_driver(CountingGenerator()).drive(first)
     measured = CountingGenerator.classified
-    assert measured == 20  # the evaluation rows (limit 20); vanilla checks no feedback
+    # the evaluation rows (limit 20) and verification's 12 generated samples (vanilla: 8 + the OOD
+    # budget's 4); vanilla checks no feedback
+    assert measured == 20 + 12
     spec["name"] = "another mode, same teacher and data"
     second = _submit(spec, session_factory, orchestrator_settings)
     make_driver(CountingGenerator()).drive(second)
-    assert CountingGenerator.classified == measured
+    assert CountingGenerator.classified == measured + 12  # its own verification only
     with session_factory() as session:
         steps_done = {s.run_id: s for s in session.scalars(select(Step).where(Step.stage == "teacher_eval"))}
         values = session.scalars(select(Metric.value).where(Metric.name == "teacher_eval_accuracy")).all()
@@ -730,7 +747,7 @@ def test_json_log_lines_carry_run_id_iteration_and_stage(
     steps = [
         r for r in lines if r["name"] == "services.orchestrator.driver" and ": iteration " in r["message"]
     ]
-    assert len(steps) == 13
+    assert len(steps) == 15
     assert all(r["run_id"] == str(run_id) and r["levelname"] == "INFO" and "timestamp" in r for r in steps)
     assert [(r["iteration"], r["stage"]) for r in steps][:3] == [
         (0, "teacher_eval"),

@@ -28,6 +28,7 @@ from gold.evaluate import (
     tasks_table,
 )
 from shared.schemas.runs import IterationRead, RunSummary
+from shared.spec import RunSpec
 from tests.support import SENTIMENT_TASK, finished_run_read
 
 TASK = SENTIMENT_TASK
@@ -238,6 +239,16 @@ def test_idempotency_key_is_the_exact_spec():
     ]
     keys = {idempotency_key(other) for other in others}
     assert key not in keys and len(keys) == len(others)
+
+
+def test_idempotency_key_includes_the_defaults_a_spec_runs_under():
+    # keyed on the complete spec, defaults filled in: a spec that spells a default out is the same
+    # measurement, and a run made under an older default is not reused once the default changes
+    spec = mode_spec(SPEC, "gold", 0, measure_teacher=True)
+    complete = RunSpec.model_validate(spec).model_dump(mode="json")
+    assert complete["verification"]["policy"] == "relabel" and "verification" not in spec
+    assert idempotency_key(spec) == idempotency_key(complete)
+    assert idempotency_key(spec) != idempotency_key({**spec, "verification": {"policy": "off"}})
 
 
 class FakeOrchestrator:

@@ -24,11 +24,13 @@ def test_gold_plan_orders_the_method_steps():
         (0, "attributes"),  # the teacher lists what OOD prompts are steered to, once
         (1, "generate_train"),
         (1, "generate_ood"),
+        (1, "verify"),  # the teacher checks the labels (verification.policy auto: relabel)
         (1, "train"),
         (1, "score"),
         (1, "select"),
         (2, "generate_train"),
         (2, "generate_ood"),
+        (2, "verify"),
         (2, "train"),
         (2, "score"),
         (2, "select"),
@@ -40,8 +42,10 @@ def test_vanilla_plan_has_no_ood_and_same_budget():
     vanilla = {**SPEC, "loop": {**SPEC["loop"], "feedback": False}}
     assert [s for _, s in stages(vanilla)] == [
         "generate_train",
+        "verify",
         "train",
         "generate_train",
+        "verify",
         "train",
         "final_train",
     ]
@@ -75,7 +79,7 @@ def test_time_budget_skips_iterations_not_yet_begun():
     assert steps_past_time_budget(spec, plan, 0, set(), elapsed_s=600) == []
     # over budget before iteration 2: iterations 2 and 3 are skipped, the final student is not
     skipped = steps_past_time_budget(spec, plan, first_of_2, done_1, elapsed_s=61)
-    assert {s.iteration for s in skipped} == {2, 3} and len(skipped) == 10
+    assert {s.iteration for s in skipped} == {2, 3} and len(skipped) == 12
     # an iteration already begun is finished; the budget stops the next one
     done_2 = done_1 | {(2, "generate_train")}
     assert steps_past_time_budget(spec, plan, first_of_2 + 1, done_2, elapsed_s=61) == []
