@@ -76,9 +76,11 @@ def iteration_table(summary: RunSummary) -> Table:
     agreement = per_iteration("teacher_agreement")
     after = per_iteration("label_fidelity_after_verification")
     if agreement:
+        unused = sum(per_iteration("verification_withheld"))
         captions.append(
             f"label fidelity (teacher agrees): generated {sum(agreement) / len(agreement):.3f}"
             + (f", trained on {sum(after) / len(after):.3f}" if after else "")
+            + (f"; labels kept as asked in {unused:.0f} iterations (teacher at chance)" if unused else "")
         )
     checked, relabelled, dropped = (
         sum(per_iteration(name)) for name in ("feedback_checked", "feedback_relabelled", "feedback_dropped")

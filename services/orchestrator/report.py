@@ -238,6 +238,32 @@ def _feedback_summary(data: RunData) -> str:
     )
 
 
+def _verification_summary(data: RunData) -> str:
+    """The teacher's check of every generated label per iteration (verification.policy) and
+    whether it judged the task well enough to change any (teacher.min_kappa)."""
+    rows = [(it.index, it.metrics) for it in _loop_iterations(data) if "teacher_agreement" in it.metrics]
+    if not rows:
+        return "<p>Labels were not checked by the teacher (verification.policy = off).</p>"
+    nan = float("nan")
+    body = "".join(
+        f"<tr><td>{index}</td><td>{m['teacher_agreement']:.2f}</td>"
+        f"<td>{m.get('verification_kappa', nan):.2f}</td>"
+        f"<td>{'kept as asked (teacher at chance)' if m.get('verification_withheld') else 'applied'}</td>"
+        f"<td>{m.get('label_fidelity_after_verification', nan):.2f}</td>"
+        f"<td>{m.get('verified_excluded', 0):.0f}</td></tr>"
+        for index, m in rows
+    )
+    return (
+        f"<p>The teacher scores every generated label (verification.policy = "
+        f"{data.spec.verification.policy}); its labels are used only where they agree with the "
+        f"requested ones better than chance (Cohen's kappa at least teacher.min_kappa = "
+        f"{data.spec.teacher.min_kappa}).</p>"
+        "<table><tr><th>iteration</th><th>teacher agrees with requested label</th><th>kappa</th>"
+        "<th>teacher's labels</th><th>trained labels the teacher agrees with</th><th>left out</th>"
+        f"</tr>{body}</table><br>"
+    )
+
+
 def _feedback_table(data: RunData) -> str:
     fields = [*data.spec.task.input_fields]
     rows = [s for s in data.samples if s.selected]
@@ -307,6 +333,8 @@ def render_report(runs: list[RunData]) -> str:
         _img(ood_plot(runs), "OOD distance and energy gap") or "<p>No OOD batches (vanilla run).</p>",
         "<h2>Diversity</h2>",
         _img(diversity_plot(runs), "diversity"),
+        "<h2>The teacher's check of the generated labels</h2>",
+        _verification_summary(main),
         "<h2>Feedback samples chosen</h2>",
         _feedback_summary(main),
         _feedback_table(main),
