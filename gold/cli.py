@@ -8,15 +8,16 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from gold.evaluate import (
     apply_overrides,
@@ -37,13 +38,14 @@ from shared.clients import OrchestratorClient
 from shared.errors import UpstreamError
 from shared.logging import configure_logging
 from shared.names import TERMINAL_RUN_STATUSES, RunStatus
-from shared.schemas.runs import RunSummary
+from shared.schemas.runs import RunRead, RunSummary
 from shared.settings import GoldSettings
 from shared.spec import load_spec_file
 
 app = typer.Typer(help="GOLD: distil a teacher LLM into a small student with OOD-guided data generation.")
 console = Console(stderr=True)
 DEMO_SPEC = Path(__file__).with_name("specs") / "demo.yaml"
+T = TypeVar("T")
 
 
 def _client(settings: GoldSettings) -> OrchestratorClient:
@@ -72,7 +74,7 @@ def follow(
     ) as progress:
         task = progress.add_task(RunStatus.QUEUED, total=1.0)
         while True:
-            run = client.get_run(run_id)
+            run = patiently(lambda: client.get_run(run_id), stack)
             label = f"iteration {run.iteration} · {run.stage or run.status}"
             progress.update(task, completed=run.progress, description=label)
             if run.status in TERMINAL_RUN_STATUSES:
@@ -82,7 +84,47 @@ def follow(
             if stack is not None:
                 stack.check_alive()
             time.sleep(poll_s)
-    return client.summary(run_id)
+    return patiently(lambda: client.summary(run_id), stack)
+
+
+# How long a followed run's status may stay unreadable (orchestrator timing out or restarting
+# under load) before `gold` gives up on it; the run itself goes on either way.
+FOLLOW_PATIENCE_S = float(os.environ.get("GOLD_FOLLOW_PATIENCE_S", "600"))
+
+
+class PatientClient:
+    """The calls `gold eval` makes, each retried by `patiently` (creating a run is safe to retry:
+    eval always sends an Idempotency-Key)."""
+
+    def __init__(self, client: OrchestratorClient, stack: Stack | None = None) -> None:
+        self.client, self.stack = client, stack
+
+    def create_run(self, spec: dict[str, Any], idempotency_key: str | None = None) -> RunRead:
+        return patiently(lambda: self.client.create_run(spec, idempotency_key), self.stack)
+
+    def summary(self, run_id: str) -> RunSummary:
+        return patiently(lambda: self.client.summary(run_id), self.stack)
+
+
+def patiently(read: Callable[[], T], stack: Stack | None = None) -> T:
+    """`read()`, retried with backoff while the orchestrator answers with a transient error
+    (timeout, 5xx, 429) and the local stack, if any, is alive: on a loaded machine one slow
+    answer must not end an evaluation that has run for an hour."""
+
+    def warn(state: RetryCallState) -> None:
+        if stack is not None:
+            stack.check_alive()
+        error = state.outcome.exception() if state.outcome else None
+        console.print(f"[yellow]orchestrator did not answer ({error}); retrying[/yellow]", soft_wrap=True)
+
+    retrying = Retrying(
+        retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable),
+        wait=wait_exponential(min=1, max=30),
+        stop=stop_after_delay(FOLLOW_PATIENCE_S),
+        before_sleep=warn,
+        reraise=True,
+    )
+    return retrying(read)
 
 
 def show_summary(summary: RunSummary, as_json: bool) -> None:
@@ -317,7 +359,7 @@ def eval_command(
             def run(mode_spec: dict[str, Any]) -> RunSummary:
                 summary = resumable_run(
                     mode_spec,
-                    client,
+                    PatientClient(client, stack),
                     lambda run_id: follow(client, run_id, stack=stack),
                     lambda line: console.print(line, markup=False),
                 )
