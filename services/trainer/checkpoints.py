@@ -5,10 +5,32 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+class UnwritableArtifacts(OSError):
+    """The folder checkpoints are written to cannot be written: the message names it."""
+
+    def __init__(self, folder: Path, cause: OSError):
+        super().__init__(
+            f"artifact directory {folder} is not writable ({cause.strerror or cause}): no checkpoint "
+            "can be saved; fix its permissions or space, or point GOLD_ARTIFACT_DIR elsewhere"
+        )
+
+
+def require_writable(folder: Path) -> None:
+    """Fail before minutes of training when `folder` (created if missing) cannot take a new entry.
+    A file is created and removed: permission bits alone do not say (root, read-only mounts)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise UnwritableArtifacts(folder, exc) from exc
 
 
 def publish(final: Path, write: Callable[[Path], None]) -> None:
@@ -16,9 +38,12 @@ def publish(final: Path, write: Callable[[Path], None]) -> None:
 
     A crash leaves at most a `.tmp-*` folder, never a half-written checkpoint. A folder already at
     `final` (a re-run after a crash between publishing and the DB commit) is swapped out and removed."""
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise UnwritableArtifacts(final.parent, exc) from exc
     try:
         write(tmp)
         _fsync_dir(tmp)

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from transformers.utils import logging as hf_logging
 
+from services.trainer.checkpoints import require_writable
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_trainer_settings
 from services.trainer.launcher import launch
 from services.trainer.students import Example
@@ -257,6 +258,7 @@ def _train_student(job: TrainJob, settings: TrainerSettings) -> dict[str, Any]:
             len(cfg.holdout),
             len(cfg.evaluation),
         )
+        require_writable(cfg.output_dir.parent)  # before training, not after
         _report("training", train_examples=len(cfg.train))
         result = launch(cfg, settings.trainer_processes) if settings.trainer_processes > 1 else train(cfg)
         if job.role == "reference":  # stored at iteration 0 beside the teacher's: name them apart

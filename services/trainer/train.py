@@ -48,7 +48,6 @@ from shared.names import (
 from shared.schemas.training import TrainResult
 from shared.spec import RunSpec, load_spec_file
 from shared.student_format import StudentFormat
-from shared.task_metrics import task_scores
 
 logger = logging.getLogger(__name__)
 
@@ -378,6 +377,10 @@ def _evaluate(cfg: TrainConfig, student: Student, data: _Data, device: torch.dev
             targets
         )
     if cfg.evaluation:
+        # Imported here: scikit-learn and rouge-score are needed only to score real evaluation data,
+        # and bench/gpu_check.sh runs this module where torch and transformers may be all there is.
+        from shared.task_metrics import task_scores
+
         eval_examples = [Example(fields=item.fields) for item in cfg.evaluation]
         eval_started = time.perf_counter()
         predictions = _predict(student, eval_examples, cfg, device)

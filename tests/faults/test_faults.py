@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session
 
 from gold.stack import Stack
 from services.orchestrator.plan import build_plan
+from shared.checkpoints import checkpoints_root
 from shared.clients import OrchestratorClient
 from shared.db.models import Checkpoint, Iteration, Sample, Step
 from shared.errors import UpstreamError
 from shared.schemas.runs import RunRead
 from shared.settings import GoldSettings
 from shared.spec import RunSpec
-from tests.support import SENTIMENT_TASK, free_port
+from tests.support import SENTIMENT_TASK, free_port, restart_local_redis, unwritable
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1800)]
 ITERATIONS = 2
@@ -168,9 +169,8 @@ def assert_complete_record(stack: Stack, run_id: str) -> None:
     engine.dispose()
 
 
-def kill_trainer_mid_job(stack: Stack, client: OrchestratorClient, run_id: str, iteration: int) -> None:
-    """kill -9 the trainer worker (and its work horse) while it trains this iteration's student,
-    then start a new worker: RQ fails the abandoned job and the orchestrator's next attempt runs."""
+def training(stack: Stack, client: OrchestratorClient, run_id: str, iteration: int) -> Job:
+    """Returns 3 s into the training job of this iteration's student (the final one past the loop)."""
     role = "final" if iteration == ITERATIONS + 1 else "loop"
     wait_for(client, run_id, reached(iteration, "final_train" if role == "final" else "train"))
     job = Job.fetch(f"train-{run_id}-{iteration}-{role}", connection=_redis(stack), serializer=JSONSerializer)
@@ -180,6 +180,13 @@ def kill_trainer_mid_job(stack: Stack, client: OrchestratorClient, run_id: str, 
         time.sleep(0.2)
     time.sleep(3)  # well inside training
     assert job.get_status(refresh=True) == "started", "the job ended before the fault"
+    return job
+
+
+def kill_trainer_mid_job(stack: Stack, client: OrchestratorClient, run_id: str, iteration: int) -> None:
+    """kill -9 the trainer worker (and its work horse) while it trains this iteration's student,
+    then start a new worker: RQ fails the abandoned job and the orchestrator's next attempt runs."""
+    training(stack, client, run_id, iteration)
     stack.kill("trainer-0")
     time.sleep(2)
     stack.restart("trainer-0")
@@ -240,6 +247,35 @@ def test_generator_gone_past_the_deadline_fails_naming_it(stack, client):
     run = finished(client, run_id)
     assert run.status == "failed"
     assert run.error.startswith("generator:") and "gave up after 8 s" in run.error
+
+
+def test_redis_restarted_while_a_student_trains(stack, client):
+    """Redis down for 5 s, then back with its data (append-only file), while the worker's horse
+    trains: the worker and the orchestrator reconnect and the run finishes complete."""
+    run_id = submit(client, "redis-restart")
+    training(stack, client, run_id, iteration=1)
+    restart_local_redis(stack.env["GOLD_REDIS_URL"], down_s=5)
+    run = finished(client, run_id)
+    assert run.status == "succeeded", run.error
+    assert_complete_record(stack, run_id)
+    stack.check_alive()  # no service gave up on Redis
+
+
+def test_unwritable_artifact_directory_fails_the_run_naming_it(stack, client):
+    checkpoints = checkpoints_root(stack.settings.artifacts)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    before = set(checkpoints.iterdir())
+    with unwritable(checkpoints):
+        run_id = submit(client, "artifacts-unwritable")
+        run = finished(client, run_id)
+    assert run.status == "failed"
+    assert run.error and f"artifact directory {checkpoints} is not writable" in run.error
+    # Nothing half-written: no checkpoint recorded for the run, no folder of it on disk.
+    engine = create_engine(stack.env["GOLD_DATABASE_URL"])
+    with Session(engine) as session:
+        assert session.scalars(select(Checkpoint).where(Checkpoint.run_id == uuid.UUID(run_id))).all() == []
+    engine.dispose()
+    assert set(checkpoints.iterdir()) == before
 
 
 def _redis(stack: Stack):

@@ -175,6 +175,26 @@ def test_local_postgres_stop_also_stops_a_restarted_postmaster(tmp_path):
     assert not (tmp_path / "pg" / "postmaster.pid").exists()
 
 
+def test_local_redis_stop_also_stops_a_restarted_server(tmp_path):
+    """A restarted Redis (an operator, or the fault tests) has a new pid: the launcher's handle
+    records it and stops it, and the data written before the restart is still there."""
+    from shared.local_servers import start_redis
+    from tests.support import restart_local_redis
+
+    server = start_redis(tmp_path / "redis")
+    Redis.from_url(server.url).set("kept", "1")
+    first = server.current_pid()
+    restart_local_redis(server.url)
+    second = server.current_pid()
+    assert second is not None and second != first
+    assert Redis.from_url(server.url).get("kept") == b"1"
+    server.stop()
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # SHUTDOWN saves first: give it a moment
+            os.kill(second, 0)
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def empty_database(db_engine, database_url) -> Iterator[str]:
     """A database of its own on the tests' server, for migrating step by step."""

@@ -9,7 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from services.orchestrator import exports, report, service
-from services.orchestrator.deps import SessionDep, SettingsDep
+from services.orchestrator.deps import ReadSessionDep, SessionDep, SettingsDep
 from shared.auth import PrincipalDep
 from shared.names import RunStatus
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage
@@ -34,7 +34,7 @@ def create_run(
 
 @router.get("", response_model=list[RunRead])
 def list_runs(
-    session: SessionDep,
+    session: ReadSessionDep,
     principal: PrincipalDep,
     status: Annotated[RunStatus | None, Query()] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -49,24 +49,26 @@ def list_runs(
 
 
 @router.get("/{run_id}", response_model=RunRead)
-def get_run(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> RunRead:
+def get_run(run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep) -> RunRead:
     return RunRead.model_validate(service.get_run(run_id, session=session, principal=principal))
 
 
 @router.get("/{run_id}/summary", response_model=RunSummary)
-def get_summary(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> RunSummary:
+def get_summary(run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep) -> RunSummary:
     return service.run_summary(run_id, session=session, principal=principal)
 
 
 @router.get("/{run_id}/iterations", response_model=list[IterationRead])
-def list_iterations(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> list[IterationRead]:
+def list_iterations(
+    run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep
+) -> list[IterationRead]:
     return service.list_iterations(run_id, session=session, principal=principal)
 
 
 @router.get("/{run_id}/samples", response_model=SamplePage)
 def list_samples(
     run_id: uuid.UUID,
-    session: SessionDep,
+    session: ReadSessionDep,
     principal: PrincipalDep,
     iteration: Annotated[int | None, Query(ge=0, le=100_000)] = None,
     kind: Annotated[Literal["seed", "train", "ood"] | None, Query()] = None,
@@ -87,7 +89,7 @@ def list_samples(
 
 
 @router.get("/{run_id}/metrics", response_model=list[MetricRead])
-def run_metrics(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> list[MetricRead]:
+def run_metrics(run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep) -> list[MetricRead]:
     return service.run_metrics(run_id, session=session, principal=principal)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import func, select
 
 from services.orchestrator.driver import RunDriver
@@ -331,6 +332,32 @@ def test_crash_mid_run_resumes_without_duplicates(
         assert _count(session, Sample, Sample.run_id == run_id, Sample.kind == "ood") == 8
     # iteration 1 was not generated again: 2 calls, the failed one, then iteration 2's two
     assert len(generator.calls) == 5
+
+
+def test_redis_gone_mid_step_leaves_the_run_to_resume(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer, monkeypatch
+):
+    """Redis down for longer than its connection's retries while a training step polls its job: the
+    step is interrupted like one that lost Postgres (the run stays running and resumes), instead
+    of failing the run with "ConnectionError"."""
+    trained = train_stage.run_train_job
+
+    def redis_down_once(ctx, job):
+        if not getattr(redis_down_once, "failed", False):
+            redis_down_once.failed = True  # type: ignore[attr-defined]
+            raise RedisConnectionError("Error 111 connecting to unix socket")
+        return trained(ctx, job)
+
+    monkeypatch.setattr(train_stage, "run_train_job", redis_down_once)
+    generator = StandInGenerator()
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    with pytest.raises(RedisConnectionError):
+        make_driver(generator).drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "running"
+    make_driver(generator).drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
 
 
 def test_unreachable_generator_fails_naming_it(
