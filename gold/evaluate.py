@@ -70,7 +70,10 @@ def _default(model: type[BaseModel], name: str) -> Any:
     return model.model_fields[name].default
 
 
-RETRY_SUFFIXES = ("", "-retry1")  # a failed or cancelled run is retried once, under its own key
+# A failed or cancelled run is tried again under its own key: twice per `gold eval` call, and up
+# to MAX_ATTEMPTS over the calls (a machine running out of memory fails runs that are fine).
+RETRIES_PER_CALL = 2
+MAX_ATTEMPTS = 6
 
 
 def t_interval(values: list[float]) -> list[float] | None:
@@ -231,29 +234,30 @@ def resumable_run(
 ) -> RunSummary:
     """Submit `spec` under its idempotency key and return the run's summary: a finished run is
     reused at once, an active one (say, after a restart) is followed, and a failed or cancelled
-    one is retried once under a suffixed key; a retry that fails too is returned as is."""
+    one is retried under the next suffixed key (`-retry1`, ...), at most RETRIES_PER_CALL new
+    attempts per call: so running a command again also retries what failed in an earlier one."""
     key = idempotency_key(spec)
     summary: RunSummary | None = None
-    for attempt, suffix in enumerate(RETRY_SUFFIXES):
-        last = attempt == len(RETRY_SUFFIXES) - 1
-        run = client.create_run(spec, key + suffix)
+    fresh = 0
+    for attempt in range(MAX_ATTEMPTS):
+        run = client.create_run(spec, key + (f"-retry{attempt}" if attempt else ""))
         if run.status == RunStatus.SUCCEEDED:
             say(f"reusing run {run.id}: {spec['name']} (finished)")
             return client.summary(str(run.id))
-        if run.status in TERMINAL_RUN_STATUSES:
-            say(f"run {run.id}: {spec['name']} {run.status} earlier" + ("" if last else "; retrying it"))
-            summary = client.summary(str(run.id)) if last else None
-        else:
-            say(
-                f"run {run.id}: {spec['name']}"
-                + ("" if run.status == RunStatus.QUEUED else f" ({run.status})")
-            )
-            summary = follow(str(run.id))
-            if summary.run.status == RunStatus.SUCCEEDED:
-                return summary
-            if not last:
-                say(f"run {run.id}: {spec['name']} {summary.run.status}; retrying it")
-    assert summary is not None
+        if run.status in TERMINAL_RUN_STATUSES:  # an earlier call's attempt
+            say(f"run {run.id}: {spec['name']} {run.status} earlier")
+            summary = None
+            continue
+        say(f"run {run.id}: {spec['name']}" + ("" if run.status == RunStatus.QUEUED else f" ({run.status})"))
+        summary = follow(str(run.id))
+        if summary.run.status == RunStatus.SUCCEEDED:
+            return summary
+        fresh += 1
+        if fresh == RETRIES_PER_CALL:
+            break
+        say(f"run {run.id}: {spec['name']} {summary.run.status}; retrying it")
+    if summary is None:  # every attempt failed in earlier calls
+        summary = client.summary(str(run.id))
     return summary
 
 

@@ -318,7 +318,7 @@ def test_a_killed_eval_resumes_from_the_finished_runs():
     assert len(orchestrator.followed) == 5 and again["modes"] == result["modes"]
 
 
-def test_a_failed_run_is_retried_once_under_a_suffixed_key():
+def test_a_failed_run_is_retried_under_a_suffixed_key():
     attempts = []
 
     def outcome(spec):
@@ -335,11 +335,25 @@ def test_a_failed_run_is_retried_once_under_a_suffixed_key():
     assert again.run.id == done.run.id and said[-1].startswith(f"reusing run {done.run.id}")
     assert len(orchestrator.followed) == 2
 
+
+def test_a_run_that_failed_in_an_earlier_call_is_tried_again_when_the_command_is_rerun():
+    failing = True
+    orchestrator, said = FakeOrchestrator(lambda spec: None if failing else 0.8), []
+    spec = mode_spec(SPEC, "gold", 0, measure_teacher=False)
+    key = idempotency_key(spec)
+    first = resumable_run(spec, orchestrator, orchestrator.follow, said.append)
+    assert first.run.status == "failed" and orchestrator.created == [key, f"{key}-retry1"]
+    failing = False  # say, the machine had run out of memory
+    second = resumable_run(spec, orchestrator, orchestrator.follow, said.append)
+    assert second.run.status == "succeeded" and orchestrator.created[-1] == f"{key}-retry2"
+    assert len(orchestrator.created) == 3
+
+    # a run that always fails: two new attempts per call, six in all, then its last failure
     always_failing, said = FakeOrchestrator(lambda spec: None), []
-    failed = resumable_run(spec, always_failing, always_failing.follow, said.append)
-    assert failed.run.status == "failed" and len(always_failing.created) == 2
-    resumable_run(spec, always_failing, always_failing.follow, said.append)
-    assert len(always_failing.created) == 2 and len(always_failing.followed) == 2  # retried once only
+    for _ in range(4):
+        failed = resumable_run(spec, always_failing, always_failing.follow, said.append)
+        assert failed.run.status == "failed"
+    assert len(always_failing.created) == len(always_failing.followed) == 6
 
 
 def test_overrides_are_yaml_on_dotted_paths_and_rename_the_spec():
