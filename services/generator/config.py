@@ -60,6 +60,8 @@ class GeneratorSettings(GoldSettings):
     # Every engine call is bounded by this many seconds.
     generator_timeout_s: float = Field(default=600.0, gt=0)
     generator_start_timeout_s: float = Field(default=900.0, gt=0)
+    # How often a loaded engine is checked; one that died is reloaded.
+    generator_watch_s: float = Field(default=10.0, gt=0)
 
     # Generation defaults
     generator_samples_per_prompt: int = Field(default=4, ge=1, le=64)

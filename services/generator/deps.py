@@ -25,8 +25,9 @@ def get_engine(request: Request) -> TextEngine:
         error = request.app.state.engine_error
         if error:
             raise NotReady(f"the engine failed to start: {error}")
+        state = "reloading after it died" if request.app.state.engine_restarts else "still loading"
         raise NotReady(
-            "the engine is still loading; retry when /readyz answers 200", headers={"Retry-After": "10"}
+            f"the engine is {state}; retry when /readyz answers 200", headers={"Retry-After": "10"}
         )
     return engine
 

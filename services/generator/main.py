@@ -61,6 +61,24 @@ async def _start_engine(
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+async def _watch_engine(app: FastAPI, settings: GeneratorSettings, exit_on_failure: bool) -> None:
+    """Reload an engine that dies while serving (vLLM's engine process killed, e.g. by the OOM
+    killer): until then the routes answer 503 with the reason, as while it first loads."""
+    while True:
+        await asyncio.sleep(settings.generator_watch_s)
+        engine: TextEngine | None = app.state.engine
+        if engine is None or engine.ready():
+            continue
+        app.state.engine = None
+        app.state.engine_restarts += 1
+        logger.error(
+            "the %s engine died; reloading it (restart %d)", engine.info.engine, app.state.engine_restarts
+        )
+        with suppress(Exception):
+            await engine.close()
+        await _start_engine(app, settings, engine, exit_on_failure)
+
+
 def create_app(
     settings: GeneratorSettings | None = None,
     *,
@@ -78,8 +96,11 @@ def create_app(
         app.state.starting_engine = None
         app.state.engine_error = None
         app.state.limiter = KeyLimiter(settings)
+        app.state.engine_restarts = 0
         starting = asyncio.create_task(_start_engine(app, settings, engine, exit_on_engine_failure))
+        watching = asyncio.create_task(_watch_engine(app, settings, exit_on_engine_failure))
         yield
+        watching.cancel()
         # The model loads in a thread that cannot be interrupted: let it finish, then close it,
         # so no engine process outlives the service.
         with suppress(Exception):
@@ -99,6 +120,7 @@ def create_app(
     )
     app.state.engine = None
     app.state.engine_error = None
+    app.state.engine_restarts = 0
     app.include_router(health.router)
     app.include_router(generate.router)
     app.include_router(classify.router)

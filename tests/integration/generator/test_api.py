@@ -4,8 +4,11 @@ tests are in test_vllm.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -308,3 +311,41 @@ def test_answer_decodes_greedily_one_line_per_input_from_one_shared_prefix() -> 
         assert (
             client.post("/v1/answer", json={"task": qa, "inputs": inputs}, headers=reader).status_code == 200
         )
+
+
+class DyingEngine(FakeEngine):
+    """Serves, then its engine process dies (as vLLM's did to the OOM killer); a restart revives
+    it once `revive` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts = 0
+        self.dead = False
+        self.revive = threading.Event()
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.starts > 1:
+            await asyncio.to_thread(self.revive.wait, 10)
+        self.dead = False
+        await super().start()
+
+    def ready(self) -> bool:
+        return super().ready() and not self.dead
+
+
+def test_an_engine_that_dies_is_reloaded_and_says_so_meanwhile() -> None:
+    engine = DyingEngine()
+    with make_client(engine, generator_watch_s=0.05) as client:
+        wait_ready(client, timeout_s=10)
+        engine.dead = True
+        deadline = time.monotonic() + 10
+        while engine.starts < 2:
+            assert time.monotonic() < deadline, "the dead engine was not reloaded"
+            time.sleep(0.02)
+        down = generate(client, n=2)
+        assert down.status_code == 503 and "reloading after it died" in down.json()["message"]
+        engine.revive.set()
+        wait_ready(client, timeout_s=10)
+        assert generate(client, n=2).status_code == 200
+        assert client.app.state.engine_restarts == 1
