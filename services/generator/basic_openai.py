@@ -41,6 +41,7 @@ _UNSUPPORTED_DEFAULTS: dict[str, object] = {
     "echo": (None, False),
     "frequency_penalty": (None, 0.0),
     "presence_penalty": (None, 0.0),
+    "logit_bias": (None, {}),
 }
 
 

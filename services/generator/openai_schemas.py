@@ -65,6 +65,9 @@ class SamplingFields(InputModel):
     stop: StopString | list[StopString] | None = Field(default=None, max_length=8)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[Annotated[str, StringConstraints(max_length=12)], float] | None = Field(
+        default=None, max_length=300
+    )
     response_format: ResponseFormat | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
@@ -95,7 +98,7 @@ class ChatMessage(InputModel):
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "\n".join(part.text for part in self.content)  # as vLLM joins them
 
 
 class ChatCompletionRequest(SamplingFields):

@@ -255,6 +255,7 @@ def test_openai_errors_name_the_parameter_in_openai_shape(client: TestClient) ->
         "echo": {"prompt": "x", "echo": True},
         "frequency_penalty": {"prompt": "x", "frequency_penalty": 0.5},
         "prompt": {"prompt": [1, 2, 3]},
+        "logit_bias": {"prompt": "x", "logit_bias": {"1": 2}},
     }
     for param, body in refused.items():
         raw = client.post("/v1/completions", headers=HEADERS, json={"model": "default", **body})
@@ -271,7 +272,7 @@ def test_openai_errors_name_the_parameter_in_openai_shape(client: TestClient) ->
     assert json_mode.value.param == "response_format"
     for body, param in [
         ({"prompt": "x", "temperature": 3}, "temperature"),
-        ({"prompt": "x", "logit_bias": {"1": 2}}, "logit_bias"),
+        ({"prompt": "x", "best_of": 2}, "best_of"),
         ({"prompt": "x", "max_tokens": 10**6}, "max_tokens"),
     ]:
         raw = client.post("/v1/completions", headers=HEADERS, json={"model": "default", **body})
@@ -280,12 +281,12 @@ def test_openai_errors_name_the_parameter_in_openai_shape(client: TestClient) ->
 
 def test_openai_chat_content_parts_user_and_usage_in_streams(client: TestClient, engine: FakeEngine) -> None:
     oai = openai.OpenAI(base_url="http://testserver/v1", api_key=TOKEN, http_client=client)
-    parts = [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]
+    parts = [{"type": "text", "text": "Say"}, {"type": "text", "text": "hello."}]
     chat = oai.chat.completions.create(
         model="default", messages=[{"role": "user", "content": parts}], user="team-b", max_completion_tokens=9
     )
     prompts, samplings = engine.calls[-1]
-    assert "User: Say hello." in prompts[0] and samplings[0].max_tokens == 9
+    assert "User: Say\nhello." in prompts[0] and samplings[0].max_tokens == 9
     assert chat.usage.completion_tokens > 0
     quiet = list(oai.completions.create(model="default", prompt="Once", max_tokens=8, stream=True))
     assert all(p.usage is None for p in quiet) and quiet[-1].choices
