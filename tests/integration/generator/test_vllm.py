@@ -5,13 +5,14 @@ One module-scoped server (the engine starts once, 40-120 s on 2 cores); few, sma
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,8 +22,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from services.generator.config import GeneratorSettings
+from services.generator.limits import KeyLimiter
 from services.generator.main import create_app
 from services.generator.parsing import normalise
+from shared.local_servers import LocalServer
 from shared.spec import RunSpec, load_spec_file
 from tests.integration.generator.conftest import wait_ready
 
@@ -31,6 +34,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "vllm-test-key"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+QUOTA_TOKEN = "vllm-quota-key"  # a key only the settlement test uses, so its counter is its own
 TASK = RunSpec.model_validate(load_spec_file(ROOT / "gold/specs/demo.yaml")).task.model_dump()
 
 
@@ -46,10 +50,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def server(redis_server: LocalServer) -> Iterator[str]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     settings = GeneratorSettings(
-        data_dir=data_dir(), api_keys={"tests": TOKEN}, generator_kv_cache_gib=1, generator_max_model_len=2048
+        data_dir=data_dir(),
+        api_keys={"tests": TOKEN, "quota": QUOTA_TOKEN},
+        redis_url=redis_server.url,
+        generator_kv_cache_gib=1,
+        generator_max_model_len=2048,
     )
     app = create_app(settings)
     port = free_port()
@@ -348,6 +356,60 @@ def test_openai_refusals_name_the_parameter(oai: openai.OpenAI, http: httpx.Clie
         )
     with pytest.raises(openai.BadRequestError, match="context"):
         oai.completions.create(model="default", prompt="word " * 3000, max_tokens=4)
+
+
+@pytest.fixture
+def spent(redis_server: LocalServer) -> Iterator[Callable[[], int]]:
+    """The tokens the key `quota` has used this minute, read from Redis as another replica would."""
+    limiter = KeyLimiter(GeneratorSettings(redis_url=redis_server.url))
+    with asyncio.Runner() as runner:
+        yield lambda: runner.run(limiter.tokens_used("quota"))
+        runner.run(limiter.aclose())
+
+
+def settled(spent: Callable[[], int], done: Callable[[int], bool]) -> int:
+    # The quota settles once the response is sent: wait for it rather than race it.
+    deadline = time.monotonic() + 30
+    while not done(used := spent()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return used
+
+
+def test_vllm_served_requests_settle_the_quota_with_their_usage(
+    server: str, http: httpx.Client, spent: Callable[[], int]
+) -> None:
+    """The usage vLLM's serving code reports is what the key is charged: a completion, a stream
+    (whose usage the generator reads without handing it to a client that did not ask), and a
+    stream the client leaves after its first token (its prompt and what it produced)."""
+    if 60 - time.time() % 60 < 20:  # token counters are per clock minute: start well inside one
+        time.sleep(60 - time.time() % 60 + 0.5)
+    quota = openai.OpenAI(base_url=f"{server}/v1", api_key=QUOTA_TOKEN, timeout=300)
+    done = quota.completions.create(model="default", prompt=FEW_SHOT, max_tokens=3, n=2, seed=1)
+    charged = done.usage.total_tokens
+    assert settled(spent, lambda used: used == charged) == charged
+    chunks = list(
+        quota.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_completion_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert all(c.usage is None for c in chunks[:-1]) and chunks[-1].usage is not None
+    charged += chunks[-1].usage.total_tokens
+    assert settled(spent, lambda used: used == charged) == charged
+    prompt = "Once upon a time, in a small village by the sea,"
+    prompt_tokens = http.post("/tokenize", json={"prompt": prompt}).json()["count"]
+    body = {"model": "default", "prompt": prompt, "max_tokens": 256, "stream": True}
+    with httpx.Client(base_url=server, timeout=60) as client:
+        headers = {"Authorization": f"Bearer {QUOTA_TOKEN}"}
+        with client.stream("POST", "/v1/completions", json=body, headers=headers) as stream:
+            first = next(line for line in stream.iter_lines() if line.startswith("data: {"))
+    assert "usage" not in json.loads(first.removeprefix("data: "))
+    # 256 tokens were reserved; the stream is charged its prompt and the few tokens it produced
+    left = settled(spent, lambda used: used - charged < 256) - charged
+    assert prompt_tokens + 1 <= left < 256
 
 
 def test_langchain_chat_openai_sends_content_parts(server: str) -> None:
