@@ -19,6 +19,7 @@ from shared.schemas.generation import (
     ClassifyResponse,
     GenerateRequest,
     GenerateResponse,
+    ServedModels,
 )
 from shared.schemas.runs import RunRead, RunSummary
 from shared.schemas.scoring import (
@@ -87,6 +88,10 @@ class GeneratorClient(ServiceClient):
 
     def attributes(self, request: AttributesRequest) -> AttributesResponse:
         return self._post("/v1/attributes", request, AttributesResponse)
+
+    def models(self, timeout_s: float = 10.0) -> list[str]:
+        """The names the generator serves (GET /v1/models)."""
+        return [m.id for m in self._request("GET", "/v1/models", ServedModels, timeout=timeout_s).data]
 
 
 class ScorerClient(ServiceClient):

@@ -9,6 +9,27 @@ from typing import Literal
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Names a run spec may give as `student.model`. "default" means the kind's default student;
+# the two package-backed names need no hub. Hub ids are loaded with trust_remote_code off and only
+# when listed here: a spec can never point the trainer at an arbitrary path or repository.
+DEFAULT_ALLOWED_STUDENTS = [
+    "default",
+    "minilm",
+    "sentence-transformers/all-MiniLM-L6-v2",
+    "tiny-t5",
+    "t5-small",
+    "t5-base",
+    "google-t5/t5-small",
+    "google-t5/t5-base",
+    "google/flan-t5-small",
+    "google/flan-t5-base",
+    "bert-base-uncased",
+    "google-bert/bert-base-uncased",
+    "roberta-base",
+    "FacebookAI/roberta-base",
+    "microsoft/deberta-v3-base",
+]
+
 
 class GoldSettings(BaseSettings):
     """Settings every process reads. The launcher (`gold up`) fills the URLs it starts."""
@@ -37,6 +58,8 @@ class GoldSettings(BaseSettings):
     scorer_url: str = "http://127.0.0.1:8002"
     # Token the orchestrator presents to the generator and scorer (one of their api_keys).
     service_token: SecretStr | None = None
+    # The trainer trains only these; the orchestrator refuses a run naming another (422).
+    allowed_student_models: list[str] = DEFAULT_ALLOWED_STUDENTS
 
     @field_validator("data_dir", "artifact_dir", "model_dir")
     @classmethod

@@ -1,118 +1,43 @@
-"""OpenAI-compatible completions, chat completions and models, so teams can use the `openai`
-client unchanged. Only the parameters the engines honour are accepted; others get a 422 that
-names them (silently ignoring a parameter would return something the caller did not ask for)."""
+"""OpenAI-compatible completions, chat completions, tokenize/detokenize and models, so teams can use
+the `openai` client (or anything built on it) unchanged.
+
+This module is what the generator puts in front of an OpenAI server: the model check, the per-key
+caps and token reservation, and usage metrics. The serving itself is the engine's: vLLM's own
+OpenAI serving classes on the vllm engine (engines/vllm_openai.py), the basic layer elsewhere
+(basic_openai.py).
+
+The request's quota (held by the route's dependency) settles the reservation when the request
+ends, with what `held.used` says then: the response's usage, or for a stream the usage of the
+last event that reached this layer (every event carries it here), so a stream the engine breaks
+or the client leaves is charged its prompt and what it produced; an error before any usage
+releases the reservation.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from typing import Annotated, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from pydantic import Field, StringConstraints
-
+from services.generator.basic_openai import BasicOpenAIServer
 from services.generator.config import GeneratorSettings
-from services.generator.engines.protocol import (
-    EngineError,
-    EngineRejected,
-    Sampling,
-    TextEngine,
-    derive_seed,
-    engine_errors,
-)
+from services.generator.engines.protocol import OpenAIResult, OpenAIServer, TextEngine
 from services.generator.limits import Quota, Reservation
 from services.generator.metrics import Metrics
-from services.generator.prompts import CHAT_STOP
-from shared.errors import InvalidInput, NotFound
-from shared.schemas.base import InputModel, OutputModel
+from services.generator.openai_schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    ModelCard,
+    ModelList,
+    SamplingFields,
+    TokenizeRequest,
+)
+from shared.errors import NotFound
 
-Text = Annotated[str, StringConstraints(max_length=200_000)]
-
-
-class _Sampling(InputModel):
-    model: str = Field(max_length=200)
-    n: int = Field(default=1, ge=1, le=128)
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=-1, ge=-1, le=100000)  # vLLM's extension, sent via extra_body
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    stop: str | list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(
-        default=None, max_length=8
-    )
-    stream: bool = False
-    stream_options: dict[str, bool] | None = None
-    user: str | None = Field(default=None, max_length=200)
-
-
-class CompletionRequest(_Sampling):
-    prompt: Text | list[Text] = Field(min_length=1)
-
-
-class ChatMessage(InputModel):
-    role: Literal["system", "user", "assistant"]
-    content: Text
-
-
-class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-
-
-class CompletionUsage(OutputModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class CompletionChoice(OutputModel):
-    index: int
-    text: str
-    finish_reason: str | None
-    logprobs: None = None
-
-
-class CompletionResponse(OutputModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: CompletionUsage
-
-
-class ChatChoiceMessage(OutputModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class ChatChoice(OutputModel):
-    index: int
-    message: ChatChoiceMessage
-    finish_reason: str | None
-    logprobs: None = None
-
-
-class ChatCompletionResponse(OutputModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: CompletionUsage
-
-
-class ModelCard(OutputModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "gold"
-
-
-class ModelList(OutputModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
+# OpenAI's default max_tokens for completions
+COMPLETION_MAX_TOKENS = 16
 
 
 def served_names(engine: TextEngine) -> list[str]:
@@ -125,81 +50,30 @@ def list_models(engine: TextEngine) -> ModelList:
     return ModelList(data=[ModelCard(id=name, created=created) for name in served_names(engine)])
 
 
-def _check_model(engine: TextEngine, model: str) -> None:
-    if model not in served_names(engine):
+def _check_model(engine: TextEngine, model: str | None) -> None:
+    if model is not None and model not in served_names(engine):
         raise NotFound(f"model {model!r} is not served here; GET /v1/models lists {served_names(engine)}")
 
 
-def _sampling(body: _Sampling, max_tokens: int, seed: int | None) -> Sampling:
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    if isinstance(body, ChatCompletionRequest):
-        stop += CHAT_STOP  # a base model continuing a transcript would write the user's turn too
-    return Sampling(
-        n=body.n,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        max_tokens=max_tokens,
-        seed=seed,
-        stop=stop,
-    )
+def _server(engine: TextEngine) -> OpenAIServer:
+    return engine.openai_server() or BasicOpenAIServer(engine)
 
 
-async def _admit(
-    quota: Quota,
-    body: _Sampling,
-    prompts: int,
-    max_tokens: int,
-    tokens_field: str = "max_tokens",
-) -> Reservation:
-    quota.check_caps(body.n * prompts, max_tokens, tokens_field=tokens_field)
-    if body.stream and (body.n > 1 or prompts > 1):
-        raise InvalidInput("stream", "streaming returns one completion: send n=1 and a single prompt")
-    return await quota.reserve(body.n * prompts * max_tokens)
-
-
-async def _run(engine: TextEngine, prompts: Sequence[str], body: _Sampling, max_tokens: int):  # noqa: ANN202
-    samplings = [
-        _sampling(
-            body,
-            max_tokens,
-            None if body.seed is None else (body.seed if len(prompts) == 1 else derive_seed(body.seed, i)),
-        )
-        for i in range(len(prompts))
-    ]
-    with engine_errors("request"):
-        return await engine.generate(prompts, samplings)
+def _prompt_count(prompt: object) -> int:
+    if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], int)):
+        return 1
+    return len(prompt)  # type: ignore[arg-type]
 
 
 async def complete(
-    engine: TextEngine,
-    body: CompletionRequest,
-    *,
-    settings: GeneratorSettings,
-    metrics: Metrics,
-    quota: Quota,
-) -> CompletionResponse | AsyncIterator[str]:
+    engine: TextEngine, body: CompletionRequest, *, metrics: Metrics, quota: Quota
+) -> OpenAIResult:
     _check_model(engine, body.model)
-    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-    max_tokens = body.max_tokens or 16  # OpenAI's default for completions
-    held = await _admit(quota, body, len(prompts), max_tokens)
-    if body.stream:
-        return _stream(engine, prompts[0], body, max_tokens, "text_completion", metrics, held)
-    results = await _run(engine, prompts, body, max_tokens)
-    choices = [
-        CompletionChoice(index=i * body.n + j, text=c.text, finish_reason=c.finish_reason)
-        for i, result in enumerate(results)
-        for j, c in enumerate(result.completions)
-    ]
-    usage = _usage(results)
-    metrics.record_tokens(usage.prompt_tokens, usage.completion_tokens)
-    held.used = usage.total_tokens
-    return CompletionResponse(
-        id=f"cmpl-{uuid.uuid4().hex}",
-        created=int(time.time()),
-        model=body.model,
-        choices=choices,
-        usage=usage,
+    max_tokens = body.max_tokens or COMPLETION_MAX_TOKENS
+    wire = {**body.wire(), "max_tokens": max_tokens}
+    completions = (body.n or 1) * _prompt_count(body.prompt)
+    return await _serve(
+        _server(engine).completions, wire, body, completions, max_tokens, "max_tokens", metrics, quota
     )
 
 
@@ -210,88 +84,118 @@ async def chat(
     settings: GeneratorSettings,
     metrics: Metrics,
     quota: Quota,
-) -> ChatCompletionResponse | AsyncIterator[str]:
+) -> OpenAIResult:
     _check_model(engine, body.model)
-    prompt = engine.chat_prompt([m.model_dump() for m in body.messages])
+    # An explicit bound (vLLM's own default is the rest of the context), so the reservation is known.
     max_tokens = body.max_completion_tokens or body.max_tokens or settings.generator_max_tokens // 4
-    held = await _admit(quota, body, 1, max_tokens, tokens_field="max_completion_tokens")
-    if body.stream:
-        return _stream(engine, prompt, body, max_tokens, "chat.completion.chunk", metrics, held)
-    results = await _run(engine, [prompt], body, max_tokens)
-    choices = [
-        ChatChoice(index=j, message=ChatChoiceMessage(content=c.text.strip()), finish_reason=c.finish_reason)
-        for j, c in enumerate(results[0].completions)
-    ]
-    usage = _usage(results)
-    metrics.record_tokens(usage.prompt_tokens, usage.completion_tokens)
-    held.used = usage.total_tokens
-    return ChatCompletionResponse(
-        id=f"chatcmpl-{uuid.uuid4().hex}",
-        created=int(time.time()),
-        model=body.model,
-        choices=choices,
-        usage=usage,
+    wire = {**body.wire(), "max_completion_tokens": max_tokens}
+    wire.pop("max_tokens", None)
+    return await _serve(
+        _server(engine).chat, wire, body, body.n or 1, max_tokens, "max_completion_tokens", metrics, quota
     )
 
 
-def _usage(results: Sequence) -> CompletionUsage:  # type: ignore[type-arg]
-    prompt_tokens = sum(r.prompt_tokens for r in results)
-    completion_tokens = sum(c.tokens for r in results for c in r.completions)
-    return CompletionUsage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-    )
+async def tokenize(engine: TextEngine, body: TokenizeRequest, *, quota: Quota) -> dict[str, Any]:
+    _check_model(engine, body.model)
+    await quota.reserve(0)  # counts the request
+    return await _server(engine).tokenize(body.wire())
 
 
-async def _stream(
-    engine: TextEngine,
-    prompt: str,
-    body: _Sampling,
+async def detokenize(engine: TextEngine, body: DetokenizeRequest, *, quota: Quota) -> dict[str, Any]:
+    _check_model(engine, body.model)
+    await quota.reserve(0)
+    return await _server(engine).detokenize(body.wire())
+
+
+async def _serve(
+    call: Callable[[dict[str, Any]], Awaitable[OpenAIResult]],
+    wire: dict[str, Any],
+    body: SamplingFields,
+    completions: int,
     max_tokens: int,
-    kind: str,
+    tokens_field: str,
     metrics: Metrics,
+    quota: Quota,
+) -> OpenAIResult:
+    quota.check_caps(completions, max_tokens, tokens_field=tokens_field)
+    held = await quota.reserve(completions * max_tokens)
+    asked = body.stream_options.model_dump() if body.stream_options else {}
+    if body.stream:  # every event then carries the usage so far: what a cut stream is charged
+        wire["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+    result = await call(wire)
+    if isinstance(result, dict):
+        usage = result["usage"]
+        held.used = usage["total_tokens"]
+        metrics.record_tokens(usage["prompt_tokens"], usage.get("completion_tokens") or 0)
+        return result
+    return _metered(
+        result,
+        StreamUsage(body.n or 1),
+        held,
+        metrics,
+        asked_usage=bool(asked.get("include_usage")),
+        asked_continuous=bool(asked.get("include_usage") and asked.get("continuous_usage_stats")),
+    )
+
+
+class StreamUsage:
+    """The tokens a stream has used so far, read from its events: each choice's event carries its
+    prompt's tokens and that choice's completion tokens so far (vLLM's continuous usage stats;
+    choice i answers prompt i // n), the final event the request's totals."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._prompts: dict[int, int] = {}
+        self._completions: dict[int, int] = {}
+        self._final: dict[str, int] | None = None
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        usage = chunk.get("usage")
+        if not usage:
+            return
+        if not chunk.get("choices"):
+            self._final = usage
+            return
+        for choice in chunk["choices"]:
+            index = choice["index"]
+            self._prompts[index // self.n] = usage["prompt_tokens"]
+            self._completions[index] = usage.get("completion_tokens") or 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self._final["prompt_tokens"] if self._final else sum(self._prompts.values())
+
+    @property
+    def completion_tokens(self) -> int:
+        if self._final:
+            return self._final.get("completion_tokens") or 0
+        return sum(self._completions.values())
+
+
+async def _metered(
+    events: AsyncIterator[str],
+    usage: StreamUsage,
     held: Reservation,
+    metrics: Metrics,
+    *,
+    asked_usage: bool,
+    asked_continuous: bool,
 ) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`. The tokens go on
-    `held` as they come, so a stream cut short is settled with what it produced."""
-    ident = f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex}"
-    created = int(time.time())
-    sampling = _sampling(body, max_tokens, body.seed)
-    produced = 0
-    held.used = engine.count_tokens(prompt)
-
-    def event(delta: str | None, finish: str | None, first: bool = False) -> str:
-        if kind == "text_completion":
-            choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
-        else:
-            message = (
-                {"role": "assistant", "content": delta or ""}
-                if first
-                else ({"content": delta} if delta else {})
-            )
-            choice = {"index": 0, "delta": message, "finish_reason": finish, "logprobs": None}
-        return (
-            "data: "
-            + json.dumps(
-                {"id": ident, "object": kind, "created": created, "model": body.model, "choices": [choice]}
-            )
-            + "\n\n"
-        )
-
+    """The events as they come, their usage recorded on `held` before each is sent; the usage the
+    client did not ask for (on every event, the final usage event) taken out."""
     try:
-        if kind != "text_completion":
-            yield event("", None, first=True)
-        finish: str | None = None
-        async for delta in engine.stream(prompt, sampling):
-            produced += delta.tokens
-            held.used += delta.tokens
-            finish = delta.finish_reason or finish
-            if delta.text:
-                yield event(delta.text, None)
-        yield event(None, finish or "stop")
-        yield "data: [DONE]\n\n"
-    except (EngineError, EngineRejected) as exc:
-        yield "data: " + json.dumps({"error": {"message": str(exc), "type": "upstream_error"}}) + "\n\n"
+        async for event in events:
+            if event.startswith("data: {"):
+                chunk = json.loads(event[len("data: ") :])
+                usage.add(chunk)
+                held.used = usage.prompt_tokens + usage.completion_tokens
+                if "usage" in chunk and not asked_continuous:
+                    if not chunk.get("choices"):
+                        if not asked_usage:
+                            continue
+                    else:
+                        del chunk["usage"]
+                        event = f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+            yield event
     finally:
-        metrics.record_tokens(0, produced)
+        metrics.record_tokens(usage.prompt_tokens, usage.completion_tokens)

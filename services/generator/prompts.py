@@ -245,5 +245,17 @@ def chat_transcript(messages: Sequence[dict[str, str]]) -> str:
     return "\n\n".join(lines) + "\n\nAssistant:"
 
 
+# chat_transcript as a chat template, for vLLM's chat serving of a model that has none (the
+# default teacher, a base model); tests/unit/generator/test_prompts.py checks that both agree.
+TRANSCRIPT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for m in messages -%}"
+    "{%- if not loop.first %}{{ '\\n\\n' }}{% endif -%}"
+    "{{ {'system': 'System', 'user': 'User', 'assistant': 'Assistant'}.get(m['role'], m['role'] | title) }}: "
+    "{{ m['content'] | trim }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt %}{{ '\\n\\nAssistant:' }}{% endif -%}"
+)
+
 # Where a transcript turn ends for a base model continuing it.
 CHAT_STOP = ("\n\nUser:", "\nUser:", "\n\nSystem:")

@@ -5,6 +5,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from services.orchestrator.config import OrchestratorSettings
+from shared.clients import GeneratorClient
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -38,6 +39,11 @@ async def get_settings(request: Request) -> OrchestratorSettings:
     return request.app.state.settings
 
 
+def get_generator(request: Request) -> GeneratorClient:
+    return request.app.state.generator
+
+
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 SettingsDep = Annotated[OrchestratorSettings, Depends(get_settings)]
+GeneratorDep = Annotated[GeneratorClient, Depends(get_generator)]

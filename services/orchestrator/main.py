@@ -41,6 +41,7 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
         metrics.watch(app.state.sessions, train_queue(app.state.redis_probe))
         token = settings.service_token.get_secret_value() if settings.service_token else None
         generator = GeneratorClient(settings.generator_url, token)
+        app.state.generator = generator
         scorer = ScorerClient(settings.scorer_url, token)
         driver = RunDriver(settings, app.state.sessions, train_queue(redis), generator, scorer, metrics)
         if drive_runs:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from services.orchestrator.config import OrchestratorSettings
 from shared.auth import OPERATOR, Principal
+from shared.clients import GeneratorClient
 from shared.db.base import utcnow
 from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -48,6 +49,26 @@ def visible(principal: Principal) -> ColumnElement[bool]:
     return true() if principal.admin else Run.owner == principal.name
 
 
+def check_models(spec: RunSpec, *, settings: OrchestratorSettings, generator: GeneratorClient) -> None:
+    """Before anything is paid for: the student is one the trainer trains, the teacher one the
+    generator serves ("default": whatever it serves; another name is asked of GET /v1/models, and
+    a generator that cannot answer is a 503 to retry, not a run on the wrong teacher)."""
+    allowed = settings.allowed_student_models
+    if spec.student.model not in allowed:
+        raise InvalidInput(
+            "student.model",
+            f"{spec.student.model!r} is not a student this deployment trains; allowed: {allowed} "
+            "(GOLD_ALLOWED_STUDENT_MODELS)",
+        )
+    if spec.teacher.model != "default":
+        served = generator.models()
+        if spec.teacher.model not in served:
+            raise InvalidInput(
+                "teacher.model",
+                f"{spec.teacher.model!r} is not served by the generator; it serves {served} (GET /v1/models)",
+            )
+
+
 def create_run(
     spec: RunSpec,
     *,
@@ -55,7 +76,12 @@ def create_run(
     settings: OrchestratorSettings,
     principal: Principal = OPERATOR,
     idempotency_key: str | None = None,
+    generator: GeneratorClient | None = None,
 ) -> Run:
+    """A new run (or the one this Idempotency-Key created). The API always passes `generator`;
+    in-process callers without one skip the teacher check."""
+    if generator is not None:
+        check_models(spec, settings=settings, generator=generator)
     owner = principal.name
     if idempotency_key:
         existing = session.scalar(

@@ -12,30 +12,8 @@ from shared.settings import GoldSettings
 # worker is gone (see worker.py and jobs._exit_with_parent).
 EXIT_WITH_PARENT_ENV = "GOLD_TRAINER_WORKER_PID"
 
-# Names a run spec may give as `student.model`. "default" means the kind's default student;
-# the two package-backed names need no hub. Hub ids are loaded with trust_remote_code off and only
-# when listed here: a spec can never point the trainer at an arbitrary path or repository.
-DEFAULT_ALLOWED_STUDENTS = [
-    "default",
-    "minilm",
-    "sentence-transformers/all-MiniLM-L6-v2",
-    "tiny-t5",
-    "t5-small",
-    "t5-base",
-    "google-t5/t5-small",
-    "google-t5/t5-base",
-    "google/flan-t5-small",
-    "google/flan-t5-base",
-    "bert-base-uncased",
-    "google-bert/bert-base-uncased",
-    "roberta-base",
-    "FacebookAI/roberta-base",
-    "microsoft/deberta-v3-base",
-]
-
 
 class TrainerSettings(GoldSettings):
-    allowed_student_models: list[str] = DEFAULT_ALLOWED_STUDENTS
     # CPU threads for torch (None: torch's default). The generator may share the cores.
     torch_threads: int | None = None
     # Target tokens for seq2seq students (the paper: 32 for labels and short answers).

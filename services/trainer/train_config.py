@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from services.trainer.config import DEFAULT_ALLOWED_STUDENTS, TrainerSettings
+from services.trainer.config import TrainerSettings
 from services.trainer.students import Example
+from shared.settings import DEFAULT_ALLOWED_STUDENTS
 from shared.spec import RunSpec
 
 

@@ -152,3 +152,13 @@ class AttributesResponse(OutputModel):
     attributes: list[str]  # distinct, in the order the teacher listed them (at most n)
     usage: Usage
     settings: GenerationSettingsUsed
+
+
+class ServedModel(OutputModel):
+    id: str
+
+
+class ServedModels(OutputModel):
+    """The generator's GET /v1/models (OpenAI's model list), as far as other services read it."""
+
+    data: list[ServedModel]

@@ -1,8 +1,8 @@
-"""OpenAI-compatible routes: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`."""
+"""OpenAI-compatible routes: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`,
+and vLLM's `POST /tokenize` and `POST /detokenize`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -11,82 +11,104 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.generator import openai_compat
 from services.generator.deps import EngineDep, MetricsDep, OpenAIAccess, SettingsDep
-from services.generator.openai_compat import (
+from services.generator.engines.protocol import OpenAIRequestError, OpenAIResult
+from services.generator.openai_schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
+    DetokenizeRequest,
+    DetokenizeResponse,
     ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
 )
-from shared.errors import GoldError
+from shared.errors import GoldError, InvalidInput
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(tags=["openai"])
 
 
-def _maybe_stream(result: object) -> object:
+def _respond(result: OpenAIResult) -> Response:
+    # The serving code builds the body (vLLM's own models on the vllm engine): passed as is.
     if isinstance(result, AsyncIterator):
         return StreamingResponse(result, media_type="text/event-stream")
-    return result
+    return JSONResponse(result)
 
 
-@router.post("/completions", response_model=CompletionResponse)
+@router.post("/v1/completions", response_model=CompletionResponse)
 async def completions(
-    body: CompletionRequest,
-    access: OpenAIAccess,
-    engine: EngineDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-) -> object:
-    result = await openai_compat.complete(engine, body, settings=settings, metrics=metrics, quota=access)
-    return _maybe_stream(result)
+    body: CompletionRequest, access: OpenAIAccess, engine: EngineDep, metrics: MetricsDep
+) -> Response:
+    result = await openai_compat.complete(engine, body, metrics=metrics, quota=access)
+    return _respond(result)
 
 
-@router.post("/chat/completions", response_model=ChatCompletionResponse)
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
 async def chat_completions(
     body: ChatCompletionRequest,
     access: OpenAIAccess,
     engine: EngineDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-) -> object:
+) -> Response:
     result = await openai_compat.chat(engine, body, settings=settings, metrics=metrics, quota=access)
-    return _maybe_stream(result)
+    return _respond(result)
 
 
-@router.get("/models", response_model=ModelList)
+@router.get("/v1/models", response_model=ModelList)
 async def models(_: OpenAIAccess, engine: EngineDep) -> ModelList:
     return openai_compat.list_models(engine)
 
 
-OPENAI_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/models"})
+@router.post("/tokenize", response_model=TokenizeResponse)
+async def tokenize(body: TokenizeRequest, access: OpenAIAccess, engine: EngineDep) -> Response:
+    return _respond(await openai_compat.tokenize(engine, body, quota=access))
+
+
+@router.post("/detokenize", response_model=DetokenizeResponse)
+async def detokenize(body: DetokenizeRequest, access: OpenAIAccess, engine: EngineDep) -> Response:
+    return _respond(await openai_compat.detokenize(engine, body, quota=access))
+
+
+OPENAI_PATHS = frozenset(
+    {"/v1/completions", "/v1/chat/completions", "/v1/models", "/tokenize", "/detokenize"}
+)
 
 
 def install_openai_error_format(app: FastAPI) -> None:
-    """Errors on the OpenAI routes in OpenAI's shape ({"error": {"message", "type", ...}}), so the
-    official client shows the message; the other routes keep the service's own shape."""
+    """Errors on the OpenAI routes in OpenAI's shape ({"error": {"message", "type", "param",
+    "code"}}), an invalid parameter a 400 naming it as OpenAI does, so the official client and
+    the libraries on it show the message; the other routes keep the service's own shape."""
     own_gold = app.exception_handlers[GoldError]
     own_invalid = app.exception_handlers[RequestValidationError]
 
-    def openai_body(error: str, message: str, status: int, detail: object = None) -> dict[str, object]:
-        body: dict[str, object] = {
-            "error": {"message": message, "type": error, "param": None, "code": status}
-        }
-        if detail is not None:
-            body["detail"] = detail
-        return body
+    def openai_error(kind: str, message: str, status: int, param: str | None) -> JSONResponse:
+        return JSONResponse(
+            {"error": {"message": message, "type": kind, "param": param, "code": status}}, status
+        )
 
     async def gold(request: Request, exc: Exception) -> Response:
         if request.url.path not in OPENAI_PATHS or not isinstance(exc, GoldError):
             return await own_gold(request, exc)
-        body = openai_body(exc.error, exc.message, exc.status_code, exc.detail)
-        return JSONResponse(body, exc.status_code, headers=exc.headers)
+        if isinstance(exc, InvalidInput):
+            param = ".".join(str(p) for p in exc.detail[0]["loc"])
+            return openai_error("invalid_request_error", exc.message, 400, param)
+        param = exc.param if isinstance(exc, OpenAIRequestError) else None
+        response = openai_error(exc.error, exc.message, exc.status_code, param)
+        response.headers.update(exc.headers or {})
+        return response
 
     async def invalid(request: Request, exc: Exception) -> Response:
-        response = await own_invalid(request, exc)
-        if request.url.path not in OPENAI_PATHS:
-            return response
-        own = json.loads(response.body)
-        return JSONResponse(openai_body("invalid_request_error", own["message"], 422, own.get("detail")), 422)
+        if request.url.path not in OPENAI_PATHS or not isinstance(exc, RequestValidationError):
+            return await own_invalid(request, exc)
+        errors = exc.errors()
+        loc = [str(p) for p in errors[0].get("loc", ()) if p != "body"] if errors else []
+        # OpenAI names the top-level parameter; a union's branch name (TokenizeChatRequest) is not one.
+        names = [p for p in loc if not p[:1].isupper()]
+        param = names[0] if names else None
+        where = ".".join(loc) or "body"
+        message = f"{where}: {errors[0].get('msg', 'invalid')}" if errors else "invalid request"
+        return openai_error("invalid_request_error", message, 400, param)
 
     app.add_exception_handler(GoldError, gold)
     app.add_exception_handler(RequestValidationError, invalid)

@@ -68,6 +68,9 @@ class HFEngine:
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def openai_server(self) -> None:
+        return None  # served by the basic layer
+
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         if getattr(self._tokenizer, "chat_template", None):
             return self._tokenizer.apply_chat_template(

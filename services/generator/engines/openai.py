@@ -69,6 +69,9 @@ class OpenAIEngine:
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)  # no tokenizer here: an estimate for limits only
 
+    def openai_server(self) -> None:
+        return None  # served by the basic layer
+
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         return chat_transcript(messages)
 

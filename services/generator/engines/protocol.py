@@ -11,10 +11,10 @@ import hashlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from services.generator.model_store import ResolvedModel
-from shared.errors import InvalidInput, UpstreamError
+from shared.errors import GoldError, InvalidInput, UpstreamError
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,34 @@ class EngineRejected(ValueError):
     """The engine refused the request's settings or prompt (a client error: 422)."""
 
 
+class OpenAIRequestError(GoldError):
+    """A request an OpenAI server refused, in OpenAI's terms: status, message, type and the
+    parameter at fault (rendered as {"error": {"message", "type", "param", "code"}})."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str | None = None):
+        super().__init__(message)
+        self.status_code = status
+        self.error = kind or ("invalid_request_error" if status < 500 else "server_error")
+        self.param = param
+
+
+OpenAIResult = dict[str, Any] | AsyncIterator[str]
+
+
+class OpenAIServer(Protocol):
+    """OpenAI's API on an engine: bodies in OpenAI's names in, a response body or server-sent
+    events (`data: {...}`) out; refusals raise OpenAIRequestError. Auth, limits and metrics are
+    the caller's (services/generator/openai_compat.py)."""
+
+    async def completions(self, body: dict[str, Any]) -> OpenAIResult: ...
+
+    async def chat(self, body: dict[str, Any]) -> OpenAIResult: ...
+
+    async def tokenize(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def detokenize(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
 @runtime_checkable
 class TextEngine(Protocol):
     info: EngineInfo
@@ -100,6 +128,11 @@ class TextEngine(Protocol):
         ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def openai_server(self) -> OpenAIServer | None:
+        """The engine's own OpenAI serving code (vLLM's), or None: the generator's basic layer
+        (services/generator/basic_openai.py) serves OpenAI's API through `generate`/`stream`."""
+        ...
 
 
 def derive_seed(base: int, *parts: object) -> int:

@@ -21,6 +21,7 @@ from services.generator.engines.protocol import (
     EngineError,
     EngineInfo,
     EngineRejected,
+    OpenAIServer,
     PromptResult,
     Sampling,
 )
@@ -44,6 +45,7 @@ class VLLMEngine:
         )
         self._llm: Any = None
         self._tokenizer: Any = None
+        self._openai: OpenAIServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -86,10 +88,22 @@ class VLLMEngine:
                 self._llm.shutdown()
                 self._llm = None
                 raise
+        from services.generator.engines.vllm_openai import VLLMOpenAIServer
+
+        model = self.info.model
+        self._openai = VLLMOpenAIServer(
+            self._llm,
+            list(dict.fromkeys([model.model_id, model.name])),
+            has_chat_template=bool(getattr(self._tokenizer, "chat_template", None)),
+            timeout_s=self.settings.generator_timeout_s,
+        )
+
+    def openai_server(self) -> OpenAIServer | None:
+        return self._openai
 
     async def close(self) -> None:
         if self._llm is not None:
-            llm, self._llm = self._llm, None
+            llm, self._llm, self._openai = self._llm, None, None
             # Stop the output loop first: left running, it reports the engine's exit as a crash.
             handler = getattr(llm, "output_handler", None)
             if handler is not None:

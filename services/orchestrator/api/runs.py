@@ -9,7 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from services.orchestrator import exports, report, service
-from services.orchestrator.deps import ReadSessionDep, SessionDep, SettingsDep
+from services.orchestrator.deps import GeneratorDep, ReadSessionDep, SessionDep, SettingsDep
 from shared.auth import PrincipalDep
 from shared.names import RunStatus
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage
@@ -24,10 +24,16 @@ def create_run(
     session: SessionDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    generator: GeneratorDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> RunRead:
     run = service.create_run(
-        spec, session=session, settings=settings, principal=principal, idempotency_key=idempotency_key
+        spec,
+        session=session,
+        settings=settings,
+        principal=principal,
+        idempotency_key=idempotency_key,
+        generator=generator,
     )
     return RunRead.model_validate(run)
 

@@ -5,7 +5,6 @@ tests are in test_vllm.py."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -242,15 +241,64 @@ def test_openai_client_against_the_serving_layer(client: TestClient) -> None:
     assert chunks[0].choices[0].delta.role == "assistant"
     with pytest.raises(openai.NotFoundError, match="GET /v1/models"):
         oai.completions.create(model="gpt-4", prompt="x")
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError, match="stream") as refused:
         oai.completions.create(model="default", prompt="x", n=2, stream=True)
+    assert refused.value.param == "stream"
     bad = openai.OpenAI(base_url="http://testserver/v1", api_key="wrong", http_client=client)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
-    raw = client.post(
-        "/v1/completions", headers=HEADERS, json={"model": "default", "prompt": "x", "logprobs": 2}
+
+
+def test_openai_errors_name_the_parameter_in_openai_shape(client: TestClient) -> None:
+    """What the basic layer (engines without vLLM's serving code) cannot honour is a 400 naming the
+    parameter, as is a value out of range or an unknown parameter; never a 422 or a 500."""
+    oai = openai.OpenAI(base_url="http://testserver/v1", api_key=TOKEN, http_client=client)
+    refused = {
+        "logprobs": {"prompt": "x", "logprobs": 2},
+        "echo": {"prompt": "x", "echo": True},
+        "frequency_penalty": {"prompt": "x", "frequency_penalty": 0.5},
+        "prompt": {"prompt": [1, 2, 3]},
+        "logit_bias": {"prompt": "x", "logit_bias": {"1": 2}},
+    }
+    for param, body in refused.items():
+        raw = client.post("/v1/completions", headers=HEADERS, json={"model": "default", **body})
+        assert raw.status_code == 400, raw.text
+        assert (
+            raw.json()["error"]["param"] == param and raw.json()["error"]["type"] == "invalid_request_error"
+        )
+    with pytest.raises(openai.BadRequestError) as json_mode:
+        oai.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": "Hi"}],
+            response_format={"type": "json_object"},
+        )
+    assert json_mode.value.param == "response_format"
+    for body, param in [
+        ({"prompt": "x", "temperature": 3}, "temperature"),
+        ({"prompt": "x", "best_of": 2}, "best_of"),
+        ({"prompt": "x", "max_tokens": 10**6}, "max_tokens"),
+    ]:
+        raw = client.post("/v1/completions", headers=HEADERS, json={"model": "default", **body})
+        assert raw.status_code == 400 and raw.json()["error"]["param"] == param, raw.text
+
+
+def test_openai_chat_content_parts_user_and_usage_in_streams(client: TestClient, engine: FakeEngine) -> None:
+    oai = openai.OpenAI(base_url="http://testserver/v1", api_key=TOKEN, http_client=client)
+    parts = [{"type": "text", "text": "Say"}, {"type": "text", "text": "hello."}]
+    chat = oai.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": parts}], user="team-b", max_completion_tokens=9
     )
-    assert raw.status_code == 422 and json.loads(raw.text)["detail"][0]["loc"] == ["logprobs"]
+    prompts, samplings = engine.calls[-1]
+    assert "User: Say\nhello." in prompts[0] and samplings[0].max_tokens == 9
+    assert chat.usage.completion_tokens > 0
+    quiet = list(oai.completions.create(model="default", prompt="Once", max_tokens=8, stream=True))
+    assert all(p.usage is None for p in quiet) and quiet[-1].choices
+    counted = list(
+        oai.completions.create(
+            model="default", prompt="Once", max_tokens=8, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert counted[-1].choices == [] and counted[-1].usage.completion_tokens > 0
 
 
 class PriorBiasedEngine(FakeEngine):

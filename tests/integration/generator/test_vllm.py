@@ -5,12 +5,14 @@ One module-scoped server (the engine starts once, 40-120 s on 2 cores); few, sma
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -20,8 +22,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from services.generator.config import GeneratorSettings
+from services.generator.limits import KeyLimiter
 from services.generator.main import create_app
 from services.generator.parsing import normalise
+from shared.local_servers import LocalServer
 from shared.spec import RunSpec, load_spec_file
 from tests.integration.generator.conftest import wait_ready
 
@@ -30,6 +34,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "vllm-test-key"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+QUOTA_TOKEN = "vllm-quota-key"  # a key only the settlement test uses, so its counter is its own
 TASK = RunSpec.model_validate(load_spec_file(ROOT / "gold/specs/demo.yaml")).task.model_dump()
 
 
@@ -45,10 +50,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def server(redis_server: LocalServer) -> Iterator[str]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     settings = GeneratorSettings(
-        data_dir=data_dir(), api_keys={"tests": TOKEN}, generator_kv_cache_gib=1, generator_max_model_len=2048
+        data_dir=data_dir(),
+        api_keys={"tests": TOKEN, "quota": QUOTA_TOKEN},
+        redis_url=redis_server.url,
+        generator_kv_cache_gib=1,
+        generator_max_model_len=2048,
     )
     app = create_app(settings)
     port = free_port()
@@ -199,35 +208,220 @@ def test_teacher_answers_questions_few_shot(http: httpx.Client) -> None:
     assert body["usage"]["completion_tokens"] > 0
 
 
-def test_openai_client_contract(server: str) -> None:
-    client = openai.OpenAI(base_url=f"{server}/v1", api_key=TOKEN, timeout=300)
-    assert "google/gemma-3-270m" in {m.id for m in client.models.list().data}
-    prompt = "Review: A warm, funny film.\nSentiment: positive\n\nReview: A dull mess.\nSentiment:"
-    with pytest.raises(openai.UnprocessableEntityError, match="greedy"):
-        client.completions.create(model="default", prompt=prompt, max_tokens=3, n=2, temperature=0.0)
-    done = client.completions.create(
-        model="google/gemma-3-270m", prompt=prompt, max_tokens=3, n=2, temperature=0.7, seed=1
-    )
+@pytest.fixture(scope="module")
+def oai(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=TOKEN, timeout=300)
+
+
+FEW_SHOT = "Review: A warm, funny film.\nSentiment: positive\n\nReview: A dull mess.\nSentiment:"
+
+
+def test_openai_client_contract(oai: openai.OpenAI) -> None:
+    assert "google/gemma-3-270m" in {m.id for m in oai.models.list().data}
+    done = oai.completions.create(model="google/gemma-3-270m", prompt=FEW_SHOT, max_tokens=3, n=2, seed=1)
     assert len(done.choices) == 2 and all(c.text for c in done.choices)
     assert done.usage.prompt_tokens > 10 and done.usage.completion_tokens > 0
-    same = client.completions.create(
-        model="default", prompt="The capital of France is", max_tokens=6, seed=3, temperature=0.8
-    )
-    again = client.completions.create(
-        model="default", prompt="The capital of France is", max_tokens=6, seed=3, temperature=0.8
+    same, again = (
+        oai.completions.create(model="default", prompt="The capital of France is", max_tokens=6, seed=3)
+        for _ in range(2)
     )
     assert same.choices[0].text == again.choices[0].text  # one seed, one prompt: reproducible
     pieces = list(
-        client.completions.create(
-            model="default", prompt="Once upon a time", max_tokens=8, stream=True, seed=2
-        )
+        oai.completions.create(model="default", prompt="Once upon a time", max_tokens=8, stream=True)
     )
     assert len(pieces) >= 3 and pieces[-1].choices[0].finish_reason in {"length", "stop"}
-    assert "".join(p.choices[0].text for p in pieces).strip()
-    chat = client.chat.completions.create(
-        model="default", max_tokens=12, messages=[{"role": "user", "content": "Name a colour."}]
+    assert "".join(p.choices[0].text for p in pieces if p.choices).strip()
+    assert all(p.usage is None for p in pieces)  # usage only when stream_options asks for it
+    with pytest.raises(openai.NotFoundError, match="GET /v1/models"):
+        oai.completions.create(model="gpt-4", prompt="x")
+
+
+def test_openai_completion_logprobs_with_echo_score_the_prompt(
+    oai: openai.OpenAI, http: httpx.Client
+) -> None:
+    """What lm-evaluation-harness's local-completions sends for log-likelihoods: token ids, echo,
+    logprobs, one greedy token."""
+    context, continuation = "The capital of France is", " Paris"
+    ids = http.post("/tokenize", json={"prompt": context + continuation}).json()["tokens"]
+    n_context = http.post("/tokenize", json={"prompt": context}).json()["count"]
+    scored = oai.completions.create(
+        model="default", prompt=[ids], max_tokens=1, temperature=0, logprobs=1, echo=True, seed=1234
     )
-    assert chat.choices[0].message.role == "assistant"
+    logprobs = scored.choices[0].logprobs
+    assert logprobs is not None and len(logprobs.tokens) == len(ids) + 1
+    assert logprobs.token_logprobs[0] is None  # nothing predicts the first (BOS) token
+    cont_logprob = sum(logprobs.token_logprobs[n_context : len(ids)])
+    assert -6 < cont_logprob < 0  # " Paris" is likely after this context
+    assert all(len(top) >= 1 for top in logprobs.top_logprobs[1:])
+    # the same number from the generation side: the top alternatives after the context
+    greedy = oai.completions.create(model="default", prompt=context, max_tokens=1, temperature=0, logprobs=5)
+    top = greedy.choices[0].logprobs.top_logprobs[0]
+    assert len(top) == 5 and abs(top.get(continuation, -99) - cont_logprob) < 0.05
+
+
+def test_openai_chat_logprobs_penalties_parts_and_limits(oai: openai.OpenAI) -> None:
+    question = "Name three colours."
+    chat = oai.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": question}],
+        max_completion_tokens=4,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        user="team-b",
+    )
+    choice = chat.choices[0]
+    assert choice.finish_reason in {"length", "stop"} and chat.usage.completion_tokens <= 4
+    assert choice.logprobs is not None and choice.logprobs.content
+    for token in choice.logprobs.content:
+        assert token.logprob <= 0 and len(token.top_logprobs) == 3
+        assert token.top_logprobs[0].logprob >= token.top_logprobs[-1].logprob
+    parts = [{"type": "text", "text": question}]  # LangChain's form
+    as_parts = oai.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": parts}], max_completion_tokens=4, temperature=0
+    )
+    assert as_parts.choices[0].message.content == choice.message.content
+    repeat = "one one one one one one one one one one"
+    plain = oai.completions.create(model="default", prompt=repeat, max_tokens=6, temperature=0)
+    penalised = oai.completions.create(
+        model="default",
+        prompt=repeat,
+        max_tokens=6,
+        temperature=0,
+        frequency_penalty=2.0,
+        presence_penalty=2.0,
+    )
+    assert plain.choices[0].text.split().count("one") > penalised.choices[0].text.split().count("one")
+
+
+def test_openai_response_format_guides_the_output(oai: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"sentiment": {"type": "string", "enum": ["positive", "negative"]}},
+        "required": ["sentiment"],
+        "additionalProperties": False,
+    }
+    prompt = FEW_SHOT.replace("Sentiment:", "JSON:")
+    out = oai.completions.create(
+        model="default",
+        prompt=prompt,
+        max_tokens=24,
+        temperature=0,
+        extra_body={
+            "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+        },
+    )
+    assert json.loads(out.choices[0].text)["sentiment"] in {"positive", "negative"}
+    chat = oai.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Give a JSON object with a key 'colour'."}],
+        max_completion_tokens=24,
+        temperature=0,
+        response_format={"type": "json_object"},
+    )
+    assert chat.choices[0].message.content.lstrip().startswith("{")
+
+
+def test_openai_streams_usage_and_tokenize_roundtrip(oai: openai.OpenAI, http: httpx.Client) -> None:
+    chunks = list(
+        oai.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_completion_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices == [] and 0 < chunks[-1].usage.completion_tokens <= 5
+    text = "The capital of France is Paris."
+    tokens = http.post("/tokenize", json={"model": "default", "prompt": text}).json()
+    assert tokens["count"] == len(tokens["tokens"]) > 5 and tokens["tokens"][0] == 2  # gemma's BOS
+    back = http.post("/detokenize", json={"tokens": tokens["tokens"][1:]})
+    assert back.status_code == 200 and back.json()["prompt"] == text
+    chat_tokens = http.post("/tokenize", json={"messages": [{"role": "user", "content": "Hi"}]}).json()
+    assert chat_tokens["count"] > 3
+
+
+def test_openai_refusals_name_the_parameter(oai: openai.OpenAI, http: httpx.Client) -> None:
+    for body, param in [
+        ({"logprobs": 50}, "logprobs"),  # over vLLM's --max-logprobs
+        ({"best_of": 2}, "best_of"),  # not offered here
+        ({"suffix": "x"}, "suffix"),
+    ]:
+        raw = http.post("/v1/completions", json={"model": "default", "prompt": "Hi", **body})
+        assert raw.status_code == 400, raw.text
+        assert (
+            raw.json()["error"]["param"] == param and raw.json()["error"]["type"] == "invalid_request_error"
+        )
+    with pytest.raises(openai.BadRequestError, match="context"):
+        oai.completions.create(model="default", prompt="word " * 3000, max_tokens=4)
+
+
+@pytest.fixture
+def spent(redis_server: LocalServer) -> Iterator[Callable[[], int]]:
+    """The tokens the key `quota` has used this minute, read from Redis as another replica would."""
+    limiter = KeyLimiter(GeneratorSettings(redis_url=redis_server.url))
+    with asyncio.Runner() as runner:
+        yield lambda: runner.run(limiter.tokens_used("quota"))
+        runner.run(limiter.aclose())
+
+
+def settled(spent: Callable[[], int], done: Callable[[int], bool]) -> int:
+    # The quota settles once the response is sent: wait for it rather than race it.
+    deadline = time.monotonic() + 30
+    while not done(used := spent()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return used
+
+
+def test_vllm_served_requests_settle_the_quota_with_their_usage(
+    server: str, http: httpx.Client, spent: Callable[[], int]
+) -> None:
+    """The usage vLLM's serving code reports is what the key is charged: a completion, a stream
+    (whose usage the generator reads without handing it to a client that did not ask), and a
+    stream the client leaves after its first token (its prompt and what it produced)."""
+    if 60 - time.time() % 60 < 20:  # token counters are per clock minute: start well inside one
+        time.sleep(60 - time.time() % 60 + 0.5)
+    quota = openai.OpenAI(base_url=f"{server}/v1", api_key=QUOTA_TOKEN, timeout=300)
+    done = quota.completions.create(model="default", prompt=FEW_SHOT, max_tokens=3, n=2, seed=1)
+    charged = done.usage.total_tokens
+    assert settled(spent, lambda used: used == charged) == charged
+    chunks = list(
+        quota.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_completion_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert all(c.usage is None for c in chunks[:-1]) and chunks[-1].usage is not None
+    charged += chunks[-1].usage.total_tokens
+    assert settled(spent, lambda used: used == charged) == charged
+    prompt = "Once upon a time, in a small village by the sea,"
+    prompt_tokens = http.post("/tokenize", json={"prompt": prompt}).json()["count"]
+    body = {"model": "default", "prompt": prompt, "max_tokens": 256, "stream": True}
+    with httpx.Client(base_url=server, timeout=60) as client:
+        headers = {"Authorization": f"Bearer {QUOTA_TOKEN}"}
+        with client.stream("POST", "/v1/completions", json=body, headers=headers) as stream:
+            first = next(line for line in stream.iter_lines() if line.startswith("data: {"))
+    assert "usage" not in json.loads(first.removeprefix("data: "))
+    # 256 tokens were reserved; the stream is charged its prompt and the few tokens it produced
+    left = settled(spent, lambda used: used - charged < 256) - charged
+    assert prompt_tokens + 1 <= left < 256
+
+
+def test_langchain_chat_openai_sends_content_parts(server: str) -> None:
+    from langchain_core.messages import HumanMessage
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="default", base_url=f"{server}/v1", api_key=TOKEN, max_tokens=6, temperature=0)
+    reply = llm.invoke([HumanMessage(content=[{"type": "text", "text": "Name a colour."}])])
+    assert isinstance(reply.content, str) and reply.content.strip()
+    assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] > 0
+    streamed = list(llm.stream("Name a colour."))
+    assert "".join(str(c.content) for c in streamed).strip()
 
 
 def test_openai_engine_drives_a_remote_server(server: str) -> None:

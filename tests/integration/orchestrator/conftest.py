@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
+from services.generator.config import GeneratorSettings
+from services.generator.main import create_app as create_generator
 from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.main import create_app
-from tests.support import sentiment_task
+from tests.support import free_port, sentiment_task
+from tests.unit.generator.fakes import FakeEngine
 
 TOKEN = "test-token"
 
@@ -45,3 +51,19 @@ def spec(shared_data) -> dict:
             "limit": 20,
         },
     }
+
+
+@pytest.fixture
+def generator_url() -> Iterator[str]:
+    """A real generator app (a scripted engine serving "fake/model" as "default") over HTTP."""
+    settings = GeneratorSettings(api_keys={"tests": TOKEN})
+    server = uvicorn.Server(
+        uvicorn.Config(create_generator(settings, engine=FakeEngine()), port=free_port(), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(10)

@@ -6,9 +6,14 @@ import copy
 import uuid
 
 import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from services.orchestrator.main import create_app
 from shared.db.models import Run, Sample
+from tests.integration.orchestrator.conftest import TOKEN
+from tests.support import free_port
 
 
 def test_create_then_read_run(api, spec, session_factory):
@@ -61,6 +66,7 @@ _DELETE = object()
         ("evaluation.metric", "rouge_l", "evaluation"),  # a seq2seq metric on a classification task
         ("evaluation.metric", "bleu", "evaluation.metric"),
         ("loop.unknown_knob", 3, "loop.unknown_knob"),
+        ("student", {"model": "gpt2-xl"}, "student.model"),  # not in the trainer's allow-list
     ],
 )
 def test_invalid_spec_is_422_naming_the_field(api, spec, session_factory, path, value, field):
@@ -135,3 +141,26 @@ def test_dataset_is_jsonl_and_model_needs_a_student(api, spec):
     assert rows[0]["text"] == given[0]["text"] and rows[0]["label"] == given[0]["label"]
     model = api.get(f"/runs/{run['id']}/model")
     assert model.status_code == 409 and "no trained student" in model.json()["message"]
+
+
+def test_teacher_model_must_be_served_by_the_generator(
+    orchestrator_settings, session_factory, spec, generator_url
+):
+    settings = orchestrator_settings.model_copy(
+        update={"generator_url": generator_url, "service_token": SecretStr(TOKEN)}
+    )
+    with TestClient(
+        create_app(settings, drive_runs=False), headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
+        unknown = api.post("/runs", json={**spec, "teacher": {"model": "meta-llama/Llama-3-70B"}})
+        assert unknown.status_code == 422, unknown.text
+        assert unknown.json()["detail"][0]["loc"] == ["teacher", "model"]
+        assert "fake/model" in unknown.json()["message"]  # what it could have named
+        with session_factory() as session:
+            assert session.scalar(select(func.count()).select_from(Run)) == 0
+        assert api.post("/runs", json={**spec, "teacher": {"model": "fake/model"}}).status_code == 201
+        assert api.post("/runs", json=spec).status_code == 201  # "default": no question asked
+    down = orchestrator_settings.model_copy(update={"generator_url": f"http://127.0.0.1:{free_port()}"})
+    with TestClient(create_app(down, drive_runs=False), headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        # never a run on a teacher nobody checked: retry once the generator answers
+        assert api.post("/runs", json={**spec, "teacher": {"model": "fake/model"}}).status_code == 503

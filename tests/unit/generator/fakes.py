@@ -75,6 +75,9 @@ class FakeEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def openai_server(self) -> None:
+        return None  # served by the basic layer
+
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         return chat_transcript(messages)
 

@@ -7,9 +7,11 @@ from collections import Counter
 
 from services.generator.prompts import (
     OOD_INSTRUCTIONS,
+    TRANSCRIPT_TEMPLATE,
     answer_prefix,
     answer_prompt,
     assign_labels,
+    chat_transcript,
     field_pattern,
     parse_attributes,
     plan_generation,
@@ -230,3 +232,17 @@ def test_each_training_prompt_shows_its_own_few_feedback_samples() -> None:
     assert all(len(p.feedback) == 2 for p in plans)
     assert len({tuple(sorted(p.feedback)) for p in plans}) > 1  # not the same pair everywhere
     assert {i for p in plans for i in p.feedback} == {0, 1, 2, 3}  # every sample is shown somewhere
+
+
+def test_transcript_template_renders_what_chat_transcript_writes() -> None:
+    import jinja2
+
+    messages = [
+        {"role": "system", "content": "Be brief. "},
+        {"role": "user", "content": " Name a colour."},
+        {"role": "assistant", "content": "Red."},
+        {"role": "user", "content": "Another?"},
+    ]
+    template = jinja2.Environment().from_string(TRANSCRIPT_TEMPLATE)
+    rendered = template.render(messages=messages, bos_token="<bos>", add_generation_prompt=True)
+    assert rendered == "<bos>" + chat_transcript(messages)
