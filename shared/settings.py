@@ -17,7 +17,8 @@ class GoldSettings(BaseSettings):
 
     data_dir: Path = Path(".gold")
     artifact_dir: Path | None = None
-    # Converted teacher models (a cache worth sharing between data directories); default under data_dir.
+    # Converted packaged models, the teacher and the causal student (a cache worth sharing between
+    # data directories); default under data_dir.
     model_dir: Path | None = None
     database_url: str | None = None
     redis_url: str | None = None
@@ -46,6 +47,10 @@ class GoldSettings(BaseSettings):
     @property
     def artifacts(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
 
     def require_database_url(self) -> str:
         if not self.database_url:
