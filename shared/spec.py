@@ -73,9 +73,16 @@ class TeacherSpec(InputModel):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
+# Student model names that mean an encoder-decoder (student.kind auto -> seq2seq): "tiny-t5", t5-*,
+# flan-t5-*, bart-*; any other name of a seq2seq task is a causal LM.
+ENCODER_DECODER_FAMILIES = ("t5", "bart")
+
+
 class StudentSpec(InputModel):
     model: str = Field(default="default", max_length=200)
-    kind: Literal["auto", "classifier", "seq2seq"] = "auto"
+    # auto: a classifier for classification; for seq2seq tasks a causal LM (the default student,
+    # SmolLM2-135M-Instruct), or an encoder-decoder when `model` names one (T5, BART).
+    kind: Literal["auto", "classifier", "seq2seq", "causal"] = "auto"
     epochs: int = Field(default=3, ge=1, le=100)
     # The final student is fresh and sees the pool once per epoch, while the loop's student kept
     # training across iterations: give it more epochs, stopped early on held-out generated data.
@@ -242,10 +249,13 @@ class RunSpec(InputModel):
         return chosen or TASK_METRICS[self.task.type][0]
 
     @property
-    def student_kind(self) -> Literal["classifier", "seq2seq"]:
+    def student_kind(self) -> Literal["classifier", "seq2seq", "causal"]:
         if self.student.kind != "auto":
             return self.student.kind
-        return "classifier" if self.task.type == "classification" else "seq2seq"
+        if self.task.type == "classification":
+            return "classifier"
+        name = self.student.model.lower()
+        return "seq2seq" if any(family in name for family in ENCODER_DECODER_FAMILIES) else "causal"
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:

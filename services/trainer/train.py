@@ -161,7 +161,7 @@ def _load_student(cfg: TrainConfig, device: torch.device) -> tuple[Student, str]
     if cfg.init_from is not None:
         model, tokenizer = load_checkpoint_model(cfg.kind, cfg.init_from)
     else:
-        model, tokenizer = build_fresh(cfg.kind, base_model, fmt, cfg.seed)
+        model, tokenizer = build_fresh(cfg.kind, base_model, fmt, cfg.seed, cfg.models_dir)
     model.to(device)
     return Student(cfg.kind, model, tokenizer, fmt, cfg.max_length, cfg.max_target_length), base_model
 

@@ -279,7 +279,8 @@ def test_seq2seq_student_with_generation_metrics(trainer_env, session_factory, r
             "output_field": "answer",
             "seed_examples": seeds,
         },
-        "student": {"epochs": 1, "batch_size": 4, "max_length": 64, "loss": "sce"},
+        # the T5 kind (the default student of seq2seq tasks is the causal SmolLM2)
+        "student": {"model": "tiny-t5", "epochs": 1, "batch_size": 4, "max_length": 64, "loss": "sce"},
         "evaluation": {"path": str(eval_path), "label_field": "answers.text"},
     }
     run_id = _run(session_factory, spec)
