@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from shared.schemas.base import InputModel
 
@@ -202,6 +202,9 @@ class EvaluationSpec(InputModel):
     # (or `reference_examples`) is measured on the evaluation data beside the distilled one.
     reference_path: str | None = Field(default=None, min_length=1, max_length=1000)
     reference_examples: int | None = Field(default=None, ge=2, le=100000)
+    # Also measure the student BEFORE distillation answering the same data few-shot after the seed
+    # examples (causal students: what distillation added). `gold eval --modes student` sets it.
+    student_baseline: bool = False
 
 
 class RunSpec(InputModel):
@@ -241,6 +244,15 @@ class RunSpec(InputModel):
                     f"metric {value.metric!r} does not apply to {task.type} tasks: use one of {list(allowed)}"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _student_baseline_needs_a_causal_student(self) -> RunSpec:
+        if self.evaluation is not None and self.evaluation.student_baseline and self.student_kind != "causal":
+            raise ValueError(
+                "evaluation.student_baseline: only a causal student answers few-shot before training "
+                f"(this spec's student is a {self.student_kind})"
+            )
+        return self
 
     @property
     def headline_metric(self) -> str:

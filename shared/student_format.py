@@ -62,6 +62,10 @@ class StudentFormat:
         """The continuation a causal student learns after its prompt (without the end token)."""
         return f" {(self.target(fields, label) or '').strip()}"
 
+    def few_shot_prefix(self, shots: Sequence[Mapping[str, str]]) -> str:
+        """The seed examples as solved prompts, one blank line apart, before a causal prompt."""
+        return "".join(f"{self.causal_prompt(s)}{self.causal_target(s)}\n\n" for s in shots)
+
     def target(self, fields: Mapping[str, str], label: str | None = None) -> str | None:
         """The text a seq2seq student must produce (the label for classification)."""
         if label is not None:

@@ -169,6 +169,7 @@ class Student:
     fmt: StudentFormat
     max_length: int
     max_target_length: int
+    prefix: str = ""  # causal: text before every prompt (the seed examples of the few-shot baseline)
 
     # -- encoding -------------------------------------------------------------------------------
     def encode_inputs(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
@@ -179,7 +180,7 @@ class Student:
             second = [b for _, b in pairs] if pairs and pairs[0][1] is not None else None
             enc = self.tokenizer(first, second, truncation=True, max_length=self.max_length)
         elif self.kind == "causal":
-            prompts = [self.fmt.causal_prompt(e.fields) for e in examples]
+            prompts = [self.prefix + self.fmt.causal_prompt(e.fields) for e in examples]
             enc = self.tokenizer(prompts, truncation=True, max_length=self.max_length)
         else:
             sources = [self.fmt.seq2seq_source(e.fields) for e in examples]

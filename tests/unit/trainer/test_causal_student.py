@@ -47,6 +47,8 @@ def test_prompt_names_the_fields_and_ends_with_the_answer_cue():
     fields = {"context": "Paris is in France.", "question": "Where is Paris ?", "answer": "France."}
     assert QA.causal_prompt(fields) == "context: Paris is in France.\nquestion: Where is Paris ?\nanswer:"
     assert QA.causal_target(fields) == " France."
+    shots = QA.few_shot_prefix([fields, {"context": "Paris", "question": "?", "answer": "Paris"}])
+    assert shots == f"{QA.causal_prompt(fields)} France.\n\ncontext: Paris\nquestion: ?\nanswer: Paris\n\n"
 
 
 def test_labels_are_shifted_answer_tokens_with_prompt_and_padding_masked():
