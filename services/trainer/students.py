@@ -147,8 +147,7 @@ def load_checkpoint_model(kind: StudentKind, path: Path) -> tuple[PreTrainedMode
 
 def _causal_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> PreTrainedTokenizerBase:
     """Pads with eos where the model has no pad token (Llama, Qwen base models); a long prompt loses
-    its beginning, never the question and the answer cue at its end (the scorer truncates alike:
-    the setting is saved with the tokenizer)."""
+    its beginning, never the question and the answer cue at its end (the scorer truncates alike)."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.truncation_side = "left"
