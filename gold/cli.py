@@ -309,7 +309,8 @@ def eval_command(
     modes: Annotated[
         str,
         typer.Option(
-            help="comma-separated: gold, vanilla, teacher, supervised (the student on as many real "
+            help="comma-separated: gold, vanilla, teacher, student (a causal student before "
+            "distillation, few-shot from the seed examples), supervised (the student on as many real "
             "labelled examples, when the spec has evaluation.reference_path)"
         ),
     ] = "gold,vanilla,teacher,supervised",

@@ -1,5 +1,6 @@
 """`gold eval`: the same spec as GOLD (feedback on), vanilla (feedback off, same budget and seeds),
-the teacher answering few-shot and, when the spec names a labelled training file
+the teacher answering few-shot, the student before distillation answering few-shot from the same
+seed examples (causal students) and, when the spec names a labelled training file
 (evaluation.reference_path), the supervised reference (the student trained on as many real labelled
 examples as the run generates), measured on the spec's real evaluation data.
 
@@ -34,13 +35,14 @@ from shared.names import (
     TERMINAL_RUN_STATUSES,
     RunStatus,
     eval_metric,
+    fewshot_metric,
     reference_metric,
     teacher_eval_metric,
 )
 from shared.schemas.runs import RunRead, RunSummary
 from shared.spec import LoopSpec, RunSpec, StudentSpec, TeacherSpec
 
-MODES = ("gold", "vanilla", "teacher", "supervised")
+MODES = ("gold", "vanilla", "teacher", "student", "supervised")
 STUDENT_MODES = ("gold", "vanilla")
 
 
@@ -56,6 +58,12 @@ class BaselineMetrics:
 
 BASELINE_METRICS = {
     "teacher": BaselineMetrics(teacher_eval_metric, TEACHER_PARAMETERS, TEACHER_SECONDS_PER_EXAMPLE, None),
+    "student": BaselineMetrics(
+        lambda task_metric: fewshot_metric(eval_metric(task_metric)),
+        fewshot_metric(STUDENT_PARAMETERS),
+        fewshot_metric(EVAL_SECONDS_PER_EXAMPLE),
+        None,
+    ),
     "supervised": BaselineMetrics(
         lambda task_metric: reference_metric(eval_metric(task_metric)),
         reference_metric(STUDENT_PARAMETERS),
@@ -92,14 +100,20 @@ def parse_modes(raw: str) -> list[str]:
         raise ValueError(f"--modes: unknown mode(s) {unknown}; choose from {list(MODES)}")
     if not set(modes) & set(STUDENT_MODES):
         raise ValueError(
-            "--modes: the teacher and the supervised reference are measured inside a gold or vanilla "
+            "--modes: the teacher, the student's few-shot baseline and the supervised reference are "
+            "measured inside a gold or vanilla "
             "run; add one of them"
         )
     return modes
 
 
 def mode_spec(
-    spec: dict[str, Any], mode: str, repeat: int, measure_teacher: bool, measure_supervised: bool = False
+    spec: dict[str, Any],
+    mode: str,
+    repeat: int,
+    measure_teacher: bool,
+    measure_supervised: bool = False,
+    measure_student: bool = False,
 ) -> dict[str, Any]:
     out = copy.deepcopy(spec)
     out["name"] = f"{spec['name']}-{mode}-r{repeat}"
@@ -109,6 +123,8 @@ def mode_spec(
         section["seed"] = int(section.get("seed", _default(model, "seed"))) + repeat
     if out.get("evaluation"):
         out["evaluation"]["teacher_baseline"] = measure_teacher
+        if measure_student:
+            out["evaluation"]["student_baseline"] = True
         if not measure_supervised:
             out["evaluation"].pop("reference_path", None)
             out["evaluation"].pop("reference_examples", None)
@@ -361,7 +377,8 @@ def evaluate(
     run: Callable[[dict[str, Any]], RunSummary],
 ) -> dict[str, Any]:
     """Run every (repeat, mode) one after the other through `run`; collect the headline metrics.
-    The teacher (deterministic) is measured once; the supervised reference, whose student seed
+    The teacher and the student's few-shot baseline (greedy, deterministic) are measured once; the
+    supervised reference, whose student seed
     moves with the repeat like the others', once per repeat."""
     results = {m: ModeResult(m) for m in modes}
     student_modes = [m for m in modes if m in STUDENT_MODES]
@@ -369,7 +386,8 @@ def evaluate(
         for i, mode in enumerate(student_modes):
             measure_teacher = "teacher" in modes and repeat == 0 and i == 0
             measure_supervised = "supervised" in modes and i == 0
-            summary = run(mode_spec(spec, mode, repeat, measure_teacher, measure_supervised))
+            measure_student = "student" in modes and repeat == 0 and i == 0
+            summary = run(mode_spec(spec, mode, repeat, measure_teacher, measure_supervised, measure_student))
             result = results[mode]
             result.run_ids.append(str(summary.run.id))
             if summary.run.status != RunStatus.SUCCEEDED:
@@ -384,7 +402,12 @@ def evaluate(
             result.parameters = metrics.get(STUDENT_PARAMETERS, result.parameters)
             result.seconds_per_example = metrics.get(EVAL_SECONDS_PER_EXAMPLE, result.seconds_per_example)
             baselines = next((it.metrics for it in summary.iterations if it.index == 0), {})
-            for baseline, measured in (("teacher", measure_teacher), ("supervised", measure_supervised)):
+            measured_baselines = (
+                ("teacher", measure_teacher),
+                ("student", measure_student),
+                ("supervised", measure_supervised),
+            )
+            for baseline, measured in measured_baselines:
                 names = BASELINE_METRICS[baseline]
                 if measured and names.headline(task_metric) in baselines:
                     row = results[baseline]
@@ -436,7 +459,7 @@ def sweep(
     """`evaluate` at each generation budget; the teacher is measured once (it does not depend on it)."""
     points = []
     for i, budget in enumerate(budgets):
-        chosen = modes if i == 0 else [m for m in modes if m != "teacher"]
+        chosen = modes if i == 0 else [m for m in modes if m not in ("teacher", "student")]
         points.append({"budget": budget, **evaluate(budget_spec(spec, budget), chosen, repeats, run)})
     return {"spec": spec["name"], "repeats": repeats, "budgets": budgets, "points": points}
 

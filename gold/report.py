@@ -12,6 +12,7 @@ from shared.names import (
     TRAIN_LOSS,
     Stage,
     eval_metric,
+    fewshot_metric,
     reference_metric,
     teacher_eval_metric,
 )
@@ -26,6 +27,7 @@ STAGE_GROUPS = {
     "scoring": (Stage.SCORE, Stage.SELECT),
     "teacher baseline": (Stage.TEACHER_EVAL,),
     "supervised reference": (Stage.REFERENCE_TRAIN,),
+    "student few-shot baseline": (Stage.STUDENT_EVAL,),
 }
 
 
@@ -64,6 +66,9 @@ def iteration_table(summary: RunSummary) -> Table:
     teacher, reference = teacher_eval_metric(metric), reference_metric(eval_metric(metric))
     if teacher in baselines:
         captions.append(f"teacher few-shot real-data {name}: {baselines[teacher]:.3f}")
+    fewshot = fewshot_metric(eval_metric(metric))
+    if fewshot in baselines:
+        captions.append(f"student before distillation, few-shot real-data {name}: {baselines[fewshot]:.3f}")
     if reference in baselines:
         captions.append(
             f"supervised reference ({baselines.get(REFERENCE_EXAMPLES, 0):.0f} real examples): "
@@ -137,7 +142,13 @@ def time_split_table(summary: RunSummary) -> Table:
     table.add_column("seconds", justify="right")
     table.add_column("share", justify="right")
     for part, seconds in split.items():
-        if not seconds and part in ("teacher baseline", "supervised reference", "teacher verification"):
+        optional = (
+            "teacher baseline",
+            "supervised reference",
+            "student few-shot baseline",
+            "teacher verification",
+        )
+        if not seconds and part in optional:
             continue  # not asked for in this run (or the teacher baseline was reused)
         table.add_row(part, f"{seconds:.0f}", "" if part == "total" else f"{seconds / total:.0%}")
     return table

@@ -53,6 +53,7 @@ class Stage(StrEnum):
     SELECT = "select"
     FINAL_TRAIN = "final_train"
     REFERENCE_TRAIN = "reference_train"
+    STUDENT_EVAL = "student_eval"
 
 
 # -- metric names ------------------------------------------------------------------------------
@@ -63,6 +64,8 @@ class Stage(StrEnum):
 EVAL_PREFIX = "eval_"
 TEACHER_PREFIX = "teacher_"
 REFERENCE_PREFIX = "reference_"
+# the student before distillation, answering few-shot from the seed examples (causal students)
+FEWSHOT_PREFIX = "fewshot_"
 
 
 def eval_metric(task_metric: str) -> str:
@@ -78,6 +81,11 @@ def teacher_eval_metric(task_metric: str) -> str:
 def reference_metric(student_metric: str) -> str:
     """eval_accuracy -> reference_eval_accuracy: any student metric, of the supervised reference."""
     return f"{REFERENCE_PREFIX}{student_metric}"
+
+
+def fewshot_metric(student_metric: str) -> str:
+    """eval_f1 -> fewshot_eval_f1: a student metric of the student before distillation, few-shot."""
+    return f"{FEWSHOT_PREFIX}{student_metric}"
 
 
 # What every trained student reports (the trainer writes them).

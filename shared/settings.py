@@ -17,6 +17,13 @@ DEFAULT_ALLOWED_STUDENTS = [
     "minilm",
     "sentence-transformers/all-MiniLM-L6-v2",
     "tiny-t5",
+    "smollm2-135m",
+    "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "HuggingFaceTB/SmolLM2-360M-Instruct",
+    "Qwen/Qwen2.5-0.5B",
+    "Qwen/Qwen2.5-0.5B-Instruct",
+    "meta-llama/Llama-3.2-1B",
+    "meta-llama/Llama-3.2-1B-Instruct",
     "t5-small",
     "t5-base",
     "google-t5/t5-small",
@@ -38,7 +45,8 @@ class GoldSettings(BaseSettings):
 
     data_dir: Path = Path(".gold")
     artifact_dir: Path | None = None
-    # Converted teacher models (a cache worth sharing between data directories); default under data_dir.
+    # Converted packaged models, the teacher and the causal student (a cache worth sharing between
+    # data directories); default under data_dir.
     model_dir: Path | None = None
     database_url: str | None = None
     redis_url: str | None = None
@@ -69,6 +77,10 @@ class GoldSettings(BaseSettings):
     @property
     def artifacts(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
 
     def require_database_url(self) -> str:
         if not self.database_url:

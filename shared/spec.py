@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from shared.schemas.base import InputModel
 
@@ -80,9 +80,16 @@ class TeacherSpec(InputModel):
     min_kappa: float | None = Field(default=0.1, ge=-1.0, le=1.0)
 
 
+# Student model names that mean an encoder-decoder (student.kind auto -> seq2seq): "tiny-t5", t5-*,
+# flan-t5-*, bart-*; any other name of a seq2seq task is a causal LM.
+ENCODER_DECODER_FAMILIES = ("t5", "bart")
+
+
 class StudentSpec(InputModel):
     model: str = Field(default="default", max_length=200)
-    kind: Literal["auto", "classifier", "seq2seq"] = "auto"
+    # auto: a classifier for classification; for seq2seq tasks a causal LM (the default student,
+    # SmolLM2-135M-Instruct), or an encoder-decoder when `model` names one (T5, BART).
+    kind: Literal["auto", "classifier", "seq2seq", "causal"] = "auto"
     epochs: int = Field(default=3, ge=1, le=100)
     # The final student is fresh and sees the pool once per epoch, while the loop's student kept
     # training across iterations: give it more epochs, stopped early on held-out generated data.
@@ -206,6 +213,9 @@ class EvaluationSpec(InputModel):
     # (or `reference_examples`) is measured on the evaluation data beside the distilled one.
     reference_path: str | None = Field(default=None, min_length=1, max_length=1000)
     reference_examples: int | None = Field(default=None, ge=2, le=100000)
+    # Also measure the student BEFORE distillation answering the same data few-shot after the seed
+    # examples (causal students: what distillation added). `gold eval --modes student` sets it.
+    student_baseline: bool = False
 
 
 class RunSpec(InputModel):
@@ -259,6 +269,15 @@ class RunSpec(InputModel):
                 )
         return value
 
+    @model_validator(mode="after")
+    def _student_baseline_needs_a_causal_student(self) -> RunSpec:
+        if self.evaluation is not None and self.evaluation.student_baseline and self.student_kind != "causal":
+            raise ValueError(
+                "evaluation.student_baseline: only a causal student answers few-shot before training "
+                f"(this spec's student is a {self.student_kind})"
+            )
+        return self
+
     @property
     def headline_metric(self) -> str:
         """The metric a run is judged by, as named in TASK_METRICS (the stored names add eval_)."""
@@ -266,10 +285,13 @@ class RunSpec(InputModel):
         return chosen or TASK_METRICS[self.task.type][0]
 
     @property
-    def student_kind(self) -> Literal["classifier", "seq2seq"]:
+    def student_kind(self) -> Literal["classifier", "seq2seq", "causal"]:
         if self.student.kind != "auto":
             return self.student.kind
-        return "classifier" if self.task.type == "classification" else "seq2seq"
+        if self.task.type == "classification":
+            return "classifier"
+        name = self.student.model.lower()
+        return "seq2seq" if any(family in name for family in ENCODER_DECODER_FAMILIES) else "causal"
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:

@@ -11,6 +11,9 @@ Rules:
 - classifier, 3-4 input fields: the first field is segment A, the others are joined as
   "name: value" lines into segment B (keeps the primary text intact under truncation).
 - seq2seq source: "name: value" segments joined by a newline, T5-style ("question: ... context: ...").
+- causal prompt: the seq2seq source and a last line naming the output field ("...\nanswer:"); the
+  causal target is the output text after one space, and the answer ends at the end-of-sequence token
+  (the student is trained to emit it) or at the first newline when decoding.
 - target: the output field's text; for classification the label (Sample.label wins over the field,
   since the generator stores the label it asked for there).
 """
@@ -21,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-StudentKind = Literal["classifier", "seq2seq"]
+StudentKind = Literal["classifier", "seq2seq", "causal"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,17 @@ class StudentFormat:
 
     def seq2seq_source(self, fields: Mapping[str, str]) -> str:
         return "\n".join(f"{name}: {fields[name]}" for name in self.input_fields)
+
+    def causal_prompt(self, fields: Mapping[str, str]) -> str:
+        return f"{self.seq2seq_source(fields)}\n{self.output_field}:"
+
+    def causal_target(self, fields: Mapping[str, str], label: str | None = None) -> str:
+        """The continuation a causal student learns after its prompt (without the end token)."""
+        return f" {(self.target(fields, label) or '').strip()}"
+
+    def few_shot_prefix(self, shots: Sequence[Mapping[str, str]]) -> str:
+        """The seed examples as solved prompts, one blank line apart, before a causal prompt."""
+        return "".join(f"{self.causal_prompt(s)}{self.causal_target(s)}\n\n" for s in shots)
 
     def target(self, fields: Mapping[str, str], label: str | None = None) -> str | None:
         """The text a seq2seq student must produce (the label for classification)."""

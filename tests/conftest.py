@@ -84,7 +84,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
-    """Converted teacher models are a cache shared by every test and the demo (convert once)."""
-    path = PROJECT_ROOT / ".gold" / "models"
+    """Converted packaged models (teacher, causal student) are a cache shared by every test and the
+    demo (convert once); GOLD_MODEL_DIR names it as it does for the services."""
+    path = Path(os.environ.get("GOLD_MODEL_DIR") or PROJECT_ROOT / ".gold" / "models")
     path.mkdir(parents=True, exist_ok=True)
     return path

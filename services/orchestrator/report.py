@@ -25,6 +25,7 @@ from shared.names import (
     REFERENCE_EXAMPLES,
     TRAIN_LOSS,
     eval_metric,
+    fewshot_metric,
     reference_metric,
     teacher_eval_metric,
 )
@@ -101,6 +102,9 @@ def metric_plot(runs: list[RunData]) -> str:
     teacher = baseline(runs[0], teacher_eval_metric(metric))
     if teacher is not None:
         ax.axhline(teacher, color="grey", linestyle="--", label="teacher few-shot")
+    fewshot = baseline(runs[0], fewshot_metric(eval_metric(metric)))
+    if fewshot is not None:
+        ax.axhline(fewshot, color="tab:green", linestyle="-.", label="student before distillation, few-shot")
     reference = baseline(runs[0], reference_metric(eval_metric(metric)))
     if reference is not None:
         examples = baseline(runs[0], REFERENCE_EXAMPLES) or 0

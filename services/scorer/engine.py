@@ -5,6 +5,10 @@ seq2seq:    teacher-forced on the sample's target text; per target position
             e_t = -T * logsumexp_v(z_tv / T) over the vocabulary, averaged over the real target tokens
             (pad_mode "mask"). pad_mode "reference" reproduces the reference code, which pads every
             target to the maximum target length and averages over the padding too (compatibility only).
+causal:     teacher-forced on the sample's own answer after its prompt (shared/student_format.py):
+            E = -(T/L) * sum_t logsumexp_v(z_tv / T) over the L answer tokens and the end token, the
+            logits z_t being those that predict them; the prompt and the padding are excluded
+            (pad_mode does not apply: there is no reference code to reproduce).
 
 Models are loaded only from a checkpoint folder the trainer wrote (local files, no remote code)."""
 
@@ -19,7 +23,12 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from shared.checkpoints import metadata_path, read_metadata
 from shared.student_format import StudentFormat
@@ -196,6 +205,58 @@ class Seq2SeqEnergy(_Base):
         return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).tolist()
 
 
+class CausalEnergy(_Base):
+    kind = "causal"
+
+    def _load(self, folder: Path) -> torch.nn.Module:
+        # As the trainer encodes: a long prompt loses its beginning, never its answer cue.
+        self.tokenizer.truncation_side = "left"
+        return AutoModelForCausalLM.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False, dtype=torch.float32
+        )
+
+    def _needed(self) -> tuple[str, ...]:
+        return (*self.fmt.input_fields, self.fmt.output_field)
+
+    def encode(self, samples: Sequence[Mapping[str, str]]) -> tuple[dict[str, torch.Tensor], int]:
+        """Prompt + answer + end token per row, LEFT-padded so every row's answer ends at the last
+        position: only the last (longest answer + 1) positions' logits are computed (a 49k-token
+        vocabulary over whole prompts would not fit a batch). Returns the batch and that count."""
+        prompts = self.tokenizer(
+            [self.fmt.causal_prompt(s) for s in samples], truncation=True, max_length=self.max_length
+        )["input_ids"]
+        answers = self.tokenizer([self.fmt.causal_target(s) for s in samples], add_special_tokens=False)
+        eos = self.tokenizer.eos_token_id
+        targets = [row[: self.max_target_length - 1] + [eos] for row in answers["input_ids"]]
+        rows = [p + t for p, t in zip(prompts, targets, strict=True)]
+        width, keep = max(len(r) for r in rows), max(len(t) for t in targets) + 1
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        # target_mask[:, j] marks the kept positions whose logits predict an answer token.
+        # (the last position predicts what would follow the end token: never counted)
+        target_mask = torch.tensor([[0] * (keep - 1 - len(t)) + [1] * len(t) + [0] for t in targets])
+        return {"input_ids": ids, "attention_mask": mask, "target_mask": target_mask}, keep
+
+    def _batch_energy(
+        self, samples: list[Mapping[str, str]], temperature: float, pad_mode: PadMode
+    ) -> list[float]:
+        enc, keep = self.encode(samples)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        # Positions count real tokens only, so a left-padded row is computed as if unpadded.
+        positions = (enc["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        with _autocast(self.device):
+            logits = self.model(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                position_ids=positions,
+                logits_to_keep=keep,
+            ).logits
+        per_token = free_energy(logits, temperature)  # (B, keep)
+        target_mask = enc["target_mask"].to(per_token.dtype)
+        return ((per_token * target_mask).sum(dim=1) / target_mask.sum(dim=1)).tolist()
+
+
 def load_energy_model(folder: Path, batch_size: int = 64) -> EnergyModel:
     meta = read_metadata(folder)
     kind = meta.get("student_kind")
@@ -203,6 +264,8 @@ def load_energy_model(folder: Path, batch_size: int = 64) -> EnergyModel:
         return ClassifierEnergy(folder, meta, batch_size)
     if kind == "seq2seq":
         return Seq2SeqEnergy(folder, meta, batch_size)
+    if kind == "causal":
+        return CausalEnergy(folder, meta, batch_size)
     raise ValueError(f"unknown student kind {kind!r} in {metadata_path(folder)}")
 
 

@@ -78,11 +78,10 @@ def model_card(meta: dict[str, Any]) -> str:
     metrics = meta["metrics"]
     rows = "\n".join(f"| {name} | {value:.4g} |" for name, value in sorted(metrics.items()))
     labels = ", ".join(task.get("labels") or []) or "(free text)"
-    auto = (
-        "AutoModelForSequenceClassification"
-        if meta["student_kind"] == "classifier"
-        else "AutoModelForSeq2SeqLM"
-    )
+    auto = {
+        "classifier": "AutoModelForSequenceClassification",
+        "causal": "AutoModelForCausalLM",
+    }.get(meta["student_kind"], "AutoModelForSeq2SeqLM")
     return f"""---
 library_name: transformers
 tags: [gold, distillation, synthetic-data]

@@ -21,21 +21,26 @@ from services.trainer.checkpoints import require_writable
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_trainer_settings
 from services.trainer.launcher import launch
 from services.trainer.students import Example
-from services.trainer.train import train
+from services.trainer.train import evaluate_few_shot, train
 from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
 from shared.checkpoints import CheckpointNotFound, checkpoint_dir, checkpoint_uuid, read_metadata
 from shared.db.models import Checkpoint, Metric, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.evaluation_data import load_evaluation
 from shared.logging import configure_logging, log_context
-from shared.names import REFERENCE_EXAMPLES, Stage, reference_metric
+from shared.names import REFERENCE_EXAMPLES, Stage, fewshot_metric, reference_metric
 from shared.schemas.training import TrainJob, TrainResult
 from shared.spec import RunSpec
 
 logger = logging.getLogger(__name__)
 
 # The run's stage each training role is (what the job's log lines carry as `stage`).
-ROLE_STAGES = {"loop": Stage.TRAIN, "final": Stage.FINAL_TRAIN, "reference": Stage.REFERENCE_TRAIN}
+ROLE_STAGES = {
+    "loop": Stage.TRAIN,
+    "final": Stage.FINAL_TRAIN,
+    "reference": Stage.REFERENCE_TRAIN,
+    "fewshot": Stage.STUDENT_EVAL,
+}
 
 _watchdog_started = threading.Event()
 
@@ -126,6 +131,8 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
     fresh = job.role != "loop"
     if job.role == "reference":
         train_examples, holdout_examples = reference_examples(spec)
+    elif job.role == "fewshot":  # the seed examples are the shots; nothing is trained
+        train_examples, holdout_examples = [Example(fields=dict(s)) for s in spec.task.seed_examples], []
     else:
         train_examples, holdout_examples = _generated_examples(session, job)
 
@@ -180,23 +187,29 @@ def record(
         id=uuid.UUID(result.checkpoint_id), run_id=run_id, iteration=job.iteration, role=job.role, **values
     )
     session.execute(stmt.on_conflict_do_update(index_elements=["run_id", "iteration", "role"], set_=values))
-    if result.metrics:
-        rows = [
-            {
-                "id": uuid.uuid4(),
-                "run_id": run_id,
-                "iteration": job.iteration,
-                "name": name,
-                "value": float(value),
-            }
-            for name, value in sorted(result.metrics.items())
-        ]
-        stmt = insert(Metric).values(rows)
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["run_id", "iteration", "name"], set_={"value": stmt.excluded.value}
-            )
+    record_metrics(session, job, result.metrics)
+
+
+def record_metrics(session: Session, job: TrainJob, metrics: dict[str, float]) -> None:
+    """Upsert one Metric row per metric at the job's iteration (the caller commits)."""
+    if not metrics:
+        return
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "run_id": uuid.UUID(job.run_id),
+            "iteration": job.iteration,
+            "name": name,
+            "value": float(value),
+        }
+        for name, value in sorted(metrics.items())
+    ]
+    stmt = insert(Metric).values(rows)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["run_id", "iteration", "name"], set_={"value": stmt.excluded.value}
         )
+    )
 
 
 def _finished(session: Session, checkpoint_id: uuid.UUID, folder: Path) -> TrainResult | None:
@@ -258,6 +271,12 @@ def _train_student(job: TrainJob, settings: TrainerSettings) -> dict[str, Any]:
             len(cfg.holdout),
             len(cfg.evaluation),
         )
+        if job.role == "fewshot":
+            result = evaluate_few_shot(cfg)
+            result.metrics = {fewshot_metric(name): value for name, value in result.metrics.items()}
+            with transaction(factory) as session:
+                record_metrics(session, job, result.metrics)
+            return result.model_dump()
         require_writable(cfg.output_dir.parent)  # before training, not after
         _report("training", train_examples=len(cfg.train))
         result = launch(cfg, settings.trainer_processes) if settings.trainer_processes > 1 else train(cfg)

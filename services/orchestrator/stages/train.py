@@ -1,5 +1,5 @@
-"""Training stages: the loop's student, the final student and the supervised reference, each an
-RQ job run by a trainer worker, watched here."""
+"""Training stages: the loop's student, the final student, the supervised reference and the
+student's few-shot baseline, each an RQ job run by a trainer worker, watched here."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def train(ctx: RunContext, iteration: int, role: TrainRole) -> Done:
     result = run_train_job(ctx, job)
 
     def write(session: Session) -> None:
-        if role != "reference":  # the reference student is a yardstick, not the iteration's student
+        # the reference and few-shot students are yardsticks, not the iteration's student
+        if role in ("loop", "final"):
             iteration_row(session, ctx.run_id, iteration).checkpoint_id = uuid.UUID(result.checkpoint_id)
 
     return Done(result.model_dump(), write)
@@ -46,6 +47,7 @@ def train(ctx: RunContext, iteration: int, role: TrainRole) -> Done:
 train_loop = partial(train, role="loop")
 train_final = partial(train, role="final")
 train_reference = partial(train, role="reference")
+student_fewshot = partial(train, role="fewshot")
 
 
 def run_train_job(ctx: RunContext, job: TrainJob) -> TrainResult:

@@ -1,5 +1,5 @@
-"""Real student checkpoints (MiniLM classifier, tiny T5) written by the trainer's train(), the
-producer of the folder format the scorer reads."""
+"""Real student checkpoints (MiniLM classifier, tiny T5, SmolLM2-135M causal) written by the
+trainer's train(), the producer of the folder format the scorer reads."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ QA = [
 ]
 
 
-def _train(artifacts: Path, kind: str, examples, fields, output, labels) -> str:
+def _train(artifacts: Path, kind: str, examples, fields, output, labels, max_length: int = 128) -> str:
     cid = str(uuid.uuid4())
     cfg = TrainConfig(
         checkpoint_id=cid,
@@ -41,6 +41,7 @@ def _train(artifacts: Path, kind: str, examples, fields, output, labels) -> str:
         labels=labels,
         epochs=1,
         batch_size=4,
+        max_length=max_length,
         max_target_length=16,
         train=[
             Example(fields=f, label=y if labels else None) if labels else Example(fields={**f, output: y})
@@ -61,4 +62,6 @@ def scorer_artifacts(tmp_path_factory) -> dict:
             artifacts, "classifier", NLI, ["premise", "hypothesis"], "label", ["entailment", "contradiction"]
         ),
         "seq2seq": _train(artifacts, "seq2seq", QA, ["context", "question"], "answer", None),
+        # one training step of the real 135M model; prompts cut to 16 tokens exercise the truncation
+        "causal": _train(artifacts, "causal", QA, ["context", "question"], "answer", None, max_length=16),
     }

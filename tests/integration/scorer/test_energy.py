@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from services.scorer.config import ScorerSettings
 from services.scorer.main import create_app
@@ -90,6 +95,42 @@ def test_seq2seq_energy_masks_padding_and_matches_numpy(client, scorer_artifacts
     np.testing.assert_allclose(ref["energies"], expected_ref, rtol=1e-4, atol=1e-4)
     assert ref["student_kind"] == "seq2seq"
     assert not np.allclose(ref["energies"], expected)  # the reference mode really averages over pads
+
+
+def _np_causal_energy(model, tok, sample, t, max_length):
+    """One unpadded row: the logits at the positions that predict the answer and the end token."""
+    prompt = tok(f"context: {sample['context']}\nquestion: {sample['question']}\nanswer:")["input_ids"]
+    prompt = prompt[-max_length:]  # a long prompt keeps its end
+    target = tok(" " + sample["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + target])).logits[0].numpy()
+    return np_free_energy(logits[len(prompt) - 1 : len(prompt) + len(target) - 1], t).mean()
+
+
+def test_causal_energy_covers_the_answer_only_and_matches_numpy(client, scorer_artifacts):
+    cid = scorer_artifacts["causal"]
+    folder = scorer_artifacts["artifacts"] / "checkpoints" / cid
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    max_length = json.loads((folder / "gold_checkpoint.json").read_text())["training"]["max_length"]
+    # Prompts and answers of different lengths share batches (left padding must not change a value);
+    # the long context is truncated at its start.
+    samples = [{**f, "answer": a} for f, a in QA] + [
+        {"context": "Nothing here at all, " * 6, "question": "What?", "answer": "nothing here at all"}
+    ]
+    energies = {}
+    for t in (1.0, 2.0):
+        request = {"checkpoint_id": cid, "samples": samples, "temperature": t}
+        body = client.post("/v1/energy", json=request).json()
+        assert body["student_kind"] == "causal"
+        expected = [_np_causal_energy(model, tok, s, t, max_length) for s in samples]
+        np.testing.assert_allclose(body["energies"], expected, rtol=1e-4, atol=1e-4)
+        energies[t] = body["energies"]
+    # The answer decides the energy: the same prompt with another answer scores differently.
+    other = client.post(
+        "/v1/energy", json={"checkpoint_id": cid, "samples": [{**samples[0], "answer": "a purple giraffe"}]}
+    ).json()
+    assert abs(other["energies"][0] - energies[1.0][0]) > 1e-3
 
 
 def test_energy_errors(client, scorer_artifacts):

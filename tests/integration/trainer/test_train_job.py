@@ -279,7 +279,8 @@ def test_seq2seq_student_with_generation_metrics(trainer_env, session_factory, r
             "output_field": "answer",
             "seed_examples": seeds,
         },
-        "student": {"epochs": 1, "batch_size": 4, "max_length": 64, "loss": "sce"},
+        # the T5 kind (the default student of seq2seq tasks is the causal SmolLM2)
+        "student": {"model": "tiny-t5", "epochs": 1, "batch_size": 4, "max_length": 64, "loss": "sce"},
         "evaluation": {"path": str(eval_path), "label_field": "answers.text"},
     }
     run_id = _run(session_factory, spec)
@@ -291,6 +292,41 @@ def test_seq2seq_student_with_generation_metrics(trainer_env, session_factory, r
     assert result.metrics["train_examples"] == 8
     with session_factory() as session:
         assert session.get(Checkpoint, uuid.UUID(result.checkpoint_id)).student_kind == "seq2seq"
+
+
+def test_the_causal_student_answers_few_shot_before_training(
+    trainer_env, session_factory, redis_conn, tmp_path
+):
+    eval_path = tmp_path / "qa.jsonl"
+    rows = [
+        {"context": "Paris is the capital of France.", "question": "Capital of France?", "a": ["Paris"]},
+        {"context": "The lamp was electrified in 1931.", "question": "When electrified?", "a": ["1931"]},
+    ]
+    eval_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seeds = [
+        {"context": "Ada wrote code in London.", "question": "Where did Ada write code?", "answer": "London"},
+        {"context": "The sky was blue at noon.", "question": "What colour was the sky?", "answer": "blue"},
+    ]
+    spec = {
+        "name": "qa-fewshot",
+        "task": {
+            "type": "seq2seq",
+            "description": "extractive QA",
+            "input_fields": ["context", "question"],
+            "output_field": "answer",
+            "seed_examples": seeds,
+        },
+        "student": {"max_length": 64},  # the default seq2seq student: SmolLM2-135M, causal
+        "evaluation": {"path": str(eval_path), "label_field": "a", "student_baseline": True},
+    }
+    run_id = _run(session_factory, spec)
+    result = _work(redis_conn, TrainJob(run_id=str(run_id), iteration=0, role="fewshot"))
+    metrics = _metrics(session_factory, run_id, 0)
+    assert set(metrics) == set(result.metrics)
+    assert {"fewshot_eval_f1", "fewshot_eval_exact_match", "fewshot_eval_seconds_per_example"} <= set(metrics)
+    assert metrics["fewshot_eval_f1"] > 0.4  # the pretrained model copies short answers after 2 shots
+    with session_factory() as session:  # nothing was trained, so there is no checkpoint
+        assert session.scalar(select(func.count()).select_from(Checkpoint)) == 0
 
 
 def test_unknown_run_and_disallowed_model_fail(trainer_env, session_factory):

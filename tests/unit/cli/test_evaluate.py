@@ -491,3 +491,25 @@ def test_diagnostics_follow_the_loop_and_average_over_repeats():
     mean = mean_diagnostics([{**first, "curve": [0.6, 0.7]}, {"curve": [0.8], "pool_spread": 0.4}])
     assert mean.pop("curve") == pytest.approx([0.7, 0.7])
     assert mean == pytest.approx({"pool_spread": 0.5, "ood_novelty": 0.4, "feedback_relabelled": 3.0})
+
+
+def test_the_student_before_distillation_is_measured_once_in_the_first_run():
+    spec = {**SPEC, "task": {**TASK, "type": "seq2seq", "labels": None}, "evaluation": {"path": "x"}}
+    submitted = []
+
+    def run(s):
+        submitted.append(s)
+        result = summary(s, 0.4, metric="f1")
+        if s["evaluation"].get("student_baseline"):
+            baseline = result.iterations[0].model_copy(
+                update={"index": 0, "metrics": {"fewshot_eval_f1": 0.2, "fewshot_student_parameters": 1.3e8}}
+            )
+            result = result.model_copy(update={"iterations": [baseline, *result.iterations]})
+        return result
+
+    result = evaluate(spec, ["gold", "vanilla", "student"], 2, run)
+    by_mode = {m["mode"]: m for m in result["modes"]}
+    assert [bool(s["evaluation"].get("student_baseline")) for s in submitted] == [True, False, False, False]
+    assert by_mode["student"]["values"] == [0.2] and by_mode["student"]["metric"] == "eval_f1"
+    assert by_mode["student"]["parameters"] == 1.3e8
+    assert by_mode["gold"]["mean"] == pytest.approx(0.4)

@@ -1,3 +1,5 @@
+import pytest
+
 from services.orchestrator.plan import build_plan, plateaued, steps_past_plateau, steps_past_time_budget
 from shared.spec import RunSpec
 
@@ -105,3 +107,17 @@ def test_plateau_skips_the_iterations_not_yet_begun():
     assert {s.iteration for s in steps_past_plateau(spec, plan, first_of_2, done_1, [0.9, 0.8])} == {2, 3}
     off = RunSpec.model_validate({**SPEC, "loop": {**SPEC["loop"], "patience": None}})
     assert steps_past_plateau(off, build_plan(off), first_of_2, done_1, [0.9, 0.8, 0.1]) == []
+
+
+def test_the_student_few_shot_baseline_is_a_step_of_causal_students_only():
+    task = {
+        "type": "seq2seq",
+        "description": "d",
+        "input_fields": ["question"],
+        "output_field": "answer",
+        "seed_examples": [{"question": "x", "answer": "a"}, {"question": "y", "answer": "b"}],
+    }
+    spec = {**SPEC, "task": task, "evaluation": {"path": "e.jsonl", "student_baseline": True}}
+    assert stages(spec)[:2] == [(0, "teacher_eval"), (0, "student_eval")]
+    with pytest.raises(ValueError, match="only a causal student"):
+        RunSpec.model_validate({**spec, "student": {"model": "tiny-t5"}})
