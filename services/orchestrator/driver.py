@@ -12,6 +12,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import or_, select, update
@@ -107,6 +108,9 @@ class RunDriver:
                 # again (a train step finds its RQ job under its id and watches it on).
                 logger.warning("run %s: database or Redis error, will resume", run_id, exc_info=True)
                 self._stop.wait(2.0)
+            except Exception as exc:  # a bug must fail its run, not stop the driver for every other
+                logger.exception("run %s: unexpected error", run_id)
+                self._fail(run_id, f"internal error: {type(exc).__name__}: {exc}")
             finally:
                 self._release(run_id)
 
@@ -164,7 +168,13 @@ class RunDriver:
             if run.status == RunStatus.CANCELLING:
                 self._finish(session, run, RunStatus.CANCELLED)
                 return
-            spec = RunSpec.model_validate(run.spec)
+            try:
+                spec = RunSpec.model_validate(run.spec)
+            except ValidationError as exc:  # stored by a version whose spec this one does not read
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                run.error = f"the stored run spec is not valid in this version of GOLD ({problems})"
+                self._finish(session, run, RunStatus.FAILED)
+                return
             if run.status == RunStatus.QUEUED:
                 run.status, run.started_at = RunStatus.RUNNING, utcnow()
             started_at = run.started_at or utcnow()

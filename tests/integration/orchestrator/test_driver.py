@@ -792,3 +792,17 @@ def test_json_log_lines_carry_run_id_iteration_and_stage(
     ]
     done = [r for r in lines if r["message"] == f"run {run_id} succeeded"]
     assert len(done) == 1 and done[0]["run_id"] == str(run_id) and "stage" not in done[0]
+
+
+def test_a_run_whose_stored_spec_this_version_cannot_read_fails_with_the_field_named(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    with session_factory() as session, session.begin():  # as stored by another version
+        run = session.get(Run, run_id)
+        run.spec = {**run.spec, "loop": {**run.spec["loop"], "retired_setting": 0.1}}
+    make_driver().drive(run_id)
+    with session_factory() as session:
+        run = session.get(Run, run_id)
+        assert run.status == "failed" and run.finished_at is not None
+        assert "loop.retired_setting: Extra inputs are not permitted" in run.error
