@@ -93,6 +93,8 @@ TRAIN_LOSS = "train_loss"
 HOLDOUT_ACCURACY = "holdout_accuracy"  # on held-out GENERATED data: the stopping rule reads it
 STUDENT_PARAMETERS = "student_parameters"
 EVAL_SECONDS_PER_EXAMPLE = "eval_seconds_per_example"
+# A training result's extra: the student's wrong answers on the real data (the run report shows them).
+EVALUATION_ERRORS = "evaluation_errors"
 # The supervised reference: the real labelled examples it was trained on.
 REFERENCE_EXAMPLES = reference_metric("examples")
 # The teacher baseline (iteration 0).

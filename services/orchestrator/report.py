@@ -8,7 +8,8 @@ import html
 import io
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -19,11 +20,13 @@ from sqlalchemy.orm import Session
 
 from services.orchestrator.service import get_run, list_iterations
 from shared.auth import Principal
-from shared.db.models import Sample
+from shared.db.models import Sample, Step
 from shared.names import (
+    EVALUATION_ERRORS,
     HOLDOUT_ACCURACY,
     REFERENCE_EXAMPLES,
     TRAIN_LOSS,
+    Stage,
     eval_metric,
     fewshot_metric,
     reference_metric,
@@ -41,6 +44,8 @@ class RunData:
     spec: RunSpec
     iterations: list[IterationRead]
     samples: list[Sample]
+    # The last trained student's wrong answers on the real data (the final one when trained).
+    student_errors: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -54,6 +59,13 @@ def load_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> Ru
             select(Sample).where(Sample.run_id == run_id).order_by(Sample.iteration, Sample.position)
         )
     )
+    trained = session.scalars(
+        select(Step.result)
+        .where(Step.run_id == run_id, Step.stage.in_([Stage.TRAIN, Stage.FINAL_TRAIN]))
+        .order_by(Step.iteration.desc())
+    )
+    found = (r["extra"][EVALUATION_ERRORS] for r in trained if EVALUATION_ERRORS in r.get("extra", {}))
+    errors = next(found, {})
     return RunData(
         run_id,
         run.name,
@@ -61,6 +73,7 @@ def load_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> Ru
         RunSpec.model_validate(run.spec),
         list_iterations(run_id, session=session, principal=principal),
         samples,
+        errors,
     )
 
 
@@ -268,6 +281,34 @@ def _verification_summary(data: RunData) -> str:
     )
 
 
+def _student_errors(data: RunData) -> str:
+    """What the last trained student got wrong on the real data: the confusion counts and the
+    first wrong answers, to read beside the generated samples."""
+    errors = data.student_errors
+    if not errors:
+        return "<p>No real-data evaluation (evaluation is not set).</p>"
+    parts = [f"<p>{errors['wrong']} wrong answers on the real evaluation data; the first ones below.</p>"]
+    confusion: dict[str, dict[str, int]] = errors.get("confusion", {})
+    if confusion:
+        answered = sorted({a for row in confusion.values() for a in row})
+        head = "".join(f"<th>answered {html.escape(a)}</th>" for a in answered)
+        body = "".join(
+            f"<tr><td>{html.escape(expected)}</td>"
+            + "".join(f"<td>{row.get(a, 0)}</td>" for a in answered)
+            + "</tr>"
+            for expected, row in sorted(confusion.items())
+        )
+        parts.append(f"<table><tr><th>expected</th>{head}</tr>{body}</table><br>")
+    rows = "".join(
+        "<tr><td>"
+        + html.escape(" | ".join(str(v) for v in e["input"].values()))
+        + f"</td><td>{html.escape(str(e['expected']))}</td><td>{html.escape(str(e['answered']))}</td></tr>"
+        for e in errors.get("shown", [])
+    )
+    parts.append(f"<table><tr><th>input</th><th>expected</th><th>answered</th></tr>{rows}</table>")
+    return "".join(parts)
+
+
 def _feedback_table(data: RunData) -> str:
     fields = [*data.spec.task.input_fields]
     rows = [s for s in data.samples if s.selected]
@@ -339,6 +380,8 @@ def render_report(runs: list[RunData]) -> str:
         _img(diversity_plot(runs), "diversity"),
         "<h2>The teacher's check of the generated labels</h2>",
         _verification_summary(main),
+        "<h2>The student's errors on the real data</h2>",
+        _student_errors(main),
         "<h2>Feedback samples chosen</h2>",
         _feedback_summary(main),
         _feedback_table(main),

@@ -40,6 +40,7 @@ from shared.checkpoints import FORMAT_VERSION, write_metadata
 from shared.evaluation_data import load_evaluation
 from shared.names import (
     EVAL_SECONDS_PER_EXAMPLE,
+    EVALUATION_ERRORS,
     HOLDOUT_ACCURACY,
     STUDENT_PARAMETERS,
     TRAIN_LOSS,
@@ -131,9 +132,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     # Rank 0 (or the only process): the best epoch's weights, evaluated and saved.
     if fit.best_state is not None:
         student.model.load_state_dict(fit.best_state)
-    metrics |= _evaluate(cfg, student, data, device)
+    scores, errors = _evaluate(cfg, student, data, device)
+    metrics |= scores
     _save(cfg, student, _metadata(cfg, base_model, data, fit, metrics, report, device))
     result = _result(cfg, metrics, fit, data, base_model, report, started)
+    result.extra[EVALUATION_ERRORS] = errors
     logger.info(
         "trained %s %s on %d examples in %.1fs (%.1f ex/s): %s",
         cfg.kind,
@@ -381,19 +384,23 @@ def evaluate_few_shot(cfg: TrainConfig) -> TrainResult:
     room = cfg.max_length + len(student.tokenizer(prefix, add_special_tokens=False)["input_ids"])
     student = dataclasses.replace(student, prefix=prefix, max_length=room)
     metrics = {STUDENT_PARAMETERS: float(sum(p.numel() for p in student.model.parameters()))}
-    metrics |= _real_data_scores(cfg, student, device)
+    scores, errors = _real_data_scores(cfg, student, device)
+    metrics |= scores
     logger.info("few-shot %s on %d examples: %s", base_model, len(cfg.evaluation), metrics)
     return TrainResult(
         checkpoint_id=cfg.checkpoint_id,
         metrics=metrics,
         seconds=time.perf_counter() - started,
         examples_per_second=0.0,
-        extra={"base_model": base_model, "shots": len(cfg.train)},
+        extra={"base_model": base_model, "shots": len(cfg.train), EVALUATION_ERRORS: errors},
     )
 
 
-def _evaluate(cfg: TrainConfig, student: Student, data: _Data, device: torch.device) -> dict[str, float]:
-    """Rank 0: accuracy on the generated holdout (decoded), then scores on the real evaluation data."""
+def _evaluate(
+    cfg: TrainConfig, student: Student, data: _Data, device: torch.device
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Rank 0: accuracy on the generated holdout (decoded), then scores on the real evaluation data
+    and what the student got wrong there."""
     metrics: dict[str, float] = {}
     if data.holdout:
         predictions = _predict(student, data.holdout, cfg, device)
@@ -401,25 +408,47 @@ def _evaluate(cfg: TrainConfig, student: Student, data: _Data, device: torch.dev
         metrics[HOLDOUT_ACCURACY] = sum(p == t for p, t in zip(predictions, targets, strict=True)) / len(
             targets
         )
-    return metrics | _real_data_scores(cfg, student, device)
+    real, errors = _real_data_scores(cfg, student, device)
+    return metrics | real, errors
 
 
-def _real_data_scores(cfg: TrainConfig, student: Student, device: torch.device) -> dict[str, float]:
-    """The task metrics on the real evaluation data and the latency per example (decoding included)."""
+# How many of the student's wrong answers on the real data a result carries (for the report).
+SHOWN_ERRORS = 25
+
+
+def _real_data_scores(
+    cfg: TrainConfig, student: Student, device: torch.device
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The task metrics on the real evaluation data and the latency per example (decoding
+    included); and its errors: the first SHOWN_ERRORS wrong answers and, for classification, the
+    confusion counts (expected label -> answered label)."""
     metrics: dict[str, float] = {}
-    if cfg.evaluation:
-        # Imported here: scikit-learn and rouge-score are needed only to score real evaluation data,
-        # and bench/gpu_check.sh runs this module where torch and transformers may be all there is.
-        from shared.task_metrics import task_scores
+    if not cfg.evaluation:
+        return metrics, {}
+    # Imported here: scikit-learn and rouge-score are needed only to score real evaluation data,
+    # and bench/gpu_check.sh runs this module where torch and transformers may be all there is.
+    from shared.task_metrics import task_scores
 
-        eval_examples = [Example(fields=item.fields) for item in cfg.evaluation]
-        eval_started = time.perf_counter()
-        predictions = _predict(student, eval_examples, cfg, device)
-        metrics[EVAL_SECONDS_PER_EXAMPLE] = (time.perf_counter() - eval_started) / len(eval_examples)
-        references = [item.references for item in cfg.evaluation]
-        scores = task_scores(cfg.task_type, predictions, references, cfg.labels or [])
-        metrics |= {eval_metric(name): value for name, value in scores.items()}
-    return metrics
+    eval_examples = [Example(fields=item.fields) for item in cfg.evaluation]
+    eval_started = time.perf_counter()
+    predictions = _predict(student, eval_examples, cfg, device)
+    metrics[EVAL_SECONDS_PER_EXAMPLE] = (time.perf_counter() - eval_started) / len(eval_examples)
+    references = [item.references for item in cfg.evaluation]
+    scores = task_scores(cfg.task_type, predictions, references, cfg.labels or [])
+    metrics |= {eval_metric(name): value for name, value in scores.items()}
+    wrong = [
+        {"input": item.fields, "expected": item.references[0], "answered": answer}
+        for item, answer in zip(cfg.evaluation, predictions, strict=True)
+        if answer.strip() not in (r.strip() for r in item.references)
+    ]
+    errors: dict[str, Any] = {"wrong": len(wrong), "shown": wrong[:SHOWN_ERRORS]}
+    if cfg.task_type == "classification":
+        confusion: dict[str, dict[str, int]] = {}
+        for item, answer in zip(cfg.evaluation, predictions, strict=True):
+            row = confusion.setdefault(item.references[0], {})
+            row[answer] = row.get(answer, 0) + 1
+        errors["confusion"] = confusion
+    return metrics, errors
 
 
 def _metadata(

@@ -201,11 +201,19 @@ def stand_in_trainer(monkeypatch, session_factory):
                         value=jobs.holdout[job.iteration],
                     )
                 )
+        wrong = {"input": {"text": f"a review the {job.role} student got wrong"}, "expected": "negative"}
         return TrainResult(
             checkpoint_id=str(checkpoint_id),
             metrics={"eval_accuracy": 0.5},
             seconds=0.1,
             examples_per_second=1.0,
+            extra={
+                "evaluation_errors": {
+                    "wrong": 1,
+                    "shown": [wrong | {"answered": "positive"}],
+                    "confusion": {"negative": {"positive": 1}},
+                }
+            },
         )
 
     monkeypatch.setattr(train_stage, "run_train_job", run_train_job)
@@ -415,6 +423,8 @@ def test_report_renders_plots_for_gold_and_vanilla(
     assert "<td>2</td>" in page  # the feedback table lists iteration-2 picks
     # the stand-in teacher says "positive" to everything: its labels and its feedback check unused
     assert "kept as asked (teacher at chance)" in page and "<td>withheld</td>" in page
+    # what the final student got wrong on the real data, beside the generated samples
+    assert "a review the final student got wrong" in page and "<th>answered positive</th>" in page
 
 
 @pytest.mark.parametrize("policy", ["keep", "relabel", "drop"])

@@ -88,3 +88,20 @@ def test_checkpoint_metadata_records_the_run(tmp_path):
         "eval_seconds_per_example",
     }
     assert (tmp_path / "tiny" / "README.md").is_file()
+
+
+def test_the_result_carries_the_students_errors_on_the_real_data(tmp_path, monkeypatch):
+    evaluation = [
+        EvalItem(fields={"text": "fun"}, references=["positive"]),
+        EvalItem(fields={"text": "dull"}, references=["negative"]),
+        EvalItem(fields={"text": "flat"}, references=["negative"]),
+    ]
+    monkeypatch.setattr(
+        train_module, "_predict", lambda student, examples, cfg, device: ["positive"] * len(examples)
+    )
+    result = train(_config(tmp_path, evaluation=evaluation))
+
+    errors = result.extra["evaluation_errors"]
+    assert errors["wrong"] == 2 and result.metrics["eval_accuracy"] == pytest.approx(1 / 3)
+    assert errors["shown"][0] == {"input": {"text": "dull"}, "expected": "negative", "answered": "positive"}
+    assert errors["confusion"] == {"positive": {"positive": 1}, "negative": {"positive": 2}}
