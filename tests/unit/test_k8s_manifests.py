@@ -187,6 +187,7 @@ def test_secrets_are_those_compose_requires():
     assert sorted(keys) == sorted(required)
     assert load_kustomization()["secretGenerator"][0]["envs"] == ["secrets.env"]
     assert "/deploy/k8s/secrets.env" in (ROOT / ".gitignore").read_text().splitlines()
+    assert "deploy" in (ROOT / ".dockerignore").read_text().splitlines()  # nor in the image
 
 
 def test_service_urls_reach_the_services_on_the_ports_compose_uses():
