@@ -22,6 +22,10 @@ from services.orchestrator.stages.records import iteration_row, samples, upsert_
 from shared.db.models import Iteration, Sample
 from shared.schemas.scoring import EnergyRequest, SelectRequest
 
+# The teacher's label of each OOD sample of an iteration beside the requested one, kept in the
+# iteration's parse_stats: the feedback gate's kappa is over every OOD sample judged in the run.
+JUDGEMENT = "teacher_judgement"
+
 
 def score(ctx: RunContext, iteration: int) -> Done:
     """Free energy of the iteration's OOD samples (for selection) and, for the report, of its
@@ -125,11 +129,6 @@ def select_feedback(ctx: RunContext, iteration: int) -> Done:
             upsert_metrics(session, ctx.run_id, iteration, stats)
 
     return Done({"selected": [str(i) for i in chosen], **stats}, write)
-
-
-# The teacher's label of each OOD sample of an iteration beside the requested one, kept in the
-# iteration's parse_stats: the feedback gate's kappa is over every OOD sample judged in the run.
-JUDGEMENT = "teacher_judgement"
 
 
 def judged_before(session: Session, run_id: uuid.UUID, iteration: int) -> list[tuple[str, str]]:
