@@ -247,6 +247,17 @@ def test_classifier_loop_continue_final_and_rerun(trainer_env, session_factory, 
         assert session.get(Checkpoint, uuid.UUID(reference.checkpoint_id)).role == "reference"
 
 
+def qa_task(seeds: list[dict[str, str]]) -> dict:
+    """An extractive question-answering task (seq2seq) with these seed examples."""
+    return {
+        "type": "seq2seq",
+        "description": "extractive QA",
+        "input_fields": ["context", "question"],
+        "output_field": "answer",
+        "seed_examples": seeds,
+    }
+
+
 def test_seq2seq_student_with_generation_metrics(trainer_env, session_factory, redis_conn, tmp_path):
     eval_path = tmp_path / "squad.jsonl"
     eval_path.write_text(
@@ -272,13 +283,7 @@ def test_seq2seq_student_with_generation_metrics(trainer_env, session_factory, r
     ]
     spec = {
         "name": "qa",
-        "task": {
-            "type": "seq2seq",
-            "description": "extractive QA",
-            "input_fields": ["context", "question"],
-            "output_field": "answer",
-            "seed_examples": seeds,
-        },
+        "task": qa_task(seeds),
         # the T5 kind (the default student of seq2seq tasks is the causal SmolLM2)
         "student": {"model": "tiny-t5", "epochs": 1, "batch_size": 4, "max_length": 64, "loss": "sce"},
         "evaluation": {"path": str(eval_path), "label_field": "answers.text"},
@@ -309,13 +314,7 @@ def test_the_causal_student_answers_few_shot_before_training(
     ]
     spec = {
         "name": "qa-fewshot",
-        "task": {
-            "type": "seq2seq",
-            "description": "extractive QA",
-            "input_fields": ["context", "question"],
-            "output_field": "answer",
-            "seed_examples": seeds,
-        },
+        "task": qa_task(seeds),
         "student": {"max_length": 64},  # the default seq2seq student: SmolLM2-135M, causal
         "evaluation": {"path": str(eval_path), "label_field": "a", "student_baseline": True},
     }
