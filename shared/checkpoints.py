@@ -2,13 +2,14 @@
 
 A checkpoint is a Hugging Face folder plus `gold_checkpoint.json` (task, training config, metrics), at
 {artifacts}/checkpoints/{checkpoint_id}/ and nowhere else: the id is a parsed UUID, so it cannot carry a
-path. The id is deterministic per (run, iteration, role), so a re-run lands in the same folder."""
+path. The id is deterministic per (run, iteration, role), so a re-run lands in the same folder. A folder
+counts as published once its metadata file is there; shared/artifacts.py finds it in the store."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from shared.errors import NotFound
@@ -21,8 +22,9 @@ FORMAT_VERSION = 1
 class CheckpointNotFound(NotFound):
     """A checkpoint folder without readable metadata: never trained, removed, or not a checkpoint."""
 
-    def __init__(self, path: Path, reason: str = "is missing"):
-        super().__init__(f"checkpoint {path.parent.name} not found: {path} {reason}")
+    def __init__(self, path: Path | str, reason: str = "is missing"):
+        # a str for a file behind a URL (Path would fold its "//")
+        super().__init__(f"checkpoint {PurePosixPath(str(path)).parent.name} not found: {path} {reason}")
         self.path = path
 
 
@@ -43,22 +45,21 @@ def metadata_path(folder: Path) -> Path:
     return folder / METADATA_FILE
 
 
-def existing_checkpoint_dir(artifacts: Path, checkpoint_id: uuid.UUID | str) -> Path:
-    """The folder of a published checkpoint (folders are published whole, by a rename), or
-    CheckpointNotFound."""
-    folder = checkpoint_dir(artifacts, checkpoint_id)
-    if not metadata_path(folder).is_file():
-        raise CheckpointNotFound(metadata_path(folder))
-    return folder
-
-
 def read_metadata(folder: Path) -> dict[str, Any]:
     """The checkpoint's metadata; CheckpointNotFound (naming the file) when it is missing or unreadable."""
     path = metadata_path(folder)
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointNotFound(path) from None
+    return parse_metadata(data, path)
+
+
+def parse_metadata(data: bytes, path: Path | str) -> dict[str, Any]:
+    """The metadata in `data` (read from `path`); CheckpointNotFound naming `path` when it is no
+    JSON object."""
+    try:
+        meta = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointNotFound(path, f"is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict):

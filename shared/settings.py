@@ -44,7 +44,13 @@ class GoldSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GOLD_", extra="ignore")
 
     data_dir: Path = Path(".gold")
+    # Checkpoints: a local directory used in place (default {data_dir}/artifacts), or, for trainers
+    # and scorers on several hosts, any fsspec URL in artifacts_url (s3://bucket/gold, gs://...,
+    # file:///mnt/gold); then each process keeps its copies under artifact_cache_dir (default
+    # {data_dir}/artifact-cache). See shared/artifacts.py.
     artifact_dir: Path | None = None
+    artifacts_url: str | None = None
+    artifact_cache_dir: Path | None = None
     # Converted packaged models, the teacher and the causal student (a cache worth sharing between
     # data directories); default under data_dir.
     model_dir: Path | None = None
@@ -62,6 +68,8 @@ class GoldSettings(BaseSettings):
     admin_keys: list[str] = ["local"]
 
     orchestrator_url: str = "http://127.0.0.1:8000"
+    # One generator, or several separated by commas: the orchestrator spreads its calls over the
+    # healthy ones (shared/balancing.py).
     generator_url: str = "http://127.0.0.1:8001"
     scorer_url: str = "http://127.0.0.1:8002"
     # Token the orchestrator presents to the generator and scorer (one of their api_keys).
@@ -69,7 +77,7 @@ class GoldSettings(BaseSettings):
     # The trainer trains only these; the orchestrator refuses a run naming another (422).
     allowed_student_models: list[str] = DEFAULT_ALLOWED_STUDENTS
 
-    @field_validator("data_dir", "artifact_dir", "model_dir")
+    @field_validator("data_dir", "artifact_dir", "artifact_cache_dir", "model_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -77,6 +85,14 @@ class GoldSettings(BaseSettings):
     @property
     def artifacts(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"
+
+    @property
+    def artifact_cache(self) -> Path:
+        return self.artifact_cache_dir or self.data_dir / "artifact-cache"
+
+    @property
+    def generator_urls(self) -> list[str]:
+        return [url.strip().rstrip("/") for url in self.generator_url.split(",") if url.strip()]
 
     @property
     def models_dir(self) -> Path:

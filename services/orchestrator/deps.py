@@ -5,6 +5,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from services.orchestrator.config import OrchestratorSettings
+from shared.artifacts import ArtifactStore
 from shared.clients import GeneratorClient
 
 
@@ -39,6 +40,10 @@ async def get_settings(request: Request) -> OrchestratorSettings:
     return request.app.state.settings
 
 
+def get_artifacts(request: Request) -> ArtifactStore:
+    return request.app.state.artifacts
+
+
 def get_generator(request: Request) -> GeneratorClient:
     return request.app.state.generator
 
@@ -47,3 +52,4 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 SettingsDep = Annotated[OrchestratorSettings, Depends(get_settings)]
 GeneratorDep = Annotated[GeneratorClient, Depends(get_generator)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]

@@ -3,18 +3,15 @@ of its Hugging Face folder. Reads only; the caller's session is not committed he
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
-import tarfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.orchestrator.service import get_run
+from shared.artifacts import ArtifactStore
 from shared.auth import Principal
 from shared.db.models import Checkpoint, Sample
 from shared.errors import Conflict, NotFound
@@ -62,21 +59,11 @@ def best_checkpoint(run_id: uuid.UUID, *, session: Session, principal: Principal
 
 
 def model_archive(
-    run_id: uuid.UUID, *, session: Session, principal: Principal, artifacts: Path
+    run_id: uuid.UUID, *, session: Session, principal: Principal, artifacts: ArtifactStore
 ) -> tuple[str, bytes]:
     checkpoint = best_checkpoint(run_id, session=session, principal=principal)
-    folder = (artifacts / checkpoint.path).resolve()
-    if not folder.is_relative_to(artifacts.resolve()) or not folder.is_dir():
-        raise NotFound(f"checkpoint {checkpoint.id} files are missing from the artifact store")
-    buffer = io.BytesIO()
     name = f"gold-student-{run_id}"
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(folder, arcname=name)
-    return f"{name}.tar.gz", buffer.getvalue()
-
-
-def remove_folders(folders: list[Path], artifacts: Path) -> None:
-    root = artifacts.resolve()
-    for folder in folders:
-        if folder.is_relative_to(root) and folder != root:
-            shutil.rmtree(folder, ignore_errors=True)
+    try:
+        return f"{name}.tar.gz", artifacts.archive(checkpoint.path, name)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        raise NotFound(f"checkpoint {checkpoint.id} files are missing from the artifact store") from exc

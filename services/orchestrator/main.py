@@ -13,6 +13,7 @@ from services.orchestrator.api import health, runs
 from services.orchestrator.config import OrchestratorSettings, get_orchestrator_settings
 from services.orchestrator.driver import RunDriver
 from services.orchestrator.metrics import OrchestratorMetrics
+from shared.artifacts import ArtifactStore
 from shared.clients import GeneratorClient, ScorerClient
 from shared.db.session import make_engine, make_sessionmaker
 from shared.jobs import train_queue
@@ -42,6 +43,7 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
         token = settings.service_token.get_secret_value() if settings.service_token else None
         generator = GeneratorClient(settings.generator_url, token)
         app.state.generator = generator
+        app.state.artifacts = ArtifactStore.from_settings(settings)
         scorer = ScorerClient(settings.scorer_url, token)
         driver = RunDriver(settings, app.state.sessions, train_queue(redis), generator, scorer, metrics)
         if drive_runs:

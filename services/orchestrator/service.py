@@ -255,14 +255,12 @@ def cancel_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> 
     return run
 
 
-def delete_run(run_id: uuid.UUID, *, session: Session, principal: Principal, artifacts: Path) -> list[Path]:
-    """Delete a finished run's rows; return its checkpoint folders for removal after the commit."""
+def delete_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> list[str]:
+    """Delete a finished run's rows; return its checkpoint folders (relative to the artifact store)
+    for removal after the commit."""
     run = get_run(run_id, session=session, principal=principal)
     if run.status not in TERMINAL_RUN_STATUSES:
         raise Conflict(f"run {run_id} is {run.status}: cancel it first, then delete it")
-    folders = [
-        (artifacts / p).resolve()
-        for p in session.scalars(select(Checkpoint.path).where(Checkpoint.run_id == run_id))
-    ]
+    folders = list(session.scalars(select(Checkpoint.path).where(Checkpoint.run_id == run_id)))
     session.execute(delete(Run).where(Run.id == run_id))
     return folders

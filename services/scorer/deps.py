@@ -10,10 +10,15 @@ from fastapi import Depends, Request
 from services.scorer.config import ScorerSettings
 from services.scorer.embedding import TextEncoder
 from services.scorer.engine import ModelCache
+from shared.artifacts import ArtifactStore
 
 
 def get_settings(request: Request) -> ScorerSettings:
     return request.app.state.settings
+
+
+def get_artifacts(request: Request) -> ArtifactStore:
+    return request.app.state.artifacts
 
 
 def get_cache(request: Request) -> ModelCache:
@@ -29,6 +34,7 @@ def get_limiter(request: Request) -> anyio.CapacityLimiter:
 
 
 SettingsDep = Annotated[ScorerSettings, Depends(get_settings)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 CacheDep = Annotated[ModelCache, Depends(get_cache)]
 EncoderDep = Annotated[TextEncoder, Depends(get_encoder)]
 LimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_limiter)]

@@ -17,6 +17,7 @@ from services.scorer.api.energy import router as energy_router
 from services.scorer.config import ScorerSettings, get_scorer_settings
 from services.scorer.embedding import MiniLMEncoder
 from services.scorer.engine import ModelCache, load_energy_model
+from shared.artifacts import ArtifactStore
 from shared.metrics import ServiceMetrics
 from shared.service_app import create_service_app
 
@@ -35,7 +36,7 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        (settings.artifacts / "checkpoints").mkdir(parents=True, exist_ok=True)
+        app.state.artifacts = ArtifactStore.from_settings(settings)
         app.state.model_cache = ModelCache(
             settings.scorer_cache_max_models,
             settings.scorer_cache_max_bytes,
@@ -43,7 +44,7 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         )
         app.state.encoder = MiniLMEncoder(settings.scorer_batch_size)  # loads on its first request
         app.state.model_limiter = anyio.CapacityLimiter(settings.scorer_concurrency)
-        logger.info("scorer ready; checkpoints under %s", settings.artifacts / "checkpoints")
+        logger.info("scorer ready; checkpoints from %s", app.state.artifacts.where("checkpoints"))
         yield
         app.state.model_cache.clear()
         app.state.encoder.close()
@@ -60,9 +61,8 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
-        root = settings.artifacts / "checkpoints"
         cache = getattr(app.state, "model_cache", None)
-        if cache is None or not root.is_dir():
+        if cache is None:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ready", "models_loaded": len(cache), "model_bytes": cache.nbytes})
 

@@ -9,10 +9,9 @@ from functools import partial
 import anyio
 import numpy as np
 
-from services.scorer.config import ScorerSettings
 from services.scorer.embedding import TextEncoder
 from services.scorer.engine import MissingField, ModelCache
-from shared.checkpoints import existing_checkpoint_dir
+from shared.artifacts import ArtifactStore
 from shared.errors import InvalidInput
 from shared.schemas.scoring import (
     EmbedRequest,
@@ -24,8 +23,8 @@ from shared.schemas.scoring import (
 )
 
 
-def _energies(request: EnergyRequest, cache: ModelCache, settings: ScorerSettings) -> EnergyResponse:
-    folder = existing_checkpoint_dir(settings.artifacts, request.checkpoint_id)  # or a 404
+def _energies(request: EnergyRequest, cache: ModelCache, artifacts: ArtifactStore) -> EnergyResponse:
+    folder = artifacts.fetch(request.checkpoint_id)  # downloaded from a remote store; or a 404
     model = cache.get(str(request.checkpoint_id), folder)
     try:
         energies = model.energy(request.samples, request.temperature, request.pad_mode)
@@ -37,10 +36,10 @@ def _energies(request: EnergyRequest, cache: ModelCache, settings: ScorerSetting
 
 
 async def compute_energies(
-    request: EnergyRequest, *, cache: ModelCache, settings: ScorerSettings, limiter: anyio.CapacityLimiter
+    request: EnergyRequest, *, cache: ModelCache, artifacts: ArtifactStore, limiter: anyio.CapacityLimiter
 ) -> EnergyResponse:
-    """Model loading and forward passes run in a worker thread, never on the event loop."""
-    return await anyio.to_thread.run_sync(partial(_energies, request, cache, settings), limiter=limiter)
+    """Downloads, model loading and forward passes run in a worker thread, never on the event loop."""
+    return await anyio.to_thread.run_sync(partial(_energies, request, cache, artifacts), limiter=limiter)
 
 
 def _embed(request: EmbedRequest, encoder: TextEncoder) -> EmbedResponse:

@@ -1,36 +1,17 @@
 """Writing checkpoint folders: published atomically, with a model card. Where a checkpoint lives and
-what its metadata holds is the contract in shared/checkpoints.py (the scorer reads it)."""
+what its metadata holds is the contract in shared/checkpoints.py (the scorer reads it); the folder is
+written locally and shared/artifacts.py makes it part of the artifact store."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
-class UnwritableArtifacts(OSError):
-    """The folder checkpoints are written to cannot be written: the message names it."""
-
-    def __init__(self, folder: Path, cause: OSError):
-        super().__init__(
-            f"artifact directory {folder} is not writable ({cause.strerror or cause}): no checkpoint "
-            "can be saved; fix its permissions or space, or point GOLD_ARTIFACT_DIR elsewhere"
-        )
-
-
-def require_writable(folder: Path) -> None:
-    """Fail before minutes of training when `folder` (created if missing) cannot take a new entry.
-    A file is created and removed: permission bits alone do not say (root, read-only mounts)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        raise UnwritableArtifacts(folder, exc) from exc
+from shared.artifacts import UnwritableArtifacts
 
 
 def publish(final: Path, write: Callable[[Path], None]) -> None:
@@ -43,7 +24,7 @@ def publish(final: Path, write: Callable[[Path], None]) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
     except OSError as exc:
-        raise UnwritableArtifacts(final.parent, exc) from exc
+        raise UnwritableArtifacts(str(final.parent), exc) from exc
     try:
         write(tmp)
         _fsync_dir(tmp)

@@ -9,7 +9,6 @@ import os
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -17,13 +16,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from transformers.utils import logging as hf_logging
 
-from services.trainer.checkpoints import require_writable
 from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_trainer_settings
 from services.trainer.launcher import launch
 from services.trainer.students import Example
 from services.trainer.train import evaluate_few_shot, train
 from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
-from shared.checkpoints import CheckpointNotFound, checkpoint_dir, checkpoint_uuid, read_metadata
+from shared.artifacts import ArtifactStore
+from shared.checkpoints import CheckpointNotFound, checkpoint_uuid, read_metadata
 from shared.db.models import Checkpoint, Metric, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.evaluation_data import load_evaluation
@@ -125,8 +124,11 @@ def reference_examples(spec: RunSpec) -> tuple[list[Example], list[Example]]:
     return rows[: len(rows) - held], rows[len(rows) - held :]
 
 
-def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: TrainerSettings) -> TrainConfig:
-    """The training config of one job, from the run's spec and its samples in Postgres."""
+def build_config(
+    session: Session, job: TrainJob, spec: RunSpec, settings: TrainerSettings, store: ArtifactStore
+) -> TrainConfig:
+    """The training config of one job, from the run's spec and its samples in Postgres; the
+    checkpoint it continues from is fetched from the artifact store (downloaded when remote)."""
     # Fresh students (final, reference) get the longer epoch budget with early stopping.
     fresh = job.role != "loop"
     if job.role == "reference":
@@ -138,8 +140,8 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
 
     init_from = None
     if not fresh and spec.student.continue_training and job.init_checkpoint_id:
-        init_from = checkpoint_dir(settings.artifacts, job.init_checkpoint_id)
-        meta = read_metadata(init_from)  # CheckpointNotFound: the loop cannot continue without it
+        init_from = store.fetch(job.init_checkpoint_id)  # CheckpointNotFound: the loop cannot continue
+        meta = read_metadata(init_from)
         if meta.get("student_kind") != spec.student_kind:
             raise ValueError(
                 f"init checkpoint is a {meta.get('student_kind')}, the spec wants {spec.student_kind}"
@@ -161,7 +163,7 @@ def build_config(session: Session, job: TrainJob, spec: RunSpec, settings: Train
         spec,
         settings,
         checkpoint_id=str(cid),
-        output_dir=checkpoint_dir(settings.artifacts, cid),
+        output_dir=store.local_folder(cid),
         train=train_examples,
         holdout=holdout_examples,
         evaluation=evaluation,
@@ -212,13 +214,13 @@ def record_metrics(session: Session, job: TrainJob, metrics: dict[str, float]) -
     )
 
 
-def _finished(session: Session, checkpoint_id: uuid.UUID, folder: Path) -> TrainResult | None:
+def _finished(session: Session, checkpoint_id: uuid.UUID, store: ArtifactStore) -> TrainResult | None:
     """The result of a job already done (its row committed, its folder published), or None."""
     row = session.get(Checkpoint, checkpoint_id)
     if row is None:
         return None
     try:
-        meta = read_metadata(folder)
+        meta = store.read_metadata(checkpoint_id)
     except CheckpointNotFound as exc:
         logger.warning("checkpoint %s has a row but no published folder (%s): training again", row.id, exc)
         return None
@@ -247,6 +249,7 @@ def train_student(payload: dict[str, Any]) -> dict[str, Any]:
 def _train_student(job: TrainJob, settings: TrainerSettings) -> dict[str, Any]:
     engine = make_engine(settings.require_database_url())
     factory = make_sessionmaker(engine)
+    store = ArtifactStore.from_settings(settings)
     try:
         _report("loading")
         with factory() as session:
@@ -255,12 +258,11 @@ def _train_student(job: TrainJob, settings: TrainerSettings) -> dict[str, Any]:
                 raise LookupError(f"run {job.run_id} does not exist")
             spec = RunSpec.model_validate(run.spec)
             cid = checkpoint_uuid(job.run_id, job.iteration, job.role)
-            folder = checkpoint_dir(settings.artifacts, cid)
-            done = _finished(session, cid, folder)
+            done = _finished(session, cid, store)
             if done is not None:
                 logger.info("checkpoint %s already complete: not training again", cid)
                 return done.model_dump()
-            cfg = build_config(session, job, spec, settings)
+            cfg = build_config(session, job, spec, settings, store)
         logger.info(
             "training %s student for run %s iteration %d (%s): %d train, %d holdout, %d eval examples",
             cfg.kind,
@@ -277,14 +279,14 @@ def _train_student(job: TrainJob, settings: TrainerSettings) -> dict[str, Any]:
             with transaction(factory) as session:
                 record_metrics(session, job, result.metrics)
             return result.model_dump()
-        require_writable(cfg.output_dir.parent)  # before training, not after
+        store.require_writable()  # before training, not after
         _report("training", train_examples=len(cfg.train))
         result = launch(cfg, settings.trainer_processes) if settings.trainer_processes > 1 else train(cfg)
         if job.role == "reference":  # stored at iteration 0 beside the teacher's: name them apart
             result.metrics = {reference_metric(name): value for name, value in result.metrics.items()} | {
                 REFERENCE_EXAMPLES: float(len(cfg.train) + len(cfg.holdout))
             }
-        relpath = cfg.output_dir.relative_to(settings.artifacts).as_posix()
+        relpath = store.publish(result.checkpoint_id)  # uploaded, for a store behind a URL
         with transaction(factory) as session:
             record(session, job, cfg, result, str(result.extra.get("base_model", cfg.model)), relpath)
         _report("done", checkpoint_id=result.checkpoint_id)

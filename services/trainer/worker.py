@@ -89,6 +89,6 @@ def run_worker(settings: TrainerSettings, burst: bool = False) -> bool:
             "trainer worker %s on queue %r (artifacts: %s)",
             worker.name,
             worker.queues[0].name,
-            settings.artifacts,
+            settings.artifacts_url or settings.artifacts,
         )
         return worker.work(burst=burst, logging_level=settings.log_level.upper())

@@ -9,7 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from services.orchestrator import exports, report, service
-from services.orchestrator.deps import GeneratorDep, ReadSessionDep, SessionDep, SettingsDep
+from services.orchestrator.deps import ArtifactsDep, GeneratorDep, ReadSessionDep, SessionDep, SettingsDep
 from shared.auth import PrincipalDep
 from shared.names import RunStatus
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage
@@ -108,12 +108,12 @@ def cancel_run(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) 
 def delete_run(
     run_id: uuid.UUID,
     session: SessionDep,
-    settings: SettingsDep,
+    artifacts: ArtifactsDep,
     background: BackgroundTasks,
     principal: PrincipalDep,
 ) -> Response:
-    folders = service.delete_run(run_id, session=session, principal=principal, artifacts=settings.artifacts)
-    background.add_task(exports.remove_folders, folders, settings.artifacts)  # after the commit
+    folders = service.delete_run(run_id, session=session, principal=principal)
+    background.add_task(artifacts.remove, folders)  # after the commit
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -130,12 +130,10 @@ def download_dataset(run_id: uuid.UUID, session: SessionDep, principal: Principa
 
 @router.get("/{run_id}/model")
 def download_model(
-    run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+    run_id: uuid.UUID, session: SessionDep, artifacts: ArtifactsDep, principal: PrincipalDep
 ) -> Response:
     """The student as a .tar.gz of its Hugging Face folder (final student when there is one)."""
-    filename, data = exports.model_archive(
-        run_id, session=session, principal=principal, artifacts=settings.artifacts
-    )
+    filename, data = exports.model_archive(run_id, session=session, principal=principal, artifacts=artifacts)
     return Response(
         data,
         media_type="application/gzip",

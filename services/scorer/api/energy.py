@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.scorer import service
-from services.scorer.deps import CacheDep, LimiterDep, SettingsDep
+from services.scorer.deps import ArtifactsDep, CacheDep, LimiterDep
 from shared.auth import Caller
 from shared.schemas.scoring import EnergyRequest, EnergyResponse, SelectRequest, SelectResponse
 
@@ -14,10 +14,10 @@ router = APIRouter(prefix="/v1", tags=["energy"])
 
 @router.post("/energy", response_model=EnergyResponse)
 async def energy(
-    body: EnergyRequest, _: Caller, settings: SettingsDep, cache: CacheDep, limiter: LimiterDep
+    body: EnergyRequest, _: Caller, artifacts: ArtifactsDep, cache: CacheDep, limiter: LimiterDep
 ) -> EnergyResponse:
     """Free energy of each sample under a student checkpoint (lower = more familiar)."""
-    return await service.compute_energies(body, cache=cache, settings=settings, limiter=limiter)
+    return await service.compute_energies(body, cache=cache, artifacts=artifacts, limiter=limiter)
 
 
 @router.post("/select", response_model=SelectResponse)

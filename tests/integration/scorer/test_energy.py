@@ -18,6 +18,7 @@ from transformers import (
 
 from services.scorer.config import ScorerSettings
 from services.scorer.main import create_app
+from shared.artifacts import ArtifactStore
 
 from .conftest import NLI, QA
 
@@ -152,3 +153,24 @@ def test_energy_errors(client, scorer_artifacts):
     )
     assert seq.status_code == 422 and seq.json()["detail"][0]["loc"][-1] == "answer"  # target needed
     assert client.get("/readyz").json()["models_loaded"] >= 1
+
+
+def test_a_scorer_on_another_host_downloads_the_checkpoint_from_the_store(client, scorer_artifacts, tmp_path):
+    """The trainer's folder uploaded to a store behind a URL (memory://, shared by this process only);
+    a scorer that sees no trainer disk downloads it into its cache and gives the same energies."""
+    cid = scorer_artifacts["classifier"]
+    url = f"memory://gold-scorer-{uuid.uuid4().hex}"
+    ArtifactStore(url, scorer_artifacts["artifacts"]).publish(cid)  # the trainer host's copy
+    settings = ScorerSettings(
+        artifact_dir=tmp_path / "not-used", artifacts_url=url, artifact_cache_dir=tmp_path / "cache"
+    )
+    samples = [f for f, _ in NLI]
+    with TestClient(create_app(settings)) as remote:
+        response = remote.post("/v1/energy", json={"checkpoint_id": cid, "samples": samples})
+        assert response.status_code == 200, response.text
+        unknown = remote.post("/v1/energy", json={"checkpoint_id": str(uuid.uuid4()), "samples": samples})
+        assert unknown.status_code == 404 and url in unknown.json()["message"]
+    local = client.post("/v1/energy", json={"checkpoint_id": cid, "samples": samples}).json()
+    np.testing.assert_allclose(response.json()["energies"], local["energies"], rtol=1e-5, atol=1e-5)
+    assert (tmp_path / "cache" / "checkpoints" / cid / "model.safetensors").is_file()
+    assert not (tmp_path / "not-used").exists()

@@ -11,6 +11,7 @@ import pytest
 from services.trainer import train as train_module
 from services.trainer.config import get_trainer_settings
 from services.trainer.jobs import build_config
+from shared.artifacts import ArtifactStore
 from shared.checkpoints import CheckpointNotFound
 from shared.db.models import Run, Sample
 from shared.schemas.training import TrainJob, TrainResult
@@ -73,7 +74,11 @@ def _job_config(session_factory, spec: dict, settings, **job):
             )
     with session_factory() as session:
         return build_config(
-            session, TrainJob(run_id=str(run_id), iteration=1, **job), RunSpec.model_validate(spec), settings
+            session,
+            TrainJob(run_id=str(run_id), iteration=1, **job),
+            RunSpec.model_validate(spec),
+            settings,
+            ArtifactStore.from_settings(settings),
         )
 
 

@@ -6,12 +6,12 @@ import uuid
 
 import pytest
 
+from shared.artifacts import ArtifactStore
 from shared.checkpoints import (
     METADATA_FILE,
     CheckpointNotFound,
     checkpoint_dir,
     checkpoint_uuid,
-    existing_checkpoint_dir,
     read_metadata,
     write_metadata,
 )
@@ -36,13 +36,14 @@ def test_metadata_round_trips_and_a_published_folder_is_found(tmp_path):
     folder.mkdir(parents=True)
     write_metadata(folder, {"student_kind": "classifier", "metrics": {"eval_accuracy": 0.5}})
     assert read_metadata(folder) == {"student_kind": "classifier", "metrics": {"eval_accuracy": 0.5}}
-    assert existing_checkpoint_dir(tmp_path, cid) == folder
+    assert ArtifactStore(str(tmp_path), tmp_path / "cache").fetch(cid) == folder
 
 
 def test_missing_metadata_is_a_not_found_error_naming_the_file(tmp_path):
     cid = uuid.uuid4()
     folder = checkpoint_dir(tmp_path, cid)
-    for call in (lambda: read_metadata(folder), lambda: existing_checkpoint_dir(tmp_path, cid)):
+    store = ArtifactStore(str(tmp_path), tmp_path / "cache")
+    for call in (lambda: read_metadata(folder), lambda: store.fetch(cid), lambda: store.read_metadata(cid)):
         with pytest.raises(CheckpointNotFound) as caught:
             call()
         assert isinstance(caught.value, NotFound) and caught.value.status_code == 404

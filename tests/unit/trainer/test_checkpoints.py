@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer.checkpoints import UnwritableArtifacts, publish, require_writable
+from services.trainer.checkpoints import publish
+from shared.artifacts import UnwritableArtifacts, require_writable
 from tests.support import unwritable
 
 
