@@ -57,7 +57,7 @@ class Stack:
     def __post_init__(self) -> None:
         urls = {
             "orchestrator": self.settings.orchestrator_url,
-            "generator": self.settings.generator_url,
+            "generator": self.settings.generator_urls[0],  # the one generator started here
             "scorer": self.settings.scorer_url,
         }
         self.ports = {name: urlsplit(url).port or 80 for name, url in urls.items()} | self.ports

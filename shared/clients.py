@@ -4,11 +4,13 @@ UpstreamError naming the service, so a run's error says which service failed and
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
+from shared.balancing import Replicas
 from shared.errors import UpstreamError
 from shared.schemas.generation import (
     AnswerRequest,
@@ -36,13 +38,21 @@ ResponseT = TypeVar("ResponseT", bound=BaseModel)
 
 
 class ServiceClient:
+    """One service, at one base URL or several interchangeable replicas (shared/balancing.py)."""
+
     service = "service"
 
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 600.0):
+    def __init__(
+        self,
+        base_url: str | Sequence[str],
+        token: str | None = None,
+        timeout_s: float = 600.0,
+        retry_after_s: float = 10.0,
+    ):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
-            base_url=base_url, headers=headers, timeout=httpx.Timeout(timeout_s, connect=5.0)
-        )
+        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=5.0))
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.replicas = Replicas(urls, self._answers_ready, retry_after_s)
 
     def close(self) -> None:
         self._http.close()
@@ -51,27 +61,49 @@ class ServiceClient:
         return self._request("POST", path, response_type, json=body.model_dump(mode="json"))
 
     def _request(self, method: str, path: str, response_type: type[ResponseT], **kwargs: Any) -> ResponseT:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                self.service, f"{type(exc).__name__} calling {path}: {exc}", 503, retryable=True
-            ) from exc
-        if response.status_code >= 400:
-            transient = response.status_code >= 500 or response.status_code == 429
-            raise UpstreamError(
-                self.service,
-                f"{path} answered {response.status_code}: {response.text[:500]}",
-                503 if transient else 502,
-                retryable=transient,
-            )
-        return response_type.model_validate(response.json())
+        """Sent to one replica; to the next one only when the request cannot have been handled (the
+        connection failed, or a 503: not ready). Errors name the URL that failed."""
+        unreached: list[str] = []
+        for base in self.replicas.candidates():
+            url = f"{base}{path}"
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                self.replicas.failed(base, type(exc).__name__)
+                unreached.append(f"{type(exc).__name__} calling {url}: {exc}")
+                continue
+            except httpx.HTTPError as exc:
+                self.replicas.failed(base, type(exc).__name__)
+                raise UpstreamError(
+                    self.service, f"{type(exc).__name__} calling {url}: {exc}", 503, retryable=True
+                ) from exc
+            if response.status_code == 503:
+                self.replicas.failed(base, "503")
+                unreached.append(f"{url} answered 503: {response.text[:300]}")
+                continue
+            if response.status_code >= 400:
+                transient = response.status_code >= 500 or response.status_code == 429
+                if response.status_code >= 500:
+                    self.replicas.failed(base, str(response.status_code))
+                raise UpstreamError(
+                    self.service,
+                    f"{url} answered {response.status_code}: {response.text[:500]}",
+                    503 if transient else 502,
+                    retryable=transient,
+                )
+            self.replicas.succeeded(base)
+            return response_type.model_validate(response.json())
+        raise UpstreamError(self.service, "; ".join(unreached), 503, retryable=True)
 
-    def ready(self) -> bool:
+    def _answers_ready(self, base: str) -> bool:
         try:
-            return self._http.get("/readyz", timeout=5.0).status_code == 200
+            return self._http.get(f"{base}/readyz", timeout=5.0).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def ready(self) -> bool:
+        """Whether a replica answers /readyz."""
+        return any(self._answers_ready(base) for base in self.replicas.urls)
 
 
 class GeneratorClient(ServiceClient):
@@ -130,7 +162,9 @@ class OrchestratorClient(ServiceClient):
 
     def report(self, run_id: str, compare: list[str] | None = None) -> str:
         try:
-            response = self._http.get(f"/runs/{run_id}/report", params={"compare": compare or []})
+            response = self._http.get(
+                f"{self.replicas.urls[0]}/runs/{run_id}/report", params={"compare": compare or []}
+            )
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 self.service, f"{type(exc).__name__} fetching the report: {exc}", 503

@@ -18,6 +18,9 @@ class OrchestratorSettings(GoldSettings):
     lease_s: float = 120.0
     # A service call is retried with backoff until this deadline, then the run fails naming it.
     upstream_deadline_s: float = 300.0
+    # With several generators (GOLD_GENERATOR_URL=url1,url2): how long one that failed is skipped
+    # before a /readyz probe may bring it back.
+    generator_retry_s: float = 10.0
     # Attempts of one training step (each a fresh RQ job) before the run fails: the one retry
     # layer of training (services/orchestrator/stages/train.py says why).
     train_attempts: int = 3

@@ -41,7 +41,7 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
         )
         metrics.watch(app.state.sessions, train_queue(app.state.redis_probe))
         token = settings.service_token.get_secret_value() if settings.service_token else None
-        generator = GeneratorClient(settings.generator_url, token)
+        generator = GeneratorClient(settings.generator_urls, token, retry_after_s=settings.generator_retry_s)
         app.state.generator = generator
         app.state.artifacts = ArtifactStore.from_settings(settings)
         scorer = ScorerClient(settings.scorer_url, token)
