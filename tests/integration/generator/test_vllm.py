@@ -424,20 +424,38 @@ def test_langchain_chat_openai_sends_content_parts(server: str) -> None:
     assert "".join(str(c.content) for c in streamed).strip()
 
 
-def test_openai_engine_drives_a_remote_server(server: str) -> None:
-    """The `openai` backend, pointed at this (real) server as its remote OpenAI-compatible fleet."""
+def test_remote_teachers_serve_beside_each_other(server: str) -> None:
+    """A generator of two teachers, both `openai` upstreams on this (real) server: the default one
+    configured as the openai engine, a second named "copy" by an openai:<URL> source. Requests
+    pick either by name; an unknown name is refused naming `model`."""
     settings = GeneratorSettings(
+        api_keys={"tests": TOKEN},
         generator_engine="openai",
         generator_openai_base_url=f"{server}/v1",
         generator_openai_api_key=TOKEN,
         generator_openai_model="google/gemma-3-270m",
+        generator_teachers=["copy"],
+        generator_models={"default": "unused by the openai engine", "copy": f"openai:{server}/v1"},
+        generator_model_ids={"copy": "google/gemma-3-270m"},
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=HEADERS) as client:
         wait_ready(client, 60)
-        body = client.post(
-            "/v1/generate", json={"task": TASK, "n": 4, "sampling": {"seed": 5, "max_tokens": 48}}
+        oai = openai.OpenAI(base_url="http://testserver/v1", api_key=TOKEN, http_client=client)
+        assert [m.id for m in oai.models.list().data] == ["google/gemma-3-270m", "default", "copy"]
+        for model in (None, "copy"):
+            body = {"task": TASK, "n": 4, "sampling": {"seed": 5, "max_tokens": 48}, "model": model}
+            response = client.post("/v1/generate", json=body)
+            assert response.status_code == 200, response.text
+            out = response.json()
+            assert out["settings"]["engine"] == "openai" and out["stats"]["completions"] == 4
+            assert out["stats"]["accepted"] >= 2
+        inputs = [{"text": "A warm, wonderful film."}, {"text": "Dull and far too long."}]
+        labelled = client.post("/v1/classify", json={"task": TASK, "model": "copy", "inputs": inputs})
+        assert labelled.status_code == 200, labelled.text  # prompt logprobs through echo upstream
+        chat = oai.chat.completions.create(
+            model="copy", messages=[{"role": "user", "content": "Name a colour."}], max_completion_tokens=6
         )
-        assert body.status_code == 200, body.text
-        out = body.json()
-        assert out["settings"]["engine"] == "openai" and out["stats"]["completions"] == 4
-        assert out["stats"]["accepted"] >= 2
+        assert chat.model == "copy" and chat.choices[0].message.content
+        with pytest.raises(openai.NotFoundError) as refused:
+            oai.completions.create(model="google/gemma-3-1b", prompt="x")
+        assert refused.value.param == "model"
