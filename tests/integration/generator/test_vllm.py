@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import threading
@@ -25,6 +26,7 @@ from services.generator.config import GeneratorSettings
 from services.generator.limits import KeyLimiter
 from services.generator.main import create_app
 from services.generator.parsing import normalise
+from services.generator.teachers import resolve_teacher
 from shared.local_servers import LocalServer
 from shared.spec import RunSpec, load_spec_file
 from tests.integration.generator.conftest import wait_ready
@@ -422,6 +424,91 @@ def test_langchain_chat_openai_sends_content_parts(server: str) -> None:
     assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] > 0
     streamed = list(llm.stream("Name a colour."))
     assert "".join(str(c.content) for c in streamed).strip()
+
+
+def test_distilabel_generates_a_small_dataset(server: str, tmp_path: Path) -> None:
+    """distilabel's OpenAILLM in a pipeline, as a team would build a dataset on the generator (it
+    sends penalties, logprobs=False and n on every chat call)."""
+    from distilabel.models.llms import OpenAILLM
+    from distilabel.pipeline import Pipeline
+    from distilabel.steps import LoadDataFromDicts
+    from distilabel.steps.tasks import TextGeneration
+
+    topics = ("rivers", "bread", "trains")
+    with Pipeline(name="gold-generator", cache_dir=tmp_path) as pipeline:
+        load = LoadDataFromDicts(data=[{"instruction": f"Write one sentence about {t}."} for t in topics])
+        llm = OpenAILLM(
+            model="default",
+            base_url=f"{server}/v1",
+            api_key=TOKEN,
+            generation_kwargs={"max_new_tokens": 12, "temperature": 0.8},
+        )
+        load >> TextGeneration(llm=llm, num_generations=2)
+    rows = pipeline.run(use_cache=False)["default"]["train"]
+    assert len(rows) == 2 * len(topics) and set(rows["model_name"]) == {"default"}
+    assert all(isinstance(g, str) and g.strip() for g in rows["generation"])
+    for topic in topics:  # two samples of one instruction, not one sample twice
+        assert len({r["generation"] for r in rows if topic in r["instruction"]}) == 2
+    statistics = rows[0]["distilabel_metadata"]["statistics_text_generation_0"]
+    assert statistics["input_tokens"] > 5 and 0 < statistics["output_tokens"] <= 2 * 12
+
+
+LM_EVAL_TASK = """
+task: gold_sentiment
+dataset_path: json
+dataset_kwargs:
+  data_files: {{test: {data}}}
+  cache_dir: {cache}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Review: {{{{text}}}}\nSentiment:"
+doc_to_choice: ["negative", "positive"]
+doc_to_target: label
+metric_list:
+  - metric: acc
+"""
+
+
+def test_lm_evaluation_harness_scores_a_local_task(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lm-evaluation-harness's local-completions: log-likelihoods of each choice by prompt token
+    ids with echo and logprobs, on a four-row JSONL task."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    rows = [
+        ("A warm, funny film I would gladly watch again.", 1),
+        ("A dull, lifeless mess from start to finish.", 0),
+        ("The best thing I have seen all year.", 1),
+        ("Boring and far too long; I walked out.", 0),
+    ]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "gold_sentiment.yaml").write_text(LM_EVAL_TASK.format(data=data, cache=tmp_path / "hf"))
+    monkeypatch.setenv("OPENAI_API_KEY", TOKEN)  # what local-completions sends as its bearer token
+    tokenizer = resolve_teacher(GeneratorSettings(data_dir=data_dir()), "default").path
+    out = lm_eval.simple_evaluate(
+        model="local-completions",
+        model_args={
+            "model": "default",
+            "base_url": f"{server}/v1/completions",
+            "tokenizer_backend": "huggingface",
+            "tokenizer": tokenizer,
+            "max_retries": 1,
+        },
+        tasks=["gold_sentiment"],
+        task_manager=TaskManager(include_path=str(tasks)),
+        log_samples=True,
+    )
+    result = out["results"]["gold_sentiment"]
+    assert result["sample_len"] == len(rows) and 0.0 <= result["acc,none"] <= 1.0
+    for sample in out["samples"]["gold_sentiment"]:
+        negative, positive = (lp for lp, _ in sample["filtered_resps"])
+        # two different continuations of one context: real probabilities that sum to at most 1
+        assert negative < 0 and positive < 0 and math.exp(negative) + math.exp(positive) <= 1.0
 
 
 def test_remote_teachers_serve_beside_each_other(server: str) -> None:
