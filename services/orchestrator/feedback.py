@@ -23,6 +23,7 @@ def teacher_distributions(
     task = ctx.spec.task
     request = ClassifyRequest(
         task=task,
+        model=ctx.spec.teacher.served_model,
         examples=[s.fields for s in seeds],
         inputs=[{f: s.fields[f] for f in task.input_fields} for s in samples],
     )

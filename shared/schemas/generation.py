@@ -12,6 +12,10 @@ from shared.spec import TaskSpec
 Example = dict[str, Annotated[str, StringConstraints(max_length=4000)]]
 
 
+# The teacher a request is for: a name the generator's GET /v1/models lists; None = its default.
+TeacherName = Annotated[str, StringConstraints(min_length=1, max_length=200)] | None
+
+
 class SamplingSettings(InputModel):
     temperature: float = Field(default=0.8, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
@@ -22,6 +26,7 @@ class SamplingSettings(InputModel):
 
 class GenerateRequest(InputModel):
     task: TaskSpec
+    model: TeacherName = None
     # In-context examples (default: the task's seed examples) and feedback examples (OOD picks).
     examples: list[Example] | None = Field(default=None, max_length=32)
     feedback: list[Example] = Field(default_factory=list, max_length=32)
@@ -99,6 +104,7 @@ class ClassifyRequest(InputModel):
     """The teacher answers classification inputs few-shot (label with the highest likelihood)."""
 
     task: TaskSpec
+    model: TeacherName = None
     # In-context examples (default: the task's seed examples).
     examples: list[Example] | None = Field(default=None, max_length=32)
     inputs: list[Example] = Field(min_length=1, max_length=4096)
@@ -124,6 +130,7 @@ class AnswerRequest(InputModel):
     on real data, the baseline a distilled seq2seq student is measured against."""
 
     task: TaskSpec
+    model: TeacherName = None
     # In-context examples (default: the task's seed examples).
     examples: list[Example] | None = Field(default=None, max_length=32)
     inputs: list[Example] = Field(min_length=1, max_length=4096)
@@ -144,6 +151,7 @@ class AttributesRequest(InputModel):
     writer): varied directions for out-of-distribution prompts, listed once per run."""
 
     task: TaskSpec
+    model: TeacherName = None
     n: int = Field(default=24, ge=1, le=256)
     sampling: SamplingSettings = SamplingSettings(temperature=0.9, max_tokens=96)
 

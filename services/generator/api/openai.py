@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.generator import openai_compat
-from services.generator.deps import EngineDep, MetricsDep, OpenAIAccess, SettingsDep
+from services.generator.deps import MetricsDep, OpenAIAccess, SettingsDep, TeachersDep
 from services.generator.engines.protocol import OpenAIRequestError, OpenAIResult
 from services.generator.openai_schemas import (
     ChatCompletionRequest,
@@ -23,6 +23,7 @@ from services.generator.openai_schemas import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from services.generator.teachers import UnknownModel
 from shared.errors import GoldError, InvalidInput
 
 router = APIRouter(tags=["openai"])
@@ -37,9 +38,9 @@ def _respond(result: OpenAIResult) -> Response:
 
 @router.post("/v1/completions", response_model=CompletionResponse)
 async def completions(
-    body: CompletionRequest, access: OpenAIAccess, engine: EngineDep, metrics: MetricsDep
+    body: CompletionRequest, access: OpenAIAccess, teachers: TeachersDep, metrics: MetricsDep
 ) -> Response:
-    result = await openai_compat.complete(engine, body, metrics=metrics, quota=access)
+    result = await openai_compat.complete(teachers, body, metrics=metrics, quota=access)
     return _respond(result)
 
 
@@ -47,27 +48,27 @@ async def completions(
 async def chat_completions(
     body: ChatCompletionRequest,
     access: OpenAIAccess,
-    engine: EngineDep,
+    teachers: TeachersDep,
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> Response:
-    result = await openai_compat.chat(engine, body, settings=settings, metrics=metrics, quota=access)
+    result = await openai_compat.chat(teachers, body, settings=settings, metrics=metrics, quota=access)
     return _respond(result)
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def models(_: OpenAIAccess, engine: EngineDep) -> ModelList:
-    return openai_compat.list_models(engine)
+async def models(_: OpenAIAccess, teachers: TeachersDep) -> ModelList:
+    return openai_compat.list_models(teachers)
 
 
 @router.post("/tokenize", response_model=TokenizeResponse)
-async def tokenize(body: TokenizeRequest, access: OpenAIAccess, engine: EngineDep) -> Response:
-    return _respond(await openai_compat.tokenize(engine, body, quota=access))
+async def tokenize(body: TokenizeRequest, access: OpenAIAccess, teachers: TeachersDep) -> Response:
+    return _respond(await openai_compat.tokenize(teachers, body, quota=access))
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse)
-async def detokenize(body: DetokenizeRequest, access: OpenAIAccess, engine: EngineDep) -> Response:
-    return _respond(await openai_compat.detokenize(engine, body, quota=access))
+async def detokenize(body: DetokenizeRequest, access: OpenAIAccess, teachers: TeachersDep) -> Response:
+    return _respond(await openai_compat.detokenize(teachers, body, quota=access))
 
 
 OPENAI_PATHS = frozenset(
@@ -93,6 +94,8 @@ def install_openai_error_format(app: FastAPI) -> None:
         if isinstance(exc, InvalidInput):
             param = ".".join(str(p) for p in exc.detail[0]["loc"])
             return openai_error("invalid_request_error", exc.message, 400, param)
+        if isinstance(exc, UnknownModel):  # as OpenAI answers a model it does not have
+            return openai_error("invalid_request_error", exc.message, 404, "model")
         param = exc.param if isinstance(exc, OpenAIRequestError) else None
         response = openai_error(exc.error, exc.message, exc.status_code, param)
         response.headers.update(exc.headers or {})

@@ -5,18 +5,22 @@ Apart from the protocol so that the backends, which import the protocol, are nev
 
 from __future__ import annotations
 
+from typing import Literal
+
 from services.generator.config import GeneratorSettings
 from services.generator.engines.protocol import TextEngine
 from services.generator.model_store import ResolvedModel
 
 
-def build_engine(settings: GeneratorSettings, model: ResolvedModel) -> TextEngine:
-    """Construct (not start) the configured backend. Imports are lazy: only the chosen one loads."""
-    if settings.generator_engine == "vllm":
+def build_engine(
+    settings: GeneratorSettings, model: ResolvedModel, kind: Literal["vllm", "hf", "openai"]
+) -> TextEngine:
+    """Construct (not start) a backend of `kind`. Imports are lazy: only the chosen one loads."""
+    if kind == "vllm":
         from services.generator.engines.vllm import VLLMEngine
 
         return VLLMEngine(settings, model)
-    if settings.generator_engine == "hf":
+    if kind == "hf":
         from services.generator.engines.hf import HFEngine
 
         return HFEngine(settings, model)

@@ -25,11 +25,16 @@ logger = logging.getLogger(__name__)
 
 
 class OpenAIEngine:
+    """`model.path` is the server's base URL, `model.model_id` the model's name there."""
+
     def __init__(self, settings: GeneratorSettings, model: ResolvedModel, http_client: Any = None):
         import openai
 
-        if not settings.generator_openai_base_url:
-            raise ModelError("the openai engine needs GOLD_GENERATOR_OPENAI_BASE_URL")
+        if not model.path:
+            raise ModelError(
+                f"the openai engine of {model.name!r} needs a base URL: GOLD_GENERATOR_OPENAI_BASE_URL, "
+                "or an openai:<base URL> source in GOLD_GENERATOR_MODELS"
+            )
         self.settings = settings
         self.info = EngineInfo(engine="openai", engine_version=openai.__version__, model=model)
         self._http_client = http_client  # tests pass an in-process transport
@@ -41,7 +46,7 @@ class OpenAIEngine:
 
         key = self.settings.generator_openai_api_key
         self._client = AsyncOpenAI(
-            base_url=self.settings.generator_openai_base_url,
+            base_url=self.info.model.path,
             api_key=key.get_secret_value() if key else "unused",
             timeout=self.settings.generator_timeout_s,
             max_retries=2,
@@ -50,9 +55,7 @@ class OpenAIEngine:
         try:
             models = await self._client.models.list()
         except Exception as exc:
-            raise ModelError(
-                f"cannot list models at {self.settings.generator_openai_base_url}: {exc}"
-            ) from exc
+            raise ModelError(f"cannot list models at {self.info.model.path}: {exc}") from exc
         names = [m.id for m in models.data]
         if self.info.model.model_id not in names:
             raise ModelError(f"the server does not serve {self.info.model.model_id!r} (it serves {names})")

@@ -51,6 +51,7 @@ def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: str) -> Done:
     examples = seeds + shown
     request = GenerateRequest(
         task=spec.task,
+        model=spec.teacher.served_model,
         examples=[s.fields for s in examples],
         feedback=[s.fields for s in feedback],
         feedback_per_prompt=spec.loop.feedback_per_prompt,
@@ -142,6 +143,7 @@ def list_attributes(ctx: RunContext, iteration: int) -> Done:
     """The teacher lists what the task's data could be about, once per run; OOD prompts draw them."""
     request = AttributesRequest(
         task=ctx.spec.task,
+        model=ctx.spec.teacher.served_model,
         n=ctx.spec.loop.ood_attributes,
         sampling=sampling(ctx.spec, 0, Stage.ATTRIBUTES).model_copy(
             update={"temperature": 0.9, "max_tokens": 96}

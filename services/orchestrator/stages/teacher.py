@@ -34,17 +34,21 @@ TEACHER_BATCH = 32
 
 def _teacher_answers(ctx: RunContext, inputs: list[dict[str, str]]) -> tuple[list[str], int | None]:
     """The teacher's few-shot answers (labels for classification), and its parameter count."""
-    task = ctx.spec.task
+    task, teacher = ctx.spec.task, ctx.spec.teacher.served_model
     answers: list[str] = []
     parameters = None
     for start in range(0, len(inputs), TEACHER_BATCH):
         batch = inputs[start : start + TEACHER_BATCH]
         if task.type == "classification":
-            labelled = ctx.call(ctx.generator.classify, ClassifyRequest(task=task, inputs=batch))
+            labelled = ctx.call(
+                ctx.generator.classify, ClassifyRequest(task=task, model=teacher, inputs=batch)
+            )
             answers += [p.label for p in labelled.predictions]
             parameters = labelled.parameters
         else:
-            request = AnswerRequest(task=task, inputs=batch, max_tokens=ctx.spec.teacher.max_tokens)
+            request = AnswerRequest(
+                task=task, model=teacher, inputs=batch, max_tokens=ctx.spec.teacher.max_tokens
+            )
             answered = ctx.call(ctx.generator.answer, request)
             answers += answered.answers
             parameters = answered.parameters

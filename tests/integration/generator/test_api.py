@@ -165,7 +165,7 @@ def test_engine_failures_and_readiness() -> None:
         assert failed.status_code == 503 and "scripted failure" in failed.json()["message"]
     app = create_app(GeneratorSettings(), engine=FakeEngine())
     with TestClient(app) as client:  # no keys configured: authentication off
-        app.state.engine = None  # as while the model loads
+        app.state.teachers.default.engine = None  # as while the model loads
         assert client.get("/readyz").status_code == 503
         loading = generate(client, headers={}, n=2)
         assert loading.status_code == 503 and loading.headers["Retry-After"] == "10"
@@ -396,4 +396,4 @@ def test_an_engine_that_dies_is_reloaded_and_says_so_meanwhile() -> None:
         engine.revive.set()
         wait_ready(client, timeout_s=10)
         assert generate(client, n=2).status_code == 200
-        assert client.app.state.engine_restarts == 1
+        assert client.app.state.teachers.default.restarts == 1

@@ -191,7 +191,7 @@ class Exchange:
 
 async def started(app: FastAPI) -> None:
     for _ in range(200):
-        if app.state.engine is not None:
+        if app.state.teachers.default.engine is not None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the engine did not start")

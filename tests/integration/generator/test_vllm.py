@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import threading
@@ -25,6 +26,7 @@ from services.generator.config import GeneratorSettings
 from services.generator.limits import KeyLimiter
 from services.generator.main import create_app
 from services.generator.parsing import normalise
+from services.generator.teachers import resolve_teacher
 from shared.local_servers import LocalServer
 from shared.spec import RunSpec, load_spec_file
 from tests.integration.generator.conftest import wait_ready
@@ -424,20 +426,123 @@ def test_langchain_chat_openai_sends_content_parts(server: str) -> None:
     assert "".join(str(c.content) for c in streamed).strip()
 
 
-def test_openai_engine_drives_a_remote_server(server: str) -> None:
-    """The `openai` backend, pointed at this (real) server as its remote OpenAI-compatible fleet."""
+def test_distilabel_generates_a_small_dataset(server: str, tmp_path: Path) -> None:
+    """distilabel's OpenAILLM in a pipeline, as a team would build a dataset on the generator (it
+    sends penalties, logprobs=False and n on every chat call)."""
+    from distilabel.models.llms import OpenAILLM
+    from distilabel.pipeline import Pipeline
+    from distilabel.steps import LoadDataFromDicts
+    from distilabel.steps.tasks import TextGeneration
+
+    topics = ("rivers", "bread", "trains")
+    with Pipeline(name="gold-generator", cache_dir=tmp_path) as pipeline:
+        load = LoadDataFromDicts(data=[{"instruction": f"Write one sentence about {t}."} for t in topics])
+        llm = OpenAILLM(
+            model="default",
+            base_url=f"{server}/v1",
+            api_key=TOKEN,
+            generation_kwargs={"max_new_tokens": 12, "temperature": 0.8},
+        )
+        load >> TextGeneration(llm=llm, num_generations=2)
+    rows = pipeline.run(use_cache=False)["default"]["train"]
+    assert len(rows) == 2 * len(topics) and set(rows["model_name"]) == {"default"}
+    assert all(isinstance(g, str) and g.strip() for g in rows["generation"])
+    for topic in topics:  # two samples of one instruction, not one sample twice
+        assert len({r["generation"] for r in rows if topic in r["instruction"]}) == 2
+    statistics = rows[0]["distilabel_metadata"]["statistics_text_generation_0"]
+    assert statistics["input_tokens"] > 5 and 0 < statistics["output_tokens"] <= 2 * 12
+
+
+LM_EVAL_TASK = """
+task: gold_sentiment
+dataset_path: json
+dataset_kwargs:
+  data_files: {{test: {data}}}
+  cache_dir: {cache}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Review: {{{{text}}}}\nSentiment:"
+doc_to_choice: ["negative", "positive"]
+doc_to_target: label
+metric_list:
+  - metric: acc
+"""
+
+
+def test_lm_evaluation_harness_scores_a_local_task(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lm-evaluation-harness's local-completions: log-likelihoods of each choice by prompt token
+    ids with echo and logprobs, on a four-row JSONL task."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    rows = [
+        ("A warm, funny film I would gladly watch again.", 1),
+        ("A dull, lifeless mess from start to finish.", 0),
+        ("The best thing I have seen all year.", 1),
+        ("Boring and far too long; I walked out.", 0),
+    ]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "gold_sentiment.yaml").write_text(LM_EVAL_TASK.format(data=data, cache=tmp_path / "hf"))
+    monkeypatch.setenv("OPENAI_API_KEY", TOKEN)  # what local-completions sends as its bearer token
+    tokenizer = resolve_teacher(GeneratorSettings(data_dir=data_dir()), "default").path
+    out = lm_eval.simple_evaluate(
+        model="local-completions",
+        model_args={
+            "model": "default",
+            "base_url": f"{server}/v1/completions",
+            "tokenizer_backend": "huggingface",
+            "tokenizer": tokenizer,
+            "max_retries": 1,
+        },
+        tasks=["gold_sentiment"],
+        task_manager=TaskManager(include_path=str(tasks)),
+        log_samples=True,
+    )
+    result = out["results"]["gold_sentiment"]
+    assert result["sample_len"] == len(rows) and 0.0 <= result["acc,none"] <= 1.0
+    for sample in out["samples"]["gold_sentiment"]:
+        negative, positive = (lp for lp, _ in sample["filtered_resps"])
+        # two different continuations of one context: real probabilities that sum to at most 1
+        assert negative < 0 and positive < 0 and math.exp(negative) + math.exp(positive) <= 1.0
+
+
+def test_remote_teachers_serve_beside_each_other(server: str) -> None:
+    """A generator of two teachers, both `openai` upstreams on this (real) server: the default one
+    configured as the openai engine, a second named "copy" by an openai:<URL> source. Requests
+    pick either by name; an unknown name is refused naming `model`."""
     settings = GeneratorSettings(
+        api_keys={"tests": TOKEN},
         generator_engine="openai",
         generator_openai_base_url=f"{server}/v1",
         generator_openai_api_key=TOKEN,
         generator_openai_model="google/gemma-3-270m",
+        generator_teachers=["copy"],
+        generator_models={"default": "unused by the openai engine", "copy": f"openai:{server}/v1"},
+        generator_model_ids={"copy": "google/gemma-3-270m"},
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=HEADERS) as client:
         wait_ready(client, 60)
-        body = client.post(
-            "/v1/generate", json={"task": TASK, "n": 4, "sampling": {"seed": 5, "max_tokens": 48}}
+        oai = openai.OpenAI(base_url="http://testserver/v1", api_key=TOKEN, http_client=client)
+        assert [m.id for m in oai.models.list().data] == ["google/gemma-3-270m", "default", "copy"]
+        for model in (None, "copy"):
+            body = {"task": TASK, "n": 4, "sampling": {"seed": 5, "max_tokens": 48}, "model": model}
+            response = client.post("/v1/generate", json=body)
+            assert response.status_code == 200, response.text
+            out = response.json()
+            assert out["settings"]["engine"] == "openai" and out["stats"]["completions"] == 4
+            assert out["stats"]["accepted"] >= 2
+        inputs = [{"text": "A warm, wonderful film."}, {"text": "Dull and far too long."}]
+        labelled = client.post("/v1/classify", json={"task": TASK, "model": "copy", "inputs": inputs})
+        assert labelled.status_code == 200, labelled.text  # prompt logprobs through echo upstream
+        chat = oai.chat.completions.create(
+            model="copy", messages=[{"role": "user", "content": "Name a colour."}], max_completion_tokens=6
         )
-        assert body.status_code == 200, body.text
-        out = body.json()
-        assert out["settings"]["engine"] == "openai" and out["stats"]["completions"] == 4
-        assert out["stats"]["accepted"] >= 2
+        assert chat.model == "copy" and chat.choices[0].message.content
+        with pytest.raises(openai.NotFoundError) as refused:
+            oai.completions.create(model="google/gemma-3-1b", prompt="x")
+        assert refused.value.param == "model"

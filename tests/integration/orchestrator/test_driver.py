@@ -816,3 +816,41 @@ def test_a_run_whose_stored_spec_this_version_cannot_read_fails_with_the_field_n
         run = session.get(Run, run_id)
         assert run.status == "failed" and run.finished_at is not None
         assert "loop.retired_setting: Extra inputs are not permitted" in run.error
+
+
+class RecordingGenerator(StandInGenerator):
+    """Records every request, whatever the endpoint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list = []
+
+    def generate(self, request):
+        self.requests.append(request)
+        return super().generate(request)
+
+    def attributes(self, request):
+        self.requests.append(request)
+        return super().attributes(request)
+
+    def classify(self, request):
+        self.requests.append(request)
+        return super().classify(request)
+
+
+@pytest.mark.parametrize(("teacher", "asked"), [("default", None), ("second", "second")])
+def test_the_specs_teacher_is_asked_for_generation_verification_and_the_baseline(
+    teacher, asked, make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    spec.setdefault("teacher", {}).update(model=teacher, min_kappa=None)
+    spec["verification"] = {"policy": "relabel"}
+    generator = RecordingGenerator()
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(generator).drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+    kinds = {type(r).__name__ for r in generator.requests}
+    assert kinds == {"GenerateRequest", "AttributesRequest", "ClassifyRequest"}
+    # the teacher baseline and the verification are both classify requests: more than one
+    assert sum(type(r).__name__ == "ClassifyRequest" for r in generator.requests) >= 2
+    assert {r.model for r in generator.requests} == {asked}

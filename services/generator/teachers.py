@@ -1,0 +1,179 @@
+"""The teachers a generator serves: the allow-listed models of `generator_model` (the default) and
+`generator_teachers`, each its own engine, loaded, watched and reloaded on its own. A request
+names one by its allow-list name or the model id it reports; a request naming none gets the
+default teacher, so a generator with one teacher behaves as it always has."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+
+from services.generator.config import OPENAI_UPSTREAM, GeneratorSettings
+from services.generator.engines.factory import build_engine
+from services.generator.engines.protocol import TextEngine
+from services.generator.model_store import ResolvedModel, resolve_model
+from shared.errors import NotFound, NotReady
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownModel(NotFound):
+    """A request named a model this generator does not serve: a 404 naming the `model` field."""
+
+    def __init__(self, model: str, served: list[str]):
+        message = f"model {model!r} is not served here; GET /v1/models lists {served}"
+        super().__init__(message, detail=[{"loc": ["model"], "msg": message}])
+
+
+def _remote(settings: GeneratorSettings, name: str) -> bool:
+    """The teacher is a remote OpenAI-compatible server (its own source, or the openai engine)."""
+    source = settings.generator_models.get(name, "")
+    return source.startswith(OPENAI_UPSTREAM) or settings.generator_engine == "openai"
+
+
+def model_id(settings: GeneratorSettings, name: str) -> str:
+    """The id a teacher reports (for a remote one, its model's name on the remote server)."""
+    reported = settings.generator_model_ids.get(name, name)
+    legacy_remote = settings.generator_engine == "openai" and name == settings.generator_model
+    return (settings.generator_openai_model or reported) if legacy_remote else reported
+
+
+def resolve_teacher(settings: GeneratorSettings, name: str) -> ResolvedModel:
+    """The allow-listed model `name`; a remote one's `path` is the server's base URL (no files)."""
+    if _remote(settings, name):
+        source = settings.generator_models.get(name, "")
+        if source.startswith(OPENAI_UPSTREAM):
+            url = source.removeprefix(OPENAI_UPSTREAM)
+        else:
+            url = settings.generator_openai_base_url or ""
+        return ResolvedModel(name=name, model_id=model_id(settings, name), path=url, revision=None)
+    return resolve_model(name, settings.generator_models, settings.generator_model_ids, settings.models_dir)
+
+
+def _build(settings: GeneratorSettings, name: str) -> TextEngine:
+    model = resolve_teacher(settings, name)
+    return build_engine(settings, model, "openai" if _remote(settings, name) else settings.generator_engine)
+
+
+@dataclass
+class Teacher:
+    name: str  # its allow-list name
+    names: tuple[str, ...]  # what requests may call it
+    engine: TextEngine | None = None  # set while loaded and serving
+    starting: TextEngine | None = None
+    error: str | None = None
+    restarts: int = 0
+
+    def serving(self) -> TextEngine:
+        """The engine, or a 503 saying why there is none (loading, reloading, failed)."""
+        engine = self.engine
+        if engine is not None and engine.ready():
+            return engine
+        if self.error:
+            raise NotReady(f"the engine failed to start: {self.error}")
+        state = "reloading after it died" if self.restarts else "still loading"
+        raise NotReady(
+            f"the engine is {state}; retry when /readyz answers 200", headers={"Retry-After": "10"}
+        )
+
+    def state(self) -> str:
+        if self.engine is not None and self.engine.ready():
+            return "ready"
+        return f"failed: {self.error}" if self.error else "loading"
+
+
+class Teachers:
+    """Every teacher of the generator, the default first. `engines` replaces the configured ones
+    (tests of the serving logic): its keys are then the teachers' names."""
+
+    def __init__(self, settings: GeneratorSettings, engines: Mapping[str, TextEngine] | None = None):
+        self.settings = settings
+        self._given = dict(engines or {})
+        if self._given:
+            self.all = [
+                Teacher(name, (engine.info.model.model_id, name)) for name, engine in self._given.items()
+            ]
+        else:
+            names = [settings.generator_model, *settings.generator_teachers]
+            self.all = [Teacher(name, (model_id(settings, name), name)) for name in names]
+        # A name two teachers could claim (the same model id twice) belongs to the first.
+        self._by_name: dict[str, Teacher] = {}
+        for teacher in self.all:
+            for name in teacher.names:
+                self._by_name.setdefault(name, teacher)
+
+    @property
+    def default(self) -> Teacher:
+        return self.all[0]
+
+    def names(self) -> list[str]:
+        """What requests may name, the default teacher's names first (GET /v1/models)."""
+        return list(self._by_name)
+
+    def engine(self, model: str | None) -> TextEngine:
+        """The serving engine of the teacher a request names (none: the default)."""
+        if model is None:
+            return self.default.serving()
+        teacher = self._by_name.get(model)
+        if teacher is None:
+            raise UnknownModel(model, self.names())
+        return teacher.serving()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self, *, exit_on_failure: bool) -> None:
+        """Load every teacher at once (each in its own thread)."""
+        await asyncio.gather(*(self._start(t, self._given.get(t.name), exit_on_failure) for t in self.all))
+
+    async def _start(self, teacher: Teacher, engine: TextEngine | None, exit_on_failure: bool) -> None:
+        started = time.perf_counter()
+        try:
+            if engine is None:
+                engine = await asyncio.to_thread(_build, self.settings, teacher.name)
+            teacher.starting = engine
+            await engine.start()
+            teacher.engine = engine
+            logger.info(
+                "%s engine of %r ready with %s in %.1f s",
+                engine.info.engine,
+                teacher.name,
+                engine.info.model.model_id,
+                time.perf_counter() - started,
+            )
+        except Exception as exc:
+            teacher.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("the engine of %r failed to start", teacher.name)
+            if exit_on_failure:  # a service that can never serve should stop, not answer 503 forever
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    async def watch(self, *, exit_on_failure: bool) -> None:
+        """Reload an engine that dies while serving (vLLM's engine process killed, e.g. by the OOM
+        killer): until then requests for it answer 503 with the reason, as while it first loads."""
+        while True:
+            await asyncio.sleep(self.settings.generator_watch_s)
+            for teacher in self.all:
+                engine = teacher.engine
+                if engine is None or engine.ready():
+                    continue
+                teacher.engine = None
+                teacher.restarts += 1
+                logger.error(
+                    "the %s engine of %r died; reloading it (restart %d)",
+                    engine.info.engine,
+                    teacher.name,
+                    teacher.restarts,
+                )
+                with suppress(Exception):
+                    await engine.close()
+                await self._start(teacher, engine, exit_on_failure)
+
+    async def close(self) -> None:
+        for teacher in self.all:
+            running = teacher.engine or teacher.starting
+            if running is not None:
+                await running.close()
