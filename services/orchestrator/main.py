@@ -43,6 +43,7 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
         generator = GeneratorClient(settings.generator_url, token)
         app.state.generator = generator
         scorer = ScorerClient(settings.scorer_url, token)
+        app.state.scorer = scorer
         driver = RunDriver(settings, app.state.sessions, train_queue(redis), generator, scorer, metrics)
         if drive_runs:
             driver.start()

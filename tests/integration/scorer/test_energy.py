@@ -18,8 +18,7 @@ from transformers import (
 
 from services.scorer.config import ScorerSettings
 from services.scorer.main import create_app
-
-from .conftest import NLI, QA
+from tests.integration.conftest import NLI, QA
 
 pytestmark = pytest.mark.slow
 

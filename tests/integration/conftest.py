@@ -1,5 +1,6 @@
 """Real student checkpoints (MiniLM classifier, tiny T5, SmolLM2-135M causal) written by the
-trainer's train(), the producer of the folder format the scorer reads."""
+trainer's train(), the producer of the folder format the scorer reads. Trained once per session and
+shared by the scorer's tests and the orchestrator's predictions."""
 
 from __future__ import annotations
 
