@@ -17,31 +17,15 @@ from pydantic import SecretStr
 from services.orchestrator.main import create_app
 from services.scorer.config import ScorerSettings
 from services.scorer.main import create_app as create_scorer
-from shared.db.models import Checkpoint, Run
 from shared.names import RunStatus
 from shared.schemas.prediction import MAX_PREDICT_INPUTS
-from tests.integration.conftest import NLI, QA
-from tests.integration.orchestrator.conftest import TOKEN
+from tests.integration.conftest import NLI, NLI_TASK, QA_TASK
+from tests.integration.orchestrator.conftest import TOKEN, student_run
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 
 OTHER_TOKEN = "another-tenant"
-NLI_TASK = {
-    "type": "classification",
-    "description": "Does the premise entail the hypothesis?",
-    "input_fields": ["premise", "hypothesis"],
-    "output_field": "label",
-    "labels": ["entailment", "contradiction"],
-    "seed_examples": [{**fields, "label": label} for fields, label in NLI],
-}
-QA_TASK = {
-    "type": "seq2seq",
-    "description": "Answer the question from the context.",
-    "input_fields": ["context", "question"],
-    "output_field": "answer",
-    "seed_examples": [{**fields, "answer": answer} for fields, answer in QA],
-}
 
 
 @pytest.fixture(scope="module")
@@ -71,31 +55,6 @@ def api(orchestrator_settings, session_factory, scorer_url) -> Iterator[TestClie
         yield client
 
 
-def _run(
-    api, session_factory, task: dict, *, status=RunStatus.SUCCEEDED, checkpoint: str | None = None
-) -> str:
-    """A run as the driver leaves it: its status and, when given, its final student's checkpoint."""
-    student = {"kind": "causal"} if task["type"] == "seq2seq" else {}
-    response = api.post("/runs", json={"name": "predict", "task": task, "student": student})
-    assert response.status_code == 201, response.text
-    run_id = uuid.UUID(response.json()["id"])
-    with session_factory.begin() as session:
-        session.get(Run, run_id).status = status
-        if checkpoint is not None:
-            session.add(
-                Checkpoint(
-                    id=uuid.UUID(checkpoint),
-                    run_id=run_id,
-                    iteration=2,
-                    role="final",
-                    path=f"checkpoints/{checkpoint}",
-                    student_model="default",
-                    student_kind="classifier" if task["type"] == "classification" else "causal",
-                )
-            )
-    return str(run_id)
-
-
 def _scorer_answer(scorer_url: str, checkpoint: str, inputs: list[dict]) -> dict:
     import httpx
 
@@ -113,7 +72,7 @@ def test_a_classifier_run_answers_labels_and_probabilities(
     api, session_factory, scorer_artifacts, scorer_url
 ):
     cid = scorer_artifacts["classifier"]
-    run_id = _run(api, session_factory, NLI_TASK, checkpoint=cid)
+    run_id = student_run(api, session_factory, NLI_TASK, checkpoint=cid)
     inputs = [fields for fields, _ in NLI]
     response = api.post(f"/runs/{run_id}/predict", json={"inputs": inputs})
     assert response.status_code == 200, response.text
@@ -130,7 +89,7 @@ def test_a_classifier_run_answers_labels_and_probabilities(
 
 def test_a_causal_run_answers_generated_text(api, session_factory, scorer_artifacts, scorer_url):
     cid = scorer_artifacts["causal"]
-    run_id = _run(api, session_factory, QA_TASK, checkpoint=cid)
+    run_id = student_run(api, session_factory, QA_TASK, checkpoint=cid)
     inputs = [{"context": "The museum opens at ten.", "question": "When does it open?"}]
     response = api.post(f"/runs/{run_id}/predict", json={"inputs": inputs})
     assert response.status_code == 200, response.text
@@ -141,7 +100,7 @@ def test_a_causal_run_answers_generated_text(api, session_factory, scorer_artifa
 
 
 def test_bad_input_is_a_422_naming_the_field(api, session_factory, scorer_artifacts):
-    run_id = _run(api, session_factory, NLI_TASK, checkpoint=scorer_artifacts["classifier"])
+    run_id = student_run(api, session_factory, NLI_TASK, checkpoint=scorer_artifacts["classifier"])
     missing = api.post(f"/runs/{run_id}/predict", json={"inputs": [NLI[0][0], {"premise": "alone"}]})
     assert missing.status_code == 422
     assert missing.json()["detail"][0]["loc"] == ["inputs", "1", "hypothesis"]
@@ -154,18 +113,18 @@ def test_bad_input_is_a_422_naming_the_field(api, session_factory, scorer_artifa
 
 def test_only_a_finished_run_with_a_student_answers(api, session_factory, scorer_artifacts):
     inputs = {"inputs": [NLI[0][0]]}
-    running = _run(api, session_factory, NLI_TASK, status=RunStatus.RUNNING)
+    running = student_run(api, session_factory, NLI_TASK, status=RunStatus.RUNNING)
     response = api.post(f"/runs/{running}/predict", json=inputs)
     assert response.status_code == 409 and "is running" in response.json()["message"]
-    failed = _run(api, session_factory, NLI_TASK, status=RunStatus.FAILED)
+    failed = student_run(api, session_factory, NLI_TASK, status=RunStatus.FAILED)
     assert api.post(f"/runs/{failed}/predict", json=inputs).status_code == 409
-    no_student = _run(api, session_factory, NLI_TASK)
+    no_student = student_run(api, session_factory, NLI_TASK)
     response = api.post(f"/runs/{no_student}/predict", json=inputs)
     assert response.status_code == 409 and "no trained student" in response.json()["message"]
 
 
 def test_auth_and_tenants(api, session_factory, scorer_artifacts):
-    run_id = _run(api, session_factory, NLI_TASK, checkpoint=scorer_artifacts["classifier"])
+    run_id = student_run(api, session_factory, NLI_TASK, checkpoint=scorer_artifacts["classifier"])
     body = {"inputs": [NLI[0][0]]}
     assert api.post(f"/runs/{run_id}/predict", json=body, headers={"Authorization": ""}).status_code == 401
     other = api.post(f"/runs/{run_id}/predict", json=body, headers={"Authorization": f"Bearer {OTHER_TOKEN}"})
