@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python bench/generator.py
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/scorer.py
+	$(BIN)/python bench/predict.py
 
 # The README's results table: gold, vanilla, the teacher (and the supervised reference where the spec
 # names real training rows) on each example task.

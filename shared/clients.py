@@ -23,6 +23,7 @@ from shared.schemas.generation import (
     GenerateResponse,
     ServedModels,
 )
+from shared.schemas.prediction import CheckpointPredictRequest, CheckpointPredictResponse
 from shared.schemas.runs import RunRead, RunSummary
 from shared.schemas.scoring import (
     EmbedRequest,
@@ -137,6 +138,9 @@ class ScorerClient(ServiceClient):
 
     def embed(self, request: EmbedRequest) -> EmbedResponse:
         return self._post("/v1/embed", request, EmbedResponse)
+
+    def predict(self, request: CheckpointPredictRequest) -> CheckpointPredictResponse:
+        return self._post("/v1/predict", request, CheckpointPredictResponse)
 
 
 class OrchestratorClient(ServiceClient):

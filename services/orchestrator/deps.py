@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 
 from services.orchestrator.config import OrchestratorSettings
 from shared.artifacts import ArtifactStore
-from shared.clients import GeneratorClient
+from shared.clients import GeneratorClient, ScorerClient
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -48,8 +48,13 @@ def get_generator(request: Request) -> GeneratorClient:
     return request.app.state.generator
 
 
+def get_scorer(request: Request) -> ScorerClient:
+    return request.app.state.scorer
+
+
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 SettingsDep = Annotated[OrchestratorSettings, Depends(get_settings)]
 GeneratorDep = Annotated[GeneratorClient, Depends(get_generator)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
+ScorerDep = Annotated[ScorerClient, Depends(get_scorer)]

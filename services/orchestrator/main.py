@@ -45,6 +45,7 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
         app.state.generator = generator
         app.state.artifacts = ArtifactStore.from_settings(settings)
         scorer = ScorerClient(settings.scorer_url, token)
+        app.state.scorer = scorer
         driver = RunDriver(settings, app.state.sessions, train_queue(redis), generator, scorer, metrics)
         if drive_runs:
             driver.start()

@@ -1,4 +1,5 @@
-"""Free energy of samples under a student checkpoint (Liu et al., NeurIPS 2020).
+"""Loaded student checkpoints: the free energy of samples (Liu et al., NeurIPS 2020), and the
+student's answers to new inputs (POST /v1/predict), from one cached copy of each model.
 
 classifier: E(x) = -T * logsumexp_c(f_c(x) / T) over the class logits.
 seq2seq:    teacher-forced on the sample's target text; per target position
@@ -10,6 +11,11 @@ causal:     teacher-forced on the sample's own answer after its prompt (shared/s
             logits z_t being those that predict them; the prompt and the padding are excluded
             (pad_mode does not apply: there is no reference code to reproduce).
 
+Predictions decode as the trainer's evaluation does (services/trainer/students.py), so an answer
+here is the answer the run's metrics counted: a classifier's arg-max label with the softmax over its
+labels; seq2seq and causal students greedily, at most max_target_length tokens, a causal answer
+ending at its end token or first newline.
+
 Models are loaded only from a checkpoint folder the trainer wrote (local files, no remote code)."""
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 from transformers import (
@@ -31,11 +37,13 @@ from transformers import (
 )
 
 from shared.checkpoints import metadata_path, read_metadata
+from shared.schemas.prediction import Prediction
 from shared.student_format import StudentFormat
 
 logger = logging.getLogger(__name__)
 
 PadMode = Literal["mask", "reference"]
+T = TypeVar("T")
 
 
 class MissingField(ValueError):
@@ -53,6 +61,8 @@ class EnergyModel(Protocol):
     def energy(
         self, samples: Sequence[Mapping[str, str]], temperature: float, pad_mode: PadMode
     ) -> list[float]: ...
+
+    def predict(self, inputs: Sequence[Mapping[str, str]]) -> list[Prediction]: ...
 
 
 def _device() -> torch.device:
@@ -95,40 +105,50 @@ class _Base:
         raise NotImplementedError
 
     def validate(self, samples: Sequence[Mapping[str, str]]) -> None:
-        for i, sample in enumerate(samples):
-            for name in self._needed():
-                if not isinstance(sample.get(name), str):
-                    raise MissingField(i, name)
+        _require(samples, self._needed())
 
     def _needed(self) -> tuple[str, ...]:
         return self.fmt.input_fields
 
-    def _order(self, texts: Sequence[str]) -> list[int]:
+    def _in_batches(
+        self,
+        samples: Sequence[Mapping[str, str]],
+        compute: Callable[[list[Mapping[str, str]]], list[T]],
+    ) -> list[T]:
         # Length-sorted batches waste little compute on padding; results are put back in order.
-        return sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        keys = ["".join(s[name] for name in self._needed() if name in s) for s in samples]
+        order = sorted(range(len(samples)), key=lambda i: len(keys[i]))
+        out: dict[int, T] = {}
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                out.update(zip(idx, compute([samples[i] for i in idx]), strict=True))
+        return [out[i] for i in range(len(samples))]
 
     def energy(
         self, samples: Sequence[Mapping[str, str]], temperature: float, pad_mode: PadMode
     ) -> list[float]:
         self.validate(samples)
-        keys = [self._sort_key(s) for s in samples]
-        order = self._order(keys)
-        out = [0.0] * len(samples)
-        with self._lock, torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                values = self._batch_energy([samples[i] for i in idx], temperature, pad_mode)
-                for i, value in zip(idx, values, strict=True):
-                    out[i] = value
-        return out
+        return self._in_batches(samples, lambda batch: self._batch_energy(batch, temperature, pad_mode))
 
-    def _sort_key(self, sample: Mapping[str, str]) -> str:
-        return "".join(sample[name] for name in self._needed())
+    def predict(self, inputs: Sequence[Mapping[str, str]]) -> list[Prediction]:
+        _require(inputs, self.fmt.input_fields)
+        return self._in_batches(inputs, self._batch_predict)
 
     def _batch_energy(
         self, samples: list[Mapping[str, str]], temperature: float, pad_mode: PadMode
     ) -> list[float]:
         raise NotImplementedError
+
+    def _batch_predict(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
+        raise NotImplementedError
+
+
+def _require(samples: Sequence[Mapping[str, str]], fields: Sequence[str]) -> None:
+    for i, sample in enumerate(samples):
+        for name in fields:
+            if not isinstance(sample.get(name), str):
+                raise MissingField(i, name)
 
 
 class ClassifierEnergy(_Base):
@@ -158,6 +178,18 @@ class ClassifierEnergy(_Base):
         with _autocast(self.device):
             logits = self.model(**batch).logits
         return free_energy(logits, temperature).tolist()
+
+    def _batch_predict(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
+        labels = self.fmt.labels
+        assert labels is not None, "a classifier checkpoint records its labels"
+        batch = {k: v.to(self.device) for k, v in self.encode(inputs).items()}
+        with _autocast(self.device):
+            logits = self.model(**batch).logits
+        probabilities = torch.softmax(logits.float(), dim=-1).tolist()
+        return [
+            Prediction(output=labels[best], probabilities=dict(zip(labels, row, strict=True)))
+            for best, row in zip(logits.argmax(dim=-1).tolist(), probabilities, strict=True)
+        ]
 
 
 class Seq2SeqEnergy(_Base):
@@ -203,6 +235,21 @@ class Seq2SeqEnergy(_Base):
             return per_token.mean(dim=1).tolist()
         mask = enc["target_mask"].to(per_token.dtype)
         return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).tolist()
+
+    def _batch_predict(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
+        enc = self.tokenizer(
+            [self.fmt.seq2seq_source(s) for s in inputs],
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
+        ).to(self.device)
+        with _autocast(self.device):
+            out = self.model.generate(
+                **enc, max_new_tokens=self.max_target_length, num_beams=1, do_sample=False
+            )
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [Prediction(output=text.strip()) for text in texts]
 
 
 class CausalEnergy(_Base):
@@ -255,6 +302,29 @@ class CausalEnergy(_Base):
         per_token = free_energy(logits, temperature)  # (B, keep)
         target_mask = enc["target_mask"].to(per_token.dtype)
         return ((per_token * target_mask).sum(dim=1) / target_mask.sum(dim=1)).tolist()
+
+    def _batch_predict(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
+        """Left-padded prompts, greedy until the end token or the end of the answer's line."""
+        prompts = self.tokenizer(
+            [self.fmt.causal_prompt(s) for s in inputs], truncation=True, max_length=self.max_length
+        )["input_ids"]
+        width, pad = max(len(p) for p in prompts), self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        with _autocast(self.device):
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=self.max_target_length,
+                num_beams=1,
+                do_sample=False,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=pad,
+                stop_strings=["\n"],
+                tokenizer=self.tokenizer,
+            )
+        texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        return [Prediction(output=text.split("\n", 1)[0].strip()) for text in texts]
 
 
 def load_energy_model(folder: Path, batch_size: int = 64) -> EnergyModel:

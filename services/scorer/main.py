@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from services.scorer.api.embedding import router as embedding_router
 from services.scorer.api.energy import router as energy_router
+from services.scorer.api.predict import router as predict_router
 from services.scorer.config import ScorerSettings, get_scorer_settings
 from services.scorer.embedding import MiniLMEncoder
 from services.scorer.engine import ModelCache, load_energy_model
@@ -53,10 +54,12 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         "GOLD scorer",
         settings,
         lifespan,
-        description="Free energy of generated samples under a student, and sentence embeddings.",
+        description="Free energy of generated samples under a student, the student's predictions, "
+        "and sentence embeddings.",
         metrics=ServiceMetrics("scorer"),
     )
     app.include_router(energy_router)
+    app.include_router(predict_router)
     app.include_router(embedding_router)
 
     @app.get("/readyz", tags=["health"])

@@ -1,4 +1,5 @@
-"""Scorer logic: energies for a checkpoint's samples, energy-band selection, and sentence embeddings."""
+"""Scorer logic: energies for a checkpoint's samples, a checkpoint's predictions, energy-band
+selection, and sentence embeddings."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from services.scorer.embedding import TextEncoder
 from services.scorer.engine import MissingField, ModelCache
 from shared.artifacts import ArtifactStore
 from shared.errors import InvalidInput
+from shared.schemas.prediction import CheckpointPredictRequest, CheckpointPredictResponse
 from shared.schemas.scoring import (
     EmbedRequest,
     EmbedResponse,
@@ -40,6 +42,33 @@ async def compute_energies(
 ) -> EnergyResponse:
     """Downloads, model loading and forward passes run in a worker thread, never on the event loop."""
     return await anyio.to_thread.run_sync(partial(_energies, request, cache, artifacts), limiter=limiter)
+
+
+def _predictions(
+    request: CheckpointPredictRequest, cache: ModelCache, artifacts: ArtifactStore
+) -> CheckpointPredictResponse:
+    folder = artifacts.fetch(request.checkpoint_id)  # downloaded from a remote store; or a 404
+    model = cache.get(str(request.checkpoint_id), folder)  # the copy energies use, loaded once
+    try:
+        predictions = model.predict(request.inputs)
+    except MissingField as exc:
+        raise InvalidInput(
+            f"inputs.{exc.index}.{exc.field}", "every input needs each of the task's input fields"
+        ) from exc
+    return CheckpointPredictResponse(
+        checkpoint_id=request.checkpoint_id, student_kind=model.kind, predictions=predictions
+    )
+
+
+async def predict(
+    request: CheckpointPredictRequest,
+    *,
+    cache: ModelCache,
+    artifacts: ArtifactStore,
+    limiter: anyio.CapacityLimiter,
+) -> CheckpointPredictResponse:
+    """The student's answers, decoded in a worker thread under the energies' limiter."""
+    return await anyio.to_thread.run_sync(partial(_predictions, request, cache, artifacts), limiter=limiter)
 
 
 def _embed(request: EmbedRequest, encoder: TextEncoder) -> EmbedResponse:

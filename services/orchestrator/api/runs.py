@@ -8,10 +8,18 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from services.orchestrator import exports, report, service
-from services.orchestrator.deps import ArtifactsDep, GeneratorDep, ReadSessionDep, SessionDep, SettingsDep
+from services.orchestrator import exports, predictions, report, service
+from services.orchestrator.deps import (
+    ArtifactsDep,
+    GeneratorDep,
+    ReadSessionDep,
+    ScorerDep,
+    SessionDep,
+    SettingsDep,
+)
 from shared.auth import PrincipalDep
 from shared.names import RunStatus
+from shared.schemas.prediction import PredictRequest, PredictResponse
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage
 from shared.spec import RunSpec
 
@@ -139,6 +147,19 @@ def download_model(
         media_type="application/gzip",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+@router.post("/{run_id}/predict", response_model=PredictResponse)
+def predict(
+    run_id: uuid.UUID,
+    body: PredictRequest,
+    session: ReadSessionDep,
+    principal: PrincipalDep,
+    scorer: ScorerDep,
+) -> PredictResponse:
+    """The run's student answers the inputs (each a mapping of the task's input fields): the label
+    and its probabilities for a classifier, the generated text for seq2seq and causal students."""
+    return predictions.predict(run_id, body, session=session, principal=principal, scorer=scorer)
 
 
 @router.get("/{run_id}/report", response_class=HTMLResponse)

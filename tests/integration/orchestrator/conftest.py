@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,8 @@ from services.generator.config import GeneratorSettings
 from services.generator.main import create_app as create_generator
 from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.main import create_app
+from shared.db.models import Checkpoint, Run
+from shared.names import RunStatus
 from tests.support import free_port, sentiment_task
 from tests.unit.generator.fakes import FakeEngine
 
@@ -67,3 +70,28 @@ def generator_url() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.config.port}"
     server.should_exit = True
     thread.join(10)
+
+
+def student_run(
+    api, session_factory, task: dict, *, status=RunStatus.SUCCEEDED, checkpoint: str | None = None
+) -> str:
+    """A run as the driver leaves it: its status and, when given, its final student's checkpoint."""
+    student = {"kind": "causal"} if task["type"] == "seq2seq" else {}
+    response = api.post("/runs", json={"name": "predict", "task": task, "student": student})
+    assert response.status_code == 201, response.text
+    run_id = uuid.UUID(response.json()["id"])
+    with session_factory.begin() as session:
+        session.get(Run, run_id).status = status
+        if checkpoint is not None:
+            session.add(
+                Checkpoint(
+                    id=uuid.UUID(checkpoint),
+                    run_id=run_id,
+                    iteration=2,
+                    role="final",
+                    path=f"checkpoints/{checkpoint}",
+                    student_model="default",
+                    student_kind="classifier" if task["type"] == "classification" else "causal",
+                )
+            )
+    return str(run_id)

@@ -19,8 +19,7 @@ from transformers import (
 from services.scorer.config import ScorerSettings
 from services.scorer.main import create_app
 from shared.artifacts import ArtifactStore
-
-from .conftest import NLI, QA
+from tests.integration.conftest import NLI, QA
 
 pytestmark = pytest.mark.slow
 

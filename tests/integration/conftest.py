@@ -1,5 +1,6 @@
 """Real student checkpoints (MiniLM classifier, tiny T5, SmolLM2-135M causal) written by the
-trainer's train(), the producer of the folder format the scorer reads."""
+trainer's train(), the producer of the folder format the scorer reads. Trained once per session and
+shared by the scorer's tests and the orchestrator's predictions."""
 
 from __future__ import annotations
 
@@ -27,6 +28,23 @@ QA = [
     ({"context": "Ada Lovelace wrote the first program.", "question": "Who wrote it?"}, "Ada Lovelace"),
     ({"context": "The Nile flows north into the sea.", "question": "Which way does it flow?"}, "north"),
 ]
+
+# Tasks whose fields these students were trained on (a run spec's task).
+NLI_TASK = {
+    "type": "classification",
+    "description": "Does the premise entail the hypothesis?",
+    "input_fields": ["premise", "hypothesis"],
+    "output_field": "label",
+    "labels": ["entailment", "contradiction"],
+    "seed_examples": [{**fields, "label": label} for fields, label in NLI],
+}
+QA_TASK = {
+    "type": "seq2seq",
+    "description": "Answer the question from the context.",
+    "input_fields": ["context", "question"],
+    "output_field": "answer",
+    "seed_examples": [{**fields, "answer": answer} for fields, answer in QA],
+}
 
 
 def _train(artifacts: Path, kind: str, examples, fields, output, labels, max_length: int = 128) -> str:
