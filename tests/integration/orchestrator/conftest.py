@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from services.generator.config import GeneratorSettings
@@ -15,7 +12,7 @@ from services.orchestrator.config import OrchestratorSettings
 from services.orchestrator.main import create_app
 from shared.db.models import Checkpoint, Run
 from shared.names import RunStatus
-from tests.support import free_port, sentiment_task
+from tests.support import sentiment_task, served
 from tests.unit.generator.fakes import FakeEngine
 
 TOKEN = "test-token"
@@ -60,16 +57,8 @@ def spec(shared_data) -> dict:
 def generator_url() -> Iterator[str]:
     """A real generator app (a scripted engine serving "fake/model" as "default") over HTTP."""
     settings = GeneratorSettings(api_keys={"tests": TOKEN})
-    server = uvicorn.Server(
-        uvicorn.Config(create_generator(settings, engine=FakeEngine()), port=free_port(), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(10)
+    with served(create_generator(settings, engine=FakeEngine())) as url:
+        yield url
 
 
 def student_run(

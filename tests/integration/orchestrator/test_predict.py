@@ -4,13 +4,10 @@ the run's student, bad input is a 4xx naming the field, and the run rules of the
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -21,7 +18,7 @@ from shared.names import RunStatus
 from shared.schemas.prediction import MAX_PREDICT_INPUTS
 from tests.integration.conftest import NLI, NLI_TASK, QA_TASK
 from tests.integration.orchestrator.conftest import TOKEN, student_run
-from tests.support import free_port
+from tests.support import served
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +28,8 @@ OTHER_TOKEN = "another-tenant"
 @pytest.fixture(scope="module")
 def scorer_url(scorer_artifacts) -> Iterator[str]:
     settings = ScorerSettings(artifact_dir=scorer_artifacts["artifacts"], api_keys={"tests": TOKEN})
-    server = uvicorn.Server(uvicorn.Config(create_scorer(settings), port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(10)
+    with served(create_scorer(settings)) as url:
+        yield url
 
 
 @pytest.fixture
