@@ -46,6 +46,8 @@ class RunData:
     samples: list[Sample]
     # The last trained student's wrong answers on the real data (the final one when trained).
     student_errors: dict[str, Any] = field(default_factory=dict)
+    # The subjects the teacher listed once for the OOD prompts (loop.ood_attributes).
+    ood_attributes: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -66,6 +68,7 @@ def load_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> Ru
     )
     found = (r["extra"][EVALUATION_ERRORS] for r in trained if EVALUATION_ERRORS in r.get("extra", {}))
     errors = next(found, {})
+    listed = session.scalar(select(Step.result).where(Step.run_id == run_id, Step.stage == Stage.ATTRIBUTES))
     return RunData(
         run_id,
         run.name,
@@ -74,6 +77,7 @@ def load_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> Ru
         list_iterations(run_id, session=session, principal=principal),
         samples,
         errors,
+        list((listed or {}).get("attributes", [])),
     )
 
 
@@ -227,6 +231,14 @@ def ood_plot(runs: list[RunData]) -> str | None:
     right.axhline(0.0, color="grey", linewidth=0.8)
     right.set_title("energy gap: E(OOD) - E(held-out training samples)")
     return _png(fig)
+
+
+def _ood_attributes(data: RunData) -> str:
+    """The subjects the OOD prompts were steered to: where the loop looked for blind spots."""
+    if not data.ood_attributes:
+        return ""
+    listed = ", ".join(html.escape(a) for a in data.ood_attributes)
+    return f"<p>Each OOD prompt named one of these subjects, listed by the teacher: {listed}.</p>"
 
 
 def _feedback_summary(data: RunData) -> str:
@@ -383,6 +395,7 @@ def render_report(runs: list[RunData]) -> str:
         "<h2>The student's errors on the real data</h2>",
         _student_errors(main),
         "<h2>Feedback samples chosen</h2>",
+        _ood_attributes(main),
         _feedback_summary(main),
         _feedback_table(main),
     ]

@@ -421,6 +421,7 @@ def test_report_renders_plots_for_gold_and_vanilla(
     assert page.count("data:image/png;base64,") == 5  # metric, energies, labels, OOD, diversity
     assert "teacher few-shot accuracy" in page and "vanilla" in page
     assert "<td>2</td>" in page  # the feedback table lists iteration-2 picks
+    assert "listed by the teacher: jazz, war films, a teenager&#x27;s blog." in page  # the OOD subjects
     # the stand-in teacher says "positive" to everything: its labels and its feedback check unused
     assert "kept as asked (teacher at chance)" in page and "<td>withheld</td>" in page
     # what the final student got wrong on the real data, beside the generated samples
