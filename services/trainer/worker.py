@@ -29,7 +29,9 @@ import os
 import time
 
 from redis import Redis
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from rq import Queue, SpawnWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -40,6 +42,8 @@ from shared.jobs import train_queue
 from shared.parent_death import die_with_parent
 
 logger = logging.getLogger(__name__)
+# Reconnect attempts per Redis command: with backoff capped at 5 s, about a minute in all.
+REDIS_RETRIES = 14
 
 
 class TrainerWorker(SpawnWorker):
@@ -61,6 +65,12 @@ class TrainerWorker(SpawnWorker):
                     logger.warning("metrics: job %s not counted (%s)", job.id, exc)
 
 
+def patient_redis(url: str) -> Redis:
+    """A client patient with a Redis restart (about a minute): RQ's own reconnect covers only its
+    dequeue loop, and a command failing while it watches a training horse ends the worker."""
+    return Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=5.0, base=0.5), REDIS_RETRIES))
+
+
 def make_worker(settings: TrainerSettings, redis: Redis) -> TrainerWorker:
     worker = TrainerWorker(
         [train_queue(redis)],
@@ -80,7 +90,7 @@ def run_worker(settings: TrainerSettings, burst: bool = False) -> bool:
     os.register_at_fork(after_in_child=die_with_parent)
     if settings.torch_threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(settings.torch_threads))
-    redis = Redis.from_url(settings.require_redis_url())
+    redis = patient_redis(settings.require_redis_url())
     settings.require_database_url()  # fail at start, not in the first job
     worker = make_worker(settings, redis)
     assert worker.metrics is not None
