@@ -115,6 +115,10 @@ class StudentSpec(InputModel):
     # was measured on SST-2 (README, "Default recipe").
     distill_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     distill_temperature: float = Field(default=2.0, gt=0.0, le=20.0)
+    # Classifier: weight each label's examples so that every label carries the same total weight.
+    # The requested labels are balanced, but the teacher's relabelling skews the pool (SST-2: 63%
+    # positive), and the student would learn that skew as its prior.
+    balance_classes: bool = False
 
 
 class VerificationSpec(InputModel):

@@ -22,8 +22,10 @@ def token_losses(
     kind: Literal["ce", "sce"] = "ce",
     alpha: float = 1.0,
     beta: float = 1.0,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean loss over positions whose target is not IGNORE_INDEX.
+    """Mean loss over positions whose target is not IGNORE_INDEX; with class_weights (C,), the mean
+    weighted by each position's target class.
 
     logits: (..., C); targets: (...) class indices, IGNORE_INDEX where masked (seq2seq padding)."""
     logits = logits.reshape(-1, logits.shape[-1]).float()
@@ -32,26 +34,39 @@ def token_losses(
     if not bool(valid.any()):
         return logits.sum() * 0.0  # keeps the graph; an all-pad batch contributes nothing
     logits, targets = logits[valid], targets[valid]
+    weights = class_weights[targets] if class_weights is not None else None
     ce = F.cross_entropy(logits, targets, reduction="none")
     if kind == "ce":
-        return ce.mean()
+        return _mean(ce, weights)
     # The closed form of -sum_k p_k log(clamp(onehot, 1e-4)) avoids a (N, C) one-hot matrix, which
     # matters for a 32k vocabulary. p_y is clamped as in the reference implementation.
     p_y = torch.softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1).clamp(1e-7, 1.0)
     rce = _RCE_SCALE * (1.0 - p_y)
-    return (alpha * ce + beta * rce).mean()
+    return _mean(alpha * ce + beta * rce, weights)
 
 
 def distill_kl(
-    logits: torch.Tensor, teacher: torch.Tensor, has_teacher: torch.Tensor, temperature: float
+    logits: torch.Tensor,
+    teacher: torch.Tensor,
+    has_teacher: torch.Tensor,
+    temperature: float,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """T^2 * KL(teacher_T || student_T), averaged over the rows that have a teacher distribution.
+    """T^2 * KL(teacher_T || student_T), averaged (weighted by row_weights if given) over the rows
+    that have a teacher distribution.
 
     The teacher gives probabilities, not logits, so its tempered distribution is softmax(log p / T)."""
     if not bool(has_teacher.any()):
         return logits.sum() * 0.0
+    weights = row_weights[has_teacher] if row_weights is not None else None
     logits, teacher = logits[has_teacher].float(), teacher[has_teacher].float()
     teacher_t = torch.softmax(torch.log(teacher.clamp_min(1e-8)) / temperature, dim=-1)
     student_log_t = torch.log_softmax(logits / temperature, dim=-1)
     kl = (teacher_t * (torch.log(teacher_t.clamp_min(1e-12)) - student_log_t)).sum(dim=-1)
-    return temperature**2 * kl.mean()
+    return temperature**2 * _mean(kl, weights)
+
+
+def _mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return values.mean()
+    return (values * weights).sum() / weights.sum()

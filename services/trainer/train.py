@@ -68,12 +68,18 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _loss(student: Student, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> torch.Tensor:
+def _loss(
+    student: Student,
+    batch: dict[str, torch.Tensor],
+    cfg: TrainConfig,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     logits = student.logits(batch)
-    hard = token_losses(logits, batch["labels"], cfg.loss, cfg.sce_alpha, cfg.sce_beta)
+    hard = token_losses(logits, batch["labels"], cfg.loss, cfg.sce_alpha, cfg.sce_beta, class_weights)
     if cfg.distill_weight <= 0 or "soft_targets" not in batch:
         return hard
-    soft = distill_kl(logits, batch["soft_targets"], batch["soft_mask"], cfg.distill_temperature)
+    rows = class_weights[batch["labels"]] if class_weights is not None else None
+    soft = distill_kl(logits, batch["soft_targets"], batch["soft_mask"], cfg.distill_temperature, rows)
     return (1.0 - cfg.distill_weight) * hard + cfg.distill_weight * soft
 
 
@@ -179,6 +185,9 @@ class _Data:
     train_inputs: list[dict[str, list[int]]]
     train_targets: list[Any]
     train_soft: list[list[float] | None] | None
+    # Classifier with balance_classes: each label's weight in the loss, so that every label present
+    # carries the same total weight (None: every example weighs the same).
+    class_weights: torch.Tensor | None
     holdout_inputs: list[dict[str, list[int]]]
     holdout_targets: list[Any]
 
@@ -199,17 +208,33 @@ def _prepare_data(cfg: TrainConfig, student: Student) -> _Data:
     distill = cfg.distill_weight > 0 and cfg.kind == "classifier"
     if cfg.distill_weight > 0 and not distill:
         logger.warning("soft-label distillation applies to classifier students only: ignored")
+    train_targets = student.encode_targets(train_set)
     return _Data(
         train=train_set,
         holdout=holdout_set,
         dropped=len(cfg.train) - len(train_set) + len(cfg.holdout) - len(holdout_set),
         distill=distill,
         train_inputs=student.encode_inputs(train_set),
-        train_targets=student.encode_targets(train_set),
+        train_targets=train_targets,
         train_soft=student.encode_soft(train_set) if distill else None,
+        class_weights=_class_weights(train_targets, len(cfg.labels or ())) if _balances(cfg) else None,
         holdout_inputs=student.encode_inputs(holdout_set) if holdout_set else [],
         holdout_targets=student.encode_targets(holdout_set) if holdout_set else [],
     )
+
+
+def _balances(cfg: TrainConfig) -> bool:
+    return cfg.balance_classes and cfg.kind == "classifier" and bool(cfg.labels)
+
+
+def _class_weights(targets: list[int], width: int) -> torch.Tensor:
+    """n / (k * n_c) for each of the k labels present (n_c examples of n): a label the teacher's
+    relabelling made rare weighs as much in total as a common one (absent labels weigh 0)."""
+    counts = torch.bincount(torch.tensor(targets, dtype=torch.long), minlength=width).float()
+    present = counts > 0
+    weights = torch.zeros(width)
+    weights[present] = len(targets) / (int(present.sum()) * counts[present])
+    return weights
 
 
 @dataclasses.dataclass
@@ -322,12 +347,13 @@ def _train_epoch(
 ) -> float:
     """One pass over `order` (this rank's indices); the summed loss of its examples."""
     loss_sum = 0.0
+    class_weights = data.class_weights.to(device) if data.class_weights is not None else None
     for idx in batches(len(order), cfg.batch_size, order):
         soft = [data.train_soft[i] for i in idx] if data.train_soft is not None else None
         inputs, targets = [data.train_inputs[i] for i in idx], [data.train_targets[i] for i in idx]
         batch = _to(student.collate(inputs, targets, soft), device)
         with _autocast(device):
-            loss = _loss(trainee, batch, cfg)
+            loss = _loss(trainee, batch, cfg, class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.model.parameters(), 1.0)
@@ -475,6 +501,7 @@ def _metadata(
         "sce_beta": cfg.sce_beta,
         "distill_weight": cfg.distill_weight if data.distill else 0.0,
         "distill_temperature": cfg.distill_temperature,
+        "class_weights": data.class_weights.tolist() if data.class_weights is not None else None,
         "seed": cfg.seed,
         "early_stopping": fit.early,
         "init_from": cfg.init_from.name if cfg.init_from else None,

@@ -41,6 +41,8 @@ class TrainConfig(BaseModel):
     # Soft-label distillation (classifier): (1 - w) * hard loss + w * T^2 * KL(teacher_T || student_T).
     distill_weight: float = 0.0
     distill_temperature: float = 2.0
+    # Classifier: weight each label's examples so that every label carries the same total weight.
+    balance_classes: bool = False
     seed: int = 44
     warmup_fraction: float = 0.06
     # Early stopping on the holdout (the final student): keep the best epoch, stop after `patience`.
@@ -103,6 +105,7 @@ def config_from_spec(
         sce_beta=s.sce_beta,
         distill_weight=s.distill_weight if soft_labels else 0.0,
         distill_temperature=s.distill_temperature,
+        balance_classes=s.balance_classes,
         seed=s.seed,
         early_stopping=fresh if early_stopping is None else early_stopping,
         patience=settings.final_patience,

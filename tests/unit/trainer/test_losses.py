@@ -61,3 +61,25 @@ def test_distill_kl_is_tempered_kl_on_rows_with_a_teacher():
     assert float(distill_kl(logits, teacher, torch.zeros(3, dtype=torch.bool), t)) == 0.0
     # A student that matches the tempered teacher exactly has zero loss.
     assert abs(float(distill_kl(torch.log(teacher), teacher, has, 1.0))) < 1e-6
+
+
+def test_class_weights_give_every_label_the_same_total_weight():
+    """With weights n / (k * n_c), three examples of label 0 and one of label 1 count as two each:
+    the loss is the mean of the per-label mean losses."""
+    torch.manual_seed(3)
+    logits, targets = torch.randn(4, 2), torch.tensor([0, 0, 0, 1])
+    weights = torch.tensor([4 / (2 * 3), 4 / (2 * 1)])
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    per_label_mean = (ce[:3].mean() + ce[3]) / 2
+    assert torch.allclose(token_losses(logits, targets, "ce", class_weights=weights), per_label_mean)
+    sce = token_losses(logits, targets, "sce", class_weights=weights)
+    by_label = (
+        _sce_by_definition(logits[:3], targets[:3], 1, 1) + _sce_by_definition(logits[3:], targets[3:], 1, 1)
+    ) / 2
+    assert torch.allclose(sce, by_label, atol=1e-4)
+    teacher = torch.softmax(torch.randn(4, 2), -1)
+    has = torch.ones(4, dtype=torch.bool)
+    rows = weights[targets]
+    kl = [float(distill_kl(logits[i : i + 1], teacher[i : i + 1], has[:1], 2.0)) for i in range(4)]
+    expected = (sum(kl[:3]) / 3 + kl[3]) / 2
+    assert abs(float(distill_kl(logits, teacher, has, 2.0, rows)) - expected) < 1e-5

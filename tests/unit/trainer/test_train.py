@@ -105,3 +105,11 @@ def test_the_result_carries_the_students_errors_on_the_real_data(tmp_path, monke
     assert errors["wrong"] == 2 and result.metrics["eval_accuracy"] == pytest.approx(1 / 3)
     assert errors["shown"][0] == {"input": {"text": "dull"}, "expected": "negative", "answered": "positive"}
     assert errors["confusion"] == {"positive": {"positive": 1}, "negative": {"positive": 2}}
+
+
+def test_class_weights_even_out_a_skewed_pool():
+    """Relabelling skewed the pool to 3 positives for 1 negative (and no neutral): each label present
+    then weighs 2 in total, an absent one 0."""
+    weights = train_module._class_weights([1, 1, 1, 0], width=3)
+    assert weights.tolist() == pytest.approx([2.0, 4 / 6, 0.0])
+    assert float(weights[torch.tensor([1, 1, 1, 0])].sum()) == pytest.approx(4.0)
