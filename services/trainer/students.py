@@ -38,6 +38,7 @@ from shared.packaged_models import (
     minilm_path,
     smollm2_path,
 )
+from shared.student_decoding import greedy_answers
 from shared.student_format import StudentFormat, StudentKind
 
 logger = logging.getLogger(__name__)
@@ -274,33 +275,13 @@ class Student:
         return self.model(**inputs, decoder_input_ids=decoder_input_ids).logits
 
     def predict(self, batch: dict[str, torch.Tensor]) -> list[str]:
-        """The student's answer: the arg-max label, or greedy decoding."""
+        """The student's answer: the arg-max label, or greedy decoding (shared/student_decoding.py)."""
         inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
         if self.kind == "classifier":
             assert self.fmt.labels is not None
             ids = self.model(**inputs).logits.argmax(dim=-1).tolist()
             return [self.fmt.labels[i] for i in ids]
-        if self.kind == "causal":
-            return self._generate_causal(inputs)
-        out = self.model.generate(
-            **inputs, max_new_tokens=self.max_target_length, num_beams=1, do_sample=False
-        )
-        return [text.strip() for text in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-
-    def _generate_causal(self, inputs: dict[str, torch.Tensor]) -> list[str]:
-        """Greedy, batched, until the end token or the end of the answer's line."""
-        out = self.model.generate(
-            **inputs,
-            max_new_tokens=self.max_target_length,
-            num_beams=1,
-            do_sample=False,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-            stop_strings=["\n"],
-            tokenizer=self.tokenizer,
-        )
-        texts = self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        return [text.split("\n", 1)[0].strip() for text in texts]
+        return greedy_answers(self.kind, self.model, self.tokenizer, inputs, self.max_target_length)
 
 
 def batches(n: int, size: int, order: Sequence[int] | None = None) -> Iterator[list[int]]:

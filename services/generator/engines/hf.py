@@ -50,7 +50,7 @@ class HFEngine:
 
         path = self.info.model.path
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        check_bos(tokenizer, where=f"tokenizer of {self.info.model.name}")
+        check_bos(tokenizer, where=f"tokenizer of {self.info.model.name}", model_path=path)
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         name = self.settings.generator_dtype if self._device == "cuda" else self.settings.generator_hf_dtype
         model = AutoModelForCausalLM.from_pretrained(

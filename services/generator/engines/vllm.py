@@ -1,6 +1,6 @@
 """vLLM backend: one in-process AsyncLLM, so concurrent requests share continuous batching.
 
-Prompts are tokenized here with the model's Hugging Face tokenizer (checked to add BOS) and sent
+Prompts are tokenized here with the model's Hugging Face tokenizer (BOS checked: check_bos) and sent
 as token ids, so what the model sees never depends on a second tokenizer configuration.
 """
 
@@ -58,7 +58,7 @@ class VLLMEngine:
 
         path = self.info.model.path
         self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        check_bos(self._tokenizer, where=f"tokenizer of {self.info.model.name}")
+        check_bos(self._tokenizer, where=f"tokenizer of {self.info.model.name}", model_path=path)
         # The KV cache on CPU is sized by this variable (GiB); keep it small beside other work.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.generator_kv_cache_gib:g}")
         args = AsyncEngineArgs(
@@ -83,7 +83,7 @@ class VLLMEngine:
         engine_tokenizer = self._llm.get_tokenizer()
         if engine_tokenizer is not None:
             try:
-                check_bos(engine_tokenizer, where="vLLM's tokenizer")
+                check_bos(engine_tokenizer, where="vLLM's tokenizer", model_path=path)
             except ModelError:
                 self._llm.shutdown()
                 self._llm = None

