@@ -53,6 +53,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def p50_p99_ms(latencies: list[float]) -> tuple[float, float]:
+    """Median and 99th percentile (nearest rank below) of latencies in seconds, in milliseconds."""
+    ordered = sorted(latencies)
+    return 1000 * statistics.median(ordered), 1000 * ordered[int(0.99 * (len(ordered) - 1))]
+
+
 async def drive(url: str, clients: int, seconds: float, mix: list[str], run_ids: list[str]) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -88,12 +94,12 @@ async def drive(url: str, clients: int, seconds: float, mix: list[str], run_ids:
         started = time.monotonic()
         await asyncio.gather(*(one_client(i) for i in range(clients)))
         elapsed = time.monotonic() - started
-    latencies.sort()
+    p50_ms, p99_ms = p50_p99_ms(latencies)
     return {
         "requests": len(latencies),
         "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "p50_ms": p50_ms,
+        "p99_ms": p99_ms,
         "errors": sum(errors.values()),
         "error_kinds": errors,
     }

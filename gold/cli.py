@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -33,7 +34,7 @@ from gold.evaluate import (
     tasks_table,
 )
 from gold.report import iteration_table, time_split_table, write_report
-from gold.stack import Stack, local_token, stop_signals_handled_by
+from gold.stack import PortInUse, Stack, local_token, stop_signals_handled_by
 from shared.clients import OrchestratorClient
 from shared.errors import UpstreamError
 from shared.logging import configure_logging
@@ -45,6 +46,9 @@ from shared.spec import load_spec_file
 app = typer.Typer(help="GOLD: distil a teacher LLM into a small student with OOD-guided data generation.")
 console = Console(stderr=True)
 DEMO_SPEC = Path(__file__).with_name("specs") / "demo.yaml"
+# `gold up`'s exit status when a port it serves on is taken: a script that chose the ports (the tests)
+# may start it again on others.
+EXIT_PORT_IN_USE = errno.EADDRINUSE
 T = TypeVar("T")
 
 
@@ -166,6 +170,9 @@ def up(trainers: Annotated[int, typer.Option(min=1, max=16, help="trainer worker
                 time.sleep(2.0)
     except KeyboardInterrupt:
         console.print("stopped.")
+    except PortInUse as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_PORT_IN_USE) from exc
     except RuntimeError as exc:
         _fail(str(exc))
 

@@ -5,6 +5,7 @@ the services also die with the launcher (PR_SET_PDEATHSIG), and what a killed la
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -32,6 +33,17 @@ from shared.settings import GoldSettings
 
 logger = logging.getLogger(__name__)
 
+# How a bind failure reads in a service's log: asyncio's "error while attempting to bind on address
+# (...): address already in use", which uvicorn logs before it exits.
+ADDRESS_IN_USE = os.strerror(errno.EADDRINUSE).lower()
+
+
+class PortInUse(RuntimeError):
+    """A port the stack serves on is held by another process. A free port cannot be reserved: a
+    service binds its port only once its models are loaded (uvicorn runs the lifespan first), minutes
+    after the launcher checked it, and anything on the machine may take it meanwhile, an outgoing
+    connection's ephemeral port included. Whoever chose the ports may start again on others."""
+
 
 @dataclass
 class ServiceProcess:
@@ -41,6 +53,7 @@ class ServiceProcess:
     ready_path: str = "/readyz"
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    log_start: int = 0  # where this process's lines begin in the log (appended across restarts)
 
 
 @dataclass
@@ -83,7 +96,7 @@ class Stack:
             logger.warning("stopped a stack left by a launcher that died: %s", ", ".join(stale))
         for name, port in self.ports.items():
             if _port_in_use(port):
-                raise RuntimeError(
+                raise PortInUse(
                     f"port {port} for the {name} is in use: stop what holds it or choose other ports"
                 )
         database_url = self.settings.database_url
@@ -150,6 +163,7 @@ class Stack:
     def _spawn(self, service: ServiceProcess, logs: Path) -> None:
         service.log_path = logs / f"{service.name}.log"
         handle = service.log_path.open("ab")
+        service.log_start = handle.tell()
         service.process = subprocess.Popen(
             [sys.executable, "-m", service.module],
             env=self.env,
@@ -180,7 +194,9 @@ class Stack:
     def check_alive(self, service: ServiceProcess | None = None) -> None:
         for s in [service] if service else self.services:
             if s.process is not None and s.process.poll() is not None:
-                tail = _tail(s.log_path)
+                tail = _tail(s.log_path, s.log_start)
+                if s.url and ADDRESS_IN_USE in tail:
+                    raise PortInUse(f"{s.name} could not bind {s.url}: {ADDRESS_IN_USE}\n{tail}")
                 raise RuntimeError(
                     f"{s.name} exited with code {s.process.returncode}; last log lines:\n{tail}"
                 )
@@ -296,7 +312,11 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _tail(path: Path | None, lines: int = 30) -> str:
+def _tail(path: Path | None, start: int = 0, lines: int = 30) -> str:
+    """The last lines of a log from byte `start` on."""
     if path is None or not path.exists():
         return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    with path.open("rb") as log:
+        log.seek(start)
+        text = log.read().decode(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])

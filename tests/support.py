@@ -9,15 +9,19 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+from gold.stack import PortInUse, Stack
 from shared.db.models import Checkpoint
 from shared.names import RunStatus
 from shared.schemas.runs import RunRead
 from shared.schemas.training import TrainJob
+from shared.settings import GoldSettings
 
 # The one sentiment task of the tests (a TaskSpec as JSON). Tests that change it take a copy from
 # sentiment_task(); the constant itself is never mutated.
@@ -75,9 +79,34 @@ def finished_run_read(spec: dict[str, Any], **fields: Any) -> RunRead:
 
 
 def free_port() -> int:
+    """A port free now, not reserved: what binds it later may find it taken (see on_free_ports)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+T = TypeVar("T")
+STACK_PORTS = ("orchestrator", "generator", "scorer")
+
+
+def on_free_ports(start: Callable[[dict[str, int]], T], attempts: int = 3) -> T:
+    """`start(ports)` with a free port for each service of the stack, called again with fresh ports
+    while it raises PortInUse: a port free when picked may be taken by another process before the
+    service binds it, minutes later (gold.stack.PortInUse)."""
+    retrying = Retrying(
+        retry=retry_if_exception_type(PortInUse), stop=stop_after_attempt(attempts), reraise=True
+    )
+    return retrying(lambda: start({name: free_port() for name in STACK_PORTS}))
+
+
+@contextlib.contextmanager
+def stack_on_free_ports(settings: GoldSettings) -> Iterator[Stack]:
+    """The local stack started on free ports (on_free_ports), stopped on leaving."""
+    stack = on_free_ports(lambda ports: Stack(settings, ports=ports).__enter__())
+    try:
+        yield stack
+    finally:
+        stack.stop()
 
 
 @contextlib.contextmanager

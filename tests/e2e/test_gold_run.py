@@ -15,11 +15,10 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from gold.stack import Stack
 from shared.clients import OrchestratorClient
 from shared.db.models import Checkpoint, Iteration, Metric, Rejection, Sample
 from shared.settings import GoldSettings
-from tests.support import SENTIMENT_TASK, free_port
+from tests.support import SENTIMENT_TASK, stack_on_free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1500)]
 
@@ -49,8 +48,7 @@ def tiny_spec(shared_data) -> dict:
 def test_tiny_gold_run_end_to_end(tmp_path, shared_data, models_dir, monkeypatch):
     monkeypatch.setenv("GOLD_MODEL_DIR", str(models_dir))
     settings = GoldSettings(data_dir=tmp_path / "gold")
-    ports = {"orchestrator": free_port(), "generator": free_port(), "scorer": free_port()}
-    with Stack(settings, ports=ports) as stack:
+    with stack_on_free_ports(settings) as stack:
         client = OrchestratorClient(stack.orchestrator_url, stack.token)
         run = client.create_run(tiny_spec(shared_data))
         deadline = time.monotonic() + 1200

@@ -26,7 +26,7 @@ from shared.errors import UpstreamError
 from shared.schemas.runs import RunRead
 from shared.settings import GoldSettings
 from shared.spec import RunSpec
-from tests.support import SENTIMENT_TASK, free_port, restart_local_redis, unwritable
+from tests.support import SENTIMENT_TASK, restart_local_redis, stack_on_free_ports, unwritable
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1800)]
 ITERATIONS = 2
@@ -57,8 +57,7 @@ def stack(tmp_path_factory, models_dir) -> Iterator[Stack]:
         env.setenv("GOLD_WORKER_MAINTENANCE_INTERVAL_S", "10")
         env.setenv("GOLD_WORKER_TTL_S", "30")
         settings = GoldSettings(data_dir=tmp_path_factory.mktemp("faults"))
-        ports = {"orchestrator": free_port(), "generator": free_port(), "scorer": free_port()}
-        with Stack(settings, ports=ports) as running:
+        with stack_on_free_ports(settings) as running:
             yield running
 
 

@@ -18,8 +18,10 @@ import httpx
 import psutil
 import pytest
 
+from gold.cli import EXIT_PORT_IN_USE
+from gold.stack import PortInUse
 from gold.stack_record import RECORD_FILE, clear_stale_stack
-from tests.support import free_port
+from tests.support import on_free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1200)]
 
@@ -48,9 +50,20 @@ def nothing_left_behind() -> Iterator[None]:
 
 
 class Launcher:
-    def __init__(self, data_dir: Path, models_dir: Path):
+    @classmethod
+    def ready(cls, data_dir: Path, models_dir: Path) -> Launcher:
+        """`gold up` started and ready, started again on other ports if one was taken meanwhile."""
+
+        def start(ports: dict[str, int]) -> Launcher:
+            launcher = cls(data_dir, models_dir, ports)
+            launcher.wait_ready()
+            return launcher
+
+        return on_free_ports(start)
+
+    def __init__(self, data_dir: Path, models_dir: Path, ports: dict[str, int]):
         self.data_dir = data_dir
-        self.ports = {name: free_port() for name in ("orchestrator", "generator", "scorer")}
+        self.ports = ports
         env = os.environ | {
             "GOLD_DATA_DIR": str(data_dir),
             "GOLD_MODEL_DIR": str(models_dir),
@@ -73,6 +86,8 @@ class Launcher:
         deadline = time.monotonic() + timeout_s
         url = f"http://127.0.0.1:{self.ports['orchestrator']}/healthz"
         while time.monotonic() < deadline:
+            if self.process.poll() == EXIT_PORT_IN_USE:
+                raise PortInUse(self.log.read_text()[-3000:])
             assert self.process.poll() is None, self.log.read_text()[-3000:]
             try:
                 if httpx.get(url, timeout=2.0).status_code == 200 and "Ctrl-C" in self.log.read_text():
@@ -103,8 +118,7 @@ def ports_free(ports: dict[str, int]) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_signal_stops_everything_the_launcher_started(sig, tmp_path, models_dir):
-    launcher = Launcher(tmp_path / "gold", models_dir)
-    launcher.wait_ready()
+    launcher = Launcher.ready(tmp_path / "gold", models_dir)
     started = launcher.started()
     assert {"generator", "scorer", "trainer-0", "orchestrator", "postgres", "redis"} <= {
         name.split(":")[0] for name in started
@@ -117,8 +131,7 @@ def test_a_signal_stops_everything_the_launcher_started(sig, tmp_path, models_di
 
 
 def test_after_kill_9_the_services_die_and_the_next_start_stops_the_daemons_left(tmp_path, models_dir):
-    first = Launcher(tmp_path / "gold", models_dir)
-    first.wait_ready()
+    first = Launcher.ready(tmp_path / "gold", models_dir)
     started = first.started()
     first.process.kill()
     first.process.wait()
@@ -127,8 +140,7 @@ def test_after_kill_9_the_services_die_and_the_next_start_stops_the_daemons_left
     assert gone_within(services, 60) == []  # PR_SET_PDEATHSIG: SIGTERM on the launcher's death
     assert sorted(gone_within(daemons, 1)) == sorted(daemons)  # daemons outlive it ...
 
-    second = Launcher(tmp_path / "gold", models_dir)  # same data directory
-    second.wait_ready()
+    second = Launcher.ready(tmp_path / "gold", models_dir)  # same data directory
     assert gone_within(daemons, 1) == []  # ... until the next start stops them
     assert "left by a launcher that died" in second.log.read_text()
     restarted = second.started()

