@@ -4,6 +4,7 @@ the service that runs them) with JSON payloads, and deterministic ids so a re-su
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from redis import Redis
 from rq import Queue
@@ -12,6 +13,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from shared.schemas.training import TrainJob
+
+logger = logging.getLogger(__name__)
 
 TRAIN_QUEUE = "train"
 TRAIN_FUNC = "services.trainer.jobs.train_student"
@@ -24,6 +27,18 @@ def train_queue(redis: Redis) -> Queue:
 
 def train_job_id(job: TrainJob) -> str:
     return f"train-{job.run_id}-{job.iteration}-{job.role}"
+
+
+def cancel_train(rq_job: Job) -> None:
+    """Cancel a training job, as far as RQ's records allow: while a stack stops, a job's execution
+    record can be half written (a worker's heartbeat landing after the record was removed leaves a
+    hash without created_at: a KeyError inside RQ 3) or gone (ValueError). The run's cancellation,
+    or the orchestrator's shutdown, must not become the run's failure over it; a job left behind is
+    requeued or replaced by enqueue_train when the run resumes."""
+    try:
+        rq_job.cancel()
+    except (KeyError, ValueError) as exc:
+        logger.warning("training job %s: RQ could not cancel it (%r); left to enqueue_train", rq_job.id, exc)
 
 
 def enqueue_train(queue: Queue, job: TrainJob) -> Job:

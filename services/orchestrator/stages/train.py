@@ -16,7 +16,7 @@ from services.orchestrator.context import RunCancelled, RunContext, StepFailed
 from services.orchestrator.stages.done import Done
 from services.orchestrator.stages.records import iteration_row
 from shared.db.models import Iteration
-from shared.jobs import enqueue_train
+from shared.jobs import cancel_train, enqueue_train
 from shared.schemas.training import TrainJob, TrainResult, TrainRole
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def run_train_job(ctx: RunContext, job: TrainJob) -> TrainResult:
             try:
                 ctx.heartbeat()
             except RunCancelled:
-                rq_job.cancel()
+                cancel_train(rq_job)
                 raise
             time.sleep(ctx.settings.train_poll_s)
     raise StepFailed(

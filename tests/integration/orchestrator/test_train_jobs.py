@@ -4,6 +4,7 @@ loop retries, gives up after train_attempts, or cancels the job when the run is 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from services.orchestrator.service import create_run
 from services.orchestrator.stages import run_stage
 from shared import jobs
 from shared.db.models import Iteration, Run, Step
-from shared.jobs import train_job_id, train_queue
+from shared.jobs import cancel_train, enqueue_train, train_job_id, train_queue
 from shared.names import RunStatus, Stage
 from shared.schemas.training import TrainJob, TrainResult
 from shared.spec import RunSpec
@@ -156,3 +157,18 @@ def test_cancelling_the_run_cancels_the_training_job(run_context, trainer):
     SimpleWorker([run_context.train_queue], connection=run_context.train_queue.connection).work(burst=True)
     assert len(CALLS) == 1  # a worker started later does not run the cancelled job
     assert _step(run_context) is None
+
+
+def test_a_half_written_rq_record_does_not_stop_a_cancellation(redis_url):
+    """What a worker's heartbeat landing after its execution record was removed leaves (seen when
+    `gold eval` was stopped mid-training): a started job listing an execution whose hash has no
+    created_at. RQ's cancel() raises KeyError on it, and the run FAILED where the shutdown should
+    have left it to resume."""
+    queue = train_queue(Redis.from_url(redis_url))
+    rq_job = enqueue_train(queue, TrainJob(run_id=str(uuid.uuid4()), iteration=1, role="loop"))
+    rq_job.set_status(JobStatus.STARTED)
+    queue.connection.zadd(f"rq:executions:{rq_job.id}", {"stale": time.time() + 3600})
+    queue.connection.hset(f"rq:execution:{rq_job.id}:stale", "last_heartbeat", time.time())
+    with pytest.raises(KeyError):
+        rq_job.cancel()
+    cancel_train(rq_job)  # logged, not raised
