@@ -113,6 +113,30 @@ def run_plain(args: argparse.Namespace) -> dict:
             vocab_size=len(tok), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **TINY_T5_CONFIG
         )
         model = T5ForConditionalGeneration(config)
+
+    def loss_of(batch: list[tuple[str, str]]):
+        enc = tok(
+            [t for t, _ in batch],
+            truncation=True,
+            max_length=args.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        if args.kind == "classifier":
+            y = torch.tensor([labels.index(lbl) for _, lbl in batch])
+        else:
+            y = tok(text_target=[lbl for _, lbl in batch], padding=True, return_tensors="pt")["input_ids"]
+            y[y == tok.pad_token_id] = -100
+        return model(**enc, labels=y).loss
+
+    return _timed_epochs(args, rows, model, loss_of)
+
+
+def _timed_epochs(args: argparse.Namespace, rows: list[tuple[str, str]], model, loss_of) -> dict:
+    """The plain loop both baselines share: shuffled batches, loss_of(batch), backward, AdamW step,
+    timed per epoch (wall clock and CPU)."""
+    import torch
+
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
     model.train()
     seconds = cpu = 0.0
@@ -121,20 +145,7 @@ def run_plain(args: argparse.Namespace) -> dict:
         order = torch.randperm(len(rows), generator=gen).tolist()
         tick, tick_cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(order), args.batch_size):
-            batch = [rows[i] for i in order[start : start + args.batch_size]]
-            enc = tok(
-                [t for t, _ in batch],
-                truncation=True,
-                max_length=args.max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            if args.kind == "classifier":
-                y = torch.tensor([labels.index(lbl) for _, lbl in batch])
-            else:
-                y = tok(text_target=[lbl for _, lbl in batch], padding=True, return_tensors="pt")["input_ids"]
-                y[y == tok.pad_token_id] = -100
-            loss = model(**enc, labels=y).loss
+            loss = loss_of([rows[i] for i in order[start : start + args.batch_size]])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -159,36 +170,23 @@ def _plain_causal(args: argparse.Namespace, rows: list[tuple[str, str]]) -> dict
     tok.truncation_side = "left"
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     fmt = StudentFormat.from_task(["text"], "label", None)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
-    model.train()
-    seconds = cpu = 0.0
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(args.epochs):
-        order = torch.randperm(len(rows), generator=gen).tolist()
-        tick, tick_cpu = time.perf_counter(), time.process_time()
-        for start in range(0, len(order), args.batch_size):
-            batch = [
-                {"text": t, "label": y} for t, y in (rows[i] for i in order[start : start + args.batch_size])
-            ]
-            prompts = tok([fmt.causal_prompt(b) for b in batch], truncation=True, max_length=args.max_length)
-            answers = tok([fmt.causal_target(b) for b in batch], add_special_tokens=False)
-            ids, labels = [], []
-            for p, a in zip(prompts["input_ids"], answers["input_ids"], strict=True):
-                a = a[:15] + [tok.eos_token_id]
-                ids.append(p + a)
-                labels.append([-100] * len(p) + a)
-            width = max(len(r) for r in ids)
-            input_ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in ids])
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids])
-            y = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=y).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        seconds += time.perf_counter() - tick
-        cpu += time.process_time() - tick_cpu
-    n = len(rows) * args.epochs
-    return {"examples_per_s": n / seconds, "seconds": seconds, "cpu_s_per_example": cpu / n}
+
+    def loss_of(rows_: list[tuple[str, str]]):
+        batch = [{"text": t, "label": y} for t, y in rows_]
+        prompts = tok([fmt.causal_prompt(b) for b in batch], truncation=True, max_length=args.max_length)
+        answers = tok([fmt.causal_target(b) for b in batch], add_special_tokens=False)
+        ids, labels = [], []
+        for p, a in zip(prompts["input_ids"], answers["input_ids"], strict=True):
+            a = a[:15] + [tok.eos_token_id]
+            ids.append(p + a)
+            labels.append([-100] * len(p) + a)
+        width = max(len(r) for r in ids)
+        input_ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in ids])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids])
+        y = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+        return model(input_ids=input_ids, attention_mask=mask, labels=y).loss
+
+    return _timed_epochs(args, rows, model, loss_of)
 
 
 def _child(args: argparse.Namespace, variant: str) -> dict:
