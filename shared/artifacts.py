@@ -20,6 +20,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -32,6 +33,7 @@ from shared.checkpoints import (
     METADATA_FILE,
     CheckpointNotFound,
     checkpoint_dir,
+    checkpoints_root,
     metadata_path,
     parse_metadata,
     read_metadata,
@@ -74,7 +76,7 @@ def relative(relpath: str) -> str:
 class ArtifactStore:
     """Checkpoints in a local directory (in place) or behind an fsspec URL (copied through a cache)."""
 
-    def __init__(self, location: str, cache_dir: Path):
+    def __init__(self, location: str, cache_dir: Path, cache_max_bytes: int | None = None):
         self.location = location.rstrip("/")
         # A plain path is used in place; any URL, file:// included, is a store shared by hosts that
         # may not see each other's disks, so its checkpoints are copied through the local cache.
@@ -83,10 +85,16 @@ class ArtifactStore:
         self.fs, root = url_to_fs(self.location)
         self._root = root.rstrip("/")
         self.cache_dir = cache_dir
+        self.cache_max_bytes = cache_max_bytes
 
     @classmethod
     def from_settings(cls, settings: GoldSettings) -> ArtifactStore:
-        return cls(settings.artifacts_url or str(settings.artifacts), settings.artifact_cache)
+        limit = settings.artifact_cache_max_gb
+        return cls(
+            settings.artifacts_url or str(settings.artifacts),
+            settings.artifact_cache,
+            cache_max_bytes=int(limit * 2**30) if limit is not None else None,
+        )
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.location!r})"
@@ -164,9 +172,34 @@ class ArtifactStore:
         wanted = self._metadata_bytes(checkpoint_id)
         cached = metadata_path(folder)
         if cached.is_file() and cached.read_bytes() == wanted:
+            os.utime(cached)  # its last use, for pruning
             return folder
         self._download(checkpoint_id, folder)
+        self.prune_cache(keep=folder)
         return folder
+
+    def prune_cache(self, keep: Path, *, min_idle_s: float = 600.0) -> list[Path]:
+        """Remove the cached copies used least recently until the cache fits cache_max_bytes; a
+        copy used in the last min_idle_s (another thread may be loading it) and `keep` stay. The
+        store still holds every checkpoint: a removed copy is downloaded again when needed."""
+        if self.in_place or self.cache_max_bytes is None:
+            return []
+        copies = [f for f in checkpoints_root(self.cache_dir).iterdir() if metadata_path(f).is_file()]
+        sizes = {f: sum(p.stat().st_size for p in f.rglob("*") if p.is_file()) for f in copies}
+        total, now, removed = sum(sizes.values()), time.time(), []
+        for folder in sorted(copies, key=lambda f: metadata_path(f).stat().st_mtime):
+            if total <= self.cache_max_bytes:
+                break
+            if folder == keep or now - metadata_path(folder).stat().st_mtime < min_idle_s:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= sizes[folder]
+            removed.append(folder)
+        if removed:
+            logger.info(
+                "artifact cache %s: removed %d least recently used copies", self.cache_dir, len(removed)
+            )
+        return removed
 
     def _metadata_name(self, checkpoint_id: uuid.UUID | str) -> str:
         return self.where(f"{self.checkpoint_relpath(checkpoint_id)}/{METADATA_FILE}")

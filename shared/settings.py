@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Names a run spec may give as `student.model`. "default" means the kind's default student;
@@ -51,6 +51,9 @@ class GoldSettings(BaseSettings):
     artifact_dir: Path | None = None
     artifacts_url: str | None = None
     artifact_cache_dir: Path | None = None
+    # The cache's size limit: after a download, the copies used least recently (and not in the
+    # last 10 minutes) are removed until the cache fits. None = never pruned.
+    artifact_cache_max_gb: float | None = Field(default=20.0, gt=0.0)
     # Converted packaged models, the teacher and the causal student (a cache worth sharing between
     # data directories); default under data_dir.
     model_dir: Path | None = None

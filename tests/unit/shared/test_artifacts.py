@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import uuid
 from pathlib import Path
@@ -134,3 +135,29 @@ def test_a_local_directory_is_used_in_place(tmp_path):
 def test_paths_stay_inside_the_store(bad):
     with pytest.raises(ValueError):
         relative(bad)
+
+
+def test_the_cache_keeps_to_its_size_by_removing_the_least_recently_used_copies(url, tmp_path):
+    """Three 1000-byte checkpoints through a cache of 2500 bytes: fetching the third removes the
+    copy used least recently, not the one just fetched again; a copy in use (idle less than
+    min_idle_s) is never removed."""
+    trainer = ArtifactStore(url, tmp_path / "trainer-cache")
+    ids = [uuid.uuid4() for _ in range(3)]
+    for cid in ids:
+        _write(trainer.local_folder(cid), {"version": 1}, b"w" * 1000)
+        trainer.publish(cid)
+    scorer = ArtifactStore(url, tmp_path / "scorer-cache", cache_max_bytes=2500)
+    first, second = scorer.fetch(ids[0]), scorer.fetch(ids[1])
+    assert scorer.prune_cache(keep=second) == []  # both fit
+    old = 1_000_000_000
+    os.utime(first / METADATA_FILE, (old, old))  # the first used long ago ...
+    os.utime(second / METADATA_FILE, (old + 10, old + 10))
+    assert scorer.fetch(ids[0]) == first  # ... then used again: now the second is the oldest
+    os.utime(first / METADATA_FILE, (old + 20, old + 20))
+
+    third = scorer.fetch(ids[2])  # over the limit: the least recently used copy goes
+    assert first.is_dir() and third.is_dir() and not second.exists()
+    assert scorer.fetch(ids[1]).is_dir()  # the store still has it: downloaded again
+
+    # Nothing idle long enough: over the limit, but nothing is removed under a reader.
+    assert ArtifactStore(url, tmp_path / "scorer-cache", cache_max_bytes=1).prune_cache(keep=third) == []
