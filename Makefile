@@ -70,8 +70,8 @@ gold-vs-vanilla: install
 		--modes gold,vanilla,teacher --repeats 3 --out docs/results/gold-vs-vanilla-192.json
 
 # The paper's first ablations on two dev tasks, 3 repeats each: the selection band (which energy
-# quantiles of the OOD batch are fed back), the feedback count, and dropping instead of relabelling
-# feedback the teacher disagrees with. The default (band [0.5, 0.8), 4 samples, relabel) is the gold
+# quantiles of the OOD batch are fed back), the feedback count, dropping instead of relabelling
+# feedback the teacher disagrees with, and the class-balanced loss (on all four tasks). The default (band [0.5, 0.8), 4 samples, relabel) is the gold
 # row of gold-vs-vanilla; repeat r shares its seeds with it, so the rows pair by repeat.
 experiments: install
 	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml --modes gold --repeats 3 \
@@ -82,3 +82,5 @@ experiments: install
 		--set loop.feedback_per_iteration=8 --out docs/results/feedback-8.json
 	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml --modes gold --repeats 3 \
 		--set loop.feedback_check=drop --out docs/results/feedback-check-drop.json
+	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml examples/snli.yaml examples/rte.yaml \
+		--modes gold,vanilla --repeats 3 --set student.balance_classes=true --out docs/results/balanced-192.json
