@@ -71,8 +71,9 @@ gold-vs-vanilla: install
 
 # The paper's first ablations on two dev tasks, 3 repeats each: the selection band (which energy
 # quantiles of the OOD batch are fed back), the feedback count, dropping instead of relabelling
-# feedback the teacher disagrees with, and the class-balanced loss (on all four tasks). The default (band [0.5, 0.8), 4 samples, relabel) is the gold
-# row of gold-vs-vanilla; repeat r shares its seeds with it, so the rows pair by repeat.
+# feedback the teacher disagrees with, and the class-balanced loss (on all four tasks). The default
+# (band [0.5, 0.8), 4 samples, relabel) is the gold row of gold-vs-vanilla; repeat r shares its
+# seeds with it, so the rows pair by repeat.
 experiments: install
 	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml --modes gold --repeats 3 \
 		--set 'loop.selection_band=[0.0,0.3]' --out docs/results/band-low.json
