@@ -14,10 +14,20 @@ caller decides the autocast and inference mode."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 ANSWER_END = "\n"  # a causal answer is one line: decoding stops at the first newline
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, list[list[int]]]:
+    """input_ids and attention_mask of token rows padded on the LEFT to the longest: every row ends
+    at the same position, where a causal student continues (decoding) or its answer ends (energy)."""
+    width = max(len(r) for r in rows)
+    return {
+        "input_ids": [[pad_id] * (width - len(r)) + list(r) for r in rows],
+        "attention_mask": [[0] * (width - len(r)) + [1] * len(r) for r in rows],
+    }
 
 
 def greedy_answers(

@@ -38,7 +38,7 @@ from transformers import (
 
 from shared.checkpoints import metadata_path, read_metadata
 from shared.schemas.prediction import Prediction
-from shared.student_decoding import greedy_answers
+from shared.student_decoding import greedy_answers, left_padded
 from shared.student_format import StudentFormat
 
 logger = logging.getLogger(__name__)
@@ -274,14 +274,12 @@ class CausalEnergy(_Base):
         eos = self.tokenizer.eos_token_id
         targets = [row[: self.max_target_length - 1] + [eos] for row in answers["input_ids"]]
         rows = [p + t for p, t in zip(prompts, targets, strict=True)]
-        width, keep = max(len(r) for r in rows), max(len(t) for t in targets) + 1
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        keep = max(len(t) for t in targets) + 1
+        padded = left_padded(rows, self.tokenizer.pad_token_id or 0)
         # target_mask[:, j] marks the kept positions whose logits predict an answer token.
         # (the last position predicts what would follow the end token: never counted)
         target_mask = torch.tensor([[0] * (keep - 1 - len(t)) + [1] * len(t) + [0] for t in targets])
-        return {"input_ids": ids, "attention_mask": mask, "target_mask": target_mask}, keep
+        return {**{k: torch.tensor(v) for k, v in padded.items()}, "target_mask": target_mask}, keep
 
     def _batch_energy(
         self, samples: list[Mapping[str, str]], temperature: float, pad_mode: PadMode
@@ -306,13 +304,8 @@ class CausalEnergy(_Base):
         prompts = self.tokenizer(
             [self.fmt.causal_prompt(s) for s in inputs], truncation=True, max_length=self.max_length
         )["input_ids"]
-        width, pad = max(len(p) for p in prompts), self.tokenizer.pad_token_id or 0
-        batch = {
-            "input_ids": torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device),
-            "attention_mask": torch.tensor(
-                [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
-            ),
-        }
+        padded = left_padded(prompts, self.tokenizer.pad_token_id or 0)
+        batch = {k: torch.tensor(v, device=self.device) for k, v in padded.items()}
         with _autocast(self.device):
             answers = greedy_answers("causal", self.model, self.tokenizer, batch, self.max_target_length)
         return [Prediction(output=answer) for answer in answers]

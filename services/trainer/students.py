@@ -38,7 +38,7 @@ from shared.packaged_models import (
     minilm_path,
     smollm2_path,
 )
-from shared.student_decoding import greedy_answers
+from shared.student_decoding import greedy_answers, left_padded
 from shared.student_format import StudentFormat, StudentKind
 
 logger = logging.getLogger(__name__)
@@ -246,10 +246,7 @@ class Student:
         logits[i]. Decoding (no targets): prompts left-padded, so every row ends where it continues."""
         prompts = [row["input_ids"] for row in inputs]
         if targets is None:
-            width = max(len(p) for p in prompts)
-            ids = [[pad_id] * (width - len(p)) + p for p in prompts]
-            mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
-            return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+            return {k: torch.tensor(v) for k, v in left_padded(prompts, pad_id).items()}
         pairs = list(zip(prompts, targets, strict=True))
         rows = [p + list(t) for p, t in pairs]
         labels = [[IGNORE_INDEX] * (len(p) - 1) + list(t) + [IGNORE_INDEX] for p, t in pairs]
