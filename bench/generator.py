@@ -26,7 +26,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
 
-from bench.api_load import p50_p99_ms  # noqa: E402
+from bench.api_load import free_port, p50_p99_ms  # noqa: E402
 from gold.stack import api_keys_json, local_token  # noqa: E402
 from services.generator.config import GeneratorSettings  # noqa: E402
 from services.generator.engines.protocol import derive_seed  # noqa: E402
@@ -59,12 +58,6 @@ TOKEN = "bench"
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(settings: GeneratorSettings) -> tuple[object, object, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,17 +33,12 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 import httpx  # noqa: E402
 
+from bench.api_load import free_port  # noqa: E402
 from gold.stack import Stack  # noqa: E402
 from services.trainer.config import TrainerSettings  # noqa: E402
 from shared.evaluation_data import load_evaluation  # noqa: E402
 from shared.settings import GoldSettings  # noqa: E402
 from shared.spec import RunSpec, load_spec_file  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log(message: str) -> None:
