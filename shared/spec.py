@@ -144,6 +144,10 @@ class LoopSpec(InputModel):
     feedback_per_prompt: int = Field(default=2, ge=1, le=32)
     # Share the feedback count across labels (classification) instead of taking the band as is.
     stratify_selection: bool = False
+    # Each training prompt shows feedback of the label it asks for (classification): a hard
+    # negative right before "Label: negative", so the teacher writes more like it, instead of
+    # whichever label the draw gives (a base model copies the example nearest the new one).
+    feedback_same_label: bool = False
     selection_band: tuple[float, float] = (0.5, 0.8)
     energy_temperature: float = Field(default=1.0, gt=0.0, le=100.0)
     # Share of generated training data held out to measure the student on generated data.

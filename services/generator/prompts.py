@@ -127,6 +127,7 @@ def plan_generation(
     rng: random.Random,
     attributes: Sequence[str] = (),
     feedback_per_prompt: int = 2,
+    feedback_same_label: bool = False,
 ) -> list[PlannedPrompt]:
     """Split the requested samples (one label each) into prompts of at most samples_per_prompt.
     OOD prompts draw an attribute each (without repeats while there are unused ones) and name it
@@ -152,7 +153,12 @@ def plan_generation(
         # Feedback samples are the point of the loop: after the examples, a few per prompt, each
         # prompt its own draw. The same handful in every prompt is copied by the teacher (distinct-2
         # of the training batch fell from 0.82 to 0.64 over three iterations with all 4 in each).
-        fed = rng.sample(range(len(feedback)), min(len(feedback), feedback_per_prompt, max_examples))
+        candidates = [
+            i
+            for i, f in enumerate(feedback)
+            if not (feedback_same_label and label is not None) or f.get(task.output_field) == label
+        ]
+        fed = rng.sample(candidates, min(len(candidates), feedback_per_prompt, max_examples))
         variant = rng.randrange(len(OOD_INSTRUCTIONS)) if mode == "ood" else None
         text = preamble(task, order, variant)
         number = 1

@@ -142,6 +142,7 @@ async def _generate(
         rng=rng,
         attributes=request.attributes,
         feedback_per_prompt=request.feedback_per_prompt,
+        feedback_same_label=request.feedback_same_label,
     )
     base = Sampling(
         temperature=request.sampling.temperature,

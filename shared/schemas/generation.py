@@ -33,6 +33,8 @@ class GenerateRequest(InputModel):
     # Feedback examples shown per prompt, drawn anew for each prompt (all of them in every prompt
     # get copied).
     feedback_per_prompt: int = Field(default=2, ge=1, le=32)
+    # Classification: a prompt shows only feedback whose label is the one it asks for.
+    feedback_same_label: bool = False
     n: int = Field(default=16, ge=1, le=512)
     mode: Literal["train", "ood"] = "train"
     # Labels to request, one per sample (classification); default: balanced over the label set.

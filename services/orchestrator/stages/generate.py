@@ -55,6 +55,7 @@ def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: str) -> Done:
         examples=[s.fields for s in examples],
         feedback=[s.fields for s in feedback],
         feedback_per_prompt=spec.loop.feedback_per_prompt,
+        feedback_same_label=spec.loop.feedback_same_label,
         n=spec.loop.train_samples_per_iteration if kind == "train" else spec.loop.ood_samples_per_iteration,
         mode=kind,
         sampling=sampling(spec, iteration, stage),

@@ -87,6 +87,31 @@ def test_generation_prompt_gives_the_label_first_and_ends_at_the_first_text_fiel
     assert Counter(p.label for p in plans for _ in range(p.n)) == {"negative": 24, "positive": 24}
 
 
+def test_feedback_of_the_requested_label_only_when_asked() -> None:
+    feedback = [
+        {"text": f"Fed back {i}.", "label": label}
+        for i, label in enumerate(["negative", "positive", "positive", "positive"])
+    ]
+
+    def shown(same_label: bool) -> set[tuple[str, str]]:
+        rng = random.Random(7)
+        plans = plan_generation(
+            SENTIMENT,
+            SENTIMENT.seed_examples,
+            feedback,
+            assign_labels(SENTIMENT, 32, rng),
+            mode="train",
+            samples_per_prompt=4,
+            max_examples=8,
+            rng=rng,
+            feedback_same_label=same_label,
+        )
+        return {(str(p.label), feedback[i]["label"]) for p in plans for i in p.feedback}
+
+    assert shown(True) == {("negative", "negative"), ("positive", "positive")}
+    assert ("negative", "positive") in shown(False)
+
+
 def test_feedback_follows_the_examples_and_ood_adds_the_difference_instruction() -> None:
     feedback = [{"text": "A sample fed back from the previous iteration.", "label": "negative"}]
     rng = random.Random(5)
