@@ -10,6 +10,7 @@ share the cores). Ends with ONE JSON object on its last line.
 
     .venv/bin/python bench/trainer.py [--examples 160] [--epochs 2] [--threads 2] [--kind classifier]
     .venv/bin/python bench/trainer.py --kind causal --examples 16 --epochs 1 --batch-size 4 --threads 1
+    .venv/bin/python bench/trainer.py --kind causal ... --lora-rank 8   # LoRA vs full fine-tuning
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def run_trainer(args: argparse.Namespace) -> dict:
             train=examples,
             torch_threads=args.threads,
             seed=0,
+            lora_rank=args.lora_rank,
         )
         result = train(cfg)
     return {
@@ -207,6 +209,7 @@ def _child(args: argparse.Namespace, variant: str) -> dict:
         str(args.max_length),
         "--kind",
         args.kind,
+        *(["--lora-rank", str(args.lora_rank)] if args.lora_rank else []),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -222,6 +225,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    # The trainer with LoRA adapters of this rank, against the plain loop's full fine-tuning.
+    parser.add_argument("--lora-rank", type=int, default=None)
     args = parser.parse_args()
     if args.variant:
         import logging
@@ -248,6 +253,7 @@ def main() -> None:
                 "epochs": args.epochs,
                 "batch_size": args.batch_size,
                 "threads": args.threads,
+                "lora_rank": args.lora_rank,
                 "trainer_examples_per_s": round(best["trainer"], 2),
                 "plain_loop_examples_per_s": round(best["plain"], 2),
                 "ratio_vs_plain_loop": round(best["trainer"] / best["plain"], 3),

@@ -92,6 +92,7 @@ def fewshot_metric(student_metric: str) -> str:
 TRAIN_LOSS = "train_loss"
 HOLDOUT_ACCURACY = "holdout_accuracy"  # on held-out GENERATED data: the stopping rule reads it
 STUDENT_PARAMETERS = "student_parameters"
+TRAINABLE_PARAMETERS = "train_trainable_parameters"  # all of them, or LoRA's adapters
 EVAL_SECONDS_PER_EXAMPLE = "eval_seconds_per_example"
 # A training result's extra: the student's wrong answers on the real data (the run report shows them).
 EVALUATION_ERRORS = "evaluation_errors"

@@ -120,6 +120,10 @@ class StudentSpec(InputModel):
     # positive, TREC 33% NUM). Off: measured +9 points on TREC, -3 on SST-2 (README, "Tried on the
     # default recipe"), one repeat each.
     balance_classes: bool = False
+    # LoRA (peft) instead of full fine-tuning: adapters of this rank on every linear layer (alpha
+    # = 2 x rank), merged into the weights when a checkpoint is saved, so the checkpoint is a
+    # plain model folder as before. None = full fine-tuning.
+    lora_rank: int | None = Field(default=None, ge=1, le=256)
 
 
 class VerificationSpec(InputModel):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from torch.nn.parallel import DistributedDataParallel
 from transformers import (
     AutoModelForCausalLM,
@@ -63,6 +64,8 @@ class StudentModelError(ValueError):
     """The spec names a student this trainer will not or cannot load."""
 
 
+# peft's task type per student kind: a classifier's new head is then trained in full beside the adapters.
+LORA_TASKS = {"classifier": TaskType.SEQ_CLS, "seq2seq": TaskType.SEQ_2_SEQ_LM, "causal": TaskType.CAUSAL_LM}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -134,6 +137,21 @@ def build_fresh(
     return AutoModelForSeq2SeqLM.from_pretrained(name, **common), AutoTokenizer.from_pretrained(
         name, **common
     )
+
+
+def with_lora(model: PreTrainedModel, kind: StudentKind, rank: int) -> PreTrainedModel:
+    """LoRA adapters of `rank` on every linear layer (peft); only they, and a classifier's new
+    head, train. `merged` folds them back into the weights."""
+    config = LoraConfig(
+        task_type=LORA_TASKS[kind], r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear"
+    )
+    return get_peft_model(model, config)  # type: ignore[return-value]
+
+
+def merged(model: PreTrainedModel) -> PreTrainedModel:
+    """The plain model a LoRA student's checkpoint holds (the model itself without adapters): it
+    loads with transformers alone and serves in vLLM like a fully fine-tuned one."""
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model  # type: ignore[return-value]
 
 
 def load_checkpoint_model(kind: StudentKind, path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -33,7 +33,9 @@ from services.trainer.students import (
     batches,
     build_fresh,
     load_checkpoint_model,
+    merged,
     resolve_model_name,
+    with_lora,
 )
 from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
 from shared.checkpoints import FORMAT_VERSION, write_metadata
@@ -44,6 +46,7 @@ from shared.names import (
     HOLDOUT_ACCURACY,
     STUDENT_PARAMETERS,
     TRAIN_LOSS,
+    TRAINABLE_PARAMETERS,
     eval_metric,
 )
 from shared.schemas.training import TrainResult
@@ -138,6 +141,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     # Rank 0 (or the only process): the best epoch's weights, evaluated and saved.
     if fit.best_state is not None:
         student.model.load_state_dict(fit.best_state)
+    student = dataclasses.replace(student, model=merged(student.model))
+    metrics[STUDENT_PARAMETERS] = _parameters(student.model)
     scores, errors = _evaluate(cfg, student, data, device)
     metrics |= scores
     _save(cfg, student, _metadata(cfg, base_model, data, fit, metrics, report, device))
@@ -170,6 +175,8 @@ def _load_student(cfg: TrainConfig, device: torch.device) -> tuple[Student, str]
         model, tokenizer = load_checkpoint_model(cfg.kind, cfg.init_from)
     else:
         model, tokenizer = build_fresh(cfg.kind, base_model, fmt, cfg.seed, cfg.models_dir)
+    if cfg.lora_rank is not None:
+        model = with_lora(model, cfg.kind, cfg.lora_rank)
     model.to(device)
     return Student(cfg.kind, model, tokenizer, fmt, cfg.max_length, cfg.max_target_length), base_model
 
@@ -311,7 +318,8 @@ def _optimizer(
     """AdamW with linear warm-up and decay over the whole epoch budget."""
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(total_steps * cfg.warmup_fraction)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: (
@@ -391,9 +399,14 @@ def _training_metrics(student: Student, data: _Data, fit: _Fit) -> dict[str, flo
         "train_examples": float(len(data.train)),
         "train_seconds": fit.seconds,
         "train_examples_per_s": seen / fit.seconds if fit.seconds > 0 else 0.0,
-        # size and per-example latency, reported beside the teacher's (the product's cost argument)
-        STUDENT_PARAMETERS: float(sum(p.numel() for p in student.model.parameters())),
+        TRAINABLE_PARAMETERS: _parameters(student.model, trainable=True),
     }
+
+
+def _parameters(model: torch.nn.Module, trainable: bool = False) -> float:
+    """The student's size, reported beside the teacher's (the product's cost argument), or the part
+    of it that trained (LoRA: the adapters)."""
+    return float(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable))
 
 
 def evaluate_few_shot(cfg: TrainConfig) -> TrainResult:
@@ -409,7 +422,7 @@ def evaluate_few_shot(cfg: TrainConfig) -> TrainResult:
     # The evaluation input itself gets the same room as in training, after the examples.
     room = cfg.max_length + len(student.tokenizer(prefix, add_special_tokens=False)["input_ids"])
     student = dataclasses.replace(student, prefix=prefix, max_length=room)
-    metrics = {STUDENT_PARAMETERS: float(sum(p.numel() for p in student.model.parameters()))}
+    metrics = {STUDENT_PARAMETERS: _parameters(student.model)}
     scores, errors = _real_data_scores(cfg, student, device)
     metrics |= scores
     logger.info("few-shot %s on %d examples: %s", base_model, len(cfg.evaluation), metrics)
@@ -502,6 +515,7 @@ def _metadata(
         "distill_weight": cfg.distill_weight if data.distill else 0.0,
         "distill_temperature": cfg.distill_temperature,
         "class_weights": data.class_weights.tolist() if data.class_weights is not None else None,
+        "lora_rank": cfg.lora_rank,  # the adapters are merged into the saved weights
         "seed": cfg.seed,
         "early_stopping": fit.early,
         "init_from": cfg.init_from.name if cfg.init_from else None,

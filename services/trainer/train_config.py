@@ -43,6 +43,7 @@ class TrainConfig(BaseModel):
     distill_temperature: float = 2.0
     # Classifier: weight each label's examples so that every label carries the same total weight.
     balance_classes: bool = False
+    lora_rank: int | None = None  # LoRA adapters of this rank, merged at save; None = full fine-tuning
     seed: int = 44
     warmup_fraction: float = 0.06
     # Early stopping on the holdout (the final student): keep the best epoch, stop after `patience`.
@@ -106,6 +107,7 @@ def config_from_spec(
         distill_weight=s.distill_weight if soft_labels else 0.0,
         distill_temperature=s.distill_temperature,
         balance_classes=s.balance_classes,
+        lora_rank=s.lora_rank,
         seed=s.seed,
         early_stopping=fresh if early_stopping is None else early_stopping,
         patience=settings.final_patience,

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from transformers import T5ForConditionalGeneration
 
 from services.trainer import train as train_module
-from services.trainer.students import Example
+from services.trainer.students import Example, build_fresh
 from services.trainer.train import EvalItem, TrainConfig, train
 
 ROWS = [
@@ -88,6 +89,29 @@ def test_checkpoint_metadata_records_the_run(tmp_path):
         "eval_seconds_per_example",
     }
     assert (tmp_path / "tiny" / "README.md").is_file()
+
+
+def test_a_lora_student_trains_its_adapters_only_and_saves_a_plain_model(tmp_path):
+    result = train(_config(tmp_path, lora_rank=2))
+
+    folder = tmp_path / "tiny"
+    assert not (folder / "adapter_config.json").exists()  # merged: no peft needed to load it
+    saved = T5ForConditionalGeneration.from_pretrained(folder)
+    assert not any("lora" in name for name, _ in saved.named_parameters())
+    size = sum(p.numel() for p in saved.parameters())
+    assert result.metrics["student_parameters"] == size
+    # the adapters of every linear layer: a small part of the model, the embeddings frozen
+    assert 0 < result.metrics["train_trainable_parameters"] < 0.25 * size
+    meta = json.loads((folder / "gold_checkpoint.json").read_text())
+    assert meta["training"]["lora_rank"] == 2
+    # the adapters' update is in the saved weights; what LoRA does not touch is as it started
+    cfg = _config(tmp_path)
+    start, _ = build_fresh("seq2seq", "tiny-t5", None, cfg.seed, cfg.models_dir)  # type: ignore[arg-type]
+    query = "encoder.block.0.layer.0.SelfAttention.q.weight"
+    assert not torch.equal(saved.state_dict()[query], start.state_dict()[query])
+    assert torch.equal(saved.shared.weight, start.shared.weight)
+    full = train(_config(tmp_path, output_dir=tmp_path / "full"))
+    assert full.metrics["train_trainable_parameters"] == full.metrics["student_parameters"] == size
 
 
 def test_the_result_carries_the_students_errors_on_the_real_data(tmp_path, monkeypatch):
