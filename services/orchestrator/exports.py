@@ -20,7 +20,9 @@ from shared.errors import Conflict, NotFound
 def dataset_lines(
     run_id: uuid.UUID, *, session: Session, principal: Principal, batch: int = 1000
 ) -> Iterator[str]:
-    """One JSON object a line: the sample's fields, label and how the loop used it."""
+    """One JSON object a line: the sample's fields, label and how the loop used it, with the
+    teacher's label distribution (the soft labels students learn) and whether verification left
+    it out of training."""
     get_run(run_id, session=session, principal=principal)
     query = (
         select(Sample)
@@ -39,6 +41,8 @@ def dataset_lines(
                     "gold_holdout": sample.holdout,
                     "gold_energy": sample.energy,
                     "gold_selected": sample.selected,
+                    "gold_excluded": sample.excluded,
+                    "gold_teacher_probs": sample.teacher_probs,
                     "gold_id": str(sample.id),
                 },
                 ensure_ascii=False,

@@ -584,14 +584,40 @@ def _result(
 
 
 def _read_examples(path: Path) -> list[Example]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [Example(**r) if "fields" in r else Example(fields=r) for r in rows]
+    return [Example(**r) if "fields" in r else Example(fields=r) for r in _jsonl(path)]
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_run_dataset(path: Path) -> tuple[list[Example], list[Example]]:
+    """A run's exported dataset (GET /runs/{id}/dataset) as the final student saw it: the generated
+    samples verification kept, with the teacher's soft labels, split by their hold-out flag."""
+    train_rows: list[Example] = []
+    holdout_rows: list[Example] = []
+    for row in _jsonl(path):
+        if row["gold_kind"] == "seed" or row.get("gold_excluded"):
+            continue
+        example = Example(
+            fields={k: v for k, v in row.items() if not k.startswith("gold_")},
+            label=row["label"],
+            teacher_probs=row.get("gold_teacher_probs"),
+        )
+        (holdout_rows if row["gold_holdout"] else train_rows).append(example)
+    return train_rows, holdout_rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train one GOLD student from JSONL data.")
     parser.add_argument("--spec", required=True, type=Path, help="run spec (YAML/JSON): task + student")
-    parser.add_argument("--train", required=True, type=Path)
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--train", type=Path)
+    data.add_argument(
+        "--dataset",
+        type=Path,
+        help="a run's GET /runs/{id}/dataset: a fresh student trained as the run's final student was",
+    )
     parser.add_argument("--holdout", type=Path)
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--early-stopping", action="store_true")
@@ -599,15 +625,21 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = RunSpec.model_validate(load_spec_file(args.spec))
     evaluation = load_evaluation(spec.evaluation, spec.task).examples if spec.evaluation else []
+    if args.dataset:
+        train_rows, holdout_rows = read_run_dataset(args.dataset)
+    else:
+        train_rows = _read_examples(args.train)
+        holdout_rows = _read_examples(args.holdout) if args.holdout else []
     cfg = config_from_spec(
         spec,
         get_trainer_settings(),
         checkpoint_id=str(uuid.uuid4()),
         output_dir=args.output.resolve(),
-        train=_read_examples(args.train),
-        holdout=_read_examples(args.holdout) if args.holdout else [],
+        train=train_rows,
+        holdout=holdout_rows,
         evaluation=[EvalItem(fields=e.fields, references=list(e.references)) for e in evaluation],
-        early_stopping=args.early_stopping,
+        fresh=bool(args.dataset),
+        early_stopping=args.early_stopping or None,  # None: on for a fresh student
     )
     print(train(cfg).model_dump_json(indent=2))
 

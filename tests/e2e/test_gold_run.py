@@ -79,6 +79,7 @@ def test_tiny_gold_run_end_to_end(tmp_path, shared_data, models_dir, monkeypatch
     assert any(n.endswith("config.json") for n in names) and any(n.endswith("README.md") for n in names)
     rows = [json.loads(line) for line in dataset.text.splitlines()]
     assert {r["gold_kind"] for r in rows} == {"seed", "train", "ood"}
+    assert all("gold_teacher_probs" in r and "gold_excluded" in r for r in rows)
     assert report.status_code == 200 and report.text.count("data:image/png") >= 3
 
 

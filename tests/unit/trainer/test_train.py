@@ -137,3 +137,36 @@ def test_class_weights_even_out_a_skewed_pool():
     weights = train_module._class_weights([1, 1, 1, 0], width=3)
     assert weights.tolist() == pytest.approx([2.0, 4 / 6, 0.0])
     assert float(weights[torch.tensor([1, 1, 1, 0])].sum()) == pytest.approx(4.0)
+
+
+def test_a_runs_exported_dataset_reads_back_as_the_final_students_data(tmp_path):
+    def row(text, label, kind="train", holdout=False, excluded=False, probs=None):
+        return {
+            "text": text,
+            "label": label,
+            "gold_kind": kind,
+            "gold_iteration": 1,
+            "gold_holdout": holdout,
+            "gold_energy": None,
+            "gold_selected": False,
+            "gold_excluded": excluded,
+            "gold_teacher_probs": probs,
+            "gold_id": text,
+        }
+
+    rows = [
+        row("a seed", "positive", kind="seed"),
+        row("kept", "negative", probs={"negative": 0.8, "positive": 0.2}),
+        row("fed back", "positive", kind="ood"),
+        row("held out", "positive", holdout=True),
+        row("left out by verification", "positive", excluded=True),
+    ]
+    path = tmp_path / "gold-dataset.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    train_rows, holdout_rows = train_module.read_run_dataset(path)
+
+    assert [e.fields["text"] for e in train_rows] == ["kept", "fed back"]
+    assert train_rows[0].label == "negative" and train_rows[0].fields == {"text": "kept", "label": "negative"}
+    assert train_rows[0].teacher_probs == {"negative": 0.8, "positive": 0.2}
+    assert [e.fields["text"] for e in holdout_rows] == ["held out"]
