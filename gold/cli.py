@@ -24,6 +24,7 @@ from gold.evaluate import (
     apply_overrides,
     diagnostics_table,
     evaluate,
+    format_paired,
     parse_modes,
     parse_overrides,
     results_table,
@@ -34,6 +35,7 @@ from gold.evaluate import (
     tasks_table,
 )
 from gold.report import iteration_table, time_split_table, write_report
+from gold.retrain import retrain_run, summarise
 from gold.stack import PortInUse, Stack, local_token, stop_signals_handled_by
 from shared.clients import OrchestratorClient
 from shared.errors import UpstreamError
@@ -401,7 +403,7 @@ def eval_command(
     document = {
         **(results[0] if len(results) == 1 else {"tasks": results}),
         "overrides": changes,
-        "command": eval_command_line(sys.argv),
+        "command": command_line(sys.argv, "eval"),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if out is not None:
@@ -412,9 +414,62 @@ def eval_command(
         print_json_last(json.dumps(document))
 
 
-def eval_command_line(argv: list[str]) -> str:
-    """The command as typed, under the program name `gold eval` whatever the entry point."""
+@app.command()
+def retrain(
+    run_ids: Annotated[list[str], typer.Argument(help="finished runs of a running stack (`gold up`)")],
+    overrides: Annotated[
+        list[str],
+        typer.Option(
+            "--set", help="the student recipe to try, e.g. --set student.learning_rate=5e-5 (repeatable)"
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="end stdout with the result as one JSON object (its last line)")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="write the JSON result (with the command line and date) to this file"),
+    ] = None,
+) -> None:
+    """Train each run's final student again on the run's own generated data, as the run did and
+    with --set changes, and compare the two paired by run: a student recipe measured without
+    generation noise or cost."""
+    configure_logging("WARNING")
+    try:
+        changes = parse_overrides(overrides)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    client = _client(GoldSettings())
+    rows = []
+    try:
+        for run_id in run_ids:
+            with console.status(f"run {run_id}: training its final student twice..."):
+                rows.append(retrain_run(client, run_id, changes))
+            row = rows[-1]
+            console.print(f"{run_id} {row['spec']}: as run {row['as_run']:.3f}, changed {row['changed']:.3f}")
+    except (UpstreamError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    document = {
+        "runs": rows,
+        **summarise(rows),
+        "overrides": changes,
+        "command": command_line(sys.argv, "retrain"),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    console.print(f"changed - as run, paired by run: {format_paired(document['paired'])}", soft_wrap=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        console.print(f"results: {out}", soft_wrap=True)
+    if as_json:
+        print_json_last(json.dumps(document))
+
+
+def command_line(argv: list[str], command: str) -> str:
+    """The command as typed, under the program name `gold <command>` whatever the entry point."""
     args = argv[1:]
-    if "eval" in args:
-        args = args[args.index("eval") + 1 :]
-    return shlex.join(["gold", "eval", *args])
+    if command in args:
+        args = args[args.index(command) + 1 :]
+    return shlex.join(["gold", command, *args])

@@ -433,11 +433,18 @@ def paired_difference(gold: ModeResult, vanilla: ModeResult) -> dict[str, Any]:
     by_repeat = dict(zip(vanilla.value_repeats, vanilla.values, strict=True))
     measured = zip(gold.value_repeats, gold.values, strict=True)
     pairs = [(r, value - by_repeat[r]) for r, value in measured if r in by_repeat]
-    differences = [d for _, d in pairs]
     return {
         "a": "gold",
         "b": "vanilla",
         "metric": gold.metric or vanilla.metric,
+        **paired_statistics([d for _, d in pairs]),
+        "repeats": [r for r, _ in pairs],
+    }
+
+
+def paired_statistics(differences: list[float]) -> dict[str, Any]:
+    """Mean, 95% t-interval and win count of paired differences a - b."""
+    return {
         "n": len(differences),
         "mean": statistics.fmean(differences) if differences else None,
         "ci95": t_interval(differences),
@@ -445,7 +452,6 @@ def paired_difference(gold: ModeResult, vanilla: ModeResult) -> dict[str, Any]:
         "ties": sum(d == 0 for d in differences),
         "losses": sum(d < 0 for d in differences),
         "differences": differences,
-        "repeats": [r for r, _ in pairs],
     }
 
 

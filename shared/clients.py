@@ -165,16 +165,19 @@ class OrchestratorClient(ServiceClient):
         return self._request("POST", f"/runs/{run_id}/cancel", RunRead)
 
     def report(self, run_id: str, compare: list[str] | None = None) -> str:
+        return self._text(f"/runs/{run_id}/report", "the report", params={"compare": compare or []})
+
+    def dataset(self, run_id: str) -> str:
+        """The run's generated samples as JSONL (GET /runs/{id}/dataset)."""
+        return self._text(f"/runs/{run_id}/dataset", "the dataset")
+
+    def _text(self, path: str, what: str, params: dict[str, Any] | None = None) -> str:
         try:
-            response = self._http.get(
-                f"{self.replicas.urls[0]}/runs/{run_id}/report", params={"compare": compare or []}
-            )
+            response = self._http.get(f"{self.replicas.urls[0]}{path}", params=params)
         except httpx.HTTPError as exc:
-            raise UpstreamError(
-                self.service, f"{type(exc).__name__} fetching the report: {exc}", 503
-            ) from exc
+            raise UpstreamError(self.service, f"{type(exc).__name__} fetching {what}: {exc}", 503) from exc
         if response.status_code >= 400:
             raise UpstreamError(
-                self.service, f"report answered {response.status_code}: {response.text[:300]}"
+                self.service, f"{what} answered {response.status_code}: {response.text[:300]}"
             )
         return response.text

@@ -608,6 +608,30 @@ def read_run_dataset(path: Path) -> tuple[list[Example], list[Example]]:
     return train_rows, holdout_rows
 
 
+def train_from_dataset(spec: RunSpec, dataset: Path, output_dir: Path) -> TrainResult:
+    """A fresh student trained on a run's exported dataset as the run's final student was (same
+    split, soft labels and early stopping), scored on the spec's real evaluation data: another
+    student recipe on the same generated data, without paying for generation again."""
+    train_rows, holdout_rows = read_run_dataset(dataset)
+    return train(
+        config_from_spec(
+            spec,
+            get_trainer_settings(),
+            checkpoint_id=str(uuid.uuid4()),
+            output_dir=output_dir.resolve(),
+            train=train_rows,
+            holdout=holdout_rows,
+            evaluation=_evaluation_items(spec),
+            fresh=True,
+        )
+    )
+
+
+def _evaluation_items(spec: RunSpec) -> list[EvalItem]:
+    examples = load_evaluation(spec.evaluation, spec.task).examples if spec.evaluation else []
+    return [EvalItem(fields=e.fields, references=list(e.references)) for e in examples]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train one GOLD student from JSONL data.")
     parser.add_argument("--spec", required=True, type=Path, help="run spec (YAML/JSON): task + student")
@@ -624,24 +648,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = RunSpec.model_validate(load_spec_file(args.spec))
-    evaluation = load_evaluation(spec.evaluation, spec.task).examples if spec.evaluation else []
     if args.dataset:
-        train_rows, holdout_rows = read_run_dataset(args.dataset)
+        result = train_from_dataset(spec, args.dataset, args.output)
     else:
-        train_rows = _read_examples(args.train)
-        holdout_rows = _read_examples(args.holdout) if args.holdout else []
-    cfg = config_from_spec(
-        spec,
-        get_trainer_settings(),
-        checkpoint_id=str(uuid.uuid4()),
-        output_dir=args.output.resolve(),
-        train=train_rows,
-        holdout=holdout_rows,
-        evaluation=[EvalItem(fields=e.fields, references=list(e.references)) for e in evaluation],
-        fresh=bool(args.dataset),
-        early_stopping=args.early_stopping or None,  # None: on for a fresh student
-    )
-    print(train(cfg).model_dump_json(indent=2))
+        cfg = config_from_spec(
+            spec,
+            get_trainer_settings(),
+            checkpoint_id=str(uuid.uuid4()),
+            output_dir=args.output.resolve(),
+            train=_read_examples(args.train),
+            holdout=_read_examples(args.holdout) if args.holdout else [],
+            evaluation=_evaluation_items(spec),
+            early_stopping=args.early_stopping,
+        )
+        result = train(cfg)
+    print(result.model_dump_json(indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""`gold retrain`: the final student of finished runs trained again on each run's own generated
+data, once as the run trained it and once with spec overrides, paired by run. Training the same
+data twice with one seed is deterministic, so the difference is the recipe's alone, with no
+generation noise and no generation paid for again."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gold.evaluate import apply_overrides, paired_statistics, t_interval
+from services.trainer.train import train_from_dataset
+from shared.clients import OrchestratorClient
+from shared.names import eval_metric
+from shared.spec import RunSpec
+
+
+def retrain_run(client: OrchestratorClient, run_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """One run's final student trained as the run did (`as_run`) and with the overrides (`changed`)."""
+    spec = client.get_run(run_id).spec
+    changed = RunSpec.model_validate(apply_overrides(spec, overrides))
+    headline = eval_metric(changed.headline_metric)
+    row: dict[str, Any] = {"run_id": run_id, "spec": spec["name"], "metric": headline}
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = Path(tmp) / "dataset.jsonl"
+        dataset.write_text(client.dataset(run_id), encoding="utf-8")
+        for name, chosen in (("as_run", RunSpec.model_validate(spec)), ("changed", changed)):
+            result = train_from_dataset(chosen, dataset, Path(tmp) / name)
+            row[name] = result.metrics[headline]
+            row[f"{name}_epochs"] = result.extra.get("epochs_run")
+    return row
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and interval of each recipe over the runs, and changed - as_run paired by run."""
+    out: dict[str, Any] = {}
+    for name in ("as_run", "changed"):
+        values = [r[name] for r in rows]
+        out[name] = {"mean": statistics.fmean(values), "ci95": t_interval(values), "values": values}
+    out["paired"] = paired_statistics([r["changed"] - r["as_run"] for r in rows])
+    return out
