@@ -435,6 +435,10 @@ def retrain(
     with --set changes, and compare the two paired by run: a student recipe measured without
     generation noise or cost."""
     configure_logging("WARNING")
+    from transformers.utils import logging as transformers_logging  # imported here: slow to import
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
     try:
         changes = parse_overrides(overrides)
     except ValueError as exc:

@@ -592,12 +592,15 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def read_run_dataset(path: Path) -> tuple[list[Example], list[Example]]:
-    """A run's exported dataset (GET /runs/{id}/dataset) as the final student saw it: the generated
-    samples verification kept, with the teacher's soft labels, split by their hold-out flag."""
+    """A run's exported dataset (GET /runs/{id}/dataset) as the final student saw it: the seed
+    examples and the generated samples verification kept, with the teacher's soft labels, split
+    by their hold-out flag."""
     train_rows: list[Example] = []
     holdout_rows: list[Example] = []
     for row in _jsonl(path):
-        if row["gold_kind"] == "seed" or row.get("gold_excluded"):
+        if "gold_teacher_probs" not in row:  # an export older than the soft labels in it
+            raise ValueError(f"{path}: rows carry no gold_teacher_probs; export the dataset again")
+        if row["gold_excluded"]:
             continue
         example = Example(
             fields={k: v for k, v in row.items() if not k.startswith("gold_")},

@@ -41,7 +41,14 @@ def orchestrator(tmp_path) -> StandInOrchestrator:
         "evaluation": {"path": str(evaluation)},
     }
     lines = [
-        {"text": t, "label": y, "gold_kind": "train", "gold_holdout": i == 3, "gold_excluded": False}
+        {
+            "text": t,
+            "label": y,
+            "gold_kind": "train",
+            "gold_holdout": i == 3,
+            "gold_excluded": False,
+            "gold_teacher_probs": None,
+        }
         for i, (t, y) in enumerate(ROWS)
     ]
     return StandInOrchestrator(spec, "".join(json.dumps(r) + "\n" for r in lines))

@@ -166,7 +166,7 @@ def test_a_runs_exported_dataset_reads_back_as_the_final_students_data(tmp_path)
 
     train_rows, holdout_rows = train_module.read_run_dataset(path)
 
-    assert [e.fields["text"] for e in train_rows] == ["kept", "fed back"]
-    assert train_rows[0].label == "negative" and train_rows[0].fields == {"text": "kept", "label": "negative"}
-    assert train_rows[0].teacher_probs == {"negative": 0.8, "positive": 0.2}
+    assert [e.fields["text"] for e in train_rows] == ["a seed", "kept", "fed back"]
+    assert train_rows[1].label == "negative" and train_rows[1].fields == {"text": "kept", "label": "negative"}
+    assert train_rows[1].teacher_probs == {"negative": 0.8, "positive": 0.2}
     assert [e.fields["text"] for e in holdout_rows] == ["held out"]
