@@ -85,3 +85,5 @@ experiments: install
 		--set loop.feedback_check=drop --out docs/results/feedback-check-drop.json
 	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml examples/snli.yaml examples/rte.yaml \
 		--modes gold,vanilla --repeats 3 --set student.balance_classes=true --out docs/results/balanced-192.json
+	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml --modes gold --repeats 3 \
+		--set loop.stratify_selection=true --set loop.feedback_same_label=true --out docs/results/same-label.json
