@@ -310,6 +310,24 @@ def demo(
         raise typer.Exit(1)
 
 
+# The options and output of the commands that measure (eval, retrain).
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="end stdout with the result as one JSON object (its last line)")
+]
+ResultFile = Annotated[
+    Path | None, typer.Option(help="write the JSON result (with the command line and date) to this file")
+]
+
+
+def _write_result(document: dict[str, Any], out: Path | None, as_json: bool) -> None:
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        console.print(f"results: {out}", soft_wrap=True)
+    if as_json:
+        print_json_last(json.dumps(document))
+
+
 @app.command("eval")
 def eval_command(
     spec_paths: Annotated[
@@ -330,9 +348,7 @@ def eval_command(
     attach: Annotated[
         bool, typer.Option("--attach", help="use a running `gold up` instead of starting one")
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="end stdout with all results as one JSON object (its last line)")
-    ] = False,
+    as_json: JsonFlag = False,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -341,10 +357,7 @@ def eval_command(
             "(dotted path, YAML value; repeatable; the spec name gets a suffix)",
         ),
     ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="write the JSON result (with the command line and date) to this file"),
-    ] = None,
+    out: ResultFile = None,
 ) -> None:
     """Measure GOLD against vanilla generation and the teacher's own few-shot answers, per spec.
     Re-run with the same arguments after an interruption: finished runs are reused."""
@@ -406,12 +419,7 @@ def eval_command(
         "command": command_line(sys.argv, "eval"),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-        console.print(f"results: {out}", soft_wrap=True)
-    if as_json:
-        print_json_last(json.dumps(document))
+    _write_result(document, out, as_json)
 
 
 @app.command()
@@ -423,13 +431,8 @@ def retrain(
             "--set", help="the student recipe to try, e.g. --set student.learning_rate=5e-5 (repeatable)"
         ),
     ],
-    as_json: Annotated[
-        bool, typer.Option("--json", help="end stdout with the result as one JSON object (its last line)")
-    ] = False,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="write the JSON result (with the command line and date) to this file"),
-    ] = None,
+    as_json: JsonFlag = False,
+    out: ResultFile = None,
 ) -> None:
     """Train each run's final student again on the run's own generated data, as the run did and
     with --set changes, and compare the two paired by run: a student recipe measured without
@@ -463,12 +466,7 @@ def retrain(
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     console.print(f"changed - as run, paired by run: {format_paired(document['paired'])}", soft_wrap=True)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-        console.print(f"results: {out}", soft_wrap=True)
-    if as_json:
-        print_json_last(json.dumps(document))
+    _write_result(document, out, as_json)
 
 
 def command_line(argv: list[str], command: str) -> str:
