@@ -13,13 +13,16 @@ from typing import Any
 from gold.evaluate import apply_overrides, paired_statistics, t_interval
 from services.trainer.train import train_from_dataset
 from shared.clients import OrchestratorClient
-from shared.names import eval_metric
+from shared.names import RunStatus, eval_metric
 from shared.spec import RunSpec
 
 
 def retrain_run(client: OrchestratorClient, run_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """One run's final student trained as the run did (`as_run`) and with the overrides (`changed`)."""
-    spec = client.get_run(run_id).spec
+    run = client.get_run(run_id)
+    if run.status != RunStatus.SUCCEEDED:  # its pool is not the one a final student was trained on
+        raise ValueError(f"run {run_id} is {run.status}: retrain needs a run that succeeded")
+    spec = run.spec
     changed = RunSpec.model_validate(apply_overrides(spec, overrides))
     headline = eval_metric(changed.headline_metric)
     row: dict[str, Any] = {"run_id": run_id, "spec": spec["name"], "metric": headline}

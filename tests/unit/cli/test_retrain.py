@@ -24,7 +24,7 @@ class StandInOrchestrator:
         self.spec, self.text = spec, dataset
 
     def get_run(self, run_id: str):
-        return finished_run_read(self.spec)
+        return finished_run_read(self.spec, status="running" if run_id == "running" else "succeeded")
 
     def dataset(self, run_id: str) -> str:
         return self.text
@@ -71,3 +71,8 @@ def test_the_runs_recipe_and_the_changed_one_on_the_same_data(orchestrator):
 def test_a_change_outside_the_spec_schema_is_refused_before_training(orchestrator):
     with pytest.raises(ValueError, match="no field 'learning_rat'"):
         retrain_run(orchestrator, "r", {"student.learning_rat": 1e-3})  # type: ignore[arg-type]
+
+
+def test_a_run_that_has_not_succeeded_is_refused(orchestrator):
+    with pytest.raises(ValueError, match="run running is running"):
+        retrain_run(orchestrator, "running", {"student.final_epochs": 1})  # type: ignore[arg-type]
