@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from torch.nn.parallel import DistributedDataParallel
 from transformers import (
     AutoModelForCausalLM,
@@ -65,7 +64,7 @@ class StudentModelError(ValueError):
 
 
 # peft's task type per student kind: a classifier's new head is then trained in full beside the adapters.
-LORA_TASKS = {"classifier": TaskType.SEQ_CLS, "seq2seq": TaskType.SEQ_2_SEQ_LM, "causal": TaskType.CAUSAL_LM}
+LORA_TASKS = {"classifier": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -142,6 +141,9 @@ def build_fresh(
 def with_lora(model: PreTrainedModel, kind: StudentKind, rank: int) -> PreTrainedModel:
     """LoRA adapters of `rank` on every linear layer (peft); only they, and a classifier's new
     head, train. `merged` folds them back into the weights."""
+    # Imported here: only LoRA students need peft (the GPU check's image has torch and transformers).
+    from peft import LoraConfig, get_peft_model
+
     config = LoraConfig(
         task_type=LORA_TASKS[kind], r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear"
     )
@@ -151,7 +153,8 @@ def with_lora(model: PreTrainedModel, kind: StudentKind, rank: int) -> PreTraine
 def merged(model: PreTrainedModel) -> PreTrainedModel:
     """The plain model a LoRA student's checkpoint holds (the model itself without adapters): it
     loads with transformers alone and serves in vLLM like a fully fine-tuned one."""
-    return model.merge_and_unload() if isinstance(model, PeftModel) else model  # type: ignore[return-value]
+    unload = getattr(model, "merge_and_unload", None)  # only a peft model has it
+    return unload() if callable(unload) else model
 
 
 def load_checkpoint_model(kind: StudentKind, path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
