@@ -605,7 +605,7 @@ def read_run_dataset(path: Path) -> tuple[list[Example], list[Example]]:
         example = Example(
             fields={k: v for k, v in row.items() if not k.startswith("gold_")},
             label=row["label"],
-            teacher_probs=row.get("gold_teacher_probs"),
+            teacher_probs=row["gold_teacher_probs"],
         )
         (holdout_rows if row["gold_holdout"] else train_rows).append(example)
     return train_rows, holdout_rows
