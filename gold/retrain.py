@@ -13,7 +13,7 @@ from typing import Any
 from gold.evaluate import apply_overrides, paired_statistics, t_interval
 from services.trainer.train import train_from_dataset
 from shared.clients import OrchestratorClient
-from shared.names import RunStatus, eval_metric
+from shared.names import HOLDOUT_ACCURACY, RunStatus, eval_metric
 from shared.spec import RunSpec
 
 
@@ -33,6 +33,8 @@ def retrain_run(client: OrchestratorClient, run_id: str, overrides: dict[str, An
             result = train_from_dataset(chosen, dataset, Path(tmp) / name)
             row[name] = result.metrics[headline]
             row[f"{name}_epochs"] = result.extra.get("epochs_run")
+            # The generated holdout's verdict: would it have chosen the recipe the real data prefers?
+            row[f"{name}_holdout"] = result.metrics.get(HOLDOUT_ACCURACY)
     return row
 
 

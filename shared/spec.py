@@ -101,6 +101,9 @@ class StudentSpec(InputModel):
     # training across iterations: give it more epochs, stopped early on held-out generated data.
     final_epochs: int = Field(default=10, ge=1, le=200)
     learning_rate: float = Field(default=2.0e-4, gt=0.0, le=1.0)
+    # Classifier: the learning rate of the classification head, which starts untrained, while
+    # `learning_rate` moves the pretrained encoder (None: the same rate for both).
+    head_learning_rate: float | None = Field(default=None, gt=0.0, le=1.0)
     batch_size: int = Field(default=16, ge=1, le=512)
     max_length: int = Field(default=128, ge=8, le=1024)
     loss: Literal["ce", "sce"] = "ce"

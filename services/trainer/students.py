@@ -150,6 +150,14 @@ def with_lora(model: PreTrainedModel, kind: StudentKind, rank: int) -> PreTraine
     return get_peft_model(model, config)  # type: ignore[return-value]
 
 
+def head_parameters(model: PreTrainedModel) -> list[torch.nn.Parameter]:
+    """A classifier's head: its trainable parameters outside the pretrained encoder (BERT's
+    `classifier`), under LoRA too (peft keeps the transformers model inside)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    encoder = {id(p) for p in inner.base_model.parameters()}
+    return [p for p in inner.parameters() if p.requires_grad and id(p) not in encoder]
+
+
 def merged(model: PreTrainedModel) -> PreTrainedModel:
     """The plain model a LoRA student's checkpoint holds (the model itself without adapters): it
     loads with transformers alone and serves in vLLM like a fully fine-tuned one."""

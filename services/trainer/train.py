@@ -32,6 +32,7 @@ from services.trainer.students import (
     Student,
     batches,
     build_fresh,
+    head_parameters,
     load_checkpoint_model,
     merged,
     resolve_model_name,
@@ -319,7 +320,15 @@ def _optimizer(
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(total_steps * cfg.warmup_fraction)
     trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.01)
+    groups: list[dict[str, Any]] = [{"params": trainable}]
+    if cfg.head_learning_rate is not None and cfg.kind == "classifier":
+        head = head_parameters(model)
+        in_head = {id(p) for p in head}
+        groups = [
+            {"params": [p for p in trainable if id(p) not in in_head]},
+            {"params": head, "lr": cfg.head_learning_rate},
+        ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: (
@@ -506,6 +515,7 @@ def _metadata(
         "epochs_run": fit.epochs_run,
         "best_epoch": fit.final_epoch,
         "learning_rate": cfg.learning_rate,
+        "head_learning_rate": cfg.head_learning_rate,
         "batch_size": cfg.batch_size,
         "max_length": cfg.max_length,
         "max_target_length": cfg.max_target_length,

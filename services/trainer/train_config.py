@@ -32,6 +32,7 @@ class TrainConfig(BaseModel):
     init_from: Path | None = None  # continue from this checkpoint folder instead of a fresh student
     epochs: int = 3
     learning_rate: float = 2e-4
+    head_learning_rate: float | None = None  # classifier: the head's rate (None: learning_rate)
     batch_size: int = 16
     max_length: int = 128
     max_target_length: int = 64
@@ -98,6 +99,7 @@ def config_from_spec(
         init_from=init_from,
         epochs=(settings.final_max_epochs or s.final_epochs) if fresh else s.epochs,
         learning_rate=s.learning_rate,
+        head_learning_rate=s.head_learning_rate,
         batch_size=s.batch_size,
         max_length=s.max_length,
         max_target_length=settings.max_target_length,

@@ -61,6 +61,7 @@ def test_the_runs_recipe_and_the_changed_one_on_the_same_data(orchestrator):
 
     assert first["metric"] == "eval_accuracy" and first["spec"] == "tiny"
     assert (first["as_run_epochs"], first["changed_epochs"]) == (2, 1)
+    assert first["as_run_holdout"] in (0.0, 1.0)  # one held-out row
     assert (first["as_run"], first["changed"]) == (again["as_run"], again["changed"])  # deterministic
     summary = summarise([first, again])
     assert summary["as_run"]["values"] == [first["as_run"]] * 2

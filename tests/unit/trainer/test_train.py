@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import T5ForConditionalGeneration
+from transformers import BertConfig, BertForSequenceClassification, T5ForConditionalGeneration
 
 from services.trainer import train as train_module
-from services.trainer.students import Example, build_fresh
+from services.trainer.students import Example, build_fresh, head_parameters, with_lora
 from services.trainer.train import EvalItem, TrainConfig, train
 
 ROWS = [
@@ -170,3 +170,29 @@ def test_a_runs_exported_dataset_reads_back_as_the_final_students_data(tmp_path)
     assert train_rows[1].label == "negative" and train_rows[1].fields == {"text": "kept", "label": "negative"}
     assert train_rows[1].teacher_probs == {"negative": 0.8, "positive": 0.2}
     assert [e.fields["text"] for e in holdout_rows] == ["held out"]
+
+
+def _tiny_bert_classifier() -> BertForSequenceClassification:
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, num_labels=3
+    )
+    return BertForSequenceClassification(config)
+
+
+@pytest.mark.parametrize("lora_rank", [None, 2])
+def test_a_classifiers_head_gets_its_own_learning_rate(tmp_path, lora_rank):
+    model = _tiny_bert_classifier()
+    if lora_rank:
+        model = with_lora(model, "classifier", lora_rank)
+    head = head_parameters(model)
+    assert {p.shape for p in head} == {torch.Size([3, 32]), torch.Size([3])}  # BERT's `classifier`
+    cfg = _config(tmp_path, kind="classifier", learning_rate=5e-5, head_learning_rate=2e-4)
+    optimizer, _ = train_module._optimizer(cfg, model, steps_per_epoch=4)
+    encoder, head_group = optimizer.param_groups
+    assert head_group["params"] == head and head_group["initial_lr"] == 2e-4
+    assert encoder["initial_lr"] == 5e-5
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(encoder["params"]) + len(head) == len(trainable)
+
+    single, _ = train_module._optimizer(_config(tmp_path, kind="classifier"), model, steps_per_epoch=4)
+    assert len(single.param_groups) == 1  # no head rate: one rate for every trainable weight
