@@ -40,7 +40,7 @@ from shared.names import (
     teacher_eval_metric,
 )
 from shared.schemas.runs import RunRead, RunSummary
-from shared.spec import LoopSpec, RunSpec, StudentSpec, TeacherSpec
+from shared.spec import LoopSpec, RunSpec, StudentSpec, TeacherSpec, stored_spec
 
 MODES = ("gold", "vanilla", "teacher", "student", "supervised")
 STUDENT_MODES = ("gold", "vanilla")
@@ -305,7 +305,7 @@ SUM_DIAGNOSTICS = (
 def run_diagnostics(summary: RunSummary, headline: str) -> dict[str, Any]:
     """The loop students' real-data curve, the pool's diversity at the end of the loop, how far out
     the OOD batches lay, and what the teacher's check did to the feedback."""
-    loop = RunSpec.model_validate(summary.run.spec).loop.iterations
+    loop = stored_spec(summary.run.spec).loop.iterations
     trained = sorted((it for it in summary.iterations if 1 <= it.index <= loop), key=lambda it: it.index)
     out: dict[str, Any] = {"curve": [it.metrics.get(headline) for it in trained]}
     last = next((it.metrics for it in reversed(trained) if "pool_spread" in it.metrics), {})
@@ -393,7 +393,7 @@ def evaluate(
             if summary.run.status != RunStatus.SUCCEEDED:
                 continue
             metrics = final_metrics(summary)
-            task_metric = RunSpec.model_validate(summary.run.spec).headline_metric
+            task_metric = stored_spec(summary.run.spec).headline_metric
             headline = eval_metric(task_metric)
             if headline in metrics:
                 result.metric = headline

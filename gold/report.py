@@ -17,7 +17,7 @@ from shared.names import (
     teacher_eval_metric,
 )
 from shared.schemas.runs import RunSummary
-from shared.spec import RunSpec
+from shared.spec import stored_spec
 
 # Every stage is in one group (tests/unit/cli/test_report.py checks): time outside the stages is "other".
 STAGE_GROUPS = {
@@ -36,7 +36,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def iteration_table(summary: RunSummary) -> Table:
-    spec = RunSpec.model_validate(summary.run.spec)
+    spec = stored_spec(summary.run.spec)
     loops, metric = spec.loop.iterations, spec.headline_metric
     short = {"accuracy": "acc", "exact_match": "EM", "rouge_l": "R-L", "macro_f1": "m-F1"}.get(metric, metric)
     table = Table(title=f"run {summary.run.id} · {summary.run.name} · {summary.run.status}")

@@ -328,3 +328,10 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a run spec must be a mapping")
     return data
+
+
+def stored_spec(data: dict[str, Any]) -> RunSpec:
+    """A run's spec as the orchestrator returns it, read by a client: fields this version does not
+    know (a newer server's) are ignored rather than refused, so a CLI following a run survives
+    an upgrade of the services under it. Specs a user sends stay strict (unknown field: 422)."""
+    return RunSpec.model_validate(data, extra="ignore")
