@@ -8,7 +8,7 @@ import yaml
 
 from services.trainer.config import TrainerSettings
 from services.trainer.train_config import config_from_spec
-from shared.spec import RunSpec
+from shared.spec import CLASSIFIER_FINAL_LEARNING_RATE, RunSpec
 
 EXAMPLES = Path(__file__).parents[3] / "examples"
 
@@ -37,4 +37,13 @@ def test_the_fresh_final_student_takes_its_own_rate_and_epochs_and_the_loop_stud
 
     raw["student"].pop("final_learning_rate")
     unset = RunSpec.model_validate(raw)
-    assert _config(unset, fresh=True).learning_rate == 2e-4  # none set: the one rate for both
+    assert _config(unset, fresh=True).learning_rate == CLASSIFIER_FINAL_LEARNING_RATE  # a classifier
+    raw["student"]["learning_rate"] = 5e-5
+    assert _config(RunSpec.model_validate(raw), fresh=True).learning_rate == 5e-5  # never above the loop's
+
+
+def test_a_causal_students_final_rate_is_its_loop_rate_unless_set():
+    raw = yaml.safe_load((EXAMPLES / "squad.yaml").read_text())
+    spec = RunSpec.model_validate(raw)
+    assert spec.student_kind == "causal"
+    assert _config(spec, fresh=True).learning_rate == spec.student.learning_rate == 5e-5
