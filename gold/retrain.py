@@ -1,5 +1,6 @@
 """`gold retrain`: the final student of finished runs trained again on each run's own generated
-data, once as the run trained it and once with spec overrides, paired by run. Training the same
+data, once with the run's spec (read under this version's defaults: a field the run's version did
+not have takes today's default) and once with spec overrides, paired by run. Training the same
 data twice with one seed is deterministic, so the difference is the recipe's alone, with no
 generation noise and no generation paid for again."""
 
