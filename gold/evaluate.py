@@ -230,10 +230,15 @@ def override_suffix(overrides: dict[str, Any]) -> str:
 def idempotency_key(spec: dict[str, Any]) -> str:
     """The key a mode spec is submitted under: a hash of its canonical JSON with every default
     filled in, which encodes the mode, the repeat's seeds, the budget, any override and the
-    defaults it ran under, so the same submission finds its run and a changed default does not."""
-    complete = RunSpec.model_validate(spec).model_dump(mode="json")
-    canonical = json.dumps(complete, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return f"gold-eval-{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
+    defaults it ran under, so the same submission finds its run and a changed default does not.
+    Unset (None) fields are left out: a new optional field, None by default, leaves every earlier
+    key as it was, so adding one does not orphan the finished runs of an evaluation."""
+    return f"gold-eval-{hashlib.sha256(canonical_spec(spec).encode()).hexdigest()[:32]}"
+
+
+def canonical_spec(spec: dict[str, Any]) -> str:
+    complete = RunSpec.model_validate(spec).model_dump(mode="json", exclude_none=True)
+    return json.dumps(complete, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class RunClient(Protocol):

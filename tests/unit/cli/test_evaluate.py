@@ -13,6 +13,7 @@ from gold import cli
 from gold.evaluate import (
     apply_overrides,
     budget_spec,
+    canonical_spec,
     evaluate,
     idempotency_key,
     mean_diagnostics,
@@ -249,6 +250,16 @@ def test_idempotency_key_includes_the_defaults_a_spec_runs_under():
     assert complete["verification"]["policy"] == "relabel" and "verification" not in spec
     assert idempotency_key(spec) == idempotency_key(complete)
     assert idempotency_key(spec) != idempotency_key({**spec, "verification": {"policy": "off"}})
+
+
+def test_idempotency_key_leaves_unset_fields_out():
+    # a new optional field (None by default) must not change the key of runs made before it existed
+    spec = mode_spec(SPEC, "gold", 0, measure_teacher=True)
+    assert RunSpec.model_validate(spec).student.final_learning_rate is None
+    assert "final_learning_rate" not in canonical_spec(spec) and "null" not in canonical_spec(spec)
+    chosen = apply_overrides(spec, {"student.final_learning_rate": 1e-4})
+    assert '"final_learning_rate":0.0001' in canonical_spec(chosen)
+    assert idempotency_key(chosen) != idempotency_key(spec)
 
 
 class FakeOrchestrator:
