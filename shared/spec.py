@@ -90,8 +90,8 @@ class TeacherSpec(InputModel):
 # flan-t5-*, bart-*; any other name of a seq2seq task is a causal LM.
 ENCODER_DECODER_FAMILIES = ("t5", "bart")
 # A classifier's final student at this rate rather than the loop's 2e-4, retrained on the same
-# pools (`gold retrain`, README "The final student's learning rate"): SST-2 +1.7 on 9 pools,
-# TREC +1.3 on 4; 5e-5 gave SST-2 +2.9 but TREC -5.
+# pools (`gold retrain`, README "The final student's learning rate"): SST-2 +1.5 [+0.3, +2.6] on
+# 9 pools, TREC +1.3 on 4; 5e-5 gave SST-2 +2.9 but TREC -5.
 CLASSIFIER_FINAL_LEARNING_RATE = 1.0e-4
 
 
