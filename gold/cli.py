@@ -99,8 +99,8 @@ FOLLOW_PATIENCE_S = float(os.environ.get("GOLD_FOLLOW_PATIENCE_S", "600"))
 
 
 class PatientClient:
-    """The calls `gold eval` makes, each retried by `patiently` (creating a run is safe to retry:
-    eval always sends an Idempotency-Key)."""
+    """The calls `gold eval` and `gold retrain` make, each retried by `patiently` (creating a run
+    is safe to retry: eval always sends an Idempotency-Key)."""
 
     def __init__(self, client: OrchestratorClient, stack: Stack | None = None) -> None:
         self.client, self.stack = client, stack
@@ -110,6 +110,12 @@ class PatientClient:
 
     def summary(self, run_id: str) -> RunSummary:
         return patiently(lambda: self.client.summary(run_id), self.stack)
+
+    def get_run(self, run_id: str) -> RunRead:
+        return patiently(lambda: self.client.get_run(run_id), self.stack)
+
+    def dataset(self, run_id: str) -> str:
+        return patiently(lambda: self.client.dataset(run_id), self.stack)
 
 
 def patiently(read: Callable[[], T], stack: Stack | None = None) -> T:
@@ -447,7 +453,7 @@ def retrain(
     except ValueError as exc:
         _fail(str(exc))
         return
-    client = _client(GoldSettings())
+    client = PatientClient(_client(GoldSettings()))  # an orchestrator restarting mid-way is waited for
     rows = []
     try:
         for run_id in run_ids:

@@ -9,16 +9,24 @@ from __future__ import annotations
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gold.evaluate import apply_overrides, paired_statistics, t_interval
 from services.trainer.train import train_from_dataset
-from shared.clients import OrchestratorClient
 from shared.names import HOLDOUT_ACCURACY, RunStatus, eval_metric
+from shared.schemas.runs import RunRead
 from shared.spec import RunSpec
 
 
-def retrain_run(client: OrchestratorClient, run_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
+class RunData(Protocol):
+    """What retraining reads of a run (the CLI retries each read while the orchestrator restarts)."""
+
+    def get_run(self, run_id: str) -> RunRead: ...
+
+    def dataset(self, run_id: str) -> str: ...
+
+
+def retrain_run(client: RunData, run_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """One run's final student trained as the run did (`as_run`) and with the overrides (`changed`)."""
     run = client.get_run(run_id)
     if run.status != RunStatus.SUCCEEDED:  # its pool is not the one a final student was trained on

@@ -41,3 +41,27 @@ def test_a_dead_stack_ends_the_wait_at_once():
     down = UpstreamError("orchestrator", "ConnectError", 503, retryable=True)
     with pytest.raises(RuntimeError, match="exited"):
         cli.patiently(flaky([down, down]), DeadStack())
+
+
+def test_retrain_reads_through_an_orchestrator_restart(monkeypatch):
+    # `gold retrain` died when the stack under it restarted: its reads are now retried like eval's
+    monkeypatch.setattr("tenacity.nap.time.sleep", lambda _: None)
+    down = UpstreamError("orchestrator", "ConnectError", 503, retryable=True)
+
+    class Restarting:
+        def __init__(self) -> None:
+            self.failures = {"get_run": [down], "dataset": [down, down]}
+
+        def _answer(self, call: str, value: str) -> str:
+            if self.failures[call]:
+                raise self.failures[call].pop(0)
+            return value
+
+        def get_run(self, run_id: str) -> str:
+            return self._answer("get_run", run_id)
+
+        def dataset(self, run_id: str) -> str:
+            return self._answer("dataset", "{}\n")
+
+    client = cli.PatientClient(Restarting())  # type: ignore[arg-type]
+    assert client.get_run("r") == "r" and client.dataset("r") == "{}\n"
