@@ -87,3 +87,5 @@ experiments: install
 		--modes gold,vanilla --repeats 3 --set student.balance_classes=true --out docs/results/balanced-192.json
 	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml --modes gold --repeats 3 \
 		--set loop.stratify_selection=true --set loop.feedback_same_label=true --out docs/results/same-label.json
+	$(BIN)/gold eval examples/sst2.yaml --modes gold,vanilla --repeats 3 --set student.learning_rate=5e-5 \
+		--set student.head_learning_rate=2e-4 --out docs/results/sst2-head-lr-192.json
