@@ -42,6 +42,8 @@ def _spec(tmp_path) -> dict:
             "epochs": 2,
             "final_epochs": 5,
             "learning_rate": 1e-4,
+            "final_learning_rate": 5e-5,
+            "head_learning_rate": 3e-4,
             "batch_size": 4,
             "max_length": 32,
             "loss": "sce",
@@ -113,6 +115,7 @@ def test_cli_and_job_build_the_same_config(session_factory, settings, tmp_path, 
     assert cli.model_dump(exclude=per_checkpoint) == job.model_dump(exclude=per_checkpoint)
     assert (job.distill_weight, job.distill_temperature) == (0.3, 3.0)
     assert (job.max_target_length, job.min_epochs, job.epochs) == (24, 2, 2)
+    assert (job.learning_rate, job.head_learning_rate) == (1e-4, 3e-4)  # a loop student: not the final rate
     assert len(job.train) == 2 and len(job.holdout) == 1 and len(job.evaluation) == 1
 
 
