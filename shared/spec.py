@@ -318,7 +318,7 @@ class RunSpec(InputModel):
         return chosen or TASK_METRICS[self.task.type][0]
 
     @property
-    def final_learning_rate(self) -> float:
+    def fresh_student_learning_rate(self) -> float:
         """The rate a fresh (final or reference) student trains at."""
         s = self.student
         if s.final_learning_rate is not None:

@@ -98,7 +98,7 @@ def config_from_spec(
         labels=spec.task.labels,
         init_from=init_from,
         epochs=(settings.final_max_epochs or s.final_epochs) if fresh else s.epochs,
-        learning_rate=spec.final_learning_rate if fresh else s.learning_rate,
+        learning_rate=spec.fresh_student_learning_rate if fresh else s.learning_rate,
         head_learning_rate=s.head_learning_rate,
         batch_size=s.batch_size,
         max_length=s.max_length,
