@@ -1,4 +1,4 @@
-"""OpenAI's API for engines without their own OpenAI serving code (hf, openai upstream, test fakes),
+"""OpenAI's API for engines without their own OpenAI serving code (hf, test fakes),
 through `TextEngine.generate` and `stream`. It honours n, stop, seed, temperature, top_p, top_k,
 max_tokens, streaming (n=1, one prompt) and usage in streams (at the end, and on every event with
 vLLM's continuous_usage_stats); any other parameter a client sets is refused with OpenAI's error

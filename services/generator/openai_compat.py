@@ -4,8 +4,8 @@ the `openai` client (or anything built on it) unchanged.
 This module is what the generator puts in front of an OpenAI server: the teacher the request's
 `model` names (an unknown one is a 404 naming `model`, services/generator/teachers.py), the per-key
 caps and token reservation, and usage metrics. The serving itself is the engine's: vLLM's own
-OpenAI serving classes on the vllm engine (engines/vllm_openai.py), the basic layer elsewhere
-(basic_openai.py).
+OpenAI serving classes on the vllm engine (engines/vllm_openai.py), the remote server itself on
+an `openai` teacher (engines/upstream_openai.py), the basic layer elsewhere (basic_openai.py).
 
 The request's quota (held by the route's dependency) settles the reservation when the request
 ends, with what `held.used` says then: the response's usage, or for a stream the usage of the

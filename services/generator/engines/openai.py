@@ -1,6 +1,7 @@
 """Remote backend: an OpenAI-compatible server (e.g. a fleet of `vllm serve` behind a load
-balancer), the scale-out path when one machine is not enough. Prompts go out concurrently; the
-server batches them."""
+balancer), the scale-out path when one machine is not enough. GOLD's calls go out concurrently
+through the openai client (the server batches them); the OpenAI routes pass through to the server
+as they are (engines/upstream_openai.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from services.generator.engines.protocol import (
     PromptResult,
     Sampling,
 )
+from services.generator.engines.upstream_openai import UpstreamOpenAIServer
 from services.generator.model_store import ModelError, ResolvedModel
 from services.generator.prompts import chat_transcript
 
@@ -39,18 +41,27 @@ class OpenAIEngine:
         self.info = EngineInfo(engine="openai", engine_version=openai.__version__, model=model)
         self._http_client = http_client  # tests pass an in-process transport
         self._client: Any = None
+        self._server: UpstreamOpenAIServer | None = None
         self._ready = False
 
     async def start(self) -> None:
         from openai import AsyncOpenAI
 
         key = self.settings.generator_openai_api_key
+        api_key = key.get_secret_value() if key else "unused"
         self._client = AsyncOpenAI(
             base_url=self.info.model.path,
-            api_key=key.get_secret_value() if key else "unused",
+            api_key=api_key,
             timeout=self.settings.generator_timeout_s,
             max_retries=2,
             http_client=self._http_client,
+        )
+        self._server = UpstreamOpenAIServer(
+            self.info.model.path,
+            self.info.model.model_id,
+            api_key,
+            self.settings.generator_timeout_s,
+            client=self._http_client,
         )
         try:
             models = await self._client.models.list()
@@ -65,6 +76,8 @@ class OpenAIEngine:
         self._ready = False
         if self._client is not None:
             await self._client.close()
+        if self._server is not None:
+            await self._server.close()
 
     def ready(self) -> bool:
         return self._ready
@@ -72,8 +85,8 @@ class OpenAIEngine:
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)  # no tokenizer here: an estimate for limits only
 
-    def openai_server(self) -> None:
-        return None  # served by the basic layer
+    def openai_server(self) -> UpstreamOpenAIServer | None:
+        return self._server
 
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         return chat_transcript(messages)

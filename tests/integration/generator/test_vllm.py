@@ -511,10 +511,12 @@ def test_lm_evaluation_harness_scores_a_local_task(
         assert negative < 0 and positive < 0 and math.exp(negative) + math.exp(positive) <= 1.0
 
 
-def test_remote_teachers_serve_beside_each_other(server: str) -> None:
+def test_remote_teachers_serve_beside_each_other(server: str, oai: openai.OpenAI, http: httpx.Client) -> None:
     """A generator of two teachers, both `openai` upstreams on this (real) server: the default one
     configured as the openai engine, a second named "copy" by an openai:<URL> source. Requests
-    pick either by name; an unknown name is refused naming `model`."""
+    pick either by name; an unknown name is refused naming `model`. The OpenAI routes pass through
+    to the upstream: logprobs with echo, penalties, chat logprobs, streams with usage and /tokenize
+    answer as the upstream itself does, under the name the client used."""
     settings = GeneratorSettings(
         api_keys={"tests": TOKEN},
         generator_engine="openai",
@@ -527,8 +529,8 @@ def test_remote_teachers_serve_beside_each_other(server: str) -> None:
     )
     with TestClient(create_app(settings), headers=HEADERS) as client:
         wait_ready(client, 60)
-        oai = openai.OpenAI(base_url="http://testserver/v1", api_key=TOKEN, http_client=client)
-        assert [m.id for m in oai.models.list().data] == ["google/gemma-3-270m", "default", "copy"]
+        remote = openai.OpenAI(base_url="http://testserver/v1", api_key=TOKEN, http_client=client)
+        assert [m.id for m in remote.models.list().data] == ["google/gemma-3-270m", "default", "copy"]
         for model in (None, "copy"):
             body = {"task": TASK, "n": 4, "sampling": {"seed": 5, "max_tokens": 48}, "model": model}
             response = client.post("/v1/generate", json=body)
@@ -539,10 +541,43 @@ def test_remote_teachers_serve_beside_each_other(server: str) -> None:
         inputs = [{"text": "A warm, wonderful film."}, {"text": "Dull and far too long."}]
         labelled = client.post("/v1/classify", json={"task": TASK, "model": "copy", "inputs": inputs})
         assert labelled.status_code == 200, labelled.text  # prompt logprobs through echo upstream
-        chat = oai.chat.completions.create(
+        chat = remote.chat.completions.create(
             model="copy", messages=[{"role": "user", "content": "Name a colour."}], max_completion_tokens=6
         )
         assert chat.model == "copy" and chat.choices[0].message.content
         with pytest.raises(openai.NotFoundError) as refused:
-            oai.completions.create(model="google/gemma-3-1b", prompt="x")
+            remote.completions.create(model="google/gemma-3-1b", prompt="x")
         assert refused.value.param == "model"
+
+        scoring = {"prompt": "The capital of France is Paris", "max_tokens": 1, "temperature": 0}
+        scoring |= {"logprobs": 2, "echo": True, "frequency_penalty": 1.5, "presence_penalty": 0.5}
+        passed = remote.completions.create(model="copy", **scoring)
+        direct = oai.completions.create(model="default", **scoring)
+        assert passed.model == "copy" and passed.choices[0].logprobs is not None
+        assert passed.choices[0].logprobs.tokens == direct.choices[0].logprobs.tokens
+        assert passed.choices[0].logprobs.token_logprobs[1:] == pytest.approx(
+            direct.choices[0].logprobs.token_logprobs[1:], abs=1e-3
+        )
+        chat_logprobs = remote.chat.completions.create(
+            model="copy",
+            messages=[{"role": "user", "content": [{"type": "text", "text": "Name a colour."}]}],
+            max_completion_tokens=3,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=2,
+        )
+        assert all(len(t.top_logprobs) == 2 for t in chat_logprobs.choices[0].logprobs.content)
+        chunks = list(
+            remote.completions.create(
+                model="copy",
+                prompt="Once upon a time",
+                max_tokens=5,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        assert {c.model for c in chunks} == {"copy"} and 0 < chunks[-1].usage.completion_tokens <= 5
+        tokens = client.post("/tokenize", json={"model": "copy", "prompt": "Hello there"}).json()
+        assert tokens == http.post("/tokenize", json={"model": "default", "prompt": "Hello there"}).json()
+        with pytest.raises(openai.BadRequestError, match="context"):  # the upstream's own refusal
+            remote.completions.create(model="copy", prompt="word " * 3000, max_tokens=4)
