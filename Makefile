@@ -89,3 +89,7 @@ experiments: install
 		--set loop.stratify_selection=true --set loop.feedback_same_label=true --out docs/results/same-label.json
 	$(BIN)/gold eval examples/sst2.yaml --modes gold,vanilla --repeats 3 --set student.learning_rate=5e-5 \
 		--set student.head_learning_rate=2e-4 --out docs/results/sst2-head-lr-192.json
+	$(BIN)/gold eval examples/sst2.yaml --modes gold --repeats 3 --set 'loop.selection_band=[0.2,0.5]' \
+		--out docs/results/sst2-band-low-192.json
+	$(BIN)/gold eval examples/sst2.yaml --modes gold --repeats 3 --set loop.feedback_per_iteration=8 \
+		--set loop.feedback_per_prompt=4 --set 'loop.selection_band=[0.3,0.9]' --out docs/results/sst2-feedback-8x4-192.json
