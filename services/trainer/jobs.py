@@ -20,7 +20,7 @@ from services.trainer.config import EXIT_WITH_PARENT_ENV, TrainerSettings, get_t
 from services.trainer.launcher import launch
 from services.trainer.students import Example
 from services.trainer.train import evaluate_few_shot, train
-from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
+from services.trainer.train_config import TrainConfig, config_from_spec, evaluation_items
 from shared.artifacts import ArtifactStore
 from shared.checkpoints import CheckpointNotFound, checkpoint_uuid, read_metadata
 from shared.db.models import Checkpoint, Metric, Run, Sample
@@ -147,16 +147,11 @@ def build_config(
                 f"init checkpoint is a {meta.get('student_kind')}, the spec wants {spec.student_kind}"
             )
 
-    evaluation: list[EvalItem] = []
-    if spec.evaluation is not None:
-        try:
-            data = load_evaluation(spec.evaluation, spec.task)
-        except FileNotFoundError as exc:
-            logger.warning("skipping real-data evaluation: %s", exc)
-        else:
-            evaluation = [EvalItem(fields=e.fields, references=list(e.references)) for e in data.examples]
-            if data.skipped:
-                logger.info("evaluation rows skipped: %s", dict(data.skipped))
+    try:
+        evaluation = evaluation_items(spec)
+    except FileNotFoundError as exc:
+        logger.warning("skipping real-data evaluation: %s", exc)
+        evaluation = []
 
     cid = checkpoint_uuid(job.run_id, job.iteration, job.role)
     return config_from_spec(

@@ -38,9 +38,8 @@ from services.trainer.students import (
     resolve_model_name,
     with_lora,
 )
-from services.trainer.train_config import EvalItem, TrainConfig, config_from_spec
+from services.trainer.train_config import TrainConfig, config_from_spec, evaluation_items
 from shared.checkpoints import FORMAT_VERSION, write_metadata
-from shared.evaluation_data import load_evaluation
 from shared.names import (
     EVAL_SECONDS_PER_EXAMPLE,
     EVALUATION_ERRORS,
@@ -634,15 +633,10 @@ def train_from_dataset(spec: RunSpec, dataset: Path, output_dir: Path) -> TrainR
             output_dir=output_dir.resolve(),
             train=train_rows,
             holdout=holdout_rows,
-            evaluation=_evaluation_items(spec),
+            evaluation=evaluation_items(spec),
             fresh=True,
         )
     )
-
-
-def _evaluation_items(spec: RunSpec) -> list[EvalItem]:
-    examples = load_evaluation(spec.evaluation, spec.task).examples if spec.evaluation else []
-    return [EvalItem(fields=e.fields, references=list(e.references)) for e in examples]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -671,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
             output_dir=args.output.resolve(),
             train=_read_examples(args.train),
             holdout=_read_examples(args.holdout) if args.holdout else [],
-            evaluation=_evaluation_items(spec),
+            evaluation=evaluation_items(spec),
             early_stopping=args.early_stopping,
         )
         result = train(cfg)

@@ -3,6 +3,7 @@ and the trainer's settings to it (the RQ job and the `train` CLI both use it).""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,14 +11,28 @@ from pydantic import BaseModel, Field
 
 from services.trainer.config import TrainerSettings
 from services.trainer.students import Example
+from shared.evaluation_data import load_evaluation
 from shared.settings import DEFAULT_ALLOWED_STUDENTS, GoldSettings
 from shared.spec import RunSpec
 from shared.student_format import StudentKind
+
+logger = logging.getLogger(__name__)
 
 
 class EvalItem(BaseModel):
     fields: dict[str, str]
     references: list[str]
+
+
+def evaluation_items(spec: RunSpec) -> list[EvalItem]:
+    """The spec's real evaluation data, as a student is scored on it (none without `evaluation`);
+    FileNotFoundError when its file is missing."""
+    if spec.evaluation is None:
+        return []
+    data = load_evaluation(spec.evaluation, spec.task)
+    if data.skipped:
+        logger.info("evaluation rows skipped: %s", dict(data.skipped))
+    return [EvalItem(fields=e.fields, references=list(e.references)) for e in data.examples]
 
 
 class TrainConfig(BaseModel):

@@ -8,7 +8,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from services.trainer.students import SMOLLM2, Example
-from services.trainer.train import EvalItem, TrainConfig, train
+from services.trainer.train import TrainConfig, train
+from services.trainer.train_config import EvalItem
 
 pytestmark = pytest.mark.slow
 

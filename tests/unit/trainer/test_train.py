@@ -12,7 +12,8 @@ from transformers import BertConfig, BertForSequenceClassification, T5ForConditi
 
 from services.trainer import train as train_module
 from services.trainer.students import Example, build_fresh, head_parameters, with_lora
-from services.trainer.train import EvalItem, TrainConfig, train
+from services.trainer.train import TrainConfig, train
+from services.trainer.train_config import EvalItem
 
 ROWS = [
     ("a warm film", "positive"),
