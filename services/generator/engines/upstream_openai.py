@@ -72,7 +72,13 @@ class UpstreamOpenAIServer:
             raise _upstream_error(response)
         if body.get("stream"):
             return _events(response, name)
-        return _renamed(response.json(), name)
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise OpenAIRequestError(
+                503, f"upstream {url} answered {response.status_code} without JSON"
+            ) from exc
+        return _renamed(payload, name)
 
 
 def _renamed(payload: dict[str, Any], name: str | None) -> dict[str, Any]:
@@ -98,8 +104,9 @@ async def _events(response: httpx.Response, name: str | None) -> AsyncIterator[s
 
 
 def _upstream_error(response: httpx.Response) -> OpenAIRequestError:
-    """The upstream's refusal as it gave it: OpenAI's `{"error": {...}}` or vLLM's older flat shape;
-    its own failures (5xx) are a 503 here, never a 500."""
+    """The upstream's refusal as it gave it: OpenAI's `{"error": {...}}` or vLLM's older flat shape.
+    Its own failures (5xx), and its refusal of the generator's key (401, 403: this server's
+    configuration, not the client's), are a 503 here, never a 500."""
     try:
         payload = response.json()
     except ValueError:
@@ -108,5 +115,7 @@ def _upstream_error(response: httpx.Response) -> OpenAIRequestError:
     if not isinstance(error, dict):
         error = {"message": str(error)}
     message = str(error.get("message") or response.text[:500] or response.reason_phrase)
-    status = response.status_code if response.status_code < 500 else 503
+    status = (
+        503 if response.status_code >= 500 or response.status_code in (401, 403) else response.status_code
+    )
     return OpenAIRequestError(status, f"upstream: {message}", error.get("param"), error.get("type"))

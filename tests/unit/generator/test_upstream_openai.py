@@ -24,6 +24,10 @@ def upstream(request: httpx.Request) -> httpx.Response:
         return httpx.Response(400, json={"error": error})
     if body.get("echo"):
         return httpx.Response(500, text="engine died")
+    if body.get("user") == "bad-key":
+        return httpx.Response(401, json={"error": {"message": "invalid api key"}})
+    if body.get("user") == "proxy":
+        return httpx.Response(200, text="<html>gateway</html>")
     if body.get("stream"):
         events = [{"model": body["model"], "choices": [{"index": 0, "text": w}]} for w in ("a", "b")]
         text = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
@@ -71,6 +75,11 @@ def test_refusals_keep_their_status_and_param_and_failures_are_503() -> None:
     with pytest.raises(OpenAIRequestError) as failed:
         run(server().completions({"model": "big", "prompt": "x", "echo": True}))
     assert failed.value.status_code == 503 and "engine died" in str(failed.value)
+
+    for user, said in [("bad-key", "invalid api key"), ("proxy", "without JSON")]:
+        with pytest.raises(OpenAIRequestError) as misconfigured:  # the server's fault, not the client's
+            run(server().completions({"model": "big", "prompt": "x", "user": user}))
+        assert misconfigured.value.status_code == 503 and said in str(misconfigured.value)
 
     def unreachable(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
