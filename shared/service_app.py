@@ -10,6 +10,7 @@ from fastapi import FastAPI, Response
 
 from shared.errors import install_error_handlers
 from shared.http_limits import BodySizeLimit, ConcurrencyLimit
+from shared.logging import uvicorn_log_config
 from shared.metrics import MetricsMiddleware, ServiceMetrics
 from shared.settings import GoldSettings
 
@@ -47,3 +48,18 @@ def create_service_app(
             return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+def serve(app: FastAPI, settings: GoldSettings, host: str, port: int) -> None:
+    """Serve a service with uvicorn at the service's log level (GOLD_LOG_LEVEL) and format: at WARNING
+    and above uvicorn writes no access line per request (at 300 requests/s those lines were a tenth of
+    the orchestrator's CPU)."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(settings.log_format),
+    )

@@ -16,8 +16,8 @@ from services.generator.engines.protocol import TextEngine
 from services.generator.limits import KeyLimiter
 from services.generator.metrics import Metrics
 from services.generator.teachers import Teachers
-from shared.logging import configure_logging, uvicorn_log_config
-from shared.service_app import create_service_app
+from shared.logging import configure_logging
+from shared.service_app import create_service_app, serve
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +68,9 @@ def create_app(
 
 
 def main() -> None:
-    import uvicorn
-
     settings = get_generator_settings()
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, exit_on_engine_failure=True)
-    uvicorn.run(
-        app,
-        host=settings.generator_host,
-        port=settings.generator_port,
-        log_config=uvicorn_log_config(settings.log_format),
-    )
+    serve(app, settings, settings.generator_host, settings.generator_port)
     if any(teacher.error for teacher in app.state.teachers.all):
         sys.exit(1)

@@ -17,8 +17,8 @@ from shared.artifacts import ArtifactStore
 from shared.clients import GeneratorClient, ScorerClient
 from shared.db.session import make_engine, make_sessionmaker
 from shared.jobs import train_queue
-from shared.logging import configure_logging, uvicorn_log_config
-from shared.service_app import create_service_app
+from shared.logging import configure_logging
+from shared.service_app import create_service_app, serve
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +72,6 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
 
 
 def main() -> None:
-    import uvicorn
-
     settings = get_orchestrator_settings()
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.orchestrator_host,
-        port=settings.orchestrator_port,
-        log_config=uvicorn_log_config(settings.log_format),
-    )
+    serve(create_app(settings), settings, settings.orchestrator_host, settings.orchestrator_port)

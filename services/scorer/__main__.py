@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from services.scorer.config import get_scorer_settings
 from services.scorer.main import create_app
-from shared.logging import configure_logging, uvicorn_log_config
+from shared.logging import configure_logging
+from shared.service_app import serve
 
 
 def main() -> None:
     settings = get_scorer_settings()
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.scorer_host,
-        port=settings.scorer_port,
-        log_level="info",
-        log_config=uvicorn_log_config(settings.log_format),
-    )
+    serve(create_app(settings), settings, settings.scorer_host, settings.scorer_port)
 
 
 if __name__ == "__main__":
