@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.orchestrator.service import get_run
+from services.orchestrator.service import require_visible
 from shared.artifacts import ArtifactStore
 from shared.auth import Principal
 from shared.db.models import Checkpoint, Sample
@@ -23,7 +23,7 @@ def dataset_lines(
     """One JSON object a line: the sample's fields, label and how the loop used it, with the
     teacher's label distribution (the soft labels students learn) and whether verification left
     it out of training."""
-    get_run(run_id, session=session, principal=principal)
+    require_visible(run_id, session=session, principal=principal)
     query = (
         select(Sample)
         .where(Sample.run_id == run_id)
@@ -53,7 +53,7 @@ def dataset_lines(
 
 def best_checkpoint(run_id: uuid.UUID, *, session: Session, principal: Principal) -> Checkpoint:
     """The final student when there is one, else the last loop checkpoint."""
-    get_run(run_id, session=session, principal=principal)
+    require_visible(run_id, session=session, principal=principal)
     checkpoints = list(
         session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.role != "reference"))
     )

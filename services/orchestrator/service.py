@@ -134,6 +134,13 @@ def get_run(run_id: uuid.UUID, *, session: Session, principal: Principal, for_up
     return run
 
 
+def require_visible(run_id: uuid.UUID, *, session: Session, principal: Principal) -> None:
+    """`get_run`'s check alone, for the routes under a run: it reads the run's id, not the whole row
+    with its stored spec."""
+    if session.scalar(select(Run.id).where(Run.id == run_id, visible(principal))) is None:
+        raise NotFound(f"run {run_id} not found")
+
+
 def list_runs(
     *, session: Session, principal: Principal, status: str | None, offset: int, limit: int
 ) -> list[Run]:
@@ -144,7 +151,7 @@ def list_runs(
 
 
 def list_iterations(run_id: uuid.UUID, *, session: Session, principal: Principal) -> list[IterationRead]:
-    get_run(run_id, session=session, principal=principal)
+    require_visible(run_id, session=session, principal=principal)
     return _iterations(run_id, session=session)
 
 
@@ -188,7 +195,7 @@ def list_samples(
     offset: int,
     limit: int,
 ) -> SamplePage:
-    get_run(run_id, session=session, principal=principal)
+    require_visible(run_id, session=session, principal=principal)
     conditions = [Sample.run_id == run_id]
     if iteration is not None:
         conditions.append(Sample.iteration == iteration)
@@ -210,7 +217,7 @@ def list_samples(
 
 
 def run_metrics(run_id: uuid.UUID, *, session: Session, principal: Principal) -> list[MetricRead]:
-    get_run(run_id, session=session, principal=principal)
+    require_visible(run_id, session=session, principal=principal)
     return _metrics(run_id, session=session)
 
 
