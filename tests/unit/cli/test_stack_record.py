@@ -9,8 +9,14 @@ import pytest
 from gold.stack_record import RECORD_FILE, RecordedProcess, clear_stale_stack, write_record
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(new_session: bool = False) -> subprocess.Popen:
-    return subprocess.Popen(["sleep", "600"], start_new_session=new_session)
+    # SIGINT stops the stand-in as it stops a server: a test run started in the background
+    # (`make test &`) hands its children SIGINT ignored, and sleep keeps that.
+    return subprocess.Popen(["sleep", "600"], start_new_session=new_session, preexec_fn=default_sigint)
 
 
 def dead_launcher() -> RecordedProcess:
