@@ -681,6 +681,34 @@ def test_near_duplicates_of_the_pool_are_rejected_and_diversity_is_recorded(
     assert (1, "ood_energy_gap") in metrics
 
 
+class NoUsableOODGenerator(StandInGenerator):
+    """Every OOD sample is rejected by the task's checks, as a small teacher's can be on SQuAD."""
+
+    def generate(self, request):
+        response = super().generate(request)
+        if request.mode != "ood":
+            return response
+        stats = response.stats.model_copy(
+            update={"accepted": 0, "rejected": {"answer_not_in_context": request.n}}
+        )
+        rejections = [Rejected(reason="answer_not_in_context", text="x") for _ in range(request.n)]
+        return response.model_copy(update={"samples": [], "stats": stats, "rejections": rejections})
+
+
+def test_an_empty_ood_batch_feeds_nothing_back_and_the_run_goes_on(
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
+):
+    run_id = _submit(spec, session_factory, orchestrator_settings)
+    make_driver(NoUsableOODGenerator()).drive(run_id)
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        ood = session.scalars(select(Sample).where(Sample.run_id == run_id, Sample.kind == "ood")).all()
+        reasons = session.scalars(
+            select(Rejection.reason).where(Rejection.run_id == run_id, Rejection.kind == "ood")
+        ).all()
+    assert ood == [] and reasons and set(reasons) == {"answer_not_in_context"}
+
+
 def test_teacher_baseline_is_measured_once_and_reused(
     make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer
 ):
