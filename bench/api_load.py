@@ -7,7 +7,10 @@ database-backed routes cost relative to the bare server. Ends with one JSON obje
 The clients are aiohttp's: httpx's AsyncClient spent a whole core of its own on 200 connections here
 (20 CPU-seconds in a 20 s run, the server 2-7), so the bench measured its own client, not the server.
 
-    .venv/bin/python bench/api_load.py [--clients 200] [--seconds 20]
+    .venv/bin/python bench/api_load.py [--clients 200] [--seconds 20] [--api-processes 1]
+
+`--api-processes N` starts N API-only orchestrators (GOLD_CONCURRENT_RUNS=0, as API replicas run
+behind a load balancer) on one database; client i talks to process i mod N.
 """
 
 from __future__ import annotations
@@ -57,41 +60,51 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_up(url: str) -> None:
+    for _ in range(100):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not start")
+
+
 def p50_p99_ms(latencies: list[float]) -> tuple[float, float]:
     """Median and 99th percentile (nearest rank below) of latencies in seconds, in milliseconds."""
     ordered = sorted(latencies)
     return 1000 * statistics.median(ordered), 1000 * ordered[int(0.99 * (len(ordered) - 1))]
 
 
-async def drive(url: str, clients: int, seconds: float, mix: list[str], run_ids: list[str]) -> dict:
+async def drive(urls: list[str], clients: int, seconds: float, mix: list[str], run_ids: list[str]) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     deadline = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=30.0)
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with aiohttp.ClientSession(url, headers=headers, connector=connector, timeout=timeout) as client:
+    async with aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout) as client:
 
-        async def request(kind: str, rng: random.Random) -> int:
+        async def request(url: str, kind: str, rng: random.Random) -> int:
             if kind == "healthz":
-                call = client.get("/healthz")
+                call = client.get(f"{url}/healthz")
             elif kind == "status":
-                call = client.get(f"/runs/{rng.choice(run_ids)}")
+                call = client.get(f"{url}/runs/{rng.choice(run_ids)}")
             elif kind == "samples":
-                call = client.get(f"/runs/{rng.choice(run_ids)}/samples", params={"limit": 50})
+                call = client.get(f"{url}/runs/{rng.choice(run_ids)}/samples", params={"limit": 50})
             else:
-                call = client.post("/runs", json=SPEC)
+                call = client.post(f"{url}/runs", json=SPEC)
             async with call as response:
                 await response.read()
                 return response.status
 
         async def one_client(seed: int) -> None:
-            rng = random.Random(seed)
+            rng, url = random.Random(seed), urls[seed % len(urls)]
             while time.monotonic() < deadline:
                 kind = rng.choice(mix)
                 started = time.perf_counter()
                 try:
-                    status = await request(kind, rng)
+                    status = await request(url, kind, rng)
                     ok, key = status < 400, f"{kind}:{status}"
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     ok, key = False, f"{kind}:{type(exc).__name__}"
@@ -117,42 +130,46 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--api-processes", type=int, default=1)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gold-load-"))
     postgres, redis = start_postgres(work / "pg"), start_redis(work / "redis")
     upgrade(postgres.url)
-    port = free_port()
     env = {
         **os.environ,
         "GOLD_DATABASE_URL": postgres.url,
         "GOLD_REDIS_URL": redis.url,
         "GOLD_API_KEYS": json.dumps({"bench": TOKEN}),
-        "GOLD_ORCHESTRATOR_PORT": str(port),
         "GOLD_CONCURRENT_RUNS": "0",  # API only: nobody drives the submitted runs
         "GOLD_DATA_DIR": str(work),
         "GOLD_LOG_LEVEL": "WARNING",
     }
-    server = subprocess.Popen([sys.executable, "-m", "services.orchestrator"], env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
+    ports = [free_port() for _ in range(args.api_processes)]
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.orchestrator"],
+            env={**env, "GOLD_ORCHESTRATOR_PORT": str(port)},
+            cwd=ROOT,
+        )
+        for port in ports
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        for url in urls:
+            wait_until_up(url)
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        run_ids = [
-            httpx.post(f"{url}/runs", json=SPEC, headers=headers, timeout=10).json()["id"] for _ in range(20)
-        ]
-        baseline = asyncio.run(drive(url, args.clients, args.seconds, ["healthz"], run_ids))
+        submit = f"{urls[0]}/runs"
+        run_ids = [httpx.post(submit, json=SPEC, headers=headers, timeout=10).json()["id"] for _ in range(20)]
+        baseline = asyncio.run(drive(urls, args.clients, args.seconds, ["healthz"], run_ids))
         mixed = asyncio.run(
-            drive(url, args.clients, args.seconds, ["status"] * 6 + ["samples"] * 3 + ["submit"], run_ids)
+            drive(urls, args.clients, args.seconds, ["status"] * 6 + ["samples"] * 3 + ["submit"], run_ids)
         )
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=20)
         redis.stop()
         postgres.stop()
     for name, figures in (("healthz", baseline), ("mixed", mixed)):
@@ -164,6 +181,7 @@ def main() -> None:
         json.dumps(
             {
                 "clients": args.clients,
+                "api_processes": args.api_processes,
                 "seconds": args.seconds,
                 "mixed_requests_per_s": round(mixed["requests_per_s"], 1),
                 "mixed_p50_ms": round(mixed["p50_ms"], 1),

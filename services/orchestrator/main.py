@@ -46,11 +46,13 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
         app.state.artifacts = ArtifactStore.from_settings(settings)
         scorer = ScorerClient(settings.scorer_url, token)
         app.state.scorer = scorer
-        driver = RunDriver(settings, app.state.sessions, train_queue(redis), generator, scorer, metrics)
-        if drive_runs:
+        driver = None
+        if drive_runs and settings.concurrent_runs > 0:
+            driver = RunDriver(settings, app.state.sessions, train_queue(redis), generator, scorer, metrics)
             driver.start()
         yield
-        driver.stop()
+        if driver is not None:
+            driver.stop()
         generator.close()
         scorer.close()
         metrics.unwatch()

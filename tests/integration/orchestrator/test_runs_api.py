@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 
 import pytest
@@ -164,3 +165,15 @@ def test_teacher_model_must_be_served_by_the_generator(
     with TestClient(create_app(down, drive_runs=False), headers={"Authorization": f"Bearer {TOKEN}"}) as api:
         # never a run on a teacher nobody checked: retry once the generator answers
         assert api.post("/runs", json={**spec, "teacher": {"model": "fake/model"}}).status_code == 503
+
+
+def test_an_api_only_orchestrator_leaves_runs_to_the_drivers(orchestrator_settings, session_factory, spec):
+    """GOLD_CONCURRENT_RUNS=0: the replica serves the API and never claims a run (its driver is not
+    started), so API replicas can be added without adding run drivers."""
+    api_only = orchestrator_settings.model_copy(update={"concurrent_runs": 0, "driver_poll_s": 0.05})
+    with TestClient(create_app(api_only), headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        run = api.post("/runs", json=spec).json()
+        time.sleep(0.5)  # ten of a driver's polls
+        assert api.get(f"/runs/{run['id']}").json()["status"] == "queued"
+    with session_factory() as session:
+        assert session.get(Run, uuid.UUID(run["id"])).lease_owner is None
