@@ -36,6 +36,7 @@ import httpx  # noqa: E402
 from bench.api_load import free_port  # noqa: E402
 from gold.stack import Stack  # noqa: E402
 from services.trainer.config import TrainerSettings  # noqa: E402
+from shared.checkpoints import checkpoint_dir, read_metadata  # noqa: E402
 from shared.evaluation_data import load_evaluation  # noqa: E402
 from shared.settings import GoldSettings  # noqa: E402
 from shared.spec import RunSpec, load_spec_file  # noqa: E402
@@ -50,7 +51,6 @@ def train_student(spec: RunSpec, artifacts: Path, threads: int) -> str:
     from services.trainer.students import Example
     from services.trainer.train import train
     from services.trainer.train_config import config_from_spec
-    from shared.checkpoints import checkpoint_dir
 
     task = spec.task
     classifier = spec.student_kind == "classifier"
@@ -146,7 +146,9 @@ def main() -> None:
             log(f"training a {spec.student_kind} student on the {len(spec.task.seed_examples)} seed examples")
             checkpoint = train_student(spec, settings.artifacts, args.threads)
             run_id = record_run(stack.env["GOLD_DATABASE_URL"], spec, checkpoint)
-            answer_tokens = TrainerSettings().max_target_length
+            # the answer length the student decodes at most, fitted to its answers when it trained
+            meta = read_metadata(checkpoint_dir(settings.artifacts, checkpoint))
+            answer_tokens = meta["training"]["max_target_length"]
             headers = {"Authorization": f"Bearer {stack.token}"}
             orchestrator = httpx.Client(base_url=stack.orchestrator_url, headers=headers, timeout=600)
             generator = httpx.Client(base_url=stack.generator_url, headers=headers, timeout=600)
@@ -158,7 +160,6 @@ def main() -> None:
                 if spec.task.type == "classification":
                     generator.post("/v1/classify", json={"task": task, "inputs": rows}).raise_for_status()
                 else:
-                    # the answer length the student decodes at most (the trainer's max_target_length)
                     body = {"task": task, "inputs": rows, "max_tokens": answer_tokens}
                     generator.post("/v1/answer", json=body).raise_for_status()
 

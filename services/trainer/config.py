@@ -16,8 +16,6 @@ EXIT_WITH_PARENT_ENV = "GOLD_TRAINER_WORKER_PID"
 class TrainerSettings(GoldSettings):
     # CPU threads for torch (None: torch's default). The generator may share the cores.
     torch_threads: int | None = None
-    # Target tokens for seq2seq students (the paper: 32 for labels and short answers).
-    max_target_length: int = 64
     # Final student: epoch budget (None: the spec's student.epochs) and early-stopping patience.
     final_max_epochs: int | None = None
     final_patience: int = 2

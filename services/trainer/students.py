@@ -190,6 +190,21 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
+def answer_length(
+    kind: StudentKind, tokenizer: PreTrainedTokenizerBase, fmt: StudentFormat, examples: Sequence[Example]
+) -> int:
+    """The answer length (tokens, the end token included) that cuts none of these examples'
+    answers, with room for a longer one when decoding: the longest plus an eighth, at least 8."""
+    if kind == "causal":
+        texts = [fmt.causal_target(e.fields, e.label) for e in examples]
+        lengths = [len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    else:
+        targets = [fmt.target(e.fields, e.label) or "" for e in examples]
+        lengths = [len(ids) for ids in tokenizer(text_target=targets)["input_ids"]]
+    longest = max(lengths, default=1)
+    return longest + max(8, longest // 8)
+
+
 @dataclass
 class Student:
     kind: StudentKind

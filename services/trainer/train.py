@@ -30,6 +30,7 @@ from services.trainer.losses import distill_kl, token_losses
 from services.trainer.students import (
     Example,
     Student,
+    answer_length,
     batches,
     build_fresh,
     head_parameters,
@@ -145,7 +146,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     metrics[STUDENT_PARAMETERS] = _parameters(student.model)
     scores, errors = _evaluate(cfg, student, data, device)
     metrics |= scores
-    _save(cfg, student, _metadata(cfg, base_model, data, fit, metrics, report, device))
+    _save(cfg, student, _metadata(cfg, student, base_model, data, fit, metrics, report, device))
     result = _result(cfg, metrics, fit, data, base_model, report, started)
     result.extra[EVALUATION_ERRORS] = errors
     logger.info(
@@ -178,7 +179,9 @@ def _load_student(cfg: TrainConfig, device: torch.device) -> tuple[Student, str]
     if cfg.lora_rank is not None:
         model = with_lora(model, cfg.kind, cfg.lora_rank)
     model.to(device)
-    return Student(cfg.kind, model, tokenizer, fmt, cfg.max_length, cfg.max_target_length), base_model
+    examples = cfg.train + cfg.holdout
+    max_target_length = cfg.max_target_length or answer_length(cfg.kind, tokenizer, fmt, examples)
+    return Student(cfg.kind, model, tokenizer, fmt, cfg.max_length, max_target_length), base_model
 
 
 @dataclasses.dataclass
@@ -500,6 +503,7 @@ def _real_data_scores(
 
 def _metadata(
     cfg: TrainConfig,
+    student: Student,
     base_model: str,
     data: _Data,
     fit: _Fit,
@@ -517,7 +521,7 @@ def _metadata(
         "head_learning_rate": cfg.head_learning_rate,
         "batch_size": cfg.batch_size,
         "max_length": cfg.max_length,
-        "max_target_length": cfg.max_target_length,
+        "max_target_length": student.max_target_length,
         "loss": cfg.loss,
         "sce_alpha": cfg.sce_alpha,
         "sce_beta": cfg.sce_beta,

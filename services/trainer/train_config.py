@@ -50,7 +50,7 @@ class TrainConfig(BaseModel):
     head_learning_rate: float | None = None  # classifier: the head's rate (None: learning_rate)
     batch_size: int = 16
     max_length: int = 128
-    max_target_length: int = 64
+    max_target_length: int | None = None  # None: fitted to the answers in `train` and `holdout`
     loss: Literal["ce", "sce"] = "ce"
     sce_alpha: float = 1.0
     sce_beta: float = 1.0
@@ -117,7 +117,7 @@ def config_from_spec(
         head_learning_rate=s.head_learning_rate,
         batch_size=s.batch_size,
         max_length=s.max_length,
-        max_target_length=settings.max_target_length,
+        max_target_length=s.max_target_length,
         loss=s.loss,
         sce_alpha=s.sce_alpha,
         sce_beta=s.sce_beta,

@@ -59,8 +59,7 @@ def _train(artifacts: Path, kind: str, examples, fields, output, labels, max_len
         labels=labels,
         epochs=1,
         batch_size=4,
-        max_length=max_length,
-        max_target_length=16,
+        max_length=max_length,  # the answer length is fitted to the answers (the spec's default)
         train=[
             Example(fields=f, label=y if labels else None) if labels else Example(fields={**f, output: y})
             for f, y in examples

@@ -25,7 +25,6 @@ HOLDOUT = [({"text": "great fun"}, "positive")]
 @pytest.fixture
 def settings(monkeypatch, tmp_path):
     monkeypatch.setenv("GOLD_ARTIFACT_DIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("GOLD_MAX_TARGET_LENGTH", "24")
     get_trainer_settings.cache_clear()
     yield get_trainer_settings()
     get_trainer_settings.cache_clear()
@@ -46,6 +45,7 @@ def _spec(tmp_path) -> dict:
             "head_learning_rate": 3e-4,
             "batch_size": 4,
             "max_length": 32,
+            "max_target_length": 24,
             "loss": "sce",
             "sce_alpha": 0.5,
             "sce_beta": 2.0,

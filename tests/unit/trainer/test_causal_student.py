@@ -7,7 +7,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from services.trainer.losses import IGNORE_INDEX
-from services.trainer.students import SMOLLM2, Example, Student, resolve_model_name
+from services.trainer.students import SMOLLM2, Example, Student, answer_length, resolve_model_name
 from shared.spec import RunSpec
 from shared.student_format import StudentFormat
 from tests.support import SENTIMENT_TASK
@@ -41,6 +41,17 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
 
 def student(max_length: int = 32) -> Student:
     return Student("causal", None, word_tokenizer(), QA, max_length, max_target_length=3)  # type: ignore[arg-type]
+
+
+def test_the_fitted_answer_length_cuts_no_answer_and_leaves_room():
+    examples = [
+        Example(fields={"context": "Paris", "question": "?", "answer": "Paris is in France."}),  # 4 words
+        Example(fields={"context": "Paris", "question": "?", "answer": "France."}),
+    ]
+    fitted = answer_length("causal", word_tokenizer(), QA, examples)
+    assert fitted == 4 + 1 + 8  # the longest answer, its end token, at least 8 more
+    s = Student("causal", None, word_tokenizer(), QA, 32, max_target_length=fitted)  # type: ignore[arg-type]
+    assert s.encode_targets(examples)[0][:-1] == [WORDS.index(w) for w in "Paris is in France.".split()]
 
 
 def test_prompt_names_the_fields_and_ends_with_the_answer_cue():
