@@ -117,8 +117,9 @@ class StudentSpec(InputModel):
     max_length: int = Field(default=128, ge=8, le=1024)
     # Seq2seq and causal students: the answer's length in tokens (the end token included). Longer
     # answers are cut in training and decoding stops there. None: fitted to each training job's
-    # data, the longest answer it trains on plus an eighth (at least 8 tokens), so no answer is cut
-    # (a fixed 64 cut NL4OPT's 131-280-token formulations to their first quarter).
+    # data, twice the longest answer it trains on (at least 8 tokens more), so no answer is cut and
+    # real answers longer than the generated ones are not either (a fixed 64 cut NL4OPT's
+    # 131-280-token formulations to their first quarter).
     max_target_length: int | None = Field(default=None, ge=2, le=2048)
     loss: Literal["ce", "sce"] = "ce"
     sce_alpha: float = Field(default=1.0, ge=0.0)

@@ -49,9 +49,11 @@ def test_the_fitted_answer_length_cuts_no_answer_and_leaves_room():
         Example(fields={"context": "Paris", "question": "?", "answer": "France."}),
     ]
     fitted = answer_length("causal", word_tokenizer(), QA, examples)
-    assert fitted == 4 + 1 + 8  # the longest answer, its end token, at least 8 more
+    assert fitted == 4 + 1 + 8  # the longest answer and its end token, then at least 8 more
+    long = [Example(fields={"context": "Paris", "question": "?", "answer": " ".join(["Paris"] * 20)})]
+    assert answer_length("causal", word_tokenizer(), QA, long) == 2 * 21  # or twice the longest
     s = Student("causal", None, word_tokenizer(), QA, 32, max_target_length=fitted)  # type: ignore[arg-type]
-    assert s.encode_targets(examples)[0][:-1] == [WORDS.index(w) for w in "Paris is in France.".split()]
+    assert s.encode_targets(examples)[0][:-1] == [WORDS.index(w) for w in ["Paris", "is", "in", "France."]]
 
 
 def test_prompt_names_the_fields_and_ends_with_the_answer_cue():
