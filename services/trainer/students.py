@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,26 +185,14 @@ def _causal_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> PreTra
     return tokenizer
 
 
+# The longest answer a spec may ask for (student.max_target_length): encode_targets at this length
+# cuts no answer.
+ANSWER_TOKENS_LIMIT = 2048
+
+
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
-def answer_length(
-    kind: StudentKind, tokenizer: PreTrainedTokenizerBase, fmt: StudentFormat, examples: Sequence[Example]
-) -> int:
-    """The answer length (tokens, the end token included) that cuts none of these examples'
-    answers, with room for longer ones when decoding: twice the longest, at least 8 more. Generated
-    answers run shorter than real ones (NL4OPT: the teacher's up to 168 tokens, the real 131-280),
-    and decoding stops at the end token or the first newline anyway."""
-    if kind == "causal":
-        texts = [fmt.causal_target(e.fields, e.label) for e in examples]
-        lengths = [len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    else:
-        targets = [fmt.target(e.fields, e.label) or "" for e in examples]
-        lengths = [len(ids) for ids in tokenizer(text_target=targets)["input_ids"]]
-    longest = max(lengths, default=1)
-    return max(2 * longest, longest + 8)
 
 
 @dataclass
@@ -246,6 +234,18 @@ class Student:
         return self.tokenizer(text_target=targets, truncation=True, max_length=self.max_target_length)[
             "input_ids"
         ]
+
+    def fitted_answer_length(self, examples: Sequence[Example]) -> int:
+        """The answer length (tokens, the end token included) that cuts none of these examples'
+        answers, with room for longer ones when decoding: twice the longest, at least 8 more.
+        Generated answers run shorter than real ones (NL4OPT: the teacher's up to 168 tokens, the
+        real 131-280), and decoding stops at the end token or the first newline anyway. 1 for a
+        classifier, whose answer is a label."""
+        if self.kind == "classifier":
+            return 1
+        uncut = replace(self, max_target_length=ANSWER_TOKENS_LIMIT).encode_targets(examples)
+        longest = max((len(ids) for ids in uncut), default=1)  # type: ignore[arg-type]
+        return max(2 * longest, longest + 8)
 
     def _causal_targets(self, examples: Sequence[Example]) -> list[list[int]]:
         """The answer's tokens and the end token, at most max_target_length in all."""

@@ -28,9 +28,9 @@ from services.trainer.checkpoints import model_card, publish
 from services.trainer.config import get_trainer_settings
 from services.trainer.losses import distill_kl, token_losses
 from services.trainer.students import (
+    ANSWER_TOKENS_LIMIT,
     Example,
     Student,
-    answer_length,
     batches,
     build_fresh,
     head_parameters,
@@ -179,9 +179,9 @@ def _load_student(cfg: TrainConfig, device: torch.device) -> tuple[Student, str]
     if cfg.lora_rank is not None:
         model = with_lora(model, cfg.kind, cfg.lora_rank)
     model.to(device)
-    examples = cfg.train + cfg.holdout
-    max_target_length = cfg.max_target_length or answer_length(cfg.kind, tokenizer, fmt, examples)
-    return Student(cfg.kind, model, tokenizer, fmt, cfg.max_length, max_target_length), base_model
+    student = Student(cfg.kind, model, tokenizer, fmt, cfg.max_length, ANSWER_TOKENS_LIMIT)
+    max_target_length = cfg.max_target_length or student.fitted_answer_length(cfg.train + cfg.holdout)
+    return dataclasses.replace(student, max_target_length=max_target_length), base_model
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from services.trainer.losses import IGNORE_INDEX
-from services.trainer.students import SMOLLM2, Example, Student, answer_length, resolve_model_name
+from services.trainer.students import SMOLLM2, Example, Student, resolve_model_name
 from shared.spec import RunSpec
 from shared.student_format import StudentFormat
 from tests.support import SENTIMENT_TASK
@@ -48,10 +48,10 @@ def test_the_fitted_answer_length_cuts_no_answer_and_leaves_room():
         Example(fields={"context": "Paris", "question": "?", "answer": "Paris is in France."}),  # 4 words
         Example(fields={"context": "Paris", "question": "?", "answer": "France."}),
     ]
-    fitted = answer_length("causal", word_tokenizer(), QA, examples)
+    fitted = student().fitted_answer_length(examples)  # student() cuts answers at 3 tokens
     assert fitted == 4 + 1 + 8  # the longest answer and its end token, then at least 8 more
     long = [Example(fields={"context": "Paris", "question": "?", "answer": " ".join(["Paris"] * 20)})]
-    assert answer_length("causal", word_tokenizer(), QA, long) == 2 * 21  # or twice the longest
+    assert student().fitted_answer_length(long) == 2 * 21  # or twice the longest
     s = Student("causal", None, word_tokenizer(), QA, 32, max_target_length=fitted)  # type: ignore[arg-type]
     assert s.encode_targets(examples)[0][:-1] == [WORDS.index(w) for w in ["Paris", "is", "in", "France."]]
 
