@@ -8,8 +8,9 @@ import logging
 
 from redis import Redis
 from rq import Queue
-from rq.exceptions import InvalidJobOperation
-from rq.job import Job
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from shared.schemas.training import TrainJob
@@ -30,11 +31,16 @@ def train_job_id(job: TrainJob) -> str:
 
 
 def cancel_train(rq_job: Job) -> None:
-    """Cancel a training job, as far as RQ's records allow: while a stack stops, a job's execution
-    record can be half written (a worker's heartbeat landing after the record was removed leaves a
-    hash without created_at: a KeyError inside RQ 3) or gone (ValueError). The run's cancellation,
-    or the orchestrator's shutdown, must not become the run's failure over it; a job left behind is
-    requeued or replaced by enqueue_train when the run resumes."""
+    """Cancel a training job and stop it where a worker runs it: RQ's cancel() only keeps a queued
+    job from starting, and a started one trained on to its end (20 minutes of a CPU trainer), its
+    worker held from the next run's jobs. As far as RQ's records allow: while a stack stops, a job's
+    execution record can be half written (a worker's heartbeat landing after the record was removed
+    leaves a hash without created_at: a KeyError inside RQ 3) or gone (ValueError). The run's
+    cancellation, or the orchestrator's shutdown, must not become the run's failure over it; a job
+    left behind is requeued or replaced by enqueue_train when the run resumes."""
+    with contextlib.suppress(InvalidJobOperation, NoSuchJobError):  # no worker runs it (any more)
+        if rq_job.get_status(refresh=True) == JobStatus.STARTED:
+            send_stop_job_command(rq_job.connection, rq_job.id, serializer=JSONSerializer)
     try:
         rq_job.cancel()
     except (KeyError, ValueError) as exc:

@@ -4,6 +4,8 @@ loop retries, gives up after train_attempts, or cancels the job when the run is 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from services.orchestrator.service import create_run
 from services.orchestrator.stages import run_stage
 from shared import jobs
 from shared.db.models import Iteration, Run, Step
-from shared.jobs import cancel_train, enqueue_train, train_job_id, train_queue
+from shared.jobs import TRAIN_QUEUE, cancel_train, enqueue_train, train_job_id, train_queue
 from shared.names import RunStatus, Stage
 from shared.schemas.training import TrainJob, TrainResult
 from shared.spec import RunSpec
@@ -157,6 +159,29 @@ def test_cancelling_the_run_cancels_the_training_job(run_context, trainer):
     SimpleWorker([run_context.train_queue], connection=run_context.train_queue.connection).work(burst=True)
     assert len(CALLS) == 1  # a worker started later does not run the cancelled job
     assert _step(run_context) is None
+
+
+def test_cancelling_a_started_job_stops_it_and_frees_its_worker(redis_url):
+    """RQ's cancel() only keeps a queued job from starting: a started one ran to its end (seen:
+    a cancelled NL4OPT run's loop student trained on for its 10 minutes, and the next run's jobs
+    waited). A real TrainerWorker (burst: it exits once the queue is empty) runs a 2-minute job."""
+    queue = train_queue(Redis.from_url(redis_url))
+    rq_job = queue.enqueue("time.sleep", 120, job_id=f"train-{uuid.uuid4()}-1-loop")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url,
+         "--serializer", "rq.serializers.JSONSerializer",
+         "--worker-class", "services.trainer.worker.TrainerWorker", TRAIN_QUEUE],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while rq_job.get_status(refresh=True) != JobStatus.STARTED:
+            assert time.monotonic() < deadline, "the worker did not start the job"
+            time.sleep(0.2)
+        cancel_train(rq_job)
+        assert worker.wait(timeout=30) == 0  # the job stopped, the queue is empty: the worker is free
+        assert rq_job.get_status(refresh=True) in (JobStatus.STOPPED, JobStatus.CANCELED)
+    finally:
+        worker.kill()
 
 
 def test_a_half_written_rq_record_does_not_stop_a_cancellation(redis_url):
