@@ -38,7 +38,7 @@ from transformers import (
 
 from shared.checkpoints import metadata_path, read_metadata
 from shared.schemas.prediction import Prediction
-from shared.student_decoding import greedy_answers, left_padded
+from shared.student_decoding import causal_answer_ids, greedy_answers, left_padded
 from shared.student_format import StudentFormat
 
 logger = logging.getLogger(__name__)
@@ -270,9 +270,8 @@ class CausalEnergy(_Base):
         prompts = self.tokenizer(
             [self.fmt.causal_prompt(s) for s in samples], truncation=True, max_length=self.max_length
         )["input_ids"]
-        answers = self.tokenizer([self.fmt.causal_target(s) for s in samples], add_special_tokens=False)
-        eos = self.tokenizer.eos_token_id
-        targets = [row[: self.max_target_length - 1] + [eos] for row in answers["input_ids"]]
+        answers = [self.fmt.causal_target(s) for s in samples]
+        targets = causal_answer_ids(self.tokenizer, answers, self.max_target_length)
         rows = [p + t for p, t in zip(prompts, targets, strict=True)]
         keep = max(len(t) for t in targets) + 1
         padded = left_padded(rows, self.tokenizer.pad_token_id or 0)

@@ -39,7 +39,7 @@ from shared.packaged_models import (
     minilm_path,
     smollm2_path,
 )
-from shared.student_decoding import greedy_answers, left_padded
+from shared.student_decoding import causal_answer_ids, greedy_answers, left_padded
 from shared.student_format import StudentFormat, StudentKind
 
 logger = logging.getLogger(__name__)
@@ -285,8 +285,7 @@ class Student:
     def _causal_targets(self, examples: Sequence[Example]) -> list[list[int]]:
         """The answer's tokens and the end token, at most max_target_length in all."""
         texts = [self.fmt.causal_target(e.fields, e.label) for e in examples]
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [row[: self.max_target_length - 1] + [self.tokenizer.eos_token_id] for row in ids]
+        return causal_answer_ids(self.tokenizer, texts, self.max_target_length)
 
     def encode_soft(self, examples: Sequence[Example]) -> list[list[float] | None]:
         """The teacher's label distribution in label order (None where there is none)."""
