@@ -431,9 +431,7 @@ def evaluate_few_shot(cfg: TrainConfig) -> TrainResult:
     if student.kind != "causal":
         raise ValueError(f"a {student.kind} student cannot answer few-shot before training")
     shots = student.fmt.few_shot_prefix([e.fields for e in cfg.train])
-    with _autocast(device):  # its cache in the dtype the answers' keys and values will have
-        prefix = FewShotPrefix.read(shots, student.model, student.tokenizer)
-    student = dataclasses.replace(student, prefix=prefix)
+    student = dataclasses.replace(student, prefix=FewShotPrefix.read(shots, student.model, student.tokenizer))
     metrics = {STUDENT_PARAMETERS: _parameters(student.model)}
     scores, errors = _real_data_scores(cfg, student, device)
     metrics |= scores
