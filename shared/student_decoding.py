@@ -44,11 +44,8 @@ def greedy_answers(
     tokenizer: Any,
     batch: Mapping[str, Any],
     max_new_tokens: int,
-    cache: Any = None,
 ) -> list[str]:
-    """The answers of a seq2seq or causal student to a batch of encoded inputs, in batch order.
-    `cache`: the model's key/value cache of the batch's first tokens (a causal student's shared
-    few-shot prefix), which are then not read again."""
+    """The answers of a seq2seq or causal student to a batch of encoded inputs, in batch order."""
     if kind == "seq2seq":
         out = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
         return [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
@@ -61,7 +58,6 @@ def greedy_answers(
         pad_token_id=tokenizer.pad_token_id,
         stop_strings=[ANSWER_END],
         tokenizer=tokenizer,
-        **({"past_key_values": cache} if cache is not None else {}),
     )
     prompt_width = batch["input_ids"].shape[1]
     texts = tokenizer.batch_decode(out[:, prompt_width:], skip_special_tokens=True)

@@ -10,7 +10,6 @@ Model names pass an allow-list; remote code is never trusted."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -197,36 +196,6 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 @dataclass
-class FewShotPrefix:
-    """Text before every causal prompt (the seed examples of the student's few-shot baseline), read
-    by the model once: every batch continues from a copy of its key/value cache instead of reading
-    the prefix again for each input (NL4OPT: three seeds of ~300 tokens before a ~150-token input)."""
-
-    ids: torch.Tensor  # (1, P) on the model's device
-    cache: Any  # the model's cache after `ids`
-
-    @classmethod
-    def read(cls, text: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> FewShotPrefix:
-        ids = tokenizer(text, return_tensors="pt")["input_ids"].to(model.device)
-        with torch.no_grad():
-            cache = model(input_ids=ids, use_cache=True).past_key_values
-        return cls(ids, cache)
-
-    def before(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
-        """The batch of left-padded prompts behind the prefix, as [prefix][padding][prompt] (the
-        mask hides the padding, so every prompt has the positions and the context it has right
-        after the prefix), and a copy of the prefix's cache for its rows."""
-        rows = batch["input_ids"].shape[0]
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(rows)
-        prefix = self.ids.expand(rows, -1)
-        return {
-            "input_ids": torch.cat([prefix, batch["input_ids"]], dim=1),
-            "attention_mask": torch.cat([torch.ones_like(prefix), batch["attention_mask"]], dim=1),
-        }, cache
-
-
-@dataclass
 class Student:
     kind: StudentKind
     model: PreTrainedModel
@@ -234,7 +203,7 @@ class Student:
     fmt: StudentFormat
     max_length: int
     max_target_length: int
-    prefix: FewShotPrefix | None = None  # causal: read before every prompt when predicting
+    prefix: str = ""  # causal: text before every prompt (the seed examples of the few-shot baseline)
 
     # -- encoding -------------------------------------------------------------------------------
     def encode_inputs(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
@@ -245,12 +214,8 @@ class Student:
             second = [b for _, b in pairs] if pairs and pairs[0][1] is not None else None
             enc = self.tokenizer(first, second, truncation=True, max_length=self.max_length)
         elif self.kind == "causal":
-            prompts = [self.fmt.causal_prompt(e.fields) for e in examples]
-            # Behind a prefix, the prefix's special tokens (if any) are the ones the text begins with.
-            special = self.prefix is None
-            enc = self.tokenizer(
-                prompts, truncation=True, max_length=self.max_length, add_special_tokens=special
-            )
+            prompts = [self.prefix + self.fmt.causal_prompt(e.fields) for e in examples]
+            enc = self.tokenizer(prompts, truncation=True, max_length=self.max_length)
         else:
             sources = [self.fmt.seq2seq_source(e.fields) for e in examples]
             enc = self.tokenizer(sources, truncation=True, max_length=self.max_length)
@@ -358,10 +323,7 @@ class Student:
             assert self.fmt.labels is not None
             ids = self.model(**inputs).logits.argmax(dim=-1).tolist()
             return [self.fmt.labels[i] for i in ids]
-        cache = None
-        if self.prefix is not None:
-            inputs, cache = self.prefix.before(inputs)
-        return greedy_answers(self.kind, self.model, self.tokenizer, inputs, self.max_target_length, cache)
+        return greedy_answers(self.kind, self.model, self.tokenizer, inputs, self.max_target_length)
 
 
 def batches(n: int, size: int, order: Sequence[int] | None = None) -> Iterator[list[int]]:

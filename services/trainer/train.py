@@ -30,7 +30,6 @@ from services.trainer.losses import distill_kl, token_losses
 from services.trainer.students import (
     ANSWER_TOKENS_LIMIT,
     Example,
-    FewShotPrefix,
     Student,
     batches,
     build_fresh,
@@ -430,8 +429,10 @@ def evaluate_few_shot(cfg: TrainConfig) -> TrainResult:
     student, base_model = _load_student(cfg, device)
     if student.kind != "causal":
         raise ValueError(f"a {student.kind} student cannot answer few-shot before training")
-    shots = student.fmt.few_shot_prefix([e.fields for e in cfg.train])
-    student = dataclasses.replace(student, prefix=FewShotPrefix.read(shots, student.model, student.tokenizer))
+    prefix = student.fmt.few_shot_prefix([e.fields for e in cfg.train])
+    # The evaluation input itself gets the same room as in training, after the examples.
+    room = cfg.max_length + len(student.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+    student = dataclasses.replace(student, prefix=prefix, max_length=room)
     metrics = {STUDENT_PARAMETERS: _parameters(student.model)}
     scores, errors = _real_data_scores(cfg, student, device)
     metrics |= scores

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 
-from services.trainer.students import SMOLLM2, Example, FewShotPrefix, Student, build_fresh
+from services.trainer.students import SMOLLM2, Example, Student, build_fresh
 from shared.student_format import StudentFormat
 
 pytestmark = pytest.mark.slow
@@ -39,34 +37,3 @@ def test_batched_answers_equal_one_by_one_answers_and_stop_at_the_end_of_the_lin
     assert batched == [answer([e])[0] for e in EXAMPLES]
     assert all(a and "\n" not in a for a in batched)
     assert "Paris" in batched[0] and "1872" in batched[1]
-
-
-def test_a_few_shot_prefix_read_once_changes_no_answer(models_dir):
-    """The few-shot baseline reads the seed examples once and continues every batch from their
-    cache; the answers are those of the same tokens read in full for each input."""
-    torch.set_num_threads(2)
-    model, tokenizer = build_fresh("causal", SMOLLM2, QA, seed=0, models_dir=models_dir)
-    shots = QA.few_shot_prefix(
-        [
-            {
-                "context": "Tokyo is the capital of Japan.",
-                "question": "What is the capital of Japan?",
-                "answer": "Tokyo",
-            },
-            {
-                "context": "The bridge opened in 1937.",
-                "question": "When did the bridge open?",
-                "answer": "1937",
-            },
-        ]
-    )
-    student = Student("causal", model.eval(), tokenizer, QA, max_length=128, max_target_length=24)
-    prefixed = replace(student, prefix=FewShotPrefix.read(shots, student.model, tokenizer))
-    inputs = prefixed.encode_inputs(EXAMPLES)  # the prompts alone, of different lengths
-    shot_ids = prefixed.prefix.ids[0].tolist()
-    in_full = [{"input_ids": shot_ids + row["input_ids"]} for row in inputs]
-    with torch.inference_mode():
-        cached = prefixed.predict(prefixed.collate(inputs, None))
-        read_in_full = student.predict(student.collate(in_full, None))
-    assert cached == read_in_full
-    assert "Paris" in cached[0] and "1872" in cached[1]
