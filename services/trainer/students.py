@@ -214,13 +214,23 @@ class Student:
             second = [b for _, b in pairs] if pairs and pairs[0][1] is not None else None
             enc = self.tokenizer(first, second, truncation=True, max_length=self.max_length)
         elif self.kind == "causal":
-            prompts = [self.prefix + self.fmt.causal_prompt(e.fields) for e in examples]
-            enc = self.tokenizer(prompts, truncation=True, max_length=self.max_length)
+            return self._causal_inputs(examples)
         else:
             sources = [self.fmt.seq2seq_source(e.fields) for e in examples]
             enc = self.tokenizer(sources, truncation=True, max_length=self.max_length)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         return [{k: enc[k][i] for k in keys} for i in range(len(examples))]
+
+    def _causal_inputs(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
+        """Each prompt tokenised on its own, as in training (cut to max_length from the left),
+        behind the prefix's tokens: the prefix is never cut, and the tokens at its end are those of
+        a solved example's end, whatever the input."""
+        prompts = [self.fmt.causal_prompt(e.fields) for e in examples]
+        ids = self.tokenizer(
+            prompts, truncation=True, max_length=self.max_length, add_special_tokens=not self.prefix
+        )["input_ids"]
+        prefix = self.tokenizer(self.prefix)["input_ids"] if self.prefix else []
+        return [{"input_ids": prefix + row, "attention_mask": [1] * (len(prefix) + len(row))} for row in ids]
 
     def encode_targets(self, examples: Sequence[Example]) -> list[int] | list[list[int]]:
         if self.kind == "classifier":

@@ -429,10 +429,7 @@ def evaluate_few_shot(cfg: TrainConfig) -> TrainResult:
     student, base_model = _load_student(cfg, device)
     if student.kind != "causal":
         raise ValueError(f"a {student.kind} student cannot answer few-shot before training")
-    prefix = student.fmt.few_shot_prefix([e.fields for e in cfg.train])
-    # The evaluation input itself gets the same room as in training, after the examples.
-    room = cfg.max_length + len(student.tokenizer(prefix, add_special_tokens=False)["input_ids"])
-    student = dataclasses.replace(student, prefix=prefix, max_length=room)
+    student = dataclasses.replace(student, prefix=student.fmt.few_shot_prefix([e.fields for e in cfg.train]))
     metrics = {STUDENT_PARAMETERS: _parameters(student.model)}
     scores, errors = _real_data_scores(cfg, student, device)
     metrics |= scores

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -62,6 +64,19 @@ def test_prompt_names_the_fields_and_ends_with_the_answer_cue():
     assert QA.causal_target(fields) == " France."
     shots = QA.few_shot_prefix([fields, {"context": "Paris", "question": "?", "answer": "Paris"}])
     assert shots == f"{QA.causal_prompt(fields)} France.\n\ncontext: Paris\nquestion: ?\nanswer: Paris\n\n"
+
+
+def test_a_few_shot_prefix_is_never_cut_and_the_prompt_is_cut_as_in_training():
+    shot = {"context": "Paris", "question": "?", "answer": "France."}
+    long = Example(fields={"context": " ".join(["Paris"] * 40), "question": "Where is Paris ?"})
+    plain = student(max_length=8)
+    prefixed = replace(plain, prefix=QA.few_shot_prefix([shot]))
+    prefix_ids = plain.tokenizer(prefixed.prefix)["input_ids"]
+    rows = prefixed.encode_inputs([long])
+    assert rows[0]["input_ids"] == prefix_ids + plain.encode_inputs([long])[0]["input_ids"]
+    assert len(rows[0]["input_ids"]) == len(prefix_ids) + 8 and rows[0]["attention_mask"] == [1] * len(
+        rows[0]["input_ids"]
+    )
 
 
 def test_labels_are_shifted_answer_tokens_with_prompt_and_padding_masked():
