@@ -7,12 +7,12 @@ from pathlib import Path
 from rich.table import Table
 
 from shared.names import (
-    HOLDOUT_ACCURACY,
     REFERENCE_EXAMPLES,
     TRAIN_LOSS,
     Stage,
     eval_metric,
     fewshot_metric,
+    holdout_metric,
     reference_metric,
     teacher_eval_metric,
 )
@@ -57,7 +57,7 @@ def iteration_table(summary: RunSummary) -> Table:
             str(ood.get("accepted", "-")) if ood else "-",
             str(it.sample_counts.get("selected", 0)) if ood else "-",
             _fmt(it.metrics.get(TRAIN_LOSS)),
-            _fmt(it.metrics.get(HOLDOUT_ACCURACY)),
+            _fmt(it.metrics.get(holdout_metric(spec.task.type))),
             _fmt(it.metrics.get(eval_metric(metric))),
             f"{sum(it.timings.values()):.0f}",
         )

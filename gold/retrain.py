@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from gold.evaluate import apply_overrides, paired_statistics, t_interval
 from services.trainer.train import train_from_dataset
-from shared.names import HOLDOUT_ACCURACY, RunStatus, eval_metric
+from shared.names import RunStatus, eval_metric, holdout_metric
 from shared.schemas.runs import RunRead
 from shared.spec import RunSpec
 
@@ -43,7 +43,7 @@ def retrain_run(client: RunData, run_id: str, overrides: dict[str, Any]) -> dict
             row[name] = result.metrics[headline]
             row[f"{name}_epochs"] = result.extra.get("epochs_run")
             # The generated holdout's verdict: would it have chosen the recipe the real data prefers?
-            row[f"{name}_holdout"] = result.metrics.get(HOLDOUT_ACCURACY)
+            row[f"{name}_holdout"] = result.metrics.get(holdout_metric(chosen.task.type))
     return row
 
 

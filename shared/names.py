@@ -90,7 +90,17 @@ def fewshot_metric(student_metric: str) -> str:
 
 # What every trained student reports (the trainer writes them).
 TRAIN_LOSS = "train_loss"
-HOLDOUT_ACCURACY = "holdout_accuracy"  # on held-out GENERATED data: the stopping rule reads it
+# The student's score on held-out GENERATED data, its answers decoded (the loop's stopping rule
+# reads it): label accuracy, or SQuAD token F1 for seq2seq, since exact match is 0 for any long
+# answer (an NL4OPT formulation) and could never show the student improving.
+HOLDOUT_METRICS = {"classification": "holdout_accuracy", "seq2seq": "holdout_f1"}
+
+
+def holdout_metric(task_type: str) -> str:
+    """classification -> holdout_accuracy, seq2seq -> holdout_f1 (HOLDOUT_METRICS)."""
+    return HOLDOUT_METRICS[task_type]
+
+
 STUDENT_PARAMETERS = "student_parameters"
 TRAINABLE_PARAMETERS = "train_trainable_parameters"  # all of them, or LoRA's adapters
 EVAL_SECONDS_PER_EXAMPLE = "eval_seconds_per_example"

@@ -181,7 +181,7 @@ class LoopSpec(InputModel):
     # Wall-time budget: no new iteration starts once the run has been running this long; the
     # final student is still trained on what was generated. None = the iteration count decides.
     max_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
-    # The paper's stopping rule: no new iteration starts once the loop student's accuracy on
+    # The paper's stopping rule: no new iteration starts once the loop student's score on
     # held-out GENERATED data (never the real evaluation data) has not improved for this many
     # iterations; the final student is then trained on what was generated. None = off.
     patience: int | None = Field(default=2, ge=1, le=1000)

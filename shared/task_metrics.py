@@ -4,7 +4,11 @@ One implementation scores the students (trainer) and the teacher's own answers (
 Exact match and token F1 follow the official SQuAD v1.1 evaluation (normalise: lower-case, drop
 punctuation and articles, collapse whitespace; best score over the acceptable answers). That script
 is not packaged on PyPI, and the `evaluate` library fetches its metric code from a hub at run time,
-which this machine cannot reach; its few lines are reproduced here."""
+which this machine cannot reach; its few lines are reproduced here.
+
+scikit-learn and rouge-score are imported where they are used: the trainer scores held-out
+generated answers by token F1 wherever it trains, bench/gpu_check.sh's bare torch + transformers
+image included."""
 
 from __future__ import annotations
 
@@ -12,9 +16,6 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
-
-from rouge_score import rouge_scorer
-from sklearn.metrics import accuracy_score, f1_score
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -24,6 +25,8 @@ def classification_metrics(
     predictions: Sequence[str], references: Sequence[str], labels: Sequence[str]
 ) -> dict[str, float]:
     """accuracy and macro-F1 over the task's label set (a prediction outside it is simply wrong)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     return {
         "accuracy": float(accuracy_score(references, predictions)),
         "macro_f1": float(
@@ -56,6 +59,8 @@ def generation_metrics(predictions: Sequence[str], references: Sequence[Sequence
     """SQuAD-style exact match and F1, and ROUGE-L F-measure; each the best over the references."""
     if not predictions:
         return {"exact_match": 0.0, "f1": 0.0, "rouge_l": 0.0}
+    from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     em = f1 = rouge = 0.0
     for prediction, refs in zip(predictions, references, strict=True):

@@ -32,10 +32,10 @@ from shared.logging import log_context
 from shared.names import (
     ACTIVE_RUN_STATUSES,
     FINISHED_STEP_STATUSES,
-    HOLDOUT_ACCURACY,
     IterationStatus,
     RunStatus,
     StepStatus,
+    holdout_metric,
 )
 from shared.spec import RunSpec
 
@@ -205,11 +205,12 @@ class RunDriver:
                 skipped = steps_past_time_budget(spec, plan, index, done, elapsed)
                 reason = f"loop.max_seconds ({spec.loop.max_seconds} s) used after {elapsed:.0f} s"
                 if not skipped and spec.loop.patience is not None:
-                    history = self._holdout_history(run_id, step.iteration)
+                    history = self._holdout_history(run_id, spec, step.iteration)
                     skipped = steps_past_plateau(spec, plan, index, done, history)
                     reason = (
-                        f"loop.patience: held-out accuracy on generated data has not improved for "
-                        f"{spec.loop.patience} iteration(s) ({', '.join(f'{v:.3f}' for v in history)})"
+                        f"loop.patience: {holdout_metric(spec.task.type)} on generated data has not "
+                        f"improved for {spec.loop.patience} iteration(s) "
+                        f"({', '.join(f'{v:.3f}' for v in history)})"
                     )
                 if skipped:
                     self._skip(ctx, skipped, reason)
@@ -250,14 +251,14 @@ class RunDriver:
             self._finish(session, session.get(Run, run_id, with_for_update=True), RunStatus.SUCCEEDED)
         logger.info("run %s succeeded", run_id)
 
-    def _holdout_history(self, run_id: uuid.UUID, before: int) -> list[float]:
-        """The loop student's held-out accuracy on generated data, iterations 1 .. before-1."""
+    def _holdout_history(self, run_id: uuid.UUID, spec: RunSpec, before: int) -> list[float]:
+        """The loop student's score on held-out generated data, iterations 1 .. before-1."""
         with self.sessions() as session:
             rows = session.execute(
                 select(Metric.iteration, Metric.value)
                 .where(
                     Metric.run_id == run_id,
-                    Metric.name == HOLDOUT_ACCURACY,
+                    Metric.name == holdout_metric(spec.task.type),
                     Metric.iteration.between(1, before - 1),
                 )
                 .order_by(Metric.iteration)

@@ -75,8 +75,8 @@ def steps_past_plateau(
     spec: RunSpec, plan: list[PlannedStep], index: int, done: set[tuple[int, str]], history: list[float]
 ) -> list[PlannedStep]:
     """The loop steps to skip when plan[index] is next and `history` is the loop student's
-    held-out accuracy on generated data per finished iteration: the paper's stop once the student
-    stops improving (loop.patience iterations without a new best)."""
+    score on held-out generated data per finished iteration (shared/names.HOLDOUT_METRICS): the
+    paper's stop once the student stops improving (loop.patience iterations without a new best)."""
     if spec.loop.patience is None or not plateaued(history, spec.loop.patience):
         return []
     return _unbegun_loop_steps(spec, plan, index, done)

@@ -23,12 +23,12 @@ from shared.auth import Principal
 from shared.db.models import Sample, Step
 from shared.names import (
     EVALUATION_ERRORS,
-    HOLDOUT_ACCURACY,
     REFERENCE_EXAMPLES,
     TRAIN_LOSS,
     Stage,
     eval_metric,
     fewshot_metric,
+    holdout_metric,
     reference_metric,
     teacher_eval_metric,
 )
@@ -103,7 +103,7 @@ def metric_plot(runs: list[RunData]) -> str:
     fig = Figure(figsize=(6.5, 3.6))
     ax = fig.subplots()
     for data in runs:
-        for name, style in ((eval_metric(metric), "-o"), (HOLDOUT_ACCURACY, ":s")):
+        for name, style in ((eval_metric(metric), "-o"), (holdout_metric(data.spec.task.type), ":s")):
             points = per_iteration(data, name)
             if points:
                 ax.plot(*zip(*points, strict=True), style, label=f"{data.label} {name.replace('_', ' ')}")
@@ -130,7 +130,7 @@ def metric_plot(runs: list[RunData]) -> str:
     ax.set_xticks(range(1, last + 2), [*map(str, range(1, last + 1)), "final"])
     ax.set_xlabel("iteration")
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"student {metric.replace('_', ' ')} per iteration (real data; held-out generated accuracy)")
+    ax.set_title(f"student {metric.replace('_', ' ')} per iteration (real data; held-out generated data)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _png(fig)
@@ -366,7 +366,7 @@ def render_report(runs: list[RunData]) -> str:
     metrics_rows = "".join(
         f"<tr><td>{d.label}</td><td>{it.index if it.index <= d.spec.loop.iterations else 'final'}</td>"
         f"<td>{it.metrics.get(eval_metric(metric), float('nan')):.3f}</td>"
-        f"<td>{it.metrics.get(HOLDOUT_ACCURACY, float('nan')):.3f}</td>"
+        f"<td>{it.metrics.get(holdout_metric(d.spec.task.type), float('nan')):.3f}</td>"
         f"<td>{it.metrics.get(TRAIN_LOSS, float('nan')):.3f}</td></tr>"
         for d in runs
         for it in d.iterations
@@ -380,7 +380,7 @@ def render_report(runs: list[RunData]) -> str:
         "<h2>Metric per iteration</h2>",
         _img(metric_plot(runs), "metric per iteration"),
         f"<table><tr><th>run</th><th>iteration</th><th>real-data {metric.replace('_', ' ')}</th>"
-        "<th>held-out generated acc</th>"
+        "<th>held-out generated</th>"
         f"<th>train loss</th></tr>{metrics_rows}</table>",
         "<h2>Energy of training vs OOD samples</h2>",
         _img(energy_plot(main), "energy histograms") or "<p>No energies (vanilla run).</p>",

@@ -44,15 +44,16 @@ from shared.checkpoints import FORMAT_VERSION, write_metadata
 from shared.names import (
     EVAL_SECONDS_PER_EXAMPLE,
     EVALUATION_ERRORS,
-    HOLDOUT_ACCURACY,
     STUDENT_PARAMETERS,
     TRAIN_LOSS,
     TRAINABLE_PARAMETERS,
     eval_metric,
+    holdout_metric,
 )
 from shared.schemas.training import TrainResult
 from shared.spec import RunSpec, load_spec_file
 from shared.student_format import StudentFormat
+from shared.task_metrics import task_scores, token_f1
 
 logger = logging.getLogger(__name__)
 
@@ -446,15 +447,15 @@ def evaluate_few_shot(cfg: TrainConfig) -> TrainResult:
 def _evaluate(
     cfg: TrainConfig, student: Student, data: _Data, device: torch.device
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Rank 0: accuracy on the generated holdout (decoded), then scores on the real evaluation data
-    and what the student got wrong there."""
+    """Rank 0: the score on the generated holdout (decoded; shared/names.HOLDOUT_METRICS), then
+    scores on the real evaluation data and what the student got wrong there."""
     metrics: dict[str, float] = {}
     if data.holdout:
         predictions = _predict(student, data.holdout, cfg, device)
         targets = [(student.fmt.target(e.fields, e.label) or "").strip() for e in data.holdout]
-        metrics[HOLDOUT_ACCURACY] = sum(p == t for p, t in zip(predictions, targets, strict=True)) / len(
-            targets
-        )
+        pairs = list(zip(predictions, targets, strict=True))
+        scores = [float(p == t) if cfg.task_type == "classification" else token_f1(p, t) for p, t in pairs]
+        metrics[holdout_metric(cfg.task_type)] = sum(scores) / len(scores)
     real, errors = _real_data_scores(cfg, student, device)
     return metrics | real, errors
 
@@ -472,10 +473,6 @@ def _real_data_scores(
     metrics: dict[str, float] = {}
     if not cfg.evaluation:
         return metrics, {}
-    # Imported here: scikit-learn and rouge-score are needed only to score real evaluation data,
-    # and bench/gpu_check.sh runs this module where torch and transformers may be all there is.
-    from shared.task_metrics import task_scores
-
     eval_examples = [Example(fields=item.fields) for item in cfg.evaluation]
     eval_started = time.perf_counter()
     predictions = _predict(student, eval_examples, cfg, device)

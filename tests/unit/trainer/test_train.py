@@ -132,6 +132,28 @@ def test_the_result_carries_the_students_errors_on_the_real_data(tmp_path, monke
     assert errors["confusion"] == {"positive": {"positive": 1}, "negative": {"positive": 2}}
 
 
+def test_a_seq2seq_holdout_is_scored_by_token_f1_so_a_long_answer_can_improve(tmp_path, monkeypatch):
+    """Exact match is 0 for any long generated answer (an NL4OPT formulation), and the loop's stopping
+    rule would read a flat 0: a seq2seq holdout is scored by token F1 (holdout_f1)."""
+    answer = "maximize profit muffins 4 scones 5"
+    cfg = _config(
+        tmp_path,
+        task_type="seq2seq",
+        labels=None,
+        output_field="target",
+        max_target_length=16,
+        train=[Example(fields={"text": t, "target": answer}) for t, _ in ROWS],
+        holdout=[Example(fields={"text": "a bakery", "target": answer})],
+        evaluation=[],
+    )
+    half = "maximize profit muffins 4"  # 4 of the 6 tokens: precision 1, recall 2/3
+    monkeypatch.setattr(train_module, "_predict", lambda student, rows, cfg, device: [half] * len(rows))
+    result = train(cfg)
+
+    assert result.metrics["holdout_f1"] == pytest.approx(0.8)
+    assert "holdout_accuracy" not in result.metrics
+
+
 def test_class_weights_even_out_a_skewed_pool():
     """Relabelling skewed the pool to 3 positives for 1 negative (and no neutral): each label present
     then weighs 2 in total, an absent one 0."""
