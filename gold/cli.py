@@ -23,6 +23,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_de
 from gold.evaluate import (
     apply_overrides,
     diagnostics_table,
+    earlier_result,
     evaluate,
     format_paired,
     parse_modes,
@@ -364,6 +365,15 @@ def eval_command(
         ),
     ] = None,
     out: ResultFile = None,
+    resume_from: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="a results file of this command (same spec and --set): the repeats it holds are "
+            "kept and only the others run, e.g. --repeats 3 after --repeats 2 on another machine",
+        ),
+    ] = None,
 ) -> None:
     """Measure GOLD against vanilla generation and the teacher's own few-shot answers, per spec.
     Re-run with the same arguments after an interruption: finished runs are reused."""
@@ -381,7 +391,20 @@ def eval_command(
     except ValueError as exc:
         _fail(str(exc))
         return
+    earlier: dict[str, dict[str, Any]] = {}
+    if resume_from is not None:
+        if sizes:
+            _fail("--resume-from: budget sweeps (--budgets) do not resume from a file")
+            return
+        try:
+            document = json.loads(resume_from.read_text(encoding="utf-8"))
+            for spec in specs:
+                earlier[spec["name"]] = earlier_result(document, spec["name"], changes, repeats)
+        except (ValueError, KeyError, TypeError) as exc:
+            _fail(f"--resume-from {resume_from}: {exc}")
+            return
     results: list[dict[str, Any]] = []
+    made: set[str] = set()  # the runs of this call (a resumed file's earlier runs may be elsewhere)
     try:
         with local_stack(settings, attach) as (client, stack):
 
@@ -393,6 +416,7 @@ def eval_command(
                     lambda line: console.print(line, markup=False),
                 )
                 Console().print(iteration_table(summary))
+                made.add(str(summary.run.id))
                 return summary
 
             for spec in specs:
@@ -404,10 +428,10 @@ def eval_command(
                     Console().print(sweep_table(result))
                     console.print(f"plot: {plot}", soft_wrap=True)
                 else:
-                    result = evaluate(spec, chosen, repeats, run)
+                    result = evaluate(spec, chosen, repeats, run, earlier.get(spec["name"]))
                     Console().print(results_table(result))
                     Console().print(diagnostics_table(result))
-                    runs = {m["mode"]: m["run_ids"] for m in result["modes"]}
+                    runs = {m["mode"]: [r for r in m["run_ids"] if r in made] for m in result["modes"]}
                     if runs.get("gold"):
                         save_report(client, settings, runs["gold"][0], runs.get("vanilla", [])[:1])
                 results.append(result)

@@ -5,7 +5,10 @@ seed examples (causal students) and, when the spec names a labelled training fil
 examples as the run generates), measured on the spec's real evaluation data.
 
 Every run is submitted with an Idempotency-Key derived from its exact spec, so a killed `gold eval`
-re-run with the same arguments picks up the runs already finished (or still going) in Postgres."""
+re-run with the same arguments picks up the runs already finished (or still going) in Postgres.
+A results file written earlier can stand in for those runs (`--resume-from`): the repeats it holds
+are kept and only the others are run, so more repeats can be added on a stack that no longer has
+the first ones (a new machine, a dropped database)."""
 
 from __future__ import annotations
 
@@ -357,6 +360,25 @@ class ModeResult:
         self.values.append(value)
         self.value_repeats.append(repeat)
 
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> ModeResult:
+        """A mode's row of an earlier results file (`as_dict`), to add repeats to. A file written
+        before `diagnostics_by_repeat` was kept holds only their mean: it counts once per value."""
+        diagnostics = row.get("diagnostics_by_repeat")
+        if diagnostics is None:
+            diagnostics = [row["diagnostics"]] * len(row["values"]) if row.get("diagnostics") else []
+        return cls(
+            mode=row["mode"],
+            values=list(row["values"]),
+            value_repeats=list(row["value_repeats"]),
+            run_ids=list(row["run_ids"]),
+            metric=row.get("metric"),
+            parameters=row.get("parameters"),
+            seconds_per_example=row.get("seconds_per_example"),
+            examples=row.get("examples"),
+            diagnostics=list(diagnostics),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
@@ -372,6 +394,7 @@ class ModeResult:
             "seconds_per_example": self.seconds_per_example,
             "examples": self.examples,
             "diagnostics": mean_diagnostics(self.diagnostics) if self.diagnostics else None,
+            "diagnostics_by_repeat": self.diagnostics,
         }
 
 
@@ -380,18 +403,27 @@ def evaluate(
     modes: list[str],
     repeats: int,
     run: Callable[[dict[str, Any]], RunSummary],
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every (repeat, mode) one after the other through `run`; collect the headline metrics.
-    The teacher and the student's few-shot baseline (greedy, deterministic) are measured once; the
-    supervised reference, whose student seed
-    moves with the repeat like the others', once per repeat."""
+    The teacher and the student's few-shot baseline (greedy, deterministic) are measured once, by
+    the first run; the supervised reference, whose student seed moves with the repeat like the
+    others', once per repeat. `earlier` (see `earlier_result`) holds repeats measured before: they
+    are kept, not run again."""
     results = {m: ModeResult(m) for m in modes}
+    if earlier is not None:
+        results |= {
+            row["mode"]: ModeResult.from_dict(row) for row in earlier["modes"] if row["mode"] in modes
+        }
     student_modes = [m for m in modes if m in STUDENT_MODES]
     for repeat in range(repeats):
-        for i, mode in enumerate(student_modes):
-            measure_teacher = "teacher" in modes and repeat == 0 and i == 0
-            measure_supervised = "supervised" in modes and i == 0
-            measure_student = "student" in modes and repeat == 0 and i == 0
+        pending = [m for m in student_modes if repeat not in results[m].value_repeats]
+        for i, mode in enumerate(pending):
+            measure_teacher = "teacher" in modes and i == 0 and not results["teacher"].values
+            measure_supervised = (
+                "supervised" in modes and i == 0 and repeat not in results["supervised"].value_repeats
+            )
+            measure_student = "student" in modes and i == 0 and not results["student"].values
             summary = run(mode_spec(spec, mode, repeat, measure_teacher, measure_supervised, measure_student))
             result = results[mode]
             result.run_ids.append(str(summary.run.id))
@@ -430,6 +462,25 @@ def evaluate(
         "modes": [results[m].as_dict() for m in modes],
         "paired": paired,
     }
+
+
+def earlier_result(
+    document: dict[str, Any], spec_name: str, overrides: dict[str, Any], repeats: int
+) -> dict[str, Any]:
+    """The result for `spec_name` in a document `gold eval --out` wrote, checked to be from the same
+    spec and --set overrides and to hold no repeat beyond `repeats`; ValueError says what differs."""
+    if "budgets" in document:
+        raise ValueError("it is a budget sweep (--budgets): only plain evaluations resume")
+    found = [r for r in document.get("tasks", [document]) if r.get("spec") == spec_name]
+    if not found:
+        raise ValueError(f"it holds no result for spec {spec_name!r}")
+    if document.get("overrides", {}) != overrides:
+        raise ValueError(f"its --set overrides {document.get('overrides', {})} differ from these {overrides}")
+    result = found[0]
+    beyond = sorted({r for row in result["modes"] for r in row["value_repeats"] if r >= repeats})
+    if beyond:
+        raise ValueError(f"it holds repeat(s) {beyond}, beyond --repeats {repeats}")
+    return result
 
 
 def paired_difference(gold: ModeResult, vanilla: ModeResult) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from gold.evaluate import (
     apply_overrides,
     budget_spec,
     canonical_spec,
+    earlier_result,
     evaluate,
     idempotency_key,
     mean_diagnostics,
@@ -524,3 +526,97 @@ def test_the_student_before_distillation_is_measured_once_in_the_first_run():
     assert by_mode["student"]["values"] == [0.2] and by_mode["student"]["metric"] == "eval_f1"
     assert by_mode["student"]["parameters"] == 1.3e8
     assert by_mode["gold"]["mean"] == pytest.approx(0.4)
+
+
+def by_feedback_and_seed(spec):
+    """Repeats differ (the student seed moves with the repeat), gold 0.05 ahead in each."""
+    return by_feedback(spec) + 0.01 * (spec["student"]["seed"] % 10)
+
+
+class FakeRun:
+    """`evaluate`'s `run`: records the specs submitted; each run has one loop iteration whose
+    curve point and pool spread follow the outcome, so diagnostics differ between repeats."""
+
+    def __init__(self, outcome):
+        self.outcome, self.submitted = outcome, []
+
+    def __call__(self, spec):
+        self.submitted.append(spec)
+        value = self.outcome(spec)
+        result = summary(spec, value, teacher=0.75 if spec["evaluation"]["teacher_baseline"] else None)
+        loop = result.iterations[-1].model_copy(
+            update={"index": 1, "metrics": {"eval_accuracy": value - 0.1, "pool_spread": value / 2}}
+        )
+        return result.model_copy(update={"iterations": [*result.iterations, loop]})
+
+
+def test_a_results_file_stands_in_for_its_repeats_and_only_the_others_run():
+    first = evaluate(SPEC, ["gold", "vanilla", "teacher"], 2, FakeRun(by_feedback_and_seed))
+    again = FakeRun(by_feedback_and_seed)  # a new stack: the first call's runs are not in it
+    result = evaluate(SPEC, ["gold", "vanilla", "teacher"], 3, again, earlier_result(first, "s", {}, 3))
+    assert [s["name"] for s in again.submitted] == ["s-gold-r2", "s-vanilla-r2"]
+    assert not any(s["evaluation"]["teacher_baseline"] for s in again.submitted)  # measured before
+    whole = evaluate(SPEC, ["gold", "vanilla", "teacher"], 3, FakeRun(by_feedback_and_seed))
+    for row, expected in zip(result["modes"], whole["modes"], strict=True):
+        assert (
+            row["values"] == pytest.approx(expected["values"])
+            and row["value_repeats"] == [0, 1, 2][: len(row["values"])]
+        )
+        assert row["diagnostics_by_repeat"] == expected["diagnostics_by_repeat"]
+        assert row["diagnostics"] == expected["diagnostics"]
+    assert result["paired"]["n"] == 3 and result["paired"]["mean"] == pytest.approx(0.1)
+    assert len(result["modes"][0]["run_ids"]) == 3  # the earlier runs' ids are kept beside the new one
+
+
+def test_a_file_without_diagnostics_by_repeat_counts_its_mean_once_per_value():
+    first = evaluate(SPEC, ["gold", "vanilla"], 2, FakeRun(by_feedback_and_seed))
+    for row in first["modes"]:
+        del row["diagnostics_by_repeat"]  # as files written before it was kept
+    result = evaluate(
+        SPEC, ["gold", "vanilla"], 3, FakeRun(by_feedback_and_seed), earlier_result(first, "s", {}, 3)
+    )
+    whole = evaluate(SPEC, ["gold", "vanilla"], 3, FakeRun(by_feedback_and_seed))
+    resumed, expected = result["modes"][0]["diagnostics"], whole["modes"][0]["diagnostics"]
+    assert resumed["pool_spread"] == pytest.approx(expected["pool_spread"])
+    assert resumed["curve"] == pytest.approx(expected["curve"])
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "repeats", "message"),
+    [
+        ("other", {}, 3, "no result for spec 'other'"),
+        ("s", {"loop.feedback_per_iteration": 4}, 3, "overrides {} differ"),
+        ("s", {}, 1, "repeat(s) [1], beyond --repeats 1"),
+    ],
+)
+def test_a_results_file_from_another_evaluation_is_refused_saying_what_differs(
+    name, overrides, repeats, message
+):
+    first = {**evaluate(SPEC, ["gold", "vanilla"], 2, FakeRun(by_feedback)), "overrides": {}}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        earlier_result(first, name, overrides, repeats)
+
+
+def test_eval_resume_from_runs_only_the_missing_repeats_and_reports_a_run_of_this_call(tmp_path, monkeypatch):
+    spec_path, out = tmp_path / "s.json", tmp_path / "r.json"
+    spec_path.write_text(json.dumps(SPEC))
+    orchestrator, reported = FakeOrchestrator(by_feedback_and_seed), []
+
+    @contextmanager
+    def local_stack(settings, attach, trainers=1):
+        yield orchestrator, None
+
+    monkeypatch.setattr(cli, "local_stack", local_stack)
+    monkeypatch.setattr(cli, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
+    monkeypatch.setattr(cli, "save_report", lambda client, settings, run_id, compare: reported.append(run_id))
+    args = ["eval", str(spec_path), "--modes", "gold,vanilla", "--out", str(out)]
+    assert CliRunner().invoke(cli.app, [*args, "--repeats", "2"]).exit_code == 0
+    orchestrator = FakeOrchestrator(by_feedback_and_seed)  # the database is gone
+    outcome = CliRunner().invoke(cli.app, [*args, "--repeats", "3", "--resume-from", str(out)])
+    assert outcome.exit_code == 0, outcome.output
+    assert len(orchestrator.created) == 2  # gold and vanilla of repeat 2
+    written = json.loads(out.read_text())
+    assert written["repeats"] == 3 and written["paired"]["n"] == 3
+    assert reported[-1] in orchestrator.runs  # the report is of a run this stack has
+    refused = CliRunner().invoke(cli.app, [*args, "--repeats", "2", "--resume-from", str(out)])
+    assert refused.exit_code == 1 and "beyond --repeats 2" in refused.stderr
