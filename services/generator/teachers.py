@@ -15,6 +15,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from services.generator.config import OPENAI_UPSTREAM, GeneratorSettings
+from services.generator.engines.choice import engine_for
 from services.generator.engines.factory import build_engine
 from services.generator.engines.protocol import TextEngine
 from services.generator.model_store import ResolvedModel, resolve_model
@@ -44,7 +45,7 @@ def model_id(settings: GeneratorSettings, name: str) -> str:
     return (settings.generator_openai_model or reported) if legacy_remote else reported
 
 
-def resolve_teacher(settings: GeneratorSettings, name: str) -> ResolvedModel:
+def resolve_teacher(settings: GeneratorSettings, name: str, gguf: bool = False) -> ResolvedModel:
     """The allow-listed model `name`; a remote one's `path` is the server's base URL (no files)."""
     if _remote(settings, name):
         source = settings.generator_models.get(name, "")
@@ -53,12 +54,15 @@ def resolve_teacher(settings: GeneratorSettings, name: str) -> ResolvedModel:
         else:
             url = settings.generator_openai_base_url or ""
         return ResolvedModel(name=name, model_id=model_id(settings, name), path=url, revision=None)
-    return resolve_model(name, settings.generator_models, settings.generator_model_ids, settings.models_dir)
+    return resolve_model(
+        name, settings.generator_models, settings.generator_model_ids, settings.models_dir, gguf=gguf
+    )
 
 
 def _build(settings: GeneratorSettings, name: str) -> TextEngine:
-    model = resolve_teacher(settings, name)
-    return build_engine(settings, model, "openai" if _remote(settings, name) else settings.generator_engine)
+    kind = engine_for(settings, name)
+    model = resolve_teacher(settings, name, gguf=kind == "llamacpp")
+    return build_engine(settings, model, kind)
 
 
 @dataclass

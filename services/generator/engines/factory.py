@@ -5,21 +5,21 @@ Apart from the protocol so that the backends, which import the protocol, are nev
 
 from __future__ import annotations
 
-from typing import Literal
-
-from services.generator.config import GeneratorSettings
+from services.generator.config import EngineKind, GeneratorSettings
 from services.generator.engines.protocol import TextEngine
 from services.generator.model_store import ResolvedModel
 
 
-def build_engine(
-    settings: GeneratorSettings, model: ResolvedModel, kind: Literal["vllm", "hf", "openai"]
-) -> TextEngine:
+def build_engine(settings: GeneratorSettings, model: ResolvedModel, kind: EngineKind) -> TextEngine:
     """Construct (not start) a backend of `kind`. Imports are lazy: only the chosen one loads."""
     if kind == "vllm":
         from services.generator.engines.vllm import VLLMEngine
 
         return VLLMEngine(settings, model)
+    if kind == "llamacpp":
+        from services.generator.engines.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(settings, model)
     if kind == "hf":
         from services.generator.engines.hf import HFEngine
 

@@ -20,6 +20,7 @@ from services.generator.engines.protocol import (
 )
 from services.generator.model_store import ResolvedModel, check_bos, count_parameters
 from services.generator.prompts import chat_transcript
+from shared.hardware import resolve_dtype, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class HFEngine:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         check_bos(tokenizer, where=f"tokenizer of {self.info.model.name}", model_path=path)
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
-        name = self.settings.generator_dtype if self._device == "cuda" else self.settings.generator_hf_dtype
+        name = resolve_dtype(self.settings.generator_dtype, on_cuda=self._device == "cuda")
+        if self._device == "cpu":
+            torch.set_num_threads(self.settings.generator_threads or usable_cores())
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=getattr(torch, name), trust_remote_code=False
         )

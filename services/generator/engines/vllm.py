@@ -27,6 +27,7 @@ from services.generator.engines.protocol import (
 )
 from services.generator.model_store import ModelError, ResolvedModel, check_bos, count_parameters
 from services.generator.prompts import chat_transcript
+from shared.hardware import cuda_available, resolve_dtype, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,7 @@ class VLLMEngine:
         path = self.info.model.path
         self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         check_bos(self._tokenizer, where=f"tokenizer of {self.info.model.name}", model_path=path)
-        # The KV cache on CPU is sized by this variable (GiB); keep it small beside other work.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.generator_kv_cache_gib:g}")
+        cpu_environment(self.settings)
         args = engine_args(self.settings, path)
         self._llm = AsyncLLM.from_engine_args(args)
         engine_tokenizer = self._llm.get_tokenizer()
@@ -257,6 +257,25 @@ class VLLMEngine:
         ]
 
 
+def cpu_environment(settings: GeneratorSettings) -> dict[str, str]:
+    """What vLLM's CPU backend reads from its environment, set unless the operator set it: the KV
+    cache size (GiB; small beside other work) and the OpenMP threads bound to every core this
+    process may use (vLLM's default reserves one for its front end: half of a 2-core host)."""
+    if cuda_available():
+        return {}
+    cores = sorted(os.sched_getaffinity(0))[: settings.generator_threads or usable_cores()]
+    wanted = {
+        "VLLM_CPU_KVCACHE_SPACE": f"{settings.generator_kv_cache_gib:g}",
+        "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cores)),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+    for name, value in wanted.items():
+        os.environ.setdefault(name, value)
+    used = {name: os.environ[name] for name in wanted}
+    logger.info("vLLM CPU environment: %s", used)
+    return used
+
+
 def engine_args(settings: GeneratorSettings, path: str) -> Any:
     """The AsyncLLM's settings (bench/generator.py starts vLLM's own server with the same)."""
     from vllm import AsyncEngineArgs
@@ -264,7 +283,7 @@ def engine_args(settings: GeneratorSettings, path: str) -> Any:
     return AsyncEngineArgs(
         model=path,
         tokenizer=path,
-        dtype=settings.generator_dtype,
+        dtype=resolve_dtype(settings.generator_dtype),
         max_model_len=settings.generator_max_model_len,
         max_num_seqs=settings.generator_max_num_seqs,
         enforce_eager=settings.generator_enforce_eager,

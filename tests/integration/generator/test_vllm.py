@@ -56,6 +56,7 @@ def server(redis_server: LocalServer) -> Iterator[str]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     settings = GeneratorSettings(
         data_dir=data_dir(),
+        generator_engine="vllm",  # auto picks llama.cpp on a CPU-only host (test_llamacpp.py)
         api_keys={"tests": TOKEN, "quota": QUOTA_TOKEN},
         redis_url=redis_server.url,
         generator_kv_cache_gib=1,

@@ -1,0 +1,271 @@
+"""llama.cpp backend: the model's GGUF loaded as it ships (no conversion), in the generator process.
+
+The fast engine on CPU-only hosts (engines/choice.py, docs/benchmarks.md): quantized matmuls with
+the CPU's own vector extensions, every prompt of a call decoded together (engines/llamacpp_decode.py),
+the few-shot prefix that the prompts of a call share computed once. Calls run one at a time (one
+context; a lock), each in a worker thread so the event loop stays free. OpenAI's API is served by
+the generator's basic layer; log-probabilities of continuations (classification) by
+`score_continuations`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from services.generator.config import GeneratorSettings
+from services.generator.engines.protocol import (
+    Completion,
+    Delta,
+    EngineError,
+    EngineInfo,
+    EngineRejected,
+    PromptResult,
+    Sampling,
+    derive_seed,
+)
+from services.generator.model_store import ModelError, ResolvedModel
+from services.generator.prompts import chat_transcript
+from shared.hardware import usable_cores
+
+logger = logging.getLogger(__name__)
+
+# KV cells are f16 keys and values: 2 x 2 bytes per layer and key/value dimension.
+_KV_BYTES_PER_ELEMENT = 4
+
+
+class LlamaCppEngine:
+    def __init__(self, settings: GeneratorSettings, model: ResolvedModel):
+        import llama_cpp
+
+        self.settings = settings
+        self.info = EngineInfo(engine="llamacpp", engine_version=llama_cpp.__version__, model=model)
+        self._model: Any = None
+        self._ctx: Any = None
+        self._decoder: Any = None
+        self._chat_template: str | None = None
+        self._lock = threading.Lock()  # one call at a time on the one context
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.wait_for(asyncio.to_thread(self._load), self.settings.generator_start_timeout_s)
+
+    def _load(self) -> None:
+        import llama_cpp
+        from llama_cpp._internals import LlamaContext, LlamaModel
+
+        from services.generator.engines.llamacpp_decode import BatchDecoder
+
+        path = self.info.model.path
+        _route_llama_log()
+        model = LlamaModel(path_model=path, params=llama_cpp.llama_model_default_params(), verbose=False)
+        check_bos_gguf(model, where=f"GGUF of {self.info.model.name}")
+        threads = self.settings.generator_threads or usable_cores()
+        # One decode step holds every live sequence: at most one batch of them.
+        max_seqs = min(
+            self.settings.generator_llamacpp_max_seqs,
+            llama_cpp.llama_max_parallel_sequences(),
+            self.settings.generator_llamacpp_batch_tokens,
+        )
+        cells = kv_cells(
+            model.metadata(), self.settings.generator_kv_cache_gib, self.settings.generator_max_model_len
+        )
+        cells = min(cells, max(model.n_ctx_train(), self.settings.generator_max_model_len))
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = cells
+        params.n_batch = params.n_ubatch = self.settings.generator_llamacpp_batch_tokens
+        params.n_seq_max = max_seqs
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = True  # sequences share cells: a copied prefix is stored once
+        params.swa_full = True  # copied prefixes keep their sliding-window cells
+        params.no_perf = True
+        ctx = LlamaContext(model=model, params=params, verbose=False)
+        self._decoder = BatchDecoder(model, ctx, params.n_batch, max_seqs, cells)
+        self._model, self._ctx = model, ctx
+        self._chat_template = model.metadata().get("tokenizer.chat_template")
+        self.info = dataclasses.replace(self.info, parameters=model.n_params())
+        logger.info(
+            "llama.cpp %s: %s, %d threads, %d KV cells, %d sequences at once",
+            llama_cpp.__version__,
+            model.desc(),
+            threads,
+            cells,
+            max_seqs,
+        )
+
+    async def close(self) -> None:
+        with self._lock:
+            if self._decoder is not None:
+                self._decoder.close()
+            self._decoder = None
+            if self._ctx is not None:
+                self._ctx.close()
+            if self._model is not None:
+                self._model.close()
+            self._ctx = self._model = None
+
+    def ready(self) -> bool:
+        return self._decoder is not None
+
+    def openai_server(self) -> None:
+        return None  # served by the basic layer
+
+    # -- text ------------------------------------------------------------------------------------
+    def _encode(self, text: str, add_bos: bool = True) -> list[int]:
+        # A chat template writes BOS itself; everything else gets it where the GGUF asks for it.
+        bos_text = self._decoder.piece(self._model.token_bos(), special=True).decode(errors="ignore")
+        bos = add_bos and self._model.add_bos_token() and not (bos_text and text.startswith(bos_text))
+        return self._model.tokenize(text.encode(), add_bos=bos, special=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text, add_bos=False))
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        if self._chat_template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            bos = self._decoder.piece(self._model.token_bos(), special=True).decode(errors="ignore")
+            eos = self._decoder.piece(self._model.token_eos(), special=True).decode(errors="ignore")
+            formatter = Jinja2ChatFormatter(self._chat_template, eos_token=eos, bos_token=bos)
+            return formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
+        return chat_transcript(messages)
+
+    # -- calls -----------------------------------------------------------------------------------
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._decoder is None:
+            raise EngineError("the llama.cpp engine is not loaded")
+        try:
+            # The thread cannot be stopped; the lock keeps a timed-out call from overlapping the next.
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._locked, fn, *args), self.settings.generator_timeout_s
+            )
+        except TimeoutError as exc:
+            raise EngineError(f"engine call timed out after {self.settings.generator_timeout_s:g} s") from exc
+        except RuntimeError as exc:
+            raise EngineError(str(exc)) from exc
+
+    def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            if self._decoder is None:
+                raise EngineError("the llama.cpp engine was closed")
+            return fn(*args)
+
+    def _check_length(self, ids: list[int], max_tokens: int) -> None:
+        limit = self.settings.generator_max_model_len
+        if len(ids) + max_tokens > limit:
+            raise EngineRejected(
+                f"a prompt of {len(ids)} tokens plus max_tokens={max_tokens} is over the model's "
+                f"context of {limit} tokens: shorten the prompt or lower max_tokens"
+            )
+
+    async def generate(self, prompts: Sequence[str], sampling: Sequence[Sampling]) -> list[PromptResult]:
+        return await self._call(self._generate_sync, list(prompts), list(sampling))
+
+    def _generate_sync(self, prompts: list[str], samplings: list[Sampling]) -> list[PromptResult]:
+        ids = [self._encode(p) for p in prompts]
+        for tokens, s in zip(ids, samplings, strict=True):
+            if s.regex is not None:
+                raise EngineRejected("structured output (regex) is not available with the llamacpp engine")
+            self._check_length(tokens, s.max_tokens)
+        # A prompt's n completions are decoded together, up to the engine's sequences at once:
+        # more are split into parts that keep their sample indices (and so their seeds).
+        parts: list[tuple[int, int]] = []  # (prompt, first sample index)
+        part_ids, part_sampling, part_seeds = [], [], []
+        for i, (tokens, s) in enumerate(zip(ids, samplings, strict=True)):
+            seed = s.seed if s.seed is not None else derive_seed(0, i, id(s))
+            for first in range(0, s.n, self._decoder.max_seqs):
+                parts.append((i, first))
+                part_ids.append(tokens)
+                part_sampling.append(dataclasses.replace(s, n=min(self._decoder.max_seqs, s.n - first)))
+                part_seeds.append(derive_seed(seed, first) if first else seed)
+        try:
+            results = self._decoder.generate(part_ids, part_sampling, part_seeds)
+        except ValueError as exc:
+            raise EngineRejected(str(exc)) from exc
+        merged = [PromptResult(prompt_tokens=len(tokens)) for tokens in ids]
+        for (i, _), result in zip(parts, results, strict=True):
+            merged[i].completions += result.completions
+        return merged
+
+    async def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
+        # One call decodes whole completions: the completion is one piece.
+        (result,) = await self.generate([prompt], [sampling])
+        completion: Completion = result.completions[0]
+        yield Delta(completion.text, completion.tokens, completion.finish_reason)
+
+    async def score_continuations(
+        self, prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[float]]:
+        return await self._call(self._score_sync, list(prompts), list(continuations))
+
+    def _score_sync(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+        ids = [self._encode(p) for p in prompts]
+        conts = [self._encode(c, add_bos=False) for c in continuations]
+        if any(not c for c in conts):
+            raise EngineError("a continuation encodes to no tokens")
+        for tokens in ids:
+            self._check_length(tokens, max(len(c) for c in conts))
+        try:
+            return self._decoder.score(ids, conts)
+        except ValueError as exc:
+            raise EngineRejected(str(exc)) from exc
+
+
+def kv_cells(metadata: dict[str, str], gib: float, max_model_len: int) -> int:
+    """KV cells that fit in `gib` for this model (from its GGUF metadata), at least one full
+    context; a multiple of 256 as llama.cpp pads them."""
+    arch = metadata.get("general.architecture", "")
+    try:
+        layers = int(metadata[f"{arch}.block_count"])
+        heads_kv = int(
+            metadata.get(f"{arch}.attention.head_count_kv") or metadata[f"{arch}.attention.head_count"]
+        )
+        key = int(metadata.get(f"{arch}.attention.key_length") or 0)
+        value = int(metadata.get(f"{arch}.attention.value_length") or 0)
+        if not key or not value:
+            key = value = int(metadata[f"{arch}.embedding_length"]) // int(
+                metadata[f"{arch}.attention.head_count"]
+            )
+    except (KeyError, ValueError):
+        return max(max_model_len, 16384)
+    per_cell = layers * heads_kv * (key + value) * _KV_BYTES_PER_ELEMENT // 2
+    cells = int(gib * 2**30 // per_cell)
+    return max(max_model_len, min(cells, 262_144)) // 256 * 256
+
+
+def check_bos_gguf(model: Any, where: str) -> None:
+    """Refuse a GGUF whose tokenizer asks for BOS but does not write it (the trap that makes Gemma
+    copy its last example, PLATFORM facts in docs/platform.md)."""
+    if not model.add_bos_token():
+        return  # a model trained without BOS (SmolLM2, Qwen): nothing to check
+    ids = model.tokenize(b"Review: a quiet film.", add_bos=True, special=True)
+    if not ids or ids[0] != model.token_bos():
+        raise ModelError(f"{where} asks for BOS but its tokenizer does not add it (first ids {ids[:2]})")
+
+
+_LLAMA_LOG: Any = None  # the ctypes callback, kept alive while llama.cpp may call it
+
+
+def _route_llama_log() -> None:
+    """llama.cpp's own log (several dozen lines per context) into this logger: warnings and errors."""
+    global _LLAMA_LOG
+    if _LLAMA_LOG is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    def forward(level: int, text: bytes, _: ctypes.c_void_p) -> None:
+        if level in (3, 4):  # ggml_log_level: GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
+            logger.log(
+                logging.WARNING if level == 3 else logging.ERROR,
+                "llama.cpp: %s",
+                text.decode(errors="replace").rstrip(),
+            )
+
+    _LLAMA_LOG = llama_cpp.llama_log_callback(forward)
+    llama_cpp.llama_log_set(_LLAMA_LOG, ctypes.c_void_p(0))

@@ -1,0 +1,163 @@
+"""The real llama.cpp engine (llama-cpp-python) with the default teacher's GGUF, as auto picks it on a
+CPU-only host: generation (diverse, seeded), label scoring, few-shot answers and OpenAI's routes.
+
+One module-scoped app (the GGUF loads in seconds); few, small requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.generator.config import GeneratorSettings
+from services.generator.engines.choice import auto_engine
+from services.generator.engines.llamacpp import LlamaCppEngine
+from services.generator.main import create_app
+from services.generator.parsing import normalise
+from services.generator.teachers import resolve_teacher
+from shared.hardware import cuda_available
+from shared.spec import RunSpec, load_spec_file
+from tests.integration.generator.conftest import wait_ready
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[3]
+TASK = RunSpec.model_validate(load_spec_file(ROOT / "gold/specs/demo.yaml")).task.model_dump()
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("GOLD_DATA_DIR", ROOT / ".gold"))
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    settings = GeneratorSettings(data_dir=data_dir(), generator_engine="llamacpp")
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client, 300)
+        yield client
+
+
+@pytest.mark.skipif(cuda_available(), reason="auto picks vLLM where a GPU is visible")
+def test_auto_picks_llamacpp_for_the_packaged_gguf_on_a_cpu_host() -> None:
+    kind, why = auto_engine(GeneratorSettings().generator_models["default"])
+    assert kind == "llamacpp", why
+
+
+def _generate(client: TestClient, seed: int) -> dict:
+    response = client.post(
+        "/v1/generate", json={"task": TASK, "n": 16, "sampling": {"seed": seed, "max_tokens": 64}}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_generate_gives_well_formed_diverse_balanced_seeded_samples(client: TestClient) -> None:
+    body = _generate(client, 11)
+    assert body["settings"]["engine"] == "llamacpp" and body["settings"]["model"] == "google/gemma-3-270m"
+    assert body["stats"]["completions"] == 16
+    assert body["stats"]["accepted"] >= 12, body["stats"]
+    samples = body["samples"]
+    labels = Counter(s["label"] for s in samples)
+    assert set(labels) == {"negative", "positive"} and min(labels.values()) >= 4
+    texts = [normalise(s["fields"]["text"]) for s in samples]
+    # Diversity, not only format: a seed bug gives identical samples, a missing BOS near-copies
+    # of the last example.
+    assert len(set(texts)) == len(texts)
+    assert len({" ".join(t.split()[:3]) for t in texts}) >= 0.6 * len(texts)
+    assert not {normalise(e["text"]) for e in TASK["seed_examples"]} & set(texts)
+    # A seed gives the same samples; another seed others.
+    assert [s["fields"] for s in _generate(client, 11)["samples"]] == [s["fields"] for s in samples]
+    assert {normalise(s["fields"]["text"]) for s in _generate(client, 12)["samples"]} != set(texts)
+
+
+def test_teacher_classifies_few_shot_by_label_likelihood(client: TestClient) -> None:
+    inputs = [
+        ("An absolute delight from start to finish, I loved every minute.", "positive"),
+        ("A wonderful, moving film with brilliant acting.", "positive"),
+        ("One of the best movies I have seen this year.", "positive"),
+        ("Boring, predictable and far too long. I regret watching it.", "negative"),
+        ("The worst film of the decade: awful acting and a stupid plot.", "negative"),
+        ("A tedious mess that wastes a good cast.", "negative"),
+    ]
+    response = client.post("/v1/classify", json={"task": TASK, "inputs": [{"text": t} for t, _ in inputs]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["engine"] == "llamacpp" and 2.5e8 < body["parameters"] < 3e8
+    correct = sum(p["label"] == gold for p, (_, gold) in zip(body["predictions"], inputs, strict=True))
+    assert correct >= 5, body["predictions"]
+
+
+def test_scores_with_a_shared_prefix_equal_scores_alone() -> None:
+    """The prompts of a call share their few-shot prefix's KV cells: that changes no score."""
+    settings = GeneratorSettings(data_dir=data_dir(), generator_engine="llamacpp")
+    engine = LlamaCppEngine(settings, resolve_teacher(settings, "default", gguf=True))
+    prefix = (
+        "Review: A warm, funny film.\nSentiment: positive\n\nReview: A dull mess.\nSentiment: negative\n\n"
+    )
+    prompts = [prefix + f"Review: {t}\nSentiment:" for t in ("Loved it.", "Hated every minute of it.")]
+    labels = [" positive", " negative", " very mixed feelings"]
+
+    async def scores() -> tuple[list[list[float]], list[list[float]]]:
+        await engine.start()
+        try:
+            together = await engine.score_continuations(prompts, labels)
+            alone = [(await engine.score_continuations([p], labels))[0] for p in prompts]
+            return together, alone
+        finally:
+            await engine.close()
+
+    together, alone = asyncio.run(scores())
+    # Equal up to llama.cpp's batch numerics (one prompt three times in one batch: +-0.05 seen).
+    for row, expected in zip(together, alone, strict=True):
+        assert row == pytest.approx(expected, rel=0.05, abs=0.1)
+    assert together[0][0] > together[0][1] and together[1][1] > together[1][0]
+
+
+def test_teacher_answers_questions_few_shot(client: TestClient) -> None:
+    squad = RunSpec.model_validate(load_spec_file(ROOT / "examples/squad.yaml")).task.model_dump()
+    cases = [
+        (
+            "The museum on Hale Street opened in 1958 and moved to the harbour in 1990.",
+            "When did the museum open?",
+            "1958",
+        ),
+        (
+            "Tomas Berg plays the cello in the city orchestra and teaches on weekends.",
+            "What instrument does Tomas Berg play?",
+            "cello",
+        ),
+        (
+            "The village of Orrin lies at the foot of Mount Caddo, beside a cold lake.",
+            "Which mountain is Orrin at the foot of?",
+            "Mount Caddo",
+        ),
+    ]
+    inputs = [{"context": c, "question": q} for c, q, _ in cases]
+    response = client.post("/v1/answer", json={"task": squad, "inputs": inputs, "max_tokens": 16})
+    assert response.status_code == 200, response.text
+    answers = response.json()["answers"]
+    assert all("\n" not in a for a in answers)
+    assert sum(e.lower() in a.lower() for a, (_, _, e) in zip(answers, cases, strict=True)) >= 2, answers
+
+
+def test_openai_completions_and_chat(client: TestClient) -> None:
+    few_shot = "Review: A warm, funny film.\nSentiment: positive\n\nReview: A dull mess.\nSentiment:"
+    body = {"model": "google/gemma-3-270m", "prompt": few_shot, "max_tokens": 3, "n": 2, "seed": 1}
+    done = client.post("/v1/completions", json=body).json()
+    assert len(done["choices"]) == 2 and all(c["text"] for c in done["choices"])
+    assert done["usage"]["prompt_tokens"] > 10
+    assert client.post("/v1/completions", json=body).json()["choices"] == done["choices"]
+    chat = client.post(
+        "/v1/chat/completions",
+        json={"model": "default", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8},
+    )
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["choices"][0]["message"]["content"] is not None
+    refused = client.post("/v1/completions", json={**body, "echo": True, "logprobs": 1})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] in {"echo", "logprobs"}
