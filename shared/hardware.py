@@ -9,10 +9,12 @@ converted on every matmul: on an AVX2 host vLLM ran 2.3x slower in bf16 than in 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import platform
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -84,3 +86,14 @@ def resolve_dtype(setting: str, on_cuda: bool | None = None) -> str:
         "CUDA GPU" if cuda else f"CPU {cpu_simd()}, native bf16: {cpu_has_native_bf16()}",
     )
     return chosen
+
+
+def autocast(device_type: str) -> AbstractContextManager[object]:
+    """The trainer's mixed precision: bf16 autocast where matmuls take bf16 natively (a CUDA GPU; a
+    CPU with AVX512-BF16 or AMX, where it measured 1.4x the training and 1.6x the inference speed of
+    float32 for MiniLM), full float32 elsewhere (emulated bf16 is slower than float32)."""
+    import torch
+
+    if device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16()):
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

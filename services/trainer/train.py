@@ -9,7 +9,6 @@ from the command line:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -41,6 +40,7 @@ from services.trainer.students import (
 )
 from services.trainer.train_config import TrainConfig, config_from_spec, evaluation_items
 from shared.checkpoints import FORMAT_VERSION, write_metadata
+from shared.hardware import autocast
 from shared.names import (
     EVAL_SECONDS_PER_EXAMPLE,
     EVALUATION_ERRORS,
@@ -60,13 +60,6 @@ logger = logging.getLogger(__name__)
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    # bf16 autocast on GPUs; fp32 on CPU (CPU bf16 autocast is slower on most CPUs).
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -97,7 +90,7 @@ def _holdout_scores(
     loss_sum = correct = 0.0
     for idx in batches(len(inputs), cfg.eval_batch_size):
         batch = _to(student.collate([inputs[i] for i in idx], [targets[i] for i in idx]), device)
-        with _autocast(device):
+        with autocast(device.type):
             logits = student.logits(batch)
         loss_sum += float(token_losses(logits, batch["labels"], cfg.loss, cfg.sce_alpha, cfg.sce_beta)) * len(
             idx
@@ -117,7 +110,7 @@ def _predict(student: Student, examples: list[Example], cfg: TrainConfig, device
     predictions: dict[int, str] = {}
     for idx in batches(len(order), cfg.eval_batch_size, order):
         batch = _to(student.collate([inputs[i] for i in idx], None), device)
-        with _autocast(device):
+        with autocast(device.type):
             predictions.update(zip(idx, student.predict(batch), strict=True))
     return [predictions[i] for i in range(len(inputs))]
 
@@ -372,7 +365,7 @@ def _train_epoch(
         soft = [data.train_soft[i] for i in idx] if data.train_soft is not None else None
         inputs, targets = [data.train_inputs[i] for i in idx], [data.train_targets[i] for i in idx]
         batch = _to(student.collate(inputs, targets, soft), device)
-        with _autocast(device):
+        with autocast(device.type):
             loss = _loss(trainee, batch, cfg, class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

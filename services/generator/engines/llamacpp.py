@@ -239,7 +239,7 @@ def kv_cells(metadata: dict[str, str], gib: float, max_model_len: int) -> int:
 
 def check_bos_gguf(model: Any, where: str) -> None:
     """Refuse a GGUF whose tokenizer asks for BOS but does not write it (the trap that makes Gemma
-    copy its last example, PLATFORM facts in docs/platform.md)."""
+    copy its last example; model_store.check_bos is the same guard for Hugging Face folders)."""
     if not model.add_bos_token():
         return  # a model trained without BOS (SmolLM2, Qwen): nothing to check
     ids = model.tokenize(b"Review: a quiet film.", add_bos=True, special=True)
