@@ -4,9 +4,11 @@ For each engine (llama.cpp on the GGUF; vLLM's CPU backend in bfloat16 and in fl
 another in its own process (never two engines at once), through the engine class the service uses:
 - batched generation: the service's own generation prompts for the demo task, n samples each,
   completion tokens per second;
-- prefill (label scoring, as /v1/classify does it): prompt tokens per second over few-shot prompts;
-and the roofline: the model's FLOPs per token (2 x parameters) against a large float32 matmul's
-GFLOP/s on the same threads. Prints tokens/s, the roofline fraction of each and the speed ratios of
+- prefill: prompt tokens per second of label scoring over few-shot prompts that share no prefix;
+- classify: the same prompts as /v1/classify sends them (the few-shot prefix shared);
+and the roofline: the model's FLOPs per token (2 x parameters for a generated token, 2 x the
+parameters but the output head for a prompt token) against a large float32 matmul's GFLOP/s on
+the same threads. Prints tokens/s, the roofline fraction of each and the speed ratios of
 the engines in one run; the last line is one JSON object (--out writes it to a file as well).
 
     .venv/bin/python bench/cpu_engines.py [--engines llamacpp,vllm-bfloat16,vllm-float32] [--out FILE]
@@ -65,6 +67,18 @@ def matmul_gflops(threads: int, size: int = 2048, seconds: float = 3.0) -> float
     return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
 
 
+def output_head_parameters() -> int:
+    """The teacher's vocabulary x hidden size: its output head (tied to the embedding), from the GGUF."""
+    from gguf import GGUFReader
+
+    from services.generator.teachers import resolve_teacher
+
+    reader = GGUFReader(resolve_teacher(GeneratorSettings(), "default", gguf=True).path)
+    arch = reader.fields["general.architecture"].contents()
+    hidden = int(reader.fields[f"{arch}.embedding_length"].contents())
+    return hidden * len(reader.fields["tokenizer.ggml.tokens"].data)
+
+
 def one_engine(name: str, prompts: int, n: int, max_tokens: int, score_prompts: int) -> dict:
     """Measure one engine in this process (the parent runs each in a child)."""
     from services.generator.engines.factory import build_engine
@@ -89,11 +103,26 @@ def one_engine(name: str, prompts: int, n: int, max_tokens: int, score_prompts: 
     sampling = [
         Sampling(n=p.n, max_tokens=max_tokens, seed=derive_seed(SEED, i)) for i, p in enumerate(plans)
     ]
-    # /v1/classify's prompts: the seed examples as a shared prefix, one review each, label continuations.
+    # /v1/classify's prompts: the seed examples as a shared prefix, one review each, the labels as
+    # continuations. "prefill" scores the same prompts made distinct from their first token (no
+    # shared prefix to reuse); "classify" as the service sends them.
     prefix = answer_prefix(task, list(task.seed_examples))
     reviews = [{"text": f"{REVIEWS[i % len(REVIEWS)]} ({i})"} for i in range(score_prompts)]
-    score_texts = [answer_prompt(task, prefix, len(task.seed_examples), x) for x in reviews]
+    shared = [answer_prompt(task, prefix, len(task.seed_examples), x) for x in reviews]
+    distinct = [f"Batch {i}.\n{text}" for i, text in enumerate(shared)]
     labels = [f" {label}" for label in task.labels or []]
+
+    async def scored(texts: list[str]) -> dict:
+        started = time.perf_counter()
+        await engine.score_continuations(texts, labels)
+        seconds = time.perf_counter() - started
+        tokens = sum(engine.count_tokens(t) for t in texts)
+        return {
+            "prompts": len(texts),
+            "prompt_tokens": tokens,
+            "seconds": round(seconds, 2),
+            "tok_s": round(tokens / seconds, 1),
+        }
 
     async def run() -> dict:
         started = time.perf_counter()
@@ -105,10 +134,8 @@ def one_engine(name: str, prompts: int, n: int, max_tokens: int, score_prompts: 
             results = await engine.generate([p.text for p in plans], sampling)
             gen_s = time.perf_counter() - started
             tokens = sum(c.tokens for r in results for c in r.completions)
-            started = time.perf_counter()
-            await engine.score_continuations(score_texts, labels)
-            score_s = time.perf_counter() - started
-            prompt_tokens = sum(engine.count_tokens(p) for p in score_texts)
+            prefill = await scored(distinct)
+            classify = await scored(shared)
         finally:
             await engine.close()
         return {
@@ -121,12 +148,8 @@ def one_engine(name: str, prompts: int, n: int, max_tokens: int, score_prompts: 
                 "seconds": round(gen_s, 2),
                 "tok_s": round(tokens / gen_s, 1),
             },
-            "prefill": {
-                "prompts": len(score_texts),
-                "prompt_tokens": prompt_tokens,
-                "seconds": round(score_s, 2),
-                "tok_s": round(prompt_tokens / score_s, 1),
-            },
+            "prefill": prefill,
+            "classify": classify,
         }
 
     return asyncio.run(run())
@@ -147,6 +170,7 @@ def main() -> None:
         return
 
     threads = usable_cores()
+    head = output_head_parameters()
     gflops = matmul_gflops(threads)
     log(
         f"roofline: float32 matmul {gflops:.1f} GFLOP/s on {threads} threads ({cpu_simd()}, "
@@ -174,20 +198,24 @@ def main() -> None:
             log(f"{name} failed:\n{done.stderr[-2000:]}")
             continue
         row = json.loads(done.stdout.strip().splitlines()[-1])
-        flops_per_token = 2 * (row["parameters"] or 0)
-        for part in ("generation", "prefill"):
-            row[part]["roofline_fraction"] = round(row[part]["tok_s"] * flops_per_token / (gflops * 1e9), 3)
+        # A generated token runs every weight, the output head included (2 x parameters FLOPs); a
+        # prompt token all but the head (its logits are read at the last position only).
+        flops = {"generation": 2 * row["parameters"], "prefill": 2 * (row["parameters"] - head)}
+        for part, per_token in flops.items():
+            row[part]["roofline_fraction"] = round(row[part]["tok_s"] * per_token / (gflops * 1e9), 3)
         log(
             f"{name}: generation {row['generation']['tok_s']} tok/s "
             f"({row['generation']['roofline_fraction']:.0%} of the roofline), "
             f"prefill {row['prefill']['tok_s']} tok/s "
-            f"({row['prefill']['roofline_fraction']:.0%}), start {row['start_s']} s"
+            f"({row['prefill']['roofline_fraction']:.0%}), classify with the shared prefix "
+            f"{row['classify']['tok_s']} prompt tok/s, start {row['start_s']} s"
         )
         rows.append(row)
     base = next((r for r in rows if r["engine"].startswith("vllm")), None)
     ratios = {
         f"{r['engine']}/{base['engine']}": {
-            part: round(r[part]["tok_s"] / base[part]["tok_s"], 2) for part in ("generation", "prefill")
+            part: round(r[part]["tok_s"] / base[part]["tok_s"], 2)
+            for part in ("generation", "prefill", "classify")
         }
         for r in rows
         if base is not None and r is not base
@@ -206,7 +234,7 @@ def main() -> None:
         "measured_at": time.strftime("%Y-%m-%d"),
     }
     for name, ratio in ratios.items():
-        log(f"{name}: generation x{ratio['generation']}, prefill x{ratio['prefill']}")
+        log(f"{name}: " + ", ".join(f"{part} x{value}" for part, value in ratio.items()))
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
