@@ -17,6 +17,8 @@ from services.generator.engines.protocol import (
     EngineInfo,
     PromptResult,
     Sampling,
+    call_in_thread,
+    one_piece,
 )
 from services.generator.model_store import ResolvedModel, check_bos, count_parameters
 from services.generator.prompts import chat_transcript
@@ -88,11 +90,7 @@ class HFEngine:
     async def _call(self, fn: Any, *args: Any) -> Any:
         if self._model is None:
             raise EngineError("the transformers engine is not loaded")
-        try:
-            # The thread cannot be stopped; the lock keeps a timed-out call from overlapping the next.
-            return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.settings.generator_timeout_s)
-        except TimeoutError as exc:
-            raise EngineError(f"engine call timed out after {self.settings.generator_timeout_s:g} s") from exc
+        return await call_in_thread(self._lock, self.settings.generator_timeout_s, fn, *args)
 
     async def generate(self, prompts: Sequence[str], sampling: Sequence[Sampling]) -> list[PromptResult]:
         return await self._call(self._generate_sync, list(prompts), list(sampling))
@@ -101,7 +99,7 @@ class HFEngine:
         import torch
 
         results = []
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             for prompt, sampling in zip(prompts, samplings, strict=True):
                 ids = torch.tensor([self._encode(prompt)], device=self._device)
                 if sampling.seed is not None:
@@ -136,11 +134,8 @@ class HFEngine:
         reason = "length" if len(tokens) >= sampling.max_tokens and not ended else "stop"
         return Completion(text=text, tokens=len(tokens), finish_reason=reason)
 
-    async def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
-        # generate() has no cheap incremental path here: the whole completion is one piece.
-        result = await self.generate([prompt], [sampling])
-        completion = result[0].completions[0]
-        yield Delta(completion.text, completion.tokens, completion.finish_reason)
+    def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
+        return one_piece(self, prompt, sampling)  # generate() has no cheap incremental path here
 
     async def score_continuations(
         self, prompts: Sequence[str], continuations: Sequence[str]
@@ -152,7 +147,7 @@ class HFEngine:
 
         conts = [self._tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
         out: list[list[float]] = []
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             for prompt in prompts:
                 ids = self._encode(prompt)
                 # The prompt once (its KV cache), then every continuation on a copy of it.

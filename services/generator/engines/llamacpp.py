@@ -13,20 +13,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from services.generator.config import GeneratorSettings
 from services.generator.engines.protocol import (
-    Completion,
     Delta,
     EngineError,
     EngineInfo,
     EngineRejected,
     PromptResult,
     Sampling,
+    call_in_thread,
     derive_seed,
+    one_piece,
 )
 from services.generator.model_store import ModelError, ResolvedModel
 from services.generator.prompts import chat_transcript
@@ -48,6 +50,7 @@ class LlamaCppEngine:
         self._ctx: Any = None
         self._decoder: Any = None
         self._chat_template: str | None = None
+        self._bos_text = ""
         self._lock = threading.Lock()  # one call at a time on the one context
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -87,6 +90,7 @@ class LlamaCppEngine:
         self._decoder = BatchDecoder(model, ctx, params.n_batch, max_seqs, cells)
         self._model, self._ctx = model, ctx
         self._chat_template = model.metadata().get("tokenizer.chat_template")
+        self._bos_text = self._decoder.piece(model.token_bos(), special=True).decode(errors="ignore")
         self.info = dataclasses.replace(self.info, parameters=model.n_params())
         logger.info(
             "llama.cpp %s: %s, %d threads, %d KV cells, %d sequences at once",
@@ -117,7 +121,7 @@ class LlamaCppEngine:
     # -- text ------------------------------------------------------------------------------------
     def _encode(self, text: str, add_bos: bool = True) -> list[int]:
         # A chat template writes BOS itself; everything else gets it where the GGUF asks for it.
-        bos_text = self._decoder.piece(self._model.token_bos(), special=True).decode(errors="ignore")
+        bos_text = self._bos_text
         bos = add_bos and self._model.add_bos_token() and not (bos_text and text.startswith(bos_text))
         return self._model.tokenize(text.encode(), add_bos=bos, special=True)
 
@@ -128,9 +132,8 @@ class LlamaCppEngine:
         if self._chat_template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            bos = self._decoder.piece(self._model.token_bos(), special=True).decode(errors="ignore")
             eos = self._decoder.piece(self._model.token_eos(), special=True).decode(errors="ignore")
-            formatter = Jinja2ChatFormatter(self._chat_template, eos_token=eos, bos_token=bos)
+            formatter = Jinja2ChatFormatter(self._chat_template, eos_token=eos, bos_token=self._bos_text)
             return formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
         return chat_transcript(messages)
 
@@ -139,20 +142,16 @@ class LlamaCppEngine:
         if self._decoder is None:
             raise EngineError("the llama.cpp engine is not loaded")
         try:
-            # The thread cannot be stopped; the lock keeps a timed-out call from overlapping the next.
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._locked, fn, *args), self.settings.generator_timeout_s
+            return await call_in_thread(
+                self._lock, self.settings.generator_timeout_s, self._loaded, fn, *args
             )
-        except TimeoutError as exc:
-            raise EngineError(f"engine call timed out after {self.settings.generator_timeout_s:g} s") from exc
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # llama_decode's failures
             raise EngineError(str(exc)) from exc
 
-    def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
-        with self._lock:
-            if self._decoder is None:
-                raise EngineError("the llama.cpp engine was closed")
-            return fn(*args)
+    def _loaded(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._decoder is None:
+            raise EngineError("the llama.cpp engine was closed")
+        return fn(*args)
 
     def _check_length(self, ids: list[int], max_tokens: int) -> None:
         limit = self.settings.generator_max_model_len
@@ -176,7 +175,7 @@ class LlamaCppEngine:
         parts: list[tuple[int, int]] = []  # (prompt, first sample index)
         part_ids, part_sampling, part_seeds = [], [], []
         for i, (tokens, s) in enumerate(zip(ids, samplings, strict=True)):
-            seed = s.seed if s.seed is not None else derive_seed(0, i, id(s))
+            seed = s.seed if s.seed is not None else random.getrandbits(31)
             for first in range(0, s.n, self._decoder.max_seqs):
                 parts.append((i, first))
                 part_ids.append(tokens)
@@ -191,11 +190,8 @@ class LlamaCppEngine:
             merged[i].completions += result.completions
         return merged
 
-    async def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
-        # One call decodes whole completions: the completion is one piece.
-        (result,) = await self.generate([prompt], [sampling])
-        completion: Completion = result.completions[0]
-        yield Delta(completion.text, completion.tokens, completion.finish_reason)
+    def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
+        return one_piece(self, prompt, sampling)  # a call decodes whole completions
 
     async def score_continuations(
         self, prompts: Sequence[str], continuations: Sequence[str]

@@ -39,6 +39,26 @@ def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return len(os.path.commonprefix([list(a), list(b)]))
 
 
+def waves(count: int, need: Callable[[int], tuple[int, int]], max_seqs: int, cells: int) -> list[list[int]]:
+    """Items 0..count-1 in order, grouped so each group's sequences and KV cells fit the context at
+    once; need(i) is item i's (sequences, cells). An item that cannot fit alone is a ValueError."""
+    groups: list[list[int]] = [[]]
+    seqs = used = 0
+    for i in range(count):
+        s, c = need(i)
+        if s > max_seqs or c > cells:
+            raise ValueError(
+                f"one prompt needs {s} sequences and {c} KV cells; this engine has {max_seqs} "
+                f"and {cells} (generator_llamacpp_max_seqs, generator_kv_cache_gib)"
+            )
+        if groups[-1] and (seqs + s > max_seqs or used + c > cells):
+            groups.append([])
+            seqs = used = 0
+        groups[-1].append(i)
+        seqs, used = seqs + s, used + c
+    return groups
+
+
 @dataclass
 class _Sequence:
     """One completion being decoded."""
@@ -138,36 +158,17 @@ class BatchDecoder:
     def _clear(self) -> None:
         self._lib.llama_memory_clear(self.ctx.memory, True)
 
-    def _waves(self, count: int, need: Callable[[int], tuple[int, int]]) -> list[list[int]]:
-        """Indices 0..count-1 in groups whose sequences and KV cells fit the context at once;
-        need(i) is (sequences, cells) of item i."""
-        waves: list[list[int]] = [[]]
-        seqs = cells = 0
-        for i in range(count):
-            s, c = need(i)
-            if s > self.max_seqs or c > self.cells:
-                raise ValueError(
-                    f"one prompt needs {s} sequences and {c} KV cells; this engine has {self.max_seqs} "
-                    f"and {self.cells} (generator_llamacpp_max_seqs, generator_kv_cache_gib)"
-                )
-            if waves[-1] and (seqs + s > self.max_seqs or cells + c > self.cells):
-                waves.append([])
-                seqs = cells = 0
-            waves[-1].append(i)
-            seqs, cells = seqs + s, cells + c
-        return waves
-
     # -- generation --------------------------------------------------------------------------
     def generate(
         self, prompts: list[list[int]], samplings: list[Sampling], seeds: list[int]
     ) -> list[PromptResult]:
         """n completions of each prompt; completion k of prompt i draws from seed (seeds[i], k)."""
         results: list[PromptResult] = []
-        waves = self._waves(
-            len(prompts),
-            lambda i: (samplings[i].n, len(prompts[i]) + samplings[i].n * samplings[i].max_tokens),
-        )
-        for wave in waves:
+
+        def need(i: int) -> tuple[int, int]:
+            return samplings[i].n, len(prompts[i]) + samplings[i].n * samplings[i].max_tokens
+
+        for wave in waves(len(prompts), need, self.max_seqs, self.cells):
             results += self._generate_wave(
                 [prompts[i] for i in wave], [samplings[i] for i in wave], [seeds[i] for i in wave]
             )
@@ -255,7 +256,9 @@ class BatchDecoder:
         longer = sum(1 for c in continuations if len(c) > 1)
         extra = sum(len(c) - 1 for c in continuations)
         out: list[list[float]] = []
-        for wave in self._waves(len(prompts), lambda i: (1 + longer, len(prompts[i]) + extra)):
+        for wave in waves(
+            len(prompts), lambda i: (1 + longer, len(prompts[i]) + extra), self.max_seqs, self.cells
+        ):
             out += self._score_wave([prompts[i] for i in wave], continuations)
         return out
 

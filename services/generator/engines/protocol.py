@@ -7,14 +7,18 @@ one by configuration is `engines.factory`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from services.generator.model_store import ResolvedModel
 from shared.errors import GoldError, InvalidInput, UpstreamError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,28 @@ class TextEngine(Protocol):
         """The engine's own OpenAI serving code (vLLM's), or None: the generator's basic layer
         (services/generator/basic_openai.py) serves OpenAI's API through `generate`/`stream`."""
         ...
+
+
+async def call_in_thread(lock: threading.Lock, timeout_s: float, fn: Callable[..., T], *args: Any) -> T:
+    """A blocking engine call in a worker thread, one at a time (`lock`), bounded by `timeout_s`:
+    for engines that are one in-process model (llama.cpp, transformers). The thread cannot be
+    stopped; the lock keeps a timed-out call from overlapping the next."""
+
+    def locked() -> T:
+        with lock:
+            return fn(*args)
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(locked), timeout_s)
+    except TimeoutError as exc:
+        raise EngineError(f"engine call timed out after {timeout_s:g} s") from exc
+
+
+async def one_piece(engine: TextEngine, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
+    """`stream` for engines that decode whole completions in one call: the completion as one piece."""
+    (result,) = await engine.generate([prompt], [sampling])
+    completion = result.completions[0]
+    yield Delta(completion.text, completion.tokens, completion.finish_reason)
 
 
 def derive_seed(base: int, *parts: object) -> int:

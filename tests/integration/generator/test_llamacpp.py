@@ -23,7 +23,7 @@ from services.generator.parsing import normalise
 from services.generator.teachers import resolve_teacher
 from shared.hardware import cuda_available
 from shared.spec import RunSpec, load_spec_file
-from tests.integration.generator.conftest import wait_ready
+from tests.integration.generator.conftest import SENTIMENT_CASES, SQUAD_CASES, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -77,14 +77,7 @@ def test_generate_gives_well_formed_diverse_balanced_seeded_samples(client: Test
 
 
 def test_teacher_classifies_few_shot_by_label_likelihood(client: TestClient) -> None:
-    inputs = [
-        ("An absolute delight from start to finish, I loved every minute.", "positive"),
-        ("A wonderful, moving film with brilliant acting.", "positive"),
-        ("One of the best movies I have seen this year.", "positive"),
-        ("Boring, predictable and far too long. I regret watching it.", "negative"),
-        ("The worst film of the decade: awful acting and a stupid plot.", "negative"),
-        ("A tedious mess that wastes a good cast.", "negative"),
-    ]
+    inputs = SENTIMENT_CASES
     response = client.post("/v1/classify", json={"task": TASK, "inputs": [{"text": t} for t, _ in inputs]})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -121,23 +114,7 @@ def test_scores_with_a_shared_prefix_equal_scores_alone() -> None:
 
 def test_teacher_answers_questions_few_shot(client: TestClient) -> None:
     squad = RunSpec.model_validate(load_spec_file(ROOT / "examples/squad.yaml")).task.model_dump()
-    cases = [
-        (
-            "The museum on Hale Street opened in 1958 and moved to the harbour in 1990.",
-            "When did the museum open?",
-            "1958",
-        ),
-        (
-            "Tomas Berg plays the cello in the city orchestra and teaches on weekends.",
-            "What instrument does Tomas Berg play?",
-            "cello",
-        ),
-        (
-            "The village of Orrin lies at the foot of Mount Caddo, beside a cold lake.",
-            "Which mountain is Orrin at the foot of?",
-            "Mount Caddo",
-        ),
-    ]
+    cases = SQUAD_CASES
     inputs = [{"context": c, "question": q} for c, q, _ in cases]
     response = client.post("/v1/answer", json={"task": squad, "inputs": inputs, "max_tokens": 16})
     assert response.status_code == 200, response.text

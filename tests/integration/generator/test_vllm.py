@@ -29,7 +29,7 @@ from services.generator.parsing import normalise
 from services.generator.teachers import resolve_teacher
 from shared.local_servers import LocalServer
 from shared.spec import RunSpec, load_spec_file
-from tests.integration.generator.conftest import wait_ready
+from tests.integration.generator.conftest import SENTIMENT_CASES, SQUAD_CASES, wait_ready
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -151,14 +151,7 @@ def test_structured_generation_follows_the_field_format(http: httpx.Client) -> N
 
 
 def test_teacher_classifies_few_shot_by_label_likelihood(http: httpx.Client) -> None:
-    inputs = [
-        ("An absolute delight from start to finish, I loved every minute.", "positive"),
-        ("A wonderful, moving film with brilliant acting.", "positive"),
-        ("One of the best movies I have seen this year.", "positive"),
-        ("Boring, predictable and far too long. I regret watching it.", "negative"),
-        ("The worst film of the decade: awful acting and a stupid plot.", "negative"),
-        ("A tedious mess that wastes a good cast.", "negative"),
-    ]
+    inputs = SENTIMENT_CASES
     started = time.perf_counter()
     response = http.post("/v1/classify", json={"task": TASK, "inputs": [{"text": t} for t, _ in inputs]})
     elapsed = time.perf_counter() - started
@@ -176,28 +169,7 @@ def test_teacher_classifies_few_shot_by_label_likelihood(http: httpx.Client) -> 
 def test_teacher_answers_questions_few_shot(http: httpx.Client) -> None:
     """The seq2seq teacher baseline: greedy answers copied from the passage (SQuAD-style)."""
     squad = RunSpec.model_validate(load_spec_file(ROOT / "examples/squad.yaml")).task.model_dump()
-    cases = [
-        (
-            "The museum on Hale Street opened in 1958 and moved to the harbour in 1990.",
-            "When did the museum open?",
-            "1958",
-        ),
-        (
-            "Tomas Berg plays the cello in the city orchestra and teaches on weekends.",
-            "What instrument does Tomas Berg play?",
-            "cello",
-        ),
-        (
-            "The village of Orrin lies at the foot of Mount Caddo, beside a cold lake.",
-            "Which mountain is Orrin at the foot of?",
-            "Mount Caddo",
-        ),
-        (
-            "Green tea leaves are steamed soon after picking, while black tea leaves are left to oxidise.",
-            "What happens to green tea leaves after picking?",
-            "steamed",
-        ),
-    ]
+    cases = SQUAD_CASES
     inputs = [{"context": c, "question": q} for c, q, _ in cases]
     response = http.post("/v1/answer", json={"task": squad, "inputs": inputs, "max_tokens": 16})
     assert response.status_code == 200, response.text

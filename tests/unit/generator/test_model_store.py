@@ -94,6 +94,21 @@ def test_models_resolve_only_through_the_allow_list(tmp_path: Path) -> None:
         resolve_model("gone", {"gone": str(tmp_path / "nope")}, {}, tmp_path)
 
 
+def test_the_llamacpp_engine_gets_the_models_gguf(tmp_path: Path) -> None:
+    folder = tmp_path / "gguf-folder"
+    folder.mkdir()
+    (folder / "model-q4.gguf").write_bytes(b"GGUF")
+    hf = tmp_path / "hf-folder"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    allowed = {"folder": str(folder), "file": str(folder / "model-q4.gguf"), "hf": str(hf)}
+    for name in ("folder", "file"):
+        resolved = resolve_model(name, allowed, {}, tmp_path, gguf=True)
+        assert resolved.path == str((folder / "model-q4.gguf").resolve()) and resolved.revision
+    with pytest.raises(ModelError, match="no GGUF file for the llamacpp engine"):
+        resolve_model("hf", allowed, {}, tmp_path, gguf=True)
+
+
 def test_conversion_is_atomic_and_happens_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "models" / "teacher"
     calls: list[Path] = []
