@@ -58,6 +58,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
+	$(BIN)/python bench/cpu_engines.py
 	$(BIN)/python bench/generator.py
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/scorer.py

@@ -358,14 +358,18 @@ async def drive_openai(
 def bench_openai(clients: int, requests: int, max_tokens: int) -> dict:
     from services.generator.engines.vllm import engine_args
 
-    settings = GeneratorSettings()
+    settings = GeneratorSettings(generator_engine="vllm")
     teacher = resolve_teacher(settings, settings.generator_model)  # converts the default teacher once
     task_spec = RunSpec.model_validate(load_spec_file(ROOT / "gold/specs/demo.yaml")).task
     plans, _ = same_prompts(task_spec, requests * settings.generator_samples_per_prompt, settings)
     prompts = [plan.text for plan in plans][:requests]
     work = Path(tempfile.mkdtemp(prefix="gold-bench-openai-"))
     token = local_token(work)  # the key `gold up` would generate, configured as `gold up` does
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": f"{settings.generator_kv_cache_gib:g}"}
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": f"{settings.generator_kv_cache_gib:g}",
+        "GOLD_GENERATOR_ENGINE": "vllm",  # the generator on the engine it is compared with
+    }
 
     def generator(port: int) -> tuple[list[str], dict[str, str], str]:
         return (
@@ -445,7 +449,9 @@ def main() -> None:
 
     spec = RunSpec.model_validate(load_spec_file(ROOT / "gold/specs/demo.yaml"))
     task_spec, task = spec.task, spec.task.model_dump()
-    settings = GeneratorSettings(api_keys={TOKEN: TOKEN}, generator_kv_cache_gib=1)
+    # The raw-engine comparison is vLLM's: pinned, since auto picks llama.cpp on a CPU-only host
+    # (bench/cpu_engines.py compares the engines).
+    settings = GeneratorSettings(api_keys={TOKEN: TOKEN}, generator_kv_cache_gib=1, generator_engine="vllm")
 
     started = time.perf_counter()
     app, (server, thread), url = start_server(settings)
