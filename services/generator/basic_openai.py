@@ -1,8 +1,10 @@
-"""OpenAI's API for engines without their own OpenAI serving code (hf, test fakes),
+"""OpenAI's API for engines without their own OpenAI serving code (llamacpp, hf, test fakes),
 through `TextEngine.generate` and `stream`. It honours n, stop, seed, temperature, top_p, top_k,
 max_tokens, streaming (n=1, one prompt) and usage in streams (at the end, and on every event with
-vLLM's continuous_usage_stats); any other parameter a client sets is refused with OpenAI's error
-shape naming it (the vllm engine serves all of them)."""
+vLLM's continuous_usage_stats); on an engine that scores prompts (a LogprobEngine: llamacpp) also a
+completion's `logprobs` and `echo`, and token-id prompts (lm-evaluation-harness's local-completions).
+Any other parameter a client sets is refused with OpenAI's error shape naming it (the vllm engine
+serves all of them)."""
 
 from __future__ import annotations
 
@@ -10,16 +12,18 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from services.generator.engines.protocol import (
     EngineError,
     EngineRejected,
+    LogprobEngine,
     OpenAIRequestError,
     OpenAIResult,
     PromptResult,
     Sampling,
     TextEngine,
+    TokenLogprob,
     derive_seed,
 )
 from services.generator.openai_schemas import (
@@ -28,10 +32,13 @@ from services.generator.openai_schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
     CompletionUsage,
+    DetokenizeRequest,
     SamplingFields,
+    TokenizeCompletionRequest,
 )
 from services.generator.prompts import CHAT_STOP
 
@@ -59,7 +66,10 @@ class BasicOpenAIServer:
         )
 
     def _check_supported(self, body: SamplingFields) -> None:
+        scored = isinstance(body, CompletionRequest) and self.engine.info.supports_logprobs
         for param, defaults in _UNSUPPORTED_DEFAULTS.items():
+            if scored and param in ("logprobs", "echo"):
+                continue  # served below with the engine's prompt_logprobs
             value = getattr(body, param, None)
             if value not in defaults:  # type: ignore[operator]
                 raise self._refuse(param)
@@ -69,16 +79,28 @@ class BasicOpenAIServer:
     async def completions(self, body: dict[str, Any]) -> OpenAIResult:
         request = CompletionRequest.model_validate(body)
         self._check_supported(request)
-        prompt = request.prompt
-        if not isinstance(prompt, str) and not all(isinstance(p, str) for p in prompt):
+        given = _prompts(request.prompt)
+        scorer = cast(LogprobEngine, self.engine) if self.engine.info.supports_logprobs else None
+        if scorer is None and not all(isinstance(p, str) for p in given):
             raise self._refuse("prompt", "token ids as a prompt are not supported")
-        prompts = [prompt] if isinstance(prompt, str) else [str(p) for p in prompt]
+        texts = [p if isinstance(p, str) else cast(LogprobEngine, scorer).detokenize(p) for p in given]
         if request.stream:
-            return self._stream(prompts, request, "text_completion")
-        results = await self._run(prompts, request)
+            if request.echo or request.logprobs is not None:
+                raise self._refuse("stream", "streaming with logprobs or echo is not supported")
+            return self._stream(texts, request, "text_completion")
+        results = await self._run(texts, request)
+        # echo is refused above for an engine that cannot score prompts (_check_supported)
+        echoed = await self._echoed(cast(LogprobEngine, scorer), given, request) if request.echo else None
         n = request.n or 1
         choices = [
-            CompletionChoice(index=i * n + j, text=c.text, finish_reason=c.finish_reason)
+            CompletionChoice(
+                index=i * n + j,
+                text=(texts[i] if request.echo else "") + c.text,
+                finish_reason=c.finish_reason,
+                logprobs=None
+                if request.logprobs is None
+                else _logprobs([*(echoed[i] if echoed else []), *(c.logprobs or [])]),
+            )
             for i, result in enumerate(results)
             for j, c in enumerate(result.completions)
         ]
@@ -89,6 +111,17 @@ class BasicOpenAIServer:
             choices=choices,
             usage=_usage(results),
         ).model_dump(mode="json")
+
+    async def _echoed(
+        self, scorer: LogprobEngine, prompts: list[str | list[int]], request: CompletionRequest
+    ) -> list[list[TokenLogprob]]:
+        """The prompts' tokens with their log-probabilities (OpenAI's echo)."""
+        try:
+            return await scorer.prompt_logprobs(prompts, request.logprobs or 0)
+        except EngineRejected as exc:
+            raise OpenAIRequestError(400, str(exc), "prompt") from exc
+        except EngineError as exc:
+            raise OpenAIRequestError(503, f"engine: {exc}") from exc
 
     async def chat(self, body: dict[str, Any]) -> OpenAIResult:
         request = ChatCompletionRequest.model_validate(body)
@@ -112,10 +145,22 @@ class BasicOpenAIServer:
         ).model_dump(mode="json")
 
     async def tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
-        raise self._refuse("prompt", "/tokenize is not supported")
+        """vLLM's /tokenize of a text prompt (count, tokens, token_strs) on a scoring engine."""
+        if not self.engine.info.supports_logprobs or "prompt" not in body:
+            raise self._refuse("prompt", "/tokenize of this request is not supported")
+        request = TokenizeCompletionRequest.model_validate(body)
+        scorer = cast(LogprobEngine, self.engine)
+        tokens = scorer.tokenize(request.prompt, add_special_tokens=request.add_special_tokens is not False)
+        reply: dict[str, Any] = {"count": len(tokens), "tokens": tokens}
+        if request.return_token_strs:
+            reply["token_strs"] = [scorer.detokenize([t]) for t in tokens]
+        return reply
 
     async def detokenize(self, body: dict[str, Any]) -> dict[str, Any]:
-        raise self._refuse("tokens", "/detokenize is not supported")
+        if not self.engine.info.supports_logprobs:
+            raise self._refuse("tokens", "/detokenize is not supported")
+        request = DetokenizeRequest.model_validate(body)
+        return {"prompt": cast(LogprobEngine, self.engine).detokenize(request.tokens)}
 
     # -- engine calls ----------------------------------------------------------------------------
     def _sampling(self, body: SamplingFields, seed: int | None) -> Sampling:
@@ -126,6 +171,7 @@ class BasicOpenAIServer:
         else:
             max_tokens = body.max_tokens
         return Sampling(
+            logprobs=body.logprobs if isinstance(body, CompletionRequest) else None,
             n=body.n or 1,
             temperature=1.0 if body.temperature is None else body.temperature,
             top_p=body.top_p or 1.0,
@@ -211,6 +257,29 @@ class BasicOpenAIServer:
             yield "data: [DONE]\n\n"
         except (EngineError, EngineRejected) as exc:
             yield "data: " + json.dumps({"error": {"message": str(exc), "type": "upstream_error"}}) + "\n\n"
+
+
+def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """A completion request's prompts: a text, texts, one token-id list or several."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if all(isinstance(p, int) for p in prompt):
+        return [cast(list[int], prompt)]
+    return [p if isinstance(p, str) else list(cast(list[int], p)) for p in prompt]
+
+
+def _logprobs(entries: Sequence[TokenLogprob]) -> CompletionLogprobs:
+    """Tokens with their log-probabilities in OpenAI's completion shape, offsets into the text."""
+    offsets, at = [], 0
+    for entry in entries:
+        offsets.append(at)
+        at += len(entry.token)
+    return CompletionLogprobs(
+        tokens=[e.token for e in entries],
+        token_logprobs=[e.logprob for e in entries],
+        top_logprobs=[e.top for e in entries],
+        text_offset=offsets,
+    )
 
 
 def _usage(results: Sequence[PromptResult]) -> CompletionUsage:

@@ -26,6 +26,7 @@ from services.generator.engines.protocol import (
     EngineRejected,
     PromptResult,
     Sampling,
+    TokenLogprob,
     call_in_thread,
     derive_seed,
     one_piece,
@@ -45,7 +46,9 @@ class LlamaCppEngine:
         import llama_cpp
 
         self.settings = settings
-        self.info = EngineInfo(engine="llamacpp", engine_version=llama_cpp.__version__, model=model)
+        self.info = EngineInfo(
+            engine="llamacpp", engine_version=llama_cpp.__version__, model=model, supports_logprobs=True
+        )
         self._model: Any = None
         self._ctx: Any = None
         self._decoder: Any = None
@@ -197,6 +200,27 @@ class LlamaCppEngine:
         self, prompts: Sequence[str], continuations: Sequence[str]
     ) -> list[list[float]]:
         return await self._call(self._score_sync, list(prompts), list(continuations))
+
+    async def prompt_logprobs(
+        self, prompts: Sequence[str | Sequence[int]], top: int
+    ) -> list[list[TokenLogprob]]:
+        return await self._call(self._prompt_logprobs_sync, list(prompts), top)
+
+    def _prompt_logprobs_sync(self, prompts: list[str | Sequence[int]], top: int) -> list[list[TokenLogprob]]:
+        ids = [self._encode(p) if isinstance(p, str) else list(p) for p in prompts]
+        for tokens in ids:
+            self._check_length(tokens, 0)
+            if any(not 0 <= t < self._decoder.n_vocab for t in tokens):
+                raise EngineRejected(
+                    f"a prompt token id is outside the vocabulary (0-{self._decoder.n_vocab - 1})"
+                )
+        return self._decoder.prompt_logprobs(ids, top)
+
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._encode(text, add_bos=add_special_tokens)
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return b"".join(self._decoder.piece(t, special=True) for t in token_ids).decode(errors="replace")
 
     def _score_sync(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
         ids = [self._encode(p) for p in prompts]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from services.generator.engines.protocol import Completion, PromptResult, Sampling
+from services.generator.engines.protocol import Completion, PromptResult, Sampling, TokenLogprob
 
 # Below this many shared tokens a prompt is not worth a copy of another's cells.
 MIN_SHARED_PREFIX = 16
@@ -73,6 +73,7 @@ class _Sequence:
     data: bytearray = field(default_factory=bytearray)
     finish: str | None = None
     text: str = ""
+    logprobs: list[TokenLogprob] | None = None  # when sampling.logprobs asks for them
 
 
 class BatchDecoder:
@@ -129,6 +130,12 @@ class BatchDecoder:
     def _logits(self, index: int) -> np.ndarray:
         pointer = self._lib.llama_get_logits_ith(self.ctx.ctx, index)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
+
+    def _log_probs(self, items: list[tuple[int, int, int, bool]]) -> list[np.ndarray]:
+        """Decode the items; the log-probability rows of those that want logits, in order."""
+        rows: list[np.ndarray] = []
+        self._decode(items, lambda wanted: rows.extend(log_softmax(self._logits(j)) for j in wanted))
+        return rows
 
     def _prefill(self, prompts: list[list[int]], logits: bool) -> list[np.ndarray]:
         """Each prompt into its own sequence (seq id = its index in `prompts`), its common prefix
@@ -205,7 +212,7 @@ class BatchDecoder:
             PromptResult(
                 prompt_tokens=len(prompt),
                 completions=[
-                    Completion(text=s.text, tokens=len(s.tokens), finish_reason=s.finish)
+                    Completion(text=s.text, tokens=len(s.tokens), finish_reason=s.finish, logprobs=s.logprobs)
                     for s in sequences
                     if s.prompt == i
                 ],
@@ -239,6 +246,9 @@ class BatchDecoder:
         if self._lib.llama_vocab_is_eog(self.vocab, token):
             seq.finish = "stop"
             return
+        if seq.sampling.logprobs is not None:
+            entry = self._token_logprob(log_softmax(self._logits(index)), token, seq.sampling.logprobs)
+            seq.logprobs = [*(seq.logprobs or []), entry]
         seq.tokens.append(token)
         seq.next_token = token
         seq.data += self.piece(token)
@@ -248,6 +258,33 @@ class BatchDecoder:
             seq.text, seq.finish = seq.text[:cut], "stop"
         elif len(seq.tokens) >= seq.sampling.max_tokens:
             seq.finish = "length"
+
+    def text(self, token: int) -> str:
+        return self.piece(token, special=True).decode("utf-8", errors="replace")
+
+    def _token_logprob(self, row: np.ndarray, token: int, top: int) -> TokenLogprob:
+        """`token` as drawn from the distribution `row` (log-probabilities), with the `top` most
+        likely tokens there and itself."""
+        best = np.argpartition(-row, top)[:top] if 0 < top < row.size else np.arange(0)
+        alternatives = {self.text(int(t)): float(row[t]) for t in best[np.argsort(-row[best])]}
+        return TokenLogprob(
+            self.text(token), float(row[token]), {**alternatives, self.text(token): float(row[token])}
+        )
+
+    def prompt_logprobs(self, prompts: list[list[int]], top: int) -> list[list[TokenLogprob]]:
+        """Each prompt's tokens with their log-probabilities given the tokens before them (the
+        first has none), one prompt at a time: every position's logits are read."""
+        out = []
+        for ids in prompts:
+            self._clear()
+            try:
+                rows = self._log_probs([(t, p, 0, p < len(ids) - 1) for p, t in enumerate(ids)])
+            finally:
+                self._clear()
+            entries = [TokenLogprob(self.text(ids[0]), None, None)] if ids else []
+            entries += [self._token_logprob(row, ids[p + 1], top) for p, row in enumerate(rows)]
+            out.append(entries)
+        return out
 
     # -- scoring -----------------------------------------------------------------------------
     def score(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[list[float]]:
@@ -279,9 +316,7 @@ class BatchDecoder:
                         items.append((token, len(prompt) + k, next_seq, True))
                         owners.append((i, c, k + 1))
                     next_seq += 1
-            rows: list[np.ndarray] = []
-            self._decode(items, lambda wanted: rows.extend(log_softmax(self._logits(j)) for j in wanted))
-            for (i, c, k), row in zip(owners, rows, strict=True):
+            for (i, c, k), row in zip(owners, self._log_probs(items), strict=True):
                 totals[i][c] += float(row[continuations[c][k]])
         finally:
             self._clear()

@@ -33,6 +33,19 @@ class Sampling:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     regex: str | None = None  # guided decoding: the completion must match (engines that support it)
+    # With each completion token, its log-probability and this many most likely alternatives
+    # (engines with supports_logprobs; OpenAI's `logprobs`).
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token of a prompt or completion: its text, its log-probability given what precedes it (None
+    for a prompt's first token) and the most likely tokens there, the token itself among them."""
+
+    token: str
+    logprob: float | None
+    top: dict[str, float] | None
 
 
 @dataclass
@@ -40,6 +53,7 @@ class Completion:
     text: str
     tokens: int
     finish_reason: str | None  # "stop" | "length" | None
+    logprobs: list[TokenLogprob] | None = None  # when the Sampling asked for them
 
 
 @dataclass
@@ -63,6 +77,7 @@ class EngineInfo:
     engine_version: str | None
     model: ResolvedModel
     supports_structured: bool = False
+    supports_logprobs: bool = False  # a LogprobEngine: OpenAI's logprobs and echo on the basic layer
     parameters: int | None = None  # the model's parameter count, for cost comparisons
 
 
@@ -159,6 +174,21 @@ async def one_piece(engine: TextEngine, prompt: str, sampling: Sampling) -> Asyn
     (result,) = await engine.generate([prompt], [sampling])
     completion = result.completions[0]
     yield Delta(completion.text, completion.tokens, completion.finish_reason)
+
+
+class LogprobEngine(TextEngine, Protocol):
+    """An engine that scores prompts token by token (OpenAI's `echo` with `logprobs`, what
+    lm-evaluation-harness's local-completions asks for), served by the basic layer."""
+
+    async def prompt_logprobs(
+        self, prompts: Sequence[str | Sequence[int]], top: int
+    ) -> list[list[TokenLogprob]]:
+        """Each prompt's tokens (text, or token ids as given) with their log-probabilities."""
+        ...
+
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+
+    def detokenize(self, token_ids: Sequence[int]) -> str: ...
 
 
 def derive_seed(base: int, *parts: object) -> int:

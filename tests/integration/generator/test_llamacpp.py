@@ -23,7 +23,7 @@ from services.generator.parsing import normalise
 from services.generator.teachers import resolve_teacher
 from shared.hardware import cuda_available
 from shared.spec import RunSpec, load_spec_file
-from tests.integration.generator.conftest import SENTIMENT_CASES, SQUAD_CASES, wait_ready
+from tests.integration.generator.conftest import SENTIMENT_CASES, SQUAD_CASES, run_lm_eval, serve, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -136,5 +136,48 @@ def test_openai_completions_and_chat(client: TestClient) -> None:
     )
     assert chat.status_code == 200, chat.text
     assert chat.json()["choices"][0]["message"]["content"] is not None
-    refused = client.post("/v1/completions", json={**body, "echo": True, "logprobs": 1})
-    assert refused.status_code == 400 and refused.json()["error"]["param"] in {"echo", "logprobs"}
+    refused = client.post("/v1/completions", json={**body, "frequency_penalty": 0.5})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "frequency_penalty"
+
+
+def test_openai_completion_logprobs_with_echo_score_the_prompt(client: TestClient) -> None:
+    """What lm-evaluation-harness's local-completions sends for log-likelihoods: token ids, echo,
+    logprobs, one greedy token; and the same number from the generation side."""
+    context, continuation = "The capital of France is", " Paris"
+    ids = client.post("/tokenize", json={"prompt": context + continuation}).json()["tokens"]
+    n_context = client.post("/tokenize", json={"prompt": context}).json()["count"]
+    body = {
+        "model": "default",
+        "prompt": [ids],
+        "max_tokens": 1,
+        "temperature": 0,
+        "logprobs": 1,
+        "echo": True,
+    }
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    logprobs = response.json()["choices"][0]["logprobs"]
+    assert len(logprobs["tokens"]) == len(ids) + 1
+    assert logprobs["token_logprobs"][0] is None  # nothing predicts the first (BOS) token
+    assert logprobs["text_offset"][:2] == [0, len(logprobs["tokens"][0])]
+    cont_logprob = sum(logprobs["token_logprobs"][n_context : len(ids)])
+    assert -6 < cont_logprob < 0  # " Paris" is likely after this context
+    assert all(len(top) >= 1 for top in logprobs["top_logprobs"][1:])
+    greedy = client.post(
+        "/v1/completions",
+        json={"model": "default", "prompt": context, "max_tokens": 1, "temperature": 0, "logprobs": 5},
+    ).json()["choices"][0]
+    top = greedy["logprobs"]["top_logprobs"][0]
+    assert 5 <= len(top) <= 6 and abs(top.get(continuation, -99) - cont_logprob) < 0.1
+    assert greedy["logprobs"]["tokens"] == [greedy["text"]]
+
+
+def test_lm_evaluation_harness_scores_a_local_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lm-evaluation-harness's local-completions on the llama.cpp engine: the Hugging Face tokenizer
+    of the same model gives the token ids (Gemma's are the GGUF's), the engine scores them."""
+    settings = GeneratorSettings(
+        data_dir=data_dir(), generator_engine="llamacpp", api_keys={"tests": "lm-eval-key"}
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", "lm-eval-key")
+    with serve(settings, timeout_s=300) as url:
+        run_lm_eval(url, resolve_teacher(settings, "default").path, tmp_path)

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
-import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,7 +16,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from services.generator.config import GeneratorSettings
@@ -29,7 +25,13 @@ from services.generator.parsing import normalise
 from services.generator.teachers import resolve_teacher
 from shared.local_servers import LocalServer
 from shared.spec import RunSpec, load_spec_file
-from tests.integration.generator.conftest import SENTIMENT_CASES, SQUAD_CASES, wait_ready
+from tests.integration.generator.conftest import (
+    SENTIMENT_CASES,
+    SQUAD_CASES,
+    run_lm_eval,
+    serve,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -45,12 +47,6 @@ def data_dir() -> Path:
     return Path(os.environ.get("GOLD_DATA_DIR", ROOT / ".gold"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(redis_server: LocalServer) -> Iterator[str]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -62,27 +58,8 @@ def server(redis_server: LocalServer) -> Iterator[str]:
         generator_kv_cache_gib=1,
         generator_max_model_len=2048,
     )
-    app = create_app(settings)
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 900
-    with httpx.Client(base_url=url, timeout=10) as http:
-        while True:
-            try:
-                ready = http.get("/readyz")
-                if ready.status_code == 200:
-                    break
-                assert ready.json().get("status") != "failed", ready.json()
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the vLLM engine did not start in 900 s"
-            time.sleep(1)
-    yield url
-    uv.should_exit = True
-    thread.join(timeout=120)
+    with serve(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -426,62 +403,13 @@ def test_distilabel_generates_a_small_dataset(server: str, tmp_path: Path) -> No
     assert statistics["input_tokens"] > 5 and 0 < statistics["output_tokens"] <= 2 * 12
 
 
-LM_EVAL_TASK = """
-task: gold_sentiment
-dataset_path: json
-dataset_kwargs:
-  data_files: {{test: {data}}}
-  cache_dir: {cache}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Review: {{{{text}}}}\nSentiment:"
-doc_to_choice: ["negative", "positive"]
-doc_to_target: label
-metric_list:
-  - metric: acc
-"""
-
-
 def test_lm_evaluation_harness_scores_a_local_task(
     server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """lm-evaluation-harness's local-completions: log-likelihoods of each choice by prompt token
     ids with echo and logprobs, on a four-row JSONL task."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    rows = [
-        ("A warm, funny film I would gladly watch again.", 1),
-        ("A dull, lifeless mess from start to finish.", 0),
-        ("The best thing I have seen all year.", 1),
-        ("Boring and far too long; I walked out.", 0),
-    ]
-    data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    (tasks / "gold_sentiment.yaml").write_text(LM_EVAL_TASK.format(data=data, cache=tmp_path / "hf"))
     monkeypatch.setenv("OPENAI_API_KEY", TOKEN)  # what local-completions sends as its bearer token
-    tokenizer = resolve_teacher(GeneratorSettings(data_dir=data_dir()), "default").path
-    out = lm_eval.simple_evaluate(
-        model="local-completions",
-        model_args={
-            "model": "default",
-            "base_url": f"{server}/v1/completions",
-            "tokenizer_backend": "huggingface",
-            "tokenizer": tokenizer,
-            "max_retries": 1,
-        },
-        tasks=["gold_sentiment"],
-        task_manager=TaskManager(include_path=str(tasks)),
-        log_samples=True,
-    )
-    result = out["results"]["gold_sentiment"]
-    assert result["sample_len"] == len(rows) and 0.0 <= result["acc,none"] <= 1.0
-    for sample in out["samples"]["gold_sentiment"]:
-        negative, positive = (lp for lp, _ in sample["filtered_resps"])
-        # two different continuations of one context: real probabilities that sum to at most 1
-        assert negative < 0 and positive < 0 and math.exp(negative) + math.exp(positive) <= 1.0
+    run_lm_eval(server, resolve_teacher(GeneratorSettings(data_dir=data_dir()), "default").path, tmp_path)
 
 
 def test_remote_teachers_serve_beside_each_other(server: str, oai: openai.OpenAI, http: httpx.Client) -> None:
