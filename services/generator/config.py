@@ -35,7 +35,7 @@ class GeneratorSettings(GoldSettings):
     generator_port: int = 8001
 
     # auto: vLLM where a CUDA GPU is visible; on a CPU-only host llama.cpp for a teacher that ships as
-    # a GGUF (several times faster there, docs/benchmarks.md), else vLLM (engines/choice.py).
+    # a GGUF (several times faster there, docs/results/cpu-engines.json), else vLLM (engines/choice.py).
     generator_engine: Literal["auto", "vllm", "llamacpp", "hf", "openai"] = "auto"
     # The default teacher (what a request naming no model gets): a name in generator_models.
     generator_model: str = "default"

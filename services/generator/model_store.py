@@ -8,7 +8,6 @@ name models; only the operator's configuration maps names to files.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import math
@@ -20,7 +19,14 @@ from typing import Any
 
 from shared.checkpoints import METADATA_FILE
 from shared.errors import InvalidInput
-from shared.packaged_models import MARKER, convert_gguf, convert_once, gguf_adds_bos, write_marker
+from shared.packaged_models import (
+    MARKER,
+    convert_gguf,
+    convert_once,
+    gguf_adds_bos,
+    package_dir,
+    write_marker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -206,10 +212,13 @@ def _join_parts(package: str, entry: PackagedGGUF, out: Path) -> None:
     with open(target, "wb") as joined:
         for part in entry.parts:
             module, _, inner = part.partition("/")
-            spec = importlib.util.find_spec(module)
-            if spec is None or not spec.submodule_search_locations:
-                raise ModelError(f"{package}: chunk package {module} is not installed (`make teachers`)")
-            with open(Path(next(iter(spec.submodule_search_locations))) / inner, "rb") as chunk:
+            try:
+                folder = package_dir(module)
+            except ModuleNotFoundError as exc:
+                raise ModelError(
+                    f"{package}: chunk package {module} is not installed (`make teachers`)"
+                ) from exc
+            with open(folder / inner, "rb") as chunk:
                 while block := chunk.read(1 << 24):
                     digest.update(block)
                     joined.write(block)

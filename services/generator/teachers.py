@@ -15,7 +15,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from services.generator.config import OPENAI_UPSTREAM, GeneratorSettings
-from services.generator.engines.choice import engine_for
+from services.generator.engines.choice import engine_for, remote
 from services.generator.engines.factory import build_engine
 from services.generator.engines.protocol import TextEngine
 from services.generator.model_store import ResolvedModel, packaged_model_id, resolve_model
@@ -32,12 +32,6 @@ class UnknownModel(NotFound):
         super().__init__(message, detail=[{"loc": ["model"], "msg": message}])
 
 
-def _remote(settings: GeneratorSettings, name: str) -> bool:
-    """The teacher is a remote OpenAI-compatible server (its own source, or the openai engine)."""
-    source = settings.generator_models.get(name, "")
-    return source.startswith(OPENAI_UPSTREAM) or settings.generator_engine == "openai"
-
-
 def model_id(settings: GeneratorSettings, name: str) -> str:
     """The id a teacher reports (for a remote one, its model's name on the remote server)."""
     source = settings.generator_models.get(name, "")
@@ -48,7 +42,7 @@ def model_id(settings: GeneratorSettings, name: str) -> str:
 
 def resolve_teacher(settings: GeneratorSettings, name: str, gguf: bool = False) -> ResolvedModel:
     """The allow-listed model `name`; a remote one's `path` is the server's base URL (no files)."""
-    if _remote(settings, name):
+    if remote(settings, name):
         source = settings.generator_models.get(name, "")
         if source.startswith(OPENAI_UPSTREAM):
             url = source.removeprefix(OPENAI_UPSTREAM)

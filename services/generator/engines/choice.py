@@ -1,11 +1,11 @@
 """Which engine serves a teacher when `generator_engine` is auto: chosen by hardware, by the rule
-the measurements in docs/benchmarks.md support.
+the measurements in docs/results/cpu-engines.json support (bench/cpu_engines.py).
 
 - A CUDA GPU is visible: vLLM (continuous batching, paged attention, CUDA kernels).
 - CPU only: llama.cpp on the model's GGUF, where llama-cpp-python is installed and the teacher
   ships as a GGUF (the default teacher does). Its quantized kernels run several times faster on a
   CPU than vLLM's CPU backend, which on an AVX2 host without AVX-512 fell back to plain torch
-  matmuls (docs/benchmarks.md has the table).
+  matmuls (README "Engines: which runs where" has the table).
 - Otherwise vLLM, and the transformers engine where vLLM is not installed either.
 """
 
@@ -25,11 +25,17 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def remote(settings: GeneratorSettings, name: str) -> bool:
+    """The teacher is a remote OpenAI-compatible server (its own source, or the openai engine)."""
+    source = settings.generator_models.get(name, "")
+    return source.startswith(OPENAI_UPSTREAM) or settings.generator_engine == "openai"
+
+
 def engine_for(settings: GeneratorSettings, name: str) -> EngineKind:
     """The engine of the allow-listed teacher `name` (the configured one, or auto's pick, logged)."""
-    source = settings.generator_models.get(name, "")
-    if source.startswith(OPENAI_UPSTREAM) or settings.generator_engine == "openai":
+    if remote(settings, name):
         return "openai"
+    source = settings.generator_models.get(name, "")
     if settings.generator_engine != "auto":
         return settings.generator_engine
     kind, why = auto_engine(source)

@@ -18,6 +18,7 @@ from services.generator.engines.protocol import (
     PromptResult,
     Sampling,
     call_in_thread,
+    first_stop,
     one_piece,
 )
 from services.generator.model_store import ResolvedModel, check_bos, count_parameters
@@ -127,9 +128,9 @@ class HFEngine:
         return results
 
     def _finish(self, text: str, tokens: list[int], sampling: Sampling) -> Completion:
-        cuts = [i for i in (text.find(s) for s in sampling.stop) if i >= 0]
-        if cuts:
-            return Completion(text=text[: min(cuts)], tokens=len(tokens), finish_reason="stop")
+        cut = first_stop(text, sampling.stop)
+        if cut >= 0:
+            return Completion(text=text[:cut], tokens=len(tokens), finish_reason="stop")
         ended = bool(tokens) and tokens[-1] == self._tokenizer.eos_token_id
         reason = "length" if len(tokens) >= sampling.max_tokens and not ended else "stop"
         return Completion(text=text, tokens=len(tokens), finish_reason=reason)

@@ -1,6 +1,6 @@
 """llama.cpp backend: the model's GGUF loaded as it ships (no conversion), in the generator process.
 
-The fast engine on CPU-only hosts (engines/choice.py, docs/benchmarks.md): quantized matmuls with
+The fast engine on CPU-only hosts (engines/choice.py, docs/results/cpu-engines.json): quantized matmuls with
 the CPU's own vector extensions, every prompt of a call decoded together (engines/llamacpp_decode.py),
 the few-shot prefix that the prompts of a call share computed once. Calls run one at a time (one
 context; a lock), each in a worker thread so the event loop stays free. OpenAI's API is served by
@@ -28,6 +28,7 @@ from services.generator.engines.protocol import (
     Sampling,
     TokenLogprob,
     call_in_thread,
+    check_context,
     derive_seed,
     one_piece,
 )
@@ -77,10 +78,13 @@ class LlamaCppEngine:
             llama_cpp.llama_max_parallel_sequences(),
             self.settings.generator_llamacpp_batch_tokens,
         )
+        metadata = model.metadata()
         cells = kv_cells(
-            model.metadata(), self.settings.generator_kv_cache_gib, self.settings.generator_max_model_len
+            metadata,
+            self.settings.generator_kv_cache_gib,
+            self.settings.generator_max_model_len,
+            most=model.n_ctx_train(),
         )
-        cells = min(cells, max(model.n_ctx_train(), self.settings.generator_max_model_len))
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = cells
         params.n_batch = params.n_ubatch = self.settings.generator_llamacpp_batch_tokens
@@ -92,7 +96,7 @@ class LlamaCppEngine:
         ctx = LlamaContext(model=model, params=params, verbose=False)
         self._decoder = BatchDecoder(model, ctx, params.n_batch, max_seqs, cells)
         self._model, self._ctx = model, ctx
-        self._chat_template = model.metadata().get("tokenizer.chat_template")
+        self._chat_template = metadata.get("tokenizer.chat_template")
         self._bos_text = self._decoder.piece(model.token_bos(), special=True).decode(errors="ignore")
         self.info = dataclasses.replace(self.info, parameters=model.n_params())
         logger.info(
@@ -144,12 +148,7 @@ class LlamaCppEngine:
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._decoder is None:
             raise EngineError("the llama.cpp engine is not loaded")
-        try:
-            return await call_in_thread(
-                self._lock, self.settings.generator_timeout_s, self._loaded, fn, *args
-            )
-        except RuntimeError as exc:  # llama_decode's failures
-            raise EngineError(str(exc)) from exc
+        return await call_in_thread(self._lock, self.settings.generator_timeout_s, self._loaded, fn, *args)
 
     def _loaded(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._decoder is None:
@@ -157,12 +156,7 @@ class LlamaCppEngine:
         return fn(*args)
 
     def _check_length(self, ids: list[int], max_tokens: int) -> None:
-        limit = self.settings.generator_max_model_len
-        if len(ids) + max_tokens > limit:
-            raise EngineRejected(
-                f"a prompt of {len(ids)} tokens plus max_tokens={max_tokens} is over the model's "
-                f"context of {limit} tokens: shorten the prompt or lower max_tokens"
-            )
+        check_context(len(ids), max_tokens, self.settings.generator_max_model_len)
 
     async def generate(self, prompts: Sequence[str], sampling: Sequence[Sampling]) -> list[PromptResult]:
         return await self._call(self._generate_sync, list(prompts), list(sampling))
@@ -184,10 +178,7 @@ class LlamaCppEngine:
                 part_ids.append(tokens)
                 part_sampling.append(dataclasses.replace(s, n=min(self._decoder.max_seqs, s.n - first)))
                 part_seeds.append(derive_seed(seed, first) if first else seed)
-        try:
-            results = self._decoder.generate(part_ids, part_sampling, part_seeds)
-        except ValueError as exc:
-            raise EngineRejected(str(exc)) from exc
+        results = self._decoder.generate(part_ids, part_sampling, part_seeds)
         merged = [PromptResult(prompt_tokens=len(tokens)) for tokens in ids]
         for (i, _), result in zip(parts, results, strict=True):
             merged[i].completions += result.completions
@@ -229,15 +220,12 @@ class LlamaCppEngine:
             raise EngineError("a continuation encodes to no tokens")
         for tokens in ids:
             self._check_length(tokens, max(len(c) for c in conts))
-        try:
-            return self._decoder.score(ids, conts)
-        except ValueError as exc:
-            raise EngineRejected(str(exc)) from exc
+        return self._decoder.score(ids, conts)
 
 
-def kv_cells(metadata: dict[str, str], gib: float, max_model_len: int) -> int:
-    """KV cells that fit in `gib` for this model (from its GGUF metadata), at least one full
-    context; a multiple of 256 as llama.cpp pads them."""
+def kv_cells(metadata: dict[str, str], gib: float, max_model_len: int, most: int) -> int:
+    """KV cells that fit in `gib` for this model (from its GGUF metadata), at most `most` (the
+    model's training context) and at least one full context; a multiple of 256 as llama.cpp pads."""
     arch = metadata.get("general.architecture", "")
     try:
         layers = int(metadata[f"{arch}.block_count"])
@@ -251,10 +239,10 @@ def kv_cells(metadata: dict[str, str], gib: float, max_model_len: int) -> int:
                 metadata[f"{arch}.attention.head_count"]
             )
     except (KeyError, ValueError):
-        return max(max_model_len, 16384)
+        return max(max_model_len, min(16384, most))
     per_cell = layers * heads_kv * (key + value) * _KV_BYTES_PER_ELEMENT // 2
     cells = int(gib * 2**30 // per_cell)
-    return max(max_model_len, min(cells, 262_144)) // 256 * 256
+    return max(max_model_len, min(cells, most)) // 256 * 256
 
 
 def check_bos_gguf(model: Any, where: str) -> None:

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from services.generator.engines.protocol import Completion, PromptResult, Sampling, TokenLogprob
+from services.generator.engines.protocol import (
+    Completion,
+    EngineError,
+    EngineRejected,
+    PromptResult,
+    Sampling,
+    TokenLogprob,
+    first_stop,
+)
 
 # Below this many shared tokens a prompt is not worth a copy of another's cells.
 MIN_SHARED_PREFIX = 16
@@ -29,25 +37,19 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
-def first_stop(text: str, stops: Sequence[str]) -> int:
-    """Where the earliest stop string starts in text, or -1."""
-    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return min(found) if found else -1
-
-
 def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return len(os.path.commonprefix([list(a), list(b)]))
 
 
 def waves(count: int, need: Callable[[int], tuple[int, int]], max_seqs: int, cells: int) -> list[list[int]]:
     """Items 0..count-1 in order, grouped so each group's sequences and KV cells fit the context at
-    once; need(i) is item i's (sequences, cells). An item that cannot fit alone is a ValueError."""
+    once; need(i) is item i's (sequences, cells). An item that cannot fit alone is refused."""
     groups: list[list[int]] = [[]]
     seqs = used = 0
     for i in range(count):
         s, c = need(i)
         if s > max_seqs or c > cells:
-            raise ValueError(
+            raise EngineRejected(
                 f"one prompt needs {s} sequences and {c} KV cells; this engine has {max_seqs} "
                 f"and {cells} (generator_llamacpp_max_seqs, generator_kv_cache_gib)"
             )
@@ -73,7 +75,7 @@ class _Sequence:
     data: bytearray = field(default_factory=bytearray)
     finish: str | None = None
     text: str = ""
-    logprobs: list[TokenLogprob] | None = None  # when sampling.logprobs asks for them
+    logprobs: list[TokenLogprob] | None = None  # a list when sampling.logprobs asks for them
 
 
 class BatchDecoder:
@@ -124,7 +126,7 @@ class BatchDecoder:
                     wanted.append(i)
             code = self._lib.llama_decode(self.ctx.ctx, batch)
             if code != 0:
-                raise RuntimeError(f"llama_decode returned {code} (KV cache full or batch invalid)")
+                raise EngineError(f"llama_decode returned {code} (KV cache full or batch invalid)")
             on_chunk(wanted)
 
     def _logits(self, index: int) -> np.ndarray:
@@ -146,8 +148,10 @@ class BatchDecoder:
             n if (n := min(shared_prefix(first, p), len(p) - 1)) >= MIN_SHARED_PREFIX else 0
             for p in prompts[1:]
         ]
+        own = [i for i, n in enumerate(shared) if n == 0]
+        copies = [i for i, n in enumerate(shared) if n]
         rows: list[np.ndarray] = []
-        for group in ([i for i, n in enumerate(shared) if n == 0], [i for i, n in enumerate(shared) if n]):
+        for group in (own, copies):
             items: list[tuple[int, int, int, bool]] = []
             for i in group:
                 if shared[i]:
@@ -156,11 +160,8 @@ class BatchDecoder:
                 last = len(tokens) - 1
                 items += [(tokens[p], p, i, logits and p == last) for p in range(shared[i], len(tokens))]
             self._decode(items, lambda wanted: rows.extend(self._logits(j) for j in wanted))
-        if not logits:
-            return []
-        order = [i for i, n in enumerate(shared) if n == 0] + [i for i, n in enumerate(shared) if n]
-        by_prompt = dict(zip(order, rows, strict=True))
-        return [by_prompt[i] for i in range(len(prompts))]
+        by_prompt = dict(zip(own + copies, rows, strict=True)) if logits else {}
+        return [by_prompt[i] for i in range(len(prompts))] if logits else []
 
     def _clear(self) -> None:
         self._lib.llama_memory_clear(self.ctx.memory, True)
@@ -198,7 +199,9 @@ class BatchDecoder:
                         self._lib.llama_memory_seq_cp(self.ctx.memory, i, seq_id, -1, -1)
                         next_seq += 1
                     sampler = self._sampler(sampling, seeds[i], k)
-                    sequences.append(_Sequence(i, seq_id, sampler, sampling, prompt[-1], len(prompt) - 1))
+                    sequence = _Sequence(i, seq_id, sampler, sampling, prompt[-1], len(prompt) - 1)
+                    sequence.logprobs = [] if sampling.logprobs is not None else None
+                    sequences.append(sequence)
             live = sequences
             while live:
                 items = [(s.next_token, s.position, s.seq_id, True) for s in live]
@@ -246,9 +249,9 @@ class BatchDecoder:
         if self._lib.llama_vocab_is_eog(self.vocab, token):
             seq.finish = "stop"
             return
-        if seq.sampling.logprobs is not None:
+        if seq.logprobs is not None and seq.sampling.logprobs is not None:
             entry = self._token_logprob(log_softmax(self._logits(index)), token, seq.sampling.logprobs)
-            seq.logprobs = [*(seq.logprobs or []), entry]
+            seq.logprobs.append(entry)
         seq.tokens.append(token)
         seq.next_token = token
         seq.data += self.piece(token)

@@ -191,6 +191,21 @@ class LogprobEngine(TextEngine, Protocol):
     def detokenize(self, token_ids: Sequence[int]) -> str: ...
 
 
+def check_context(prompt_tokens: int, max_tokens: int, limit: int) -> None:
+    """A prompt and the tokens asked of it must fit the model's context (a client error)."""
+    if prompt_tokens + max_tokens > limit:
+        raise EngineRejected(
+            f"a prompt of {prompt_tokens} tokens plus max_tokens={max_tokens} is over the model's "
+            f"context of {limit} tokens: shorten the prompt or lower max_tokens"
+        )
+
+
+def first_stop(text: str, stops: Sequence[str]) -> int:
+    """Where the earliest stop string starts in text, or -1."""
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(found) if found else -1
+
+
 def derive_seed(base: int, *parts: object) -> int:
     """A stable per-prompt seed: the same request seed gives the same samples, and no two prompts
     of a request share a seed (vLLM seeds per request: equal seeds give identical samples)."""

