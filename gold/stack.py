@@ -126,6 +126,8 @@ class Stack:
             "GOLD_GENERATOR_URL": self.generator_url,
             "GOLD_SCORER_URL": self.scorer_url,
             "GOLD_ORCHESTRATOR_URL": self.orchestrator_url,
+            # the teachers `make teachers` installed are served beside the default (teacher.model)
+            "GOLD_GENERATOR_PACKAGED_TEACHERS": os.environ.get("GOLD_GENERATOR_PACKAGED_TEACHERS", "true"),
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
             "TOKENIZERS_PARALLELISM": "false",
         }

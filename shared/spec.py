@@ -157,7 +157,9 @@ class VerificationSpec(InputModel):
 
 
 class LoopSpec(InputModel):
-    iterations: int = Field(default=3, ge=1, le=1000)
+    # 0: no student is trained; the run measures only the baselines `evaluation` asks for (the
+    # teacher's few-shot score of a candidate teacher, say: `gold eval --modes teacher`).
+    iterations: int = Field(default=3, ge=0, le=1000)
     samples_per_iteration: int = Field(default=48, ge=1, le=10000)
     ood_samples_per_iteration: int = Field(default=16, ge=0, le=10000)
     feedback: bool = True
@@ -232,8 +234,11 @@ class LoopSpec(InputModel):
 
 
 # The metrics of each task type (shared/task_metrics.py computes them); the first is the default headline.
-TASK_METRICS = {"classification": ("accuracy", "macro_f1"), "seq2seq": ("f1", "exact_match", "rouge_l")}
-MetricName = Literal["accuracy", "macro_f1", "exact_match", "f1", "rouge_l"]
+TASK_METRICS = {
+    "classification": ("accuracy", "macro_f1", "kappa"),
+    "seq2seq": ("f1", "exact_match", "rouge_l"),
+}
+MetricName = Literal["accuracy", "macro_f1", "kappa", "exact_match", "f1", "rouge_l"]
 
 
 class EvaluationSpec(InputModel):
@@ -307,6 +312,23 @@ class RunSpec(InputModel):
                     f"metric {value.metric!r} does not apply to {task.type} tasks: use one of {list(allowed)}"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _baselines_only_run_measures_something(self) -> RunSpec:
+        if self.loop.iterations > 0:
+            return self
+        e = self.evaluation
+        if e is None or not (e.teacher_baseline or e.student_baseline or e.reference_path):
+            raise ValueError(
+                "loop.iterations: 0 trains no student and measures only baselines; add an evaluation "
+                "section with teacher_baseline, student_baseline or reference_path"
+            )
+        if e.reference_path and e.reference_examples is None:
+            raise ValueError(
+                "evaluation.reference_examples: with loop.iterations 0 there is no generation budget "
+                "to match; say how many real examples the supervised reference trains on"
+            )
+        return self
 
     @model_validator(mode="after")
     def _student_baseline_needs_a_causal_student(self) -> RunSpec:

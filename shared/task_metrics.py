@@ -12,6 +12,7 @@ image included."""
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -24,7 +25,8 @@ _PUNCT = set(string.punctuation)
 def classification_metrics(
     predictions: Sequence[str], references: Sequence[str], labels: Sequence[str]
 ) -> dict[str, float]:
-    """accuracy and macro-F1 over the task's label set (a prediction outside it is simply wrong)."""
+    """accuracy, macro-F1 over the task's label set (a prediction outside it is simply wrong) and
+    Cohen's kappa (agreement beyond what the label frequencies alone give: 0 at chance)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     return {
@@ -32,7 +34,18 @@ def classification_metrics(
         "macro_f1": float(
             f1_score(references, predictions, labels=list(labels), average="macro", zero_division=0)
         ),
+        "kappa": cohen_kappa(references, predictions),
     }
+
+
+def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float:
+    """Cohen's kappa of two labelings; 0.0 where undefined (one label on both sides says nothing)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(set(a) | set(b)) < 2:
+        return 0.0
+    kappa = float(cohen_kappa_score(a, b))
+    return kappa if math.isfinite(kappa) else 0.0
 
 
 def normalize_answer(text: str) -> str:

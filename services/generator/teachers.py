@@ -6,6 +6,7 @@ default teacher, so a generator with one teacher behaves as it always has."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -18,7 +19,12 @@ from services.generator.config import OPENAI_UPSTREAM, GeneratorSettings
 from services.generator.engines.choice import engine_for, remote
 from services.generator.engines.factory import build_engine
 from services.generator.engines.protocol import TextEngine
-from services.generator.model_store import ResolvedModel, packaged_model_id, resolve_model
+from services.generator.model_store import (
+    ResolvedModel,
+    packaged_model_id,
+    packaged_prompt_format,
+    resolve_model,
+)
 from shared.errors import NotFound, NotReady
 
 logger = logging.getLogger(__name__)
@@ -42,16 +48,18 @@ def model_id(settings: GeneratorSettings, name: str) -> str:
 
 def resolve_teacher(settings: GeneratorSettings, name: str, gguf: bool = False) -> ResolvedModel:
     """The allow-listed model `name`; a remote one's `path` is the server's base URL (no files)."""
+    source = settings.generator_models.get(name, "")
+    written = settings.generator_prompt_formats.get(name) or packaged_prompt_format(source) or "raw"
     if remote(settings, name):
-        source = settings.generator_models.get(name, "")
         if source.startswith(OPENAI_UPSTREAM):
             url = source.removeprefix(OPENAI_UPSTREAM)
         else:
             url = settings.generator_openai_base_url or ""
-        return ResolvedModel(name=name, model_id=model_id(settings, name), path=url, revision=None)
-    return resolve_model(
+        return ResolvedModel(name, model_id(settings, name), url, None, prompt_format=written)
+    model = resolve_model(
         name, settings.generator_models, settings.generator_model_ids, settings.models_dir, gguf=gguf
     )
+    return dataclasses.replace(model, prompt_format=written)
 
 
 def _build(settings: GeneratorSettings, name: str) -> TextEngine:
@@ -126,8 +134,14 @@ class Teachers:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, *, exit_on_failure: bool) -> None:
-        """Load every teacher at once (each in its own thread)."""
-        await asyncio.gather(*(self._start(t, self._given.get(t.name), exit_on_failure) for t in self.all))
+        """Load the teachers one after another, the default first (each in a worker thread, the
+        event loop serving meanwhile: a teacher not yet loaded answers 503). Not at once: engines
+        loading in parallel threads raced on transformers' lazy imports (`cannot import name
+        'AutoTokenizer'`), and two engines loading together on a CPU host fight for its cores."""
+        for teacher in self.all:
+            await self._start(teacher, self._given.get(teacher.name), exit_on_failure)
+            if exit_on_failure and teacher.error is not None:
+                return
 
     async def _start(self, teacher: Teacher, engine: TextEngine | None, exit_on_failure: bool) -> None:
         started = time.perf_counter()

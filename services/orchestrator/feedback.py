@@ -7,13 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-from sklearn.metrics import cohen_kappa_score
-
 from services.orchestrator.context import RunContext
 from shared.db.models import Sample
 from shared.schemas.generation import ClassifyRequest
 from shared.spec import RunSpec
+from shared.task_metrics import cohen_kappa
 
 
 def teacher_distributions(
@@ -41,13 +39,8 @@ def requested_label(sample: Sample) -> str:
 
 def teacher_kappa(pairs: Sequence[tuple[str, str]]) -> float:
     """Cohen's kappa of (requested label, teacher's label) pairs: the teacher's agreement beyond
-    what its label prior alone gives. 0.0 where undefined (a single label on both sides says
-    nothing about its judgement)."""
-    requested, teacher = [p[0] for p in pairs], [p[1] for p in pairs]
-    if len(set(requested) | set(teacher)) < 2:
-        return 0.0
-    kappa = float(cohen_kappa_score(requested, teacher))
-    return kappa if np.isfinite(kappa) else 0.0
+    what its label prior alone gives."""
+    return cohen_kappa([p[0] for p in pairs], [p[1] for p in pairs])
 
 
 def trusts_teacher(spec: RunSpec, kappa: float) -> bool:

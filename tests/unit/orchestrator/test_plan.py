@@ -121,3 +121,10 @@ def test_the_student_few_shot_baseline_is_a_step_of_causal_students_only():
     assert stages(spec)[:2] == [(0, "teacher_eval"), (0, "student_eval")]
     with pytest.raises(ValueError, match="only a causal student"):
         RunSpec.model_validate({**spec, "student": {"model": "tiny-t5"}})
+
+
+def test_a_run_of_no_iterations_measures_only_its_baselines(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("")
+    spec = {**SPEC, "loop": {"iterations": 0}, "evaluation": {"path": str(data)}}
+    assert stages(spec) == [(0, "teacher_eval")]  # no attributes, no loop, no final student

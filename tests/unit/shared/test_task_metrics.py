@@ -8,6 +8,10 @@ def test_classification_metrics_accuracy_and_macro_f1():
     assert m["accuracy"] == pytest.approx(0.75)
     # f1(a) = 2/3, f1(b) = 0.8
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    # observed agreement 0.75, by chance 0.5 * 0.25 + 0.5 * 0.75 = 0.5
+    assert m["kappa"] == pytest.approx(0.5)
+    # one label everywhere: agreement says nothing about judgement
+    assert classification_metrics(["a", "a"], ["a", "a"], ["a", "b"])["kappa"] == 0.0
 
 
 def test_squad_style_em_f1_take_the_best_reference():
