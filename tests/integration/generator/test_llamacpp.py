@@ -76,6 +76,25 @@ def test_generate_gives_well_formed_diverse_balanced_seeded_samples(client: Test
     assert {normalise(s["fields"]["text"]) for s in _generate(client, 12)["samples"]} != set(texts)
 
 
+def test_a_teacher_prompted_in_its_chat_template_writes_parseable_samples() -> None:
+    """generator_prompt_formats chat: the prompt through the GGUF's own chat template (an instruct
+    teacher's format), the new example's opening in the model's turn; read back by the same parser."""
+    settings = GeneratorSettings(
+        data_dir=data_dir(), generator_engine="llamacpp", generator_prompt_formats={"default": "chat"}
+    )
+    with TestClient(create_app(settings)) as chat:
+        wait_ready(chat, 300)
+        response = chat.post(
+            "/v1/generate", json={"task": TASK, "n": 8, "sampling": {"seed": 5, "max_tokens": 64}}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["settings"]["prompt_format"] == "chat" and body["stats"]["completions"] == 8
+        assert body["stats"]["accepted"] >= 2, body
+        attributes = chat.post("/v1/attributes", json={"task": TASK, "n": 6, "sampling": {"seed": 5}})
+        assert attributes.status_code == 200 and attributes.json()["attributes"], attributes.text
+
+
 def test_teacher_classifies_few_shot_by_label_likelihood(client: TestClient) -> None:
     inputs = SENTIMENT_CASES
     response = client.post("/v1/classify", json={"task": TASK, "inputs": [{"text": t} for t, _ in inputs]})
