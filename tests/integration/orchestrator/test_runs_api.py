@@ -57,7 +57,7 @@ _DELETE = object()
         ("task.labels", _DELETE, "task.labels"),
         ("task.seed_examples.0.label", "neutral", "task.seed_examples"),
         ("task.seed_examples.1", {"label": "negative"}, "task.seed_examples"),
-        ("loop.iterations", 0, "loop.iterations"),
+        ("loop.iterations", -1, "loop.iterations"),
         ("loop.selection_band", [0.9, 0.2], "loop.selection_band"),
         ("loop.selection_band", [0.5, 1.5], "loop.selection_band"),
         ("evaluation.path", "sst2/does-not-exist.jsonl", "evaluation.path"),
