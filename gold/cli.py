@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from gold.evaluate import (
+    STUDENT_MODES,
     apply_overrides,
     diagnostics_table,
     earlier_result,
@@ -430,7 +431,8 @@ def eval_command(
                 else:
                     result = evaluate(spec, chosen, repeats, run, earlier.get(spec["name"]))
                     Console().print(results_table(result))
-                    Console().print(diagnostics_table(result))
+                    if set(chosen) & set(STUDENT_MODES):  # a baselines-only run has no loop data
+                        Console().print(diagnostics_table(result))
                     runs = {m["mode"]: [r for r in m["run_ids"] if r in made] for m in result["modes"]}
                     if runs.get("gold"):
                         save_report(client, settings, runs["gold"][0], runs.get("vanilla", [])[:1])
