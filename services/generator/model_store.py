@@ -63,7 +63,7 @@ PACKAGED_GGUFS = {
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         # raw, measured: in its chat template it kept fewer TREC samples (17 of 24 against 20), gave
         # back fewer requested labels (0.82 against 0.85), wrote "France?" where TREC writes
-        # "France ?", and took 1.2x as long per sample (docs/results/teachers.json)
+        # "France ?", and took 1.2x as long per sample (docs/results/teachers-prompt-format.json)
         prompt_format="raw",
     ),
 }
