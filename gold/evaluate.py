@@ -479,7 +479,6 @@ def evaluate(
                 summary = run(baselines_spec(spec, repeat, *flags))
             else:
                 summary = run(mode_spec(spec, mode, repeat, *flags))
-            if mode != "baselines":
                 record_student(results[mode], summary, repeat)
             if summary.run.status == RunStatus.SUCCEEDED:
                 record_baselines(results, summary, repeat, [b for b, wanted in measured.items() if wanted])

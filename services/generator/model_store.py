@@ -129,12 +129,17 @@ def resolve_model(
     return ResolvedModel(name, model_id, source, None)  # a hub id: the engine downloads it
 
 
+def _registry_entry(source: str) -> PackagedGGUF | None:
+    """The PACKAGED_GGUFS entry a `package:` source names (None for other sources)."""
+    return PACKAGED_GGUFS.get(source.removeprefix("package:")) if source.startswith("package:") else None
+
+
 def packaged_model_id(source: str) -> str | None:
     """The model id a packaged teacher reports (None for other sources)."""
-    package = source.removeprefix("package:") if source.startswith("package:") else None
-    if package == DEFAULT_TEACHER_PACKAGE:
+    if source == f"package:{DEFAULT_TEACHER_PACKAGE}":
         return DEFAULT_TEACHER_ID
-    return PACKAGED_GGUFS[package].model_id if package in PACKAGED_GGUFS else None
+    entry = _registry_entry(source)
+    return entry.model_id if entry else None
 
 
 def packaged_gguf_installed(package: str, models_dir: Path) -> bool:
@@ -150,8 +155,8 @@ def packaged_gguf_installed(package: str, models_dir: Path) -> bool:
 
 def packaged_prompt_format(source: str) -> PromptFormat | None:
     """How a packaged teacher is prompted (its registry entry); None for other sources."""
-    package = source.removeprefix("package:") if source.startswith("package:") else None
-    return PACKAGED_GGUFS[package].prompt_format if package in PACKAGED_GGUFS else None
+    entry = _registry_entry(source)
+    return entry.prompt_format if entry else None
 
 
 def gguf_file(source: str) -> Path | None:
