@@ -224,7 +224,7 @@ def check_kind(kind: str, args: argparse.Namespace, work: Path, device: Any) -> 
         "epochs": args.epochs,
         "train_examples_per_s": round(result.examples_per_second, 1),
         "train_seconds": round(result.seconds, 2),
-        "train_device": meta["training"]["device"],
+        "train_device": meta.training.device,
         "train_linear_bf16_share": _bf16_share(train_dtypes),
         "train_loss": round(result.metrics["train_loss"], 4),
         "holdout_accuracy": result.metrics.get("holdout_accuracy"),

@@ -148,7 +148,7 @@ def main() -> None:
             run_id = record_run(stack.env["GOLD_DATABASE_URL"], spec, checkpoint)
             # the answer length the student decodes at most, fitted to its answers when it trained
             meta = read_metadata(checkpoint_dir(settings.artifacts, checkpoint))
-            answer_tokens = meta["training"]["max_target_length"]
+            answer_tokens = meta.training.max_target_length
             headers = {"Authorization": f"Bearer {stack.token}"}
             orchestrator = httpx.Client(base_url=stack.orchestrator_url, headers=headers, timeout=600)
             generator = httpx.Client(base_url=stack.generator_url, headers=headers, timeout=600)

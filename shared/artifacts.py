@@ -24,13 +24,13 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
 from shared.checkpoints import (
     METADATA_FILE,
+    CheckpointMeta,
     CheckpointNotFound,
     checkpoint_dir,
     checkpoints_root,
@@ -155,7 +155,7 @@ class ArtifactStore:
         return relpath
 
     # -- reading (trainer, scorer) ---------------------------------------------------------------------
-    def read_metadata(self, checkpoint_id: uuid.UUID | str) -> dict[str, Any]:
+    def read_metadata(self, checkpoint_id: uuid.UUID | str) -> CheckpointMeta:
         """A published checkpoint's metadata; CheckpointNotFound naming where it was looked for."""
         if self.in_place:
             return read_metadata(self.local_folder(checkpoint_id))

@@ -1,7 +1,6 @@
 """How a generative student's answer is decoded: the one definition the trainer's evaluation and
 the scorer's POST /v1/predict both call, so an answer the scorer returns is the answer the run's
-metrics counted. And how a causal answer is tokenised, for the trainer's loss and the scorer's
-energy alike.
+metrics counted. The inputs it decodes from are encoded by shared/student_encoding.py.
 
 Greedy (one beam, no sampling), at most `max_new_tokens` new tokens, special tokens dropped.
 seq2seq: the decoder's whole output, stripped.
@@ -29,13 +28,6 @@ def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, list[li
         "input_ids": [[pad_id] * (width - len(r)) + list(r) for r in rows],
         "attention_mask": [[0] * (width - len(r)) + [1] * len(r) for r in rows],
     }
-
-
-def causal_answer_ids(tokenizer: Any, answers: Sequence[str], max_tokens: int) -> list[list[int]]:
-    """A causal student's answers as tokens: each answer's tokens and the end token, at most
-    `max_tokens` in all. What the trainer's loss covers and the scorer's energy sums over."""
-    rows = tokenizer(list(answers), add_special_tokens=False)["input_ids"]
-    return [row[: max_tokens - 1] + [tokenizer.eos_token_id] for row in rows]
 
 
 def greedy_answers(

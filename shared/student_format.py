@@ -2,7 +2,8 @@
 
 The trainer and the scorer never import each other, yet both must turn the same sample into the
 same student input, or energies would be computed on text the student was not trained on. This
-module is that one definition. It holds text rules only (no tokenizer, no torch).
+module is that one definition. It holds text rules only (no tokenizer, no torch): the tokens are
+shared/student_encoding.py's.
 
 Rules:
 - classifier, 1 input field: the field's text.

@@ -16,7 +16,10 @@ metrics counted: a classifier's arg-max label with the softmax over its labels; 
 students through the decoding both services call (shared/student_decoding.py), at most
 max_target_length tokens.
 
-Models are loaded only from a checkpoint folder the trainer wrote (local files, no remote code)."""
+Inputs are encoded as the trainer encodes them (shared/student_encoding.py), with the lengths its
+checkpoint metadata records (shared/checkpoints.CheckpointMeta). Models are loaded only from a
+checkpoint folder the trainer wrote, as the trainer loads them (shared/student_models.py: local
+files, no remote code)."""
 
 from __future__ import annotations
 
@@ -26,20 +29,17 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-)
 
-from shared.checkpoints import metadata_path, read_metadata
+from shared.checkpoints import CheckpointMeta, metadata_path, read_metadata
+from shared.hardware import autocast
 from shared.schemas.prediction import Prediction
-from shared.student_decoding import causal_answer_ids, greedy_answers, left_padded
-from shared.student_format import StudentFormat
+from shared.student_decoding import greedy_answers, left_padded
+from shared.student_encoding import causal_answer_ids, encode_inputs, seq2seq_target_ids
+from shared.student_format import StudentKind
+from shared.student_models import load_checkpoint_model, student_device
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class MissingField(ValueError):
 
 
 class EnergyModel(Protocol):
-    kind: str
+    kind: StudentKind
     nbytes: int
 
     def validate(self, samples: Sequence[Mapping[str, str]]) -> None: ...
@@ -66,14 +66,10 @@ class EnergyModel(Protocol):
     def predict(self, inputs: Sequence[Mapping[str, str]]) -> list[Prediction]: ...
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    # bf16 on GPUs only, unlike the trainer (shared.hardware.autocast): on a CPU, bf16 logits would
-    # round energies that differ in the second decimal, and scoring is ~1% of a run's time there.
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    # bf16 on GPUs only, unlike the trainer: on a CPU, bf16 logits would round energies that differ
+    # in the second decimal, and scoring is ~1% of a run's time there.
+    return autocast(device.type, bf16_on_cpu=False)
 
 
 def _model_bytes(model: torch.nn.Module) -> int:
@@ -87,25 +83,31 @@ def free_energy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 class _Base:
-    kind = "base"
+    kind: StudentKind
 
-    def __init__(self, folder: Path, meta: dict[str, Any], batch_size: int):
-        task = meta["task"]
-        training = meta.get("training", {})
-        self.fmt = StudentFormat.from_task(task["input_fields"], task["output_field"], task.get("labels"))
-        self.max_length = int(training.get("max_length", 128))
-        self.max_target_length = int(training.get("max_target_length", 64))
+    def __init__(self, folder: Path, meta: CheckpointMeta, batch_size: int):
+        self.fmt = meta.task.student_format()
+        self.max_length = meta.training.max_length
+        self.max_target_length = meta.training.max_target_length
         self.batch_size = batch_size
-        self.device = _device()
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=False
-        )
-        self.model = self._load(folder).to(self.device).eval()
+        self.device = student_device()
+        model, self.tokenizer = load_checkpoint_model(self.kind, folder)
+        self.model = model.to(self.device).eval()
         self.nbytes = _model_bytes(self.model)
         self._lock = threading.Lock()  # one forward at a time per model: CPU threads are shared anyway
 
-    def _load(self, folder: Path) -> torch.nn.Module:
-        raise NotImplementedError
+    def _inputs(self, samples: Sequence[Mapping[str, str]]) -> list[dict[str, list[int]]]:
+        """The samples' inputs as the trainer encodes them, unpadded."""
+        return encode_inputs(self.kind, self.tokenizer, self.fmt, samples, self.max_length)
+
+    def _right_padded(
+        self, rows: Sequence[Mapping[str, list[int]]], width: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Rows padded to the longest (or to `width`) as tensors on the model's device, with the
+        tokenizer's pad token and side (the right: classifier and seq2seq students)."""
+        padding = {"padding": "max_length", "max_length": width} if width else {"padding": True}
+        batch = self.tokenizer.pad(list(rows), return_tensors="pt", **padding)
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     def validate(self, samples: Sequence[Mapping[str, str]]) -> None:
         _require(samples, self._needed())
@@ -157,27 +159,10 @@ def _require(samples: Sequence[Mapping[str, str]], fields: Sequence[str]) -> Non
 class ClassifierEnergy(_Base):
     kind = "classifier"
 
-    def _load(self, folder: Path) -> torch.nn.Module:
-        return AutoModelForSequenceClassification.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=False
-        )
-
-    def encode(self, samples: Sequence[Mapping[str, str]]) -> dict[str, torch.Tensor]:
-        pairs = [self.fmt.classifier_text(s) for s in samples]
-        second = [b for _, b in pairs] if pairs[0][1] is not None else None
-        return self.tokenizer(
-            [a for a, _ in pairs],
-            second,
-            truncation=True,
-            max_length=self.max_length,
-            padding=True,
-            return_tensors="pt",
-        )
-
     def _batch_energy(
         self, samples: list[Mapping[str, str]], temperature: float, pad_mode: PadMode
     ) -> list[float]:
-        batch = {k: v.to(self.device) for k, v in self.encode(samples).items()}
+        batch = self._right_padded(self._inputs(samples))
         with _autocast(self.device):
             logits = self.model(**batch).logits
         return free_energy(logits, temperature).tolist()
@@ -185,7 +170,7 @@ class ClassifierEnergy(_Base):
     def _batch_predict(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
         labels = self.fmt.labels
         assert labels is not None, "a classifier checkpoint records its labels"
-        batch = {k: v.to(self.device) for k, v in self.encode(inputs).items()}
+        batch = self._right_padded(self._inputs(inputs))
         with _autocast(self.device):
             logits = self.model(**batch).logits
         probabilities = torch.softmax(logits.float(), dim=-1).tolist()
@@ -198,34 +183,26 @@ class ClassifierEnergy(_Base):
 class Seq2SeqEnergy(_Base):
     kind = "seq2seq"
 
-    def _load(self, folder: Path) -> torch.nn.Module:
-        return AutoModelForSeq2SeqLM.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=False
-        )
-
     def _needed(self) -> tuple[str, ...]:
         return (*self.fmt.input_fields, self.fmt.output_field)
 
     def encode(self, samples: Sequence[Mapping[str, str]], pad_mode: PadMode) -> dict[str, torch.Tensor]:
-        sources = [self.fmt.seq2seq_source(s) for s in samples]
-        targets = [self.fmt.target(s) or "" for s in samples]
-        enc = self.tokenizer(
-            sources, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        """Sources and target texts; pad_mode "reference" pads every target to max_target_length."""
+        targets = seq2seq_target_ids(
+            self.tokenizer, [self.fmt.target(s) or "" for s in samples], self.max_target_length
         )
-        padding = "max_length" if pad_mode == "reference" else True
-        tgt = self.tokenizer(
-            text_target=targets,
-            truncation=True,
-            max_length=self.max_target_length,
-            padding=padding,
-            return_tensors="pt",
-        )
-        return {**enc, "labels": tgt["input_ids"], "target_mask": tgt["attention_mask"]}
+        width = self.max_target_length if pad_mode == "reference" else None
+        tgt = self._right_padded([{"input_ids": t} for t in targets], width)
+        return {
+            **self._right_padded(self._inputs(samples)),
+            "labels": tgt["input_ids"],
+            "target_mask": tgt["attention_mask"],
+        }
 
     def _batch_energy(
         self, samples: list[Mapping[str, str]], temperature: float, pad_mode: PadMode
     ) -> list[float]:
-        enc = {k: v.to(self.device) for k, v in self.encode(samples, pad_mode).items()}
+        enc = self.encode(samples, pad_mode)
         decoder_input_ids = self.model.prepare_decoder_input_ids_from_labels(labels=enc["labels"])
         with _autocast(self.device):
             logits = self.model(
@@ -240,13 +217,7 @@ class Seq2SeqEnergy(_Base):
         return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).tolist()
 
     def _batch_predict(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
-        enc = self.tokenizer(
-            [self.fmt.seq2seq_source(s) for s in inputs],
-            truncation=True,
-            max_length=self.max_length,
-            padding=True,
-            return_tensors="pt",
-        ).to(self.device)
+        enc = self._right_padded(self._inputs(inputs))
         with _autocast(self.device):
             answers = greedy_answers("seq2seq", self.model, self.tokenizer, enc, self.max_target_length)
         return [Prediction(output=answer) for answer in answers]
@@ -255,13 +226,6 @@ class Seq2SeqEnergy(_Base):
 class CausalEnergy(_Base):
     kind = "causal"
 
-    def _load(self, folder: Path) -> torch.nn.Module:
-        # As the trainer encodes: a long prompt loses its beginning, never its answer cue.
-        self.tokenizer.truncation_side = "left"
-        return AutoModelForCausalLM.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=False, dtype=torch.float32
-        )
-
     def _needed(self) -> tuple[str, ...]:
         return (*self.fmt.input_fields, self.fmt.output_field)
 
@@ -269,9 +233,7 @@ class CausalEnergy(_Base):
         """Prompt + answer + end token per row, LEFT-padded so every row's answer ends at the last
         position: only the last (longest answer + 1) positions' logits are computed (a 49k-token
         vocabulary over whole prompts would not fit a batch). Returns the batch and that count."""
-        prompts = self.tokenizer(
-            [self.fmt.causal_prompt(s) for s in samples], truncation=True, max_length=self.max_length
-        )["input_ids"]
+        prompts = [row["input_ids"] for row in self._inputs(samples)]
         answers = [self.fmt.causal_target(s) for s in samples]
         targets = causal_answer_ids(self.tokenizer, answers, self.max_target_length)
         rows = [p + t for p, t in zip(prompts, targets, strict=True)]
@@ -302,9 +264,7 @@ class CausalEnergy(_Base):
 
     def _batch_predict(self, inputs: list[Mapping[str, str]]) -> list[Prediction]:
         """Left-padded prompts, greedy until the end token or the end of the answer's line."""
-        prompts = self.tokenizer(
-            [self.fmt.causal_prompt(s) for s in inputs], truncation=True, max_length=self.max_length
-        )["input_ids"]
+        prompts = [row["input_ids"] for row in self._inputs(inputs)]
         padded = left_padded(prompts, self.tokenizer.pad_token_id or 0)
         batch = {k: torch.tensor(v, device=self.device) for k, v in padded.items()}
         with _autocast(self.device):
@@ -312,16 +272,16 @@ class CausalEnergy(_Base):
         return [Prediction(output=answer) for answer in answers]
 
 
+ENERGY_MODELS: dict[StudentKind, type[_Base]] = {
+    "classifier": ClassifierEnergy,
+    "seq2seq": Seq2SeqEnergy,
+    "causal": CausalEnergy,
+}
+
+
 def load_energy_model(folder: Path, batch_size: int = 64) -> EnergyModel:
-    meta = read_metadata(folder)
-    kind = meta.get("student_kind")
-    if kind == "classifier":
-        return ClassifierEnergy(folder, meta, batch_size)
-    if kind == "seq2seq":
-        return Seq2SeqEnergy(folder, meta, batch_size)
-    if kind == "causal":
-        return CausalEnergy(folder, meta, batch_size)
-    raise ValueError(f"unknown student kind {kind!r} in {metadata_path(folder)}")
+    meta = read_metadata(folder)  # CheckpointNotFound for a file that is no checkpoint metadata
+    return ENERGY_MODELS[meta.student_kind](folder, meta, batch_size)
 
 
 class ModelCache:

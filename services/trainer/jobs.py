@@ -142,10 +142,8 @@ def build_config(
     if not fresh and spec.student.continue_training and job.init_checkpoint_id:
         init_from = store.fetch(job.init_checkpoint_id)  # CheckpointNotFound: the loop cannot continue
         meta = read_metadata(init_from)
-        if meta.get("student_kind") != spec.student_kind:
-            raise ValueError(
-                f"init checkpoint is a {meta.get('student_kind')}, the spec wants {spec.student_kind}"
-            )
+        if meta.student_kind != spec.student_kind:
+            raise ValueError(f"init checkpoint is a {meta.student_kind}, the spec wants {spec.student_kind}")
 
     try:
         evaluation = evaluation_items(spec)
@@ -225,7 +223,7 @@ def _finished(session: Session, checkpoint_id: uuid.UUID, store: ArtifactStore) 
         metrics=metrics,
         seconds=0.0,
         examples_per_second=metrics.get("train_examples_per_s", 0.0),
-        extra={"reused": True, "base_model": meta.get("base_model")},
+        extra={"reused": True, "base_model": meta.base_model},
     )
 
 

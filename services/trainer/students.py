@@ -19,9 +19,6 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     ByT5Tokenizer,
     PreTrainedModel,
@@ -31,15 +28,11 @@ from transformers import (
 )
 
 from services.trainer.losses import IGNORE_INDEX
-from shared.packaged_models import (
-    MINILM_HUB_ID,
-    SMOLLM2_HUB_ID,
-    check_special_tokens,
-    minilm_path,
-    smollm2_path,
-)
-from shared.student_decoding import causal_answer_ids, greedy_answers, left_padded
+from shared.packaged_models import MINILM_HUB_ID, SMOLLM2_HUB_ID, minilm_path, smollm2_path
+from shared.student_decoding import greedy_answers, left_padded
+from shared.student_encoding import MODEL_INPUTS, causal_answer_ids, encode_inputs, seq2seq_target_ids
 from shared.student_format import StudentFormat, StudentKind
+from shared.student_models import auto_model_class, model_options, prepared_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +58,6 @@ class StudentModelError(ValueError):
 
 # peft's task type per student kind: a classifier's new head is then trained in full beside the adapters.
 LORA_TASKS = {"classifier": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -102,9 +94,8 @@ def build_fresh(
         if name in (TINY_T5, "minilm"):
             raise StudentModelError(f"{name} is not a causal LM")
         source = str(smollm2_path(models_dir)) if name == SMOLLM2 else name
-        # fp32 whatever the folder holds: fine-tuning bf16 weights with AdamW loses small updates.
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **common)
-        return model, _causal_tokenizer(AutoTokenizer.from_pretrained(source, **common), source)
+        model = auto_model_class(kind).from_pretrained(source, **model_options(kind))
+        return model, prepared_tokenizer(kind, AutoTokenizer.from_pretrained(source, **common), source)
     if kind == "classifier":
         if not fmt.labels:
             raise StudentModelError("a classifier student needs a label set")
@@ -112,12 +103,12 @@ def build_fresh(
         if name == TINY_T5:
             raise StudentModelError("tiny-t5 is a seq2seq student")
         labels = list(fmt.labels)
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = auto_model_class(kind).from_pretrained(
             source,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
-            **common,
+            **model_options(kind),
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
         return model, tokenizer
@@ -133,9 +124,8 @@ def build_fresh(
         return T5ForConditionalGeneration(config), tokenizer
     if name == "minilm":
         raise StudentModelError("all-MiniLM-L6-v2 is an encoder: use it as a classifier student")
-    return AutoModelForSeq2SeqLM.from_pretrained(name, **common), AutoTokenizer.from_pretrained(
-        name, **common
-    )
+    model = auto_model_class(kind).from_pretrained(name, **model_options(kind))
+    return model, AutoTokenizer.from_pretrained(name, **common)
 
 
 def with_lora(model: PreTrainedModel, kind: StudentKind, rank: int) -> PreTrainedModel:
@@ -165,26 +155,6 @@ def merged(model: PreTrainedModel) -> PreTrainedModel:
     return unload() if callable(unload) else model
 
 
-def load_checkpoint_model(kind: StudentKind, path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A student saved by this trainer (the loop's persistent student)."""
-    common: dict[str, Any] = {"trust_remote_code": False, "local_files_only": True}
-    if kind == "causal":
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, **common)
-        return model, _causal_tokenizer(AutoTokenizer.from_pretrained(str(path), **common), str(path))
-    auto = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForSeq2SeqLM
-    return auto.from_pretrained(str(path), **common), AutoTokenizer.from_pretrained(str(path), **common)
-
-
-def _causal_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> PreTrainedTokenizerBase:
-    """Pads with eos where the model has no pad token (Llama, Qwen base models); a long prompt loses
-    its beginning, never the question and the answer cue at its end (the scorer truncates alike)."""
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.truncation_side = "left"
-    check_special_tokens(tokenizer, where=source)
-    return tokenizer
-
-
 # The longest answer a spec may ask for (student.max_target_length): encode_targets at this length
 # cuts no answer.
 ANSWER_TOKENS_LIMIT = 2048
@@ -205,32 +175,11 @@ class Student:
     max_target_length: int
     prefix: str = ""  # causal: text before every prompt (the seed examples of the few-shot baseline)
 
-    # -- encoding -------------------------------------------------------------------------------
+    # -- encoding (shared/student_encoding.py, as the scorer encodes) ------------------------------
     def encode_inputs(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
         """Tokenise once, unpadded (batches are padded to their longest row)."""
-        if self.kind == "classifier":
-            pairs = [self.fmt.classifier_text(e.fields) for e in examples]
-            first = [a for a, _ in pairs]
-            second = [b for _, b in pairs] if pairs and pairs[0][1] is not None else None
-            enc = self.tokenizer(first, second, truncation=True, max_length=self.max_length)
-        elif self.kind == "causal":
-            return self._causal_inputs(examples)
-        else:
-            sources = [self.fmt.seq2seq_source(e.fields) for e in examples]
-            enc = self.tokenizer(sources, truncation=True, max_length=self.max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        return [{k: enc[k][i] for k in keys} for i in range(len(examples))]
-
-    def _causal_inputs(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
-        """Each prompt tokenised on its own, as in training (cut to max_length from the left),
-        behind the prefix's tokens: the prefix is never cut, and the tokens at its end are those of
-        a solved example's end, whatever the input."""
-        prompts = [self.fmt.causal_prompt(e.fields) for e in examples]
-        ids = self.tokenizer(
-            prompts, truncation=True, max_length=self.max_length, add_special_tokens=not self.prefix
-        )["input_ids"]
-        prefix = self.tokenizer(self.prefix)["input_ids"] if self.prefix else []
-        return [{"input_ids": prefix + row, "attention_mask": [1] * (len(prefix) + len(row))} for row in ids]
+        fields = [e.fields for e in examples]
+        return encode_inputs(self.kind, self.tokenizer, self.fmt, fields, self.max_length, self.prefix)
 
     def encode_targets(self, examples: Sequence[Example]) -> list[int] | list[list[int]]:
         if self.kind == "classifier":
@@ -241,9 +190,7 @@ class Student:
         if self.kind == "causal":
             return self._causal_targets(examples)
         targets = [self.fmt.target(e.fields, e.label) or "" for e in examples]
-        return self.tokenizer(text_target=targets, truncation=True, max_length=self.max_target_length)[
-            "input_ids"
-        ]
+        return seq2seq_target_ids(self.tokenizer, targets, self.max_target_length)
 
     def fitted_answer_length(self, examples: Sequence[Example]) -> int:
         """The answer length (tokens, the end token included) that cuts none of these examples'

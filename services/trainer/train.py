@@ -33,13 +33,18 @@ from services.trainer.students import (
     batches,
     build_fresh,
     head_parameters,
-    load_checkpoint_model,
     merged,
     resolve_model_name,
     with_lora,
 )
 from services.trainer.train_config import TrainConfig, config_from_spec, evaluation_items
-from shared.checkpoints import FORMAT_VERSION, write_metadata
+from shared.checkpoints import (
+    CheckpointMeta,
+    CheckpointTask,
+    CheckpointTraining,
+    HoldoutCheck,
+    write_metadata,
+)
 from shared.hardware import autocast
 from shared.names import (
     EVAL_SECONDS_PER_EXAMPLE,
@@ -53,6 +58,7 @@ from shared.names import (
 from shared.schemas.training import TrainResult
 from shared.spec import RunSpec, load_spec_file
 from shared.student_format import StudentFormat
+from shared.student_models import load_checkpoint_model
 from shared.task_metrics import task_scores, token_f1
 
 logger = logging.getLogger(__name__)
@@ -497,56 +503,57 @@ def _metadata(
     metrics: dict[str, float],
     report: dict[str, Any],
     device: torch.device,
-) -> dict[str, Any]:
+) -> CheckpointMeta:
     """The checkpoint's gold_checkpoint.json (shared/checkpoints.py): task, training and metrics."""
-    training = {
-        "model": cfg.model,
-        "epochs": cfg.epochs,
-        "epochs_run": fit.epochs_run,
-        "best_epoch": fit.final_epoch,
-        "learning_rate": cfg.learning_rate,
-        "head_learning_rate": cfg.head_learning_rate,
-        "batch_size": cfg.batch_size,
-        "max_length": cfg.max_length,
-        "max_target_length": student.max_target_length,
-        "loss": cfg.loss,
-        "sce_alpha": cfg.sce_alpha,
-        "sce_beta": cfg.sce_beta,
-        "distill_weight": cfg.distill_weight if data.distill else 0.0,
-        "distill_temperature": cfg.distill_temperature,
-        "class_weights": data.class_weights.tolist() if data.class_weights is not None else None,
-        "lora_rank": cfg.lora_rank,  # the adapters are merged into the saved weights
-        "seed": cfg.seed,
-        "early_stopping": fit.early,
-        "init_from": cfg.init_from.name if cfg.init_from else None,
-        "train_examples": len(data.train),
-        "holdout_examples": len(data.holdout),
-        "evaluation_examples": len(cfg.evaluation),
-        "dropped_examples": data.dropped,
-        "epoch_losses": fit.epoch_losses,
-        "holdout_history": fit.holdout_history,
-        "device": device.type,
-        "processes": report["processes"],
-    }
-    return {
-        "format_version": FORMAT_VERSION,
-        "checkpoint_id": cfg.checkpoint_id,
-        **{k: cfg.metadata.get(k) for k in ("run_id", "iteration", "role")},
-        "student_kind": cfg.kind,
-        "base_model": base_model,
-        "task": {
-            "type": cfg.task_type,
-            "input_fields": cfg.input_fields,
-            "output_field": cfg.output_field,
-            "labels": cfg.labels,
-        },
-        "training": training,
-        "metrics": metrics,
-        "created_at": datetime.now(UTC).isoformat(),
-    }
+    training = CheckpointTraining(
+        model=cfg.model,
+        epochs=cfg.epochs,
+        epochs_run=fit.epochs_run,
+        best_epoch=fit.final_epoch,
+        learning_rate=cfg.learning_rate,
+        head_learning_rate=cfg.head_learning_rate,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        max_target_length=student.max_target_length,
+        loss=cfg.loss,
+        sce_alpha=cfg.sce_alpha,
+        sce_beta=cfg.sce_beta,
+        distill_weight=cfg.distill_weight if data.distill else 0.0,
+        distill_temperature=cfg.distill_temperature,
+        class_weights=data.class_weights.tolist() if data.class_weights is not None else None,
+        lora_rank=cfg.lora_rank,
+        seed=cfg.seed,
+        early_stopping=fit.early,
+        init_from=cfg.init_from.name if cfg.init_from else None,
+        train_examples=len(data.train),
+        holdout_examples=len(data.holdout),
+        evaluation_examples=len(cfg.evaluation),
+        dropped_examples=data.dropped,
+        epoch_losses=fit.epoch_losses,
+        holdout_history=[HoldoutCheck.model_validate(check) for check in fit.holdout_history],
+        device=device.type,
+        processes=report["processes"],
+    )
+    return CheckpointMeta(
+        checkpoint_id=cfg.checkpoint_id,
+        run_id=cfg.metadata.get("run_id"),
+        iteration=cfg.metadata.get("iteration"),
+        role=cfg.metadata.get("role"),
+        student_kind=cfg.kind,
+        base_model=base_model,
+        task=CheckpointTask(
+            type=cfg.task_type,
+            input_fields=cfg.input_fields,
+            output_field=cfg.output_field,
+            labels=cfg.labels,
+        ),
+        training=training,
+        metrics=metrics,
+        created_at=datetime.now(UTC),
+    )
 
 
-def _save(cfg: TrainConfig, student: Student, meta: dict[str, Any]) -> None:
+def _save(cfg: TrainConfig, student: Student, meta: CheckpointMeta) -> None:
     """Hugging Face folder + metadata + model card, published atomically at cfg.output_dir."""
 
     def write(folder: Path) -> None:

@@ -15,6 +15,7 @@ from services.orchestrator.main import create_app
 from shared.artifacts import ArtifactStore
 from shared.checkpoints import CheckpointNotFound, write_metadata
 from shared.db.models import Checkpoint
+from tests.checkpoint_meta import checkpoint_meta
 
 from .conftest import TOKEN
 
@@ -42,7 +43,7 @@ def test_model_export_and_delete_go_through_the_store(api, spec, session_factory
     folder = trainer.local_folder(cid)
     folder.mkdir(parents=True)
     (folder / "config.json").write_text('{"model_type": "bert"}')
-    write_metadata(folder, {"student_kind": "classifier"})
+    write_metadata(folder, checkpoint_meta())
     relpath = trainer.publish(cid)
     with session_factory.begin() as session:
         session.add(

@@ -4,7 +4,6 @@ the run's evaluation counted)."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import numpy as np
@@ -15,9 +14,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from services.scorer.config import ScorerSettings
 from services.scorer.main import create_app
-from services.trainer.students import Example, Student, load_checkpoint_model
+from services.trainer.students import Example, Student
+from shared.checkpoints import read_metadata
 from shared.schemas.prediction import MAX_PREDICT_INPUTS
-from shared.student_format import StudentFormat
+from shared.student_models import load_checkpoint_model
 from tests.integration.conftest import NLI, QA
 
 pytestmark = pytest.mark.slow
@@ -47,16 +47,15 @@ def _predict(client: TestClient, cid: str, inputs: list[dict]) -> dict:
 def _trainer_answers(scorer_artifacts, kind: str, inputs: list[dict]) -> list[str]:
     """The trainer's own decoding of the same checkpoint, one batch, as its evaluation runs it."""
     folder = scorer_artifacts["artifacts"] / "checkpoints" / scorer_artifacts[kind]
-    meta = json.loads((folder / "gold_checkpoint.json").read_text())
+    meta = read_metadata(folder)
     model, tokenizer = load_checkpoint_model(kind, folder)
-    task = meta["task"]
     student = Student(
         kind=kind,
         model=model.eval(),
         tokenizer=tokenizer,
-        fmt=StudentFormat.from_task(task["input_fields"], task["output_field"], task["labels"]),
-        max_length=meta["training"]["max_length"],
-        max_target_length=meta["training"]["max_target_length"],
+        fmt=meta.task.student_format(),
+        max_length=meta.training.max_length,
+        max_target_length=meta.training.max_target_length,
     )
     examples = [Example(fields=f) for f in inputs]
     with torch.inference_mode():

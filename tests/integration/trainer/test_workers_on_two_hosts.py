@@ -112,7 +112,7 @@ def test_two_workers_share_only_redis_postgres_and_the_store(
     two = _result(redis_conn, second, "host-b")
 
     store = ArtifactStore(store_url, tmp_path / "reader-cache")
-    assert store.read_metadata(two.checkpoint_id)["training"]["init_from"] == one.checkpoint_id
+    assert store.read_metadata(two.checkpoint_id).training.init_from == one.checkpoint_id
     cache_b = host_b / ".gold" / "artifact-cache" / "checkpoints"
     assert {p.name for p in cache_b.iterdir() if not p.name.startswith(".")} == {
         one.checkpoint_id,

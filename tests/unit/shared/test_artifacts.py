@@ -14,10 +14,17 @@ from pathlib import Path
 import pytest
 
 from shared.artifacts import ArtifactStore, UnwritableArtifacts, relative
-from shared.checkpoints import METADATA_FILE, CheckpointNotFound, checkpoint_dir, write_metadata
+from shared.checkpoints import (
+    METADATA_FILE,
+    CheckpointMeta,
+    CheckpointNotFound,
+    checkpoint_dir,
+    write_metadata,
+)
+from tests.checkpoint_meta import checkpoint_meta
 
 
-def _write(folder: Path, meta: dict, weights: bytes = b"weights") -> None:
+def _write(folder: Path, meta: CheckpointMeta, weights: bytes = b"weights") -> None:
     """What the trainer's publish leaves: a Hugging Face folder with the metadata file."""
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(weights)
@@ -37,16 +44,16 @@ def test_a_checkpoint_travels_from_one_host_to_another(url, tmp_path):
     scorer = ArtifactStore(url, tmp_path / "scorer-cache")
     assert not trainer.in_place
     cid = uuid.uuid4()
-    _write(trainer.local_folder(cid), {"student_kind": "classifier", "version": 1})
+    _write(trainer.local_folder(cid), checkpoint_meta(base_model="first"))
     assert trainer.local_folder(cid) == checkpoint_dir(tmp_path / "trainer-cache", cid)
 
     trainer.require_writable()
     assert trainer.publish(cid) == f"checkpoints/{cid}"
-    assert scorer.read_metadata(cid) == {"student_kind": "classifier", "version": 1}
+    assert scorer.read_metadata(cid) == checkpoint_meta(base_model="first")
     folder = scorer.fetch(cid)
     assert folder == checkpoint_dir(tmp_path / "scorer-cache", cid)
     assert (folder / "model.safetensors").read_bytes() == b"weights"
-    assert json.loads((folder / METADATA_FILE).read_text())["version"] == 1
+    assert json.loads((folder / METADATA_FILE).read_text())["base_model"] == "first"
 
     # Unchanged in the store: the cached copy is used as it is (not downloaded again).
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
@@ -55,7 +62,7 @@ def test_a_checkpoint_travels_from_one_host_to_another(url, tmp_path):
 
     # Re-published (a re-run): the next fetch brings the new files.
     other = ArtifactStore(url, tmp_path / "rerun-cache")
-    _write(other.local_folder(cid), {"student_kind": "classifier", "version": 2}, b"new weights")
+    _write(other.local_folder(cid), checkpoint_meta(base_model="second"), b"new weights")
     other.publish(cid)
     assert (scorer.fetch(cid) / "model.safetensors").read_bytes() == b"new weights"
     assert not [p for p in folder.parent.iterdir() if p.name.startswith((".tmp-", ".old-"))]
@@ -64,7 +71,7 @@ def test_a_checkpoint_travels_from_one_host_to_another(url, tmp_path):
 def test_the_metadata_file_is_uploaded_last(tmp_path, monkeypatch):
     store = ArtifactStore(f"memory://gold-tests-{uuid.uuid4().hex}", tmp_path / "cache")
     cid = uuid.uuid4()
-    _write(store.local_folder(cid), {"student_kind": "classifier"})
+    _write(store.local_folder(cid), checkpoint_meta())
     order: list[str] = []
     put_file = store.fs.put_file
 
@@ -107,7 +114,7 @@ def test_an_unwritable_store_is_named_with_its_setting(tmp_path):
 def test_archive_and_remove(url, tmp_path):
     store = ArtifactStore(url, tmp_path / "cache")
     cid = uuid.uuid4()
-    _write(store.local_folder(cid), {"student_kind": "classifier"})
+    _write(store.local_folder(cid), checkpoint_meta())
     relpath = store.publish(cid)
     with tarfile.open(fileobj=io.BytesIO(store.archive(relpath, "student")), mode="r:gz") as archive:
         names = sorted(archive.getnames())
@@ -125,7 +132,7 @@ def test_a_local_directory_is_used_in_place(tmp_path):
     store = ArtifactStore(str(tmp_path / "artifacts"), tmp_path / "cache")
     cid = uuid.uuid4()
     assert store.in_place and store.local_folder(cid) == checkpoint_dir(tmp_path / "artifacts", cid)
-    _write(store.local_folder(cid), {"student_kind": "classifier"})
+    _write(store.local_folder(cid), checkpoint_meta())
     assert store.publish(cid) == f"checkpoints/{cid}"
     assert store.fetch(cid) == store.local_folder(cid)
     assert not (tmp_path / "cache").exists()  # nothing copied
@@ -138,15 +145,16 @@ def test_paths_stay_inside_the_store(bad):
 
 
 def test_the_cache_keeps_to_its_size_by_removing_the_least_recently_used_copies(url, tmp_path):
-    """Three 1000-byte checkpoints through a cache of 2500 bytes: fetching the third removes the
+    """Three checkpoints through a cache that holds two and a half: fetching the third removes the
     copy used least recently, not the one just fetched again; a copy in use (idle less than
     min_idle_s) is never removed."""
     trainer = ArtifactStore(url, tmp_path / "trainer-cache")
     ids = [uuid.uuid4() for _ in range(3)]
     for cid in ids:
-        _write(trainer.local_folder(cid), {"version": 1}, b"w" * 1000)
+        _write(trainer.local_folder(cid), checkpoint_meta(), b"w" * 1000)
         trainer.publish(cid)
-    scorer = ArtifactStore(url, tmp_path / "scorer-cache", cache_max_bytes=2500)
+    size = sum(p.stat().st_size for p in trainer.local_folder(ids[0]).rglob("*") if p.is_file())
+    scorer = ArtifactStore(url, tmp_path / "scorer-cache", cache_max_bytes=size * 5 // 2)
     first, second = scorer.fetch(ids[0]), scorer.fetch(ids[1])
     assert scorer.prune_cache(keep=second) == []  # both fit
     old = 1_000_000_000

@@ -34,6 +34,8 @@ def test_trainer_autocast_on_a_cpu_only_with_native_bf16(monkeypatch: pytest.Mon
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     with hardware.autocast("cpu"):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with hardware.autocast("cpu", bf16_on_cpu=False):  # the scorer's: energies in float32 on a CPU
+        assert not torch.is_autocast_enabled("cpu")
 
 
 def test_the_cores_this_process_may_use() -> None:

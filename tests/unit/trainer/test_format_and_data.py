@@ -4,10 +4,11 @@ import uuid
 import pytest
 
 from services.trainer.checkpoints import publish
-from shared.checkpoints import checkpoint_uuid, read_metadata
+from shared.checkpoints import checkpoint_uuid, read_metadata, write_metadata
 from shared.evaluation_data import load_evaluation
 from shared.spec import EvaluationSpec, TaskSpec
 from shared.student_format import StudentFormat
+from tests.checkpoint_meta import checkpoint_meta
 from tests.support import SENTIMENT_TASK
 
 
@@ -76,13 +77,13 @@ def test_checkpoint_ids_are_deterministic_and_publish_replaces_atomically(tmp_pa
 
     def writer(version):
         def write(folder):
-            (folder / "gold_checkpoint.json").write_text(json.dumps({"v": version}))
+            write_metadata(folder, checkpoint_meta(base_model=f"v{version}"))
 
         return write
 
     publish(final, writer(1))
     publish(final, writer(2))
-    assert read_metadata(final) == {"v": 2}
+    assert read_metadata(final).base_model == "v2"
 
     def broken(folder):
         (folder / "partial").write_text("x")
@@ -90,7 +91,7 @@ def test_checkpoint_ids_are_deterministic_and_publish_replaces_atomically(tmp_pa
 
     with pytest.raises(RuntimeError):
         publish(final, broken)
-    assert read_metadata(final) == {"v": 2}  # the published folder is untouched
+    assert read_metadata(final).base_model == "v2"  # the published folder is untouched
     assert sorted(p.name for p in final.parent.iterdir()) == [final.name]  # no temp folder left
 
 
