@@ -9,11 +9,14 @@ without them."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.hardware import cuda_available
 from shared.packaged_models import check_special_tokens
 from shared.student_format import StudentKind
+
+if TYPE_CHECKING:
+    import torch
 
 AUTO_MODEL_CLASSES: dict[StudentKind, str] = {
     "classifier": "AutoModelForSequenceClassification",
@@ -58,8 +61,8 @@ def load_checkpoint_model(kind: StudentKind, folder: Path) -> tuple[Any, Any]:
     return model, prepared_tokenizer(kind, tokenizer, str(folder))
 
 
-def student_device() -> Any:
-    """The GPU where there is one (a torch.device)."""
+def student_device() -> torch.device:
+    """The GPU where there is one."""
     import torch
 
     return torch.device("cuda" if cuda_available() else "cpu")

@@ -58,14 +58,10 @@ from shared.names import (
 from shared.schemas.training import TrainResult
 from shared.spec import RunSpec, load_spec_file
 from shared.student_format import StudentFormat
-from shared.student_models import load_checkpoint_model
+from shared.student_models import load_checkpoint_model, student_device
 from shared.task_metrics import task_scores, token_f1
 
 logger = logging.getLogger(__name__)
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -128,7 +124,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     started = time.perf_counter()
     _seed(cfg)
     group = distributed.current()  # None in a single process
-    device = group.device if group is not None else _device()
+    device = group.device if group is not None else student_device()
 
     # Every rank: the student, the data, the epochs.
     student, base_model = _load_student(cfg, device)
@@ -425,7 +421,7 @@ def evaluate_few_shot(cfg: TrainConfig) -> TrainResult:
     after the seed examples (cfg.train) written as solved prompts. Nothing is trained or saved."""
     started = time.perf_counter()
     _seed(cfg)
-    device = _device()
+    device = student_device()
     student, base_model = _load_student(cfg, device)
     if student.kind != "causal":
         raise ValueError(f"a {student.kind} student cannot answer few-shot before training")
