@@ -23,7 +23,8 @@ from services.trainer.train import evaluate_few_shot, train
 from services.trainer.train_config import TrainConfig, config_from_spec, evaluation_items
 from shared.artifacts import ArtifactStore
 from shared.checkpoints import CheckpointNotFound, checkpoint_uuid, read_metadata
-from shared.db.models import Checkpoint, Metric, Run, Sample
+from shared.db.metrics import upsert_metrics
+from shared.db.models import Checkpoint, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.evaluation_data import load_evaluation
 from shared.logging import configure_logging, log_context
@@ -184,29 +185,7 @@ def record(
         id=uuid.UUID(result.checkpoint_id), run_id=run_id, iteration=job.iteration, role=job.role, **values
     )
     session.execute(stmt.on_conflict_do_update(index_elements=["run_id", "iteration", "role"], set_=values))
-    record_metrics(session, job, result.metrics)
-
-
-def record_metrics(session: Session, job: TrainJob, metrics: dict[str, float]) -> None:
-    """Upsert one Metric row per metric at the job's iteration (the caller commits)."""
-    if not metrics:
-        return
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "run_id": uuid.UUID(job.run_id),
-            "iteration": job.iteration,
-            "name": name,
-            "value": float(value),
-        }
-        for name, value in sorted(metrics.items())
-    ]
-    stmt = insert(Metric).values(rows)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["run_id", "iteration", "name"], set_={"value": stmt.excluded.value}
-        )
-    )
+    upsert_metrics(session, run_id, job.iteration, result.metrics)
 
 
 def _finished(session: Session, checkpoint_id: uuid.UUID, store: ArtifactStore) -> TrainResult | None:
@@ -272,7 +251,7 @@ def _train_student(job: TrainJob, settings: TrainerSettings) -> dict[str, Any]:
             result = evaluate_few_shot(cfg)
             result.metrics = {fewshot_metric(name): value for name, value in result.metrics.items()}
             with transaction(factory) as session:
-                record_metrics(session, job, result.metrics)
+                upsert_metrics(session, uuid.UUID(job.run_id), job.iteration, result.metrics)
             return result.model_dump()
         store.require_writable()  # before training, not after
         _report("training", train_examples=len(cfg.train))

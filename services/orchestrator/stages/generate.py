@@ -18,8 +18,8 @@ from services.orchestrator.stages.records import (
     samples,
     sampling,
     stage_seed,
-    upsert_metrics,
 )
+from shared.db.metrics import upsert_metrics
 from shared.db.models import Rejection, Sample, Step
 from shared.names import Stage
 from shared.schemas.generation import AttributesRequest, GenerateRequest

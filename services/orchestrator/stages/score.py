@@ -18,7 +18,8 @@ from services.orchestrator.feedback import (
     trusts_teacher,
 )
 from services.orchestrator.stages.done import Done
-from services.orchestrator.stages.records import iteration_row, samples, upsert_metrics
+from services.orchestrator.stages.records import iteration_row, samples
+from shared.db.metrics import upsert_metrics
 from shared.db.models import Iteration, Sample
 from shared.schemas.scoring import EnergyRequest, SelectRequest
 
