@@ -28,7 +28,7 @@ from shared.db.models import Checkpoint, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.evaluation_data import load_evaluation
 from shared.logging import configure_logging, log_context
-from shared.names import REFERENCE_EXAMPLES, Stage, fewshot_metric, reference_metric
+from shared.names import REFERENCE_EXAMPLES, TRAIN_EXAMPLES_PER_S, Stage, fewshot_metric, reference_metric
 from shared.schemas.training import TrainJob, TrainResult
 from shared.spec import RunSpec
 
@@ -203,7 +203,7 @@ def _finished(session: Session, checkpoint_id: uuid.UUID, store: ArtifactStore) 
         checkpoint_id=str(row.id),
         metrics=metrics,
         seconds=0.0,
-        examples_per_second=metrics.get("train_examples_per_s", 0.0),
+        examples_per_second=metrics.get(TRAIN_EXAMPLES_PER_S, 0.0),
         extra={"reused": True, "base_model": meta.get("base_model")},
     )
 

@@ -19,6 +19,7 @@ from services.orchestrator.stages.done import Done
 from services.orchestrator.stages.records import iteration_row, samples
 from shared.db.metrics import upsert_metrics
 from shared.db.models import Sample
+from shared.names import Diagnostic
 
 
 def verify_labels(ctx: RunContext, iteration: int) -> Done:
@@ -82,12 +83,12 @@ def verify_labels(ctx: RunContext, iteration: int) -> Done:
             ctx.run_id,
             iteration,
             {
-                "teacher_agreement": stats["agreement"],
-                "label_fidelity_after_verification": stats["fidelity_after"],
-                "verified_excluded": float(stats["excluded"]),
-                "teacher_mean_confidence": stats["mean_confidence"],
-                "verification_kappa": kappa,
-                "verification_withheld": float(not trusted),
+                Diagnostic.TEACHER_AGREEMENT: stats["agreement"],
+                Diagnostic.LABEL_FIDELITY_AFTER_VERIFICATION: stats["fidelity_after"],
+                Diagnostic.VERIFIED_EXCLUDED: float(stats["excluded"]),
+                Diagnostic.TEACHER_MEAN_CONFIDENCE: stats["mean_confidence"],
+                Diagnostic.VERIFICATION_KAPPA: kappa,
+                Diagnostic.VERIFICATION_WITHHELD: float(not trusted),
             },
         )
 
