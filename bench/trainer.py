@@ -79,7 +79,7 @@ def run_trainer(args: argparse.Namespace) -> dict:
         )
         result = train(cfg)
     return {
-        "examples_per_s": result.metrics["train_examples_per_s"],
+        "examples_per_s": result.examples_per_second,
         "seconds": result.metrics["train_seconds"],
         "cpu_s_per_example": result.extra["train_cpu_seconds"] / (len(examples) * args.epochs),
     }

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from rich.table import Table
 from scipy.stats import t
 
+from shared.diagnostics import diagnostic, diagnostic_series
 from shared.names import (
     EVAL_PREFIX,
     EVAL_SECONDS_PER_EXAMPLE,
@@ -36,6 +37,7 @@ from shared.names import (
     TEACHER_PARAMETERS,
     TEACHER_SECONDS_PER_EXAMPLE,
     TERMINAL_RUN_STATUSES,
+    Diagnostic,
     RunStatus,
     eval_metric,
     fewshot_metric,
@@ -289,20 +291,20 @@ def final_metrics(summary: RunSummary) -> dict[str, float]:
 
 # What a student run shows besides its headline: the loop's data and feedback, averaged over repeats.
 # Pool metrics are read at the last loop iteration (the whole pool); the others are per-iteration means.
-POOL_DIAGNOSTICS = ("pool_spread", "pool_coverage", "nearest_neighbour_similarity")
+POOL_DIAGNOSTICS = (Diagnostic.POOL_SPREAD, Diagnostic.POOL_COVERAGE, Diagnostic.NEAREST_NEIGHBOUR_SIMILARITY)
 MEAN_DIAGNOSTICS = (
-    "ood_novelty",
-    "train_novelty",
-    "ood_energy_gap",
-    "feedback_teacher_agreement",
-    "teacher_kappa",
+    Diagnostic.OOD_NOVELTY,
+    Diagnostic.TRAIN_NOVELTY,
+    Diagnostic.OOD_ENERGY_GAP,
+    Diagnostic.FEEDBACK_TEACHER_AGREEMENT,
+    Diagnostic.TEACHER_KAPPA,
 )
 SUM_DIAGNOSTICS = (
-    "feedback_checked",
-    "feedback_relabelled",
-    "feedback_dropped",
-    "feedback_contradicted",
-    "feedback_withheld",
+    Diagnostic.FEEDBACK_CHECKED,
+    Diagnostic.FEEDBACK_RELABELLED,
+    Diagnostic.FEEDBACK_DROPPED,
+    Diagnostic.FEEDBACK_CONTRADICTED,
+    Diagnostic.FEEDBACK_WITHHELD,
 )
 
 
@@ -312,16 +314,17 @@ def run_diagnostics(summary: RunSummary, headline: str) -> dict[str, Any]:
     loop = stored_spec(summary.run.spec).loop.iterations
     trained = sorted((it for it in summary.iterations if 1 <= it.index <= loop), key=lambda it: it.index)
     out: dict[str, Any] = {"curve": [it.metrics.get(headline) for it in trained]}
-    last = next((it.metrics for it in reversed(trained) if "pool_spread" in it.metrics), {})
-    out |= {name: last[name] for name in POOL_DIAGNOSTICS if name in last}
+    pooled = [it for it in trained if diagnostic(it.metrics, Diagnostic.POOL_SPREAD) is not None]
+    last = pooled[-1].metrics if pooled else {}
+    out |= {name.value: value for name in POOL_DIAGNOSTICS if (value := diagnostic(last, name)) is not None}
     for name in MEAN_DIAGNOSTICS:
-        values = [it.metrics[name] for it in trained if name in it.metrics]
+        values = [value for _, value in diagnostic_series(trained, name)]
         if values:
-            out[name] = statistics.fmean(values)
+            out[name.value] = statistics.fmean(values)
     for name in SUM_DIAGNOSTICS:
-        values = [it.metrics[name] for it in trained if name in it.metrics]
+        values = [value for _, value in diagnostic_series(trained, name)]
         if values:
-            out[name] = sum(values)
+            out[name.value] = sum(values)
     return out
 
 
@@ -625,29 +628,37 @@ def diagnostics_table(result: dict[str, Any]) -> Table:
     columns = ("mode", "loop curve", "pool spread", "coverage", "OOD / train novelty", "energy gap")
     for column in (*columns, "fed back: checked / relabelled / dropped", "teacher kappa / withheld"):
         table.add_column(column, justify="right")
-
-    def fmt(value: Any, pattern: str = "{:.3f}") -> str:
-        return "-" if value is None else pattern.format(value)
-
     for row in result["modes"]:
         d = row.get("diagnostics")
-        if not d:
-            continue
-        novelty = f"{fmt(d.get('ood_novelty'))} / {fmt(d.get('train_novelty'))}"
-        checks = "/".join(fmt(d.get(f"feedback_{n}"), "{:.1f}") for n in ("checked", "relabelled", "dropped"))
-        table.add_row(
-            row["mode"],
-            " ".join(fmt(v) for v in d["curve"]),
-            fmt(d.get("pool_spread")),
-            fmt(d.get("pool_coverage")),
-            novelty if "ood_novelty" in d else fmt(d.get("train_novelty")),
-            fmt(d.get("ood_energy_gap"), "{:+.3f}"),
-            checks if "feedback_checked" in d else "-",
-            f"{fmt(d.get('teacher_kappa'), '{:.2f}')} / {fmt(d.get('feedback_withheld'), '{:.1f}')}"
-            if "teacher_kappa" in d
-            else "-",
-        )
+        if d:
+            table.add_row(row["mode"], *_diagnostics_cells(d))
     return table
+
+
+def _diagnostics_cells(d: dict[str, Any]) -> list[str]:
+    """A mode's row of the diagnostics table, from its means over repeats."""
+
+    def cell(name: Diagnostic, pattern: str = "{:.3f}") -> str:
+        value = diagnostic(d, name)
+        return "-" if value is None else pattern.format(value)
+
+    def has(name: Diagnostic) -> bool:
+        return diagnostic(d, name) is not None
+
+    feedback = (Diagnostic.FEEDBACK_CHECKED, Diagnostic.FEEDBACK_RELABELLED, Diagnostic.FEEDBACK_DROPPED)
+    return [
+        " ".join("-" if v is None else f"{v:.3f}" for v in d["curve"]),
+        cell(Diagnostic.POOL_SPREAD),
+        cell(Diagnostic.POOL_COVERAGE),
+        f"{cell(Diagnostic.OOD_NOVELTY)} / {cell(Diagnostic.TRAIN_NOVELTY)}"
+        if has(Diagnostic.OOD_NOVELTY)
+        else cell(Diagnostic.TRAIN_NOVELTY),
+        cell(Diagnostic.OOD_ENERGY_GAP, "{:+.3f}"),
+        "/".join(cell(name, "{:.1f}") for name in feedback) if has(Diagnostic.FEEDBACK_CHECKED) else "-",
+        f"{cell(Diagnostic.TEACHER_KAPPA, '{:.2f}')} / {cell(Diagnostic.FEEDBACK_WITHHELD, '{:.1f}')}"
+        if has(Diagnostic.TEACHER_KAPPA)
+        else "-",
+    ]
 
 
 def tasks_table(results: list[dict[str, Any]]) -> Table:

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from rich.table import Table
 
+from shared.diagnostics import diagnostic_series
 from shared.names import (
     REFERENCE_EXAMPLES,
     TRAIN_LOSS,
+    Diagnostic,
     Stage,
     eval_metric,
     fewshot_metric,
@@ -75,30 +77,31 @@ def iteration_table(summary: RunSummary) -> Table:
             f"{baselines[reference]:.3f}"
         )
 
-    def per_iteration(name: str) -> list[float]:
-        return [it.metrics[name] for it in summary.iterations if name in it.metrics]
+    def per_iteration(name: Diagnostic) -> list[float]:
+        return [value for _, value in diagnostic_series(summary.iterations, name)]
 
-    agreement = per_iteration("teacher_agreement")
-    after = per_iteration("label_fidelity_after_verification")
+    agreement = per_iteration(Diagnostic.TEACHER_AGREEMENT)
+    after = per_iteration(Diagnostic.LABEL_FIDELITY_AFTER_VERIFICATION)
     if agreement:
-        unused = sum(per_iteration("verification_withheld"))
+        unused = sum(per_iteration(Diagnostic.VERIFICATION_WITHHELD))
         captions.append(
             f"label fidelity (teacher agrees): generated {sum(agreement) / len(agreement):.3f}"
             + (f", trained on {sum(after) / len(after):.3f}" if after else "")
             + (f"; labels kept as asked in {unused:.0f} iterations (teacher at chance)" if unused else "")
         )
     checked, relabelled, dropped = (
-        sum(per_iteration(name)) for name in ("feedback_checked", "feedback_relabelled", "feedback_dropped")
+        sum(per_iteration(name))
+        for name in (Diagnostic.FEEDBACK_CHECKED, Diagnostic.FEEDBACK_RELABELLED, Diagnostic.FEEDBACK_DROPPED)
     )
     if checked:
-        withheld = sum(per_iteration("feedback_withheld"))
+        withheld = sum(per_iteration(Diagnostic.FEEDBACK_WITHHELD))
         captions.append(
             f"feedback checked by the teacher: {checked:.0f} band samples, {relabelled:.0f} fed back "
             f"relabelled, {dropped:.0f} left out"
             + (f"; withheld in {withheld:.0f} iterations (teacher at chance)" if withheld else "")
         )
-    ood, train = per_iteration("ood_novelty"), per_iteration("train_novelty")
-    gap = per_iteration("ood_energy_gap")
+    ood, train = per_iteration(Diagnostic.OOD_NOVELTY), per_iteration(Diagnostic.TRAIN_NOVELTY)
+    gap = per_iteration(Diagnostic.OOD_ENERGY_GAP)
     if ood and gap:
         captions.append(
             "OOD distance from pool "
@@ -107,13 +110,13 @@ def iteration_table(summary: RunSummary) -> Table:
             + "; energy gap "
             + " ".join(f"{v:+.2f}" for v in gap)
         )
-    coverage = per_iteration("pool_coverage")
+    coverage = per_iteration(Diagnostic.POOL_COVERAGE)
     if coverage:
         captions.append(
             "pool coverage "
             + " ".join(f"{v:.2f}" for v in coverage)
             + "; distinct-2 "
-            + " ".join(f"{v:.2f}" for v in per_iteration("distinct_2"))
+            + " ".join(f"{v:.2f}" for v in per_iteration(Diagnostic.DISTINCT_2))
         )
     table.caption = "\n".join(captions) or None
     return table

@@ -90,6 +90,7 @@ def fewshot_metric(student_metric: str) -> str:
 
 # What every trained student reports (the trainer writes them).
 TRAIN_LOSS = "train_loss"
+TRAIN_EXAMPLES_PER_S = "train_examples_per_s"
 # The student's score on held-out GENERATED data, its answers decoded (the loop's stopping rule
 # reads it): label accuracy, or SQuAD token F1 for seq2seq, since exact match is 0 for any long
 # answer (an NL4OPT formulation) and could never show the student improving.
@@ -111,3 +112,46 @@ REFERENCE_EXAMPLES = reference_metric("examples")
 # The teacher baseline (iteration 0).
 TEACHER_PARAMETERS = f"{TEACHER_PREFIX}parameters"
 TEACHER_SECONDS_PER_EXAMPLE = f"{TEACHER_PREFIX}seconds_per_example"
+
+
+class Diagnostic(StrEnum):
+    """The loop's diagnostics: metric rows of a loop iteration beside its student's metrics, written
+    by the orchestrator's stages and read through shared.diagnostics by the run report, `gold`'s
+    run table and `gold eval` (whose results files keep them by these names)."""
+
+    # generation (stages/generate.py, pool.py): the batch and the pool in the embedding space
+    DISTINCT_2 = "distinct_2"
+    EMBEDDING_SPREAD = "embedding_spread"
+    POOL_SPREAD = "pool_spread"
+    POOL_COVERAGE = "pool_coverage"
+    NEAREST_NEIGHBOUR_SIMILARITY = "nearest_neighbour_similarity"
+    TRAIN_NOVELTY = "train_novelty"
+    OOD_NOVELTY = "ood_novelty"
+    TRAIN_NEAR_DUPLICATES = "train_near_duplicates"
+    OOD_NEAR_DUPLICATES = "ood_near_duplicates"
+    # the teacher's check of every generated label (stages/verify.py)
+    TEACHER_AGREEMENT = "teacher_agreement"
+    LABEL_FIDELITY_AFTER_VERIFICATION = "label_fidelity_after_verification"
+    VERIFIED_EXCLUDED = "verified_excluded"
+    TEACHER_MEAN_CONFIDENCE = "teacher_mean_confidence"
+    VERIFICATION_KAPPA = "verification_kappa"
+    VERIFICATION_WITHHELD = "verification_withheld"
+    # scoring and the feedback check (stages/score.py)
+    OOD_ENERGY_GAP = "ood_energy_gap"
+    TEACHER_KAPPA = "teacher_kappa"
+    FEEDBACK_WITHHELD = "feedback_withheld"
+    FEEDBACK_CHECKED = "feedback_checked"
+    FEEDBACK_TEACHER_AGREEMENT = "feedback_teacher_agreement"
+    FEEDBACK_RELABELLED = "feedback_relabelled"
+    FEEDBACK_DROPPED = "feedback_dropped"
+    FEEDBACK_CONTRADICTED = "feedback_contradicted"
+
+
+def novelty(kind: str) -> Diagnostic:
+    """train -> train_novelty: a generated batch's mean distance from the pool before it."""
+    return Diagnostic(f"{kind}_novelty")
+
+
+def near_duplicates(kind: str) -> Diagnostic:
+    """ood -> ood_near_duplicates: a generated batch's samples left out as near-duplicates."""
+    return Diagnostic(f"{kind}_near_duplicates")

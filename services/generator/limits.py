@@ -14,9 +14,10 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import anyio
 from limits import RateLimitItem, RateLimitItemPerSecond
@@ -60,6 +61,27 @@ class Reservation:
     window: int
     used: int = 0
     settled: bool = False
+
+    def use(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """What the request has used so far (settled when the request ends)."""
+        self.used = prompt_tokens + completion_tokens
+
+
+class TokenUsage(Protocol):
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+
+
+class HasUsage(Protocol):
+    """A response that reports the tokens its request used."""
+
+    @property
+    def usage(self) -> TokenUsage: ...
+
+
+Metered = TypeVar("Metered", bound=HasUsage)
 
 
 class KeyLimiter:
@@ -203,6 +225,39 @@ class Quota:
         self, n: int, max_tokens: int, *, n_field: str = "n", tokens_field: str = "max_tokens"
     ) -> None:
         self.limiter.check_caps(self.key, n, max_tokens, n_field=n_field, tokens_field=tokens_field)
+
+    async def hold(
+        self,
+        n: int,
+        max_tokens: int,
+        *,
+        prompts: int = 1,
+        tokens_field: str = "max_tokens",
+        size_field: str = "n",
+    ) -> Reservation:
+        """The caps checked for `prompts` prompts of `n` completions of at most `max_tokens`
+        tokens each, and their upper bound of tokens reserved."""
+        self.check_caps(n, max_tokens, tokens_field=tokens_field)
+        return await self.reserve(prompts * n * max_tokens, size_field=size_field)
+
+    async def spend(
+        self,
+        work: Callable[[], Awaitable[Metered]],
+        n: int,
+        max_tokens: int,
+        *,
+        prompts: int = 1,
+        tokens_field: str = "max_tokens",
+        size_field: str = "n",
+    ) -> Metered:
+        """`work` under `hold`'s reservation, charged the usage its response reports (an error
+        before that releases the reservation)."""
+        held = await self.hold(
+            n, max_tokens, prompts=prompts, tokens_field=tokens_field, size_field=size_field
+        )
+        response = await work()
+        held.use(response.usage.prompt_tokens, response.usage.completion_tokens)
+        return response
 
     async def reserve(self, tokens: int, *, size_field: str = "n") -> Reservation:
         # A reservation runs to its end in its own task even if the request is cancelled while it

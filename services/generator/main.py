@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -45,8 +45,15 @@ def create_app(
         watching.cancel()
         # A model loads in a thread that cannot be interrupted: let it finish, then close it,
         # so no engine process outlives the service.
-        with suppress(Exception):
+        try:
             await asyncio.wait_for(asyncio.shield(starting), settings.generator_start_timeout_s)
+        except TimeoutError:
+            logger.warning(
+                "the teachers were still loading %.0f s after shutdown began: closing what is loaded",
+                settings.generator_start_timeout_s,
+            )
+        except Exception:  # start() logs an engine's failure itself; anything else is a bug
+            logger.exception("loading the teachers failed")
         await teachers.close()
         await app.state.limiter.aclose()
 

@@ -8,7 +8,7 @@ OpenAI serving classes on the vllm engine (engines/vllm_openai.py), the remote s
 an `openai` teacher (engines/upstream_openai.py), the basic layer elsewhere (basic_openai.py).
 
 The request's quota (held by the route's dependency) settles the reservation when the request
-ends, with what `held.used` says then: the response's usage, or for a stream the usage of the
+ends, with what `held.use` recorded last: the response's usage, or for a stream the usage of the
 last event that reached this layer (every event carries it here), so a stream the engine breaks
 or the client leaves is charged its prompt and what it produced; an error before any usage
 releases the reservation.
@@ -108,16 +108,16 @@ async def _serve(
     metrics: Metrics,
     quota: Quota,
 ) -> OpenAIResult:
-    quota.check_caps(completions, max_tokens, tokens_field=tokens_field)
-    held = await quota.reserve(completions * max_tokens)
+    held = await quota.hold(completions, max_tokens, tokens_field=tokens_field)
     asked = body.stream_options.model_dump() if body.stream_options else {}
     if body.stream:  # every event then carries the usage so far: what a cut stream is charged
         wire["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
     result = await call(wire)
     if isinstance(result, dict):
         usage = result["usage"]
-        held.used = usage["total_tokens"]
-        metrics.record_tokens(usage["prompt_tokens"], usage.get("completion_tokens") or 0)
+        prompt_tokens, completion_tokens = usage["prompt_tokens"], usage.get("completion_tokens") or 0
+        held.use(prompt_tokens, completion_tokens)
+        metrics.record_tokens(prompt_tokens, completion_tokens)
         return result
     return _metered(
         result,
@@ -179,7 +179,7 @@ async def _metered(
             if event.startswith("data: {"):
                 chunk = json.loads(event[len("data: ") :])
                 usage.add(chunk)
-                held.used = usage.prompt_tokens + usage.completion_tokens
+                held.use(usage.prompt_tokens, usage.completion_tokens)
                 if "usage" in chunk and not asked_continuous:
                     if not chunk.get("choices"):
                         if not asked_usage:

@@ -117,11 +117,12 @@ async def generate(
     metrics: Metrics,
     quota: Quota,
 ) -> GenerateResponse:
-    quota.check_caps(request.n, request.sampling.max_tokens, tokens_field="sampling.max_tokens")
-    held = await quota.reserve(request.n * request.sampling.max_tokens)
-    response = await _generate(engine, request, settings, metrics)
-    held.used = response.usage.prompt_tokens + response.usage.completion_tokens
-    return response
+    return await quota.spend(
+        lambda: _generate(engine, request, settings, metrics),
+        request.n,
+        request.sampling.max_tokens,
+        tokens_field="sampling.max_tokens",
+    )
 
 
 async def _generate(
@@ -264,12 +265,12 @@ async def attributes(
     metrics: Metrics,
     quota: Quota,
 ) -> AttributesResponse:
-    sampling = request.sampling
-    quota.check_caps(ATTRIBUTE_COMPLETIONS, sampling.max_tokens, tokens_field="sampling.max_tokens")
-    held = await quota.reserve(ATTRIBUTE_COMPLETIONS * sampling.max_tokens)
-    response = await _attributes(engine, request, metrics)
-    held.used = response.usage.prompt_tokens + response.usage.completion_tokens
-    return response
+    return await quota.spend(
+        lambda: _attributes(engine, request, metrics),
+        ATTRIBUTE_COMPLETIONS,
+        request.sampling.max_tokens,
+        tokens_field="sampling.max_tokens",
+    )
 
 
 async def _attributes(engine: TextEngine, request: AttributesRequest, metrics: Metrics) -> AttributesResponse:
@@ -402,11 +403,14 @@ async def answer(
     metrics: Metrics,
     quota: Quota,
 ) -> AnswerResponse:
-    quota.check_caps(1, request.max_tokens, tokens_field="max_tokens")
-    held = await quota.reserve(len(request.inputs) * request.max_tokens, size_field="inputs")
-    response = await _answer(engine, request, settings, metrics)
-    held.used = response.usage.prompt_tokens + response.usage.completion_tokens
-    return response
+    # One greedy answer per input: n is 1, the inputs are the size of the request.
+    return await quota.spend(
+        lambda: _answer(engine, request, settings, metrics),
+        1,
+        request.max_tokens,
+        prompts=len(request.inputs),
+        size_field="inputs",
+    )
 
 
 async def _answer(

@@ -12,7 +12,6 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 
 from services.generator.config import OPENAI_UPSTREAM, GeneratorSettings
@@ -181,8 +180,10 @@ class Teachers:
                     teacher.name,
                     teacher.restarts,
                 )
-                with suppress(Exception):
+                try:
                     await engine.close()
+                except Exception as exc:  # it is dead already: reload it whatever closing says
+                    logger.warning("closing the dead engine of %r failed: %s", teacher.name, exc)
                 await self._start(teacher, engine, exit_on_failure)
 
     async def close(self) -> None:

@@ -49,6 +49,28 @@ def trusts_teacher(spec: RunSpec, kappa: float) -> bool:
 
 
 @dataclass(frozen=True)
+class LabelDecision:
+    teacher_label: str  # the teacher's likelihood label
+    label: str  # what the sample keeps (and is trained on, fed back with)
+    confidence: float  # the teacher's probability of `label`
+    keep: bool
+
+
+def decide_label(
+    probabilities: dict[str, float], label: str, policy: str, min_confidence: float
+) -> LabelDecision:
+    """The one rule for the teacher's check of a label (verification.policy, loop.feedback_check):
+    relabel takes the teacher's label, drop leaves out a label the teacher disagrees with, keep
+    changes nothing; whatever the policy, a label the teacher gives less than `min_confidence` is
+    left out."""
+    teacher_label = top_label(probabilities)
+    decided = teacher_label if policy == "relabel" else label
+    confidence = probabilities.get(decided, 0.0)
+    disagrees = policy == "drop" and teacher_label != label
+    return LabelDecision(teacher_label, decided, confidence, confidence >= min_confidence and not disagrees)
+
+
+@dataclass(frozen=True)
 class Checked:
     sample: Sample
     probabilities: dict[str, float]  # the teacher's calibrated distribution over the labels
@@ -73,12 +95,6 @@ def check_feedback(ctx: RunContext, band: Sequence[Sample], seeds: Sequence[Samp
     out = []
     for sample in band:
         probabilities = sample.teacher_probs or scored[sample.id]
-        teacher_label = top_label(probabilities)
-        current = sample.label or ""
-        label = teacher_label if loop.feedback_check == "relabel" else current
-        confidence = probabilities.get(label, 0.0)
-        keep = confidence >= loop.feedback_min_confidence and (
-            loop.feedback_check == "relabel" or teacher_label == current
-        )
-        out.append(Checked(sample, probabilities, teacher_label, confidence, label, keep))
+        d = decide_label(probabilities, sample.label or "", loop.feedback_check, loop.feedback_min_confidence)
+        out.append(Checked(sample, probabilities, d.teacher_label, d.confidence, d.label, d.keep))
     return out

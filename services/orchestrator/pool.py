@@ -12,6 +12,7 @@ import numpy as np
 from services.orchestrator.context import RunContext
 from shared.db.models import Sample
 from shared.diversity import as_matrix, coverage, distinct_n, input_text, novel_mask, novelty, spread
+from shared.names import Diagnostic
 from shared.schemas.generation import GeneratedSample
 from shared.schemas.scoring import EmbedRequest
 
@@ -72,11 +73,11 @@ def diversity_metrics(ctx: RunContext, rows: Sequence[Sample], iteration: int) -
     current = [r for r in generated if r.iteration == iteration]
     pool = as_matrix([r.embedding for r in generated])
     values = {
-        "distinct_2": distinct_n(texts_of(ctx, [r.fields for r in current]), 2),
-        "embedding_spread": spread(as_matrix([r.embedding for r in current])),
-        "pool_spread": spread(pool),
-        "pool_coverage": coverage(pool, seeds),
-        "nearest_neighbour_similarity": _mean_nearest(pool),
+        Diagnostic.DISTINCT_2: distinct_n(texts_of(ctx, [r.fields for r in current]), 2),
+        Diagnostic.EMBEDDING_SPREAD: spread(as_matrix([r.embedding for r in current])),
+        Diagnostic.POOL_SPREAD: spread(pool),
+        Diagnostic.POOL_COVERAGE: coverage(pool, seeds),
+        Diagnostic.NEAREST_NEIGHBOUR_SIMILARITY: _mean_nearest(pool),
     }
     return {name: value for name, value in values.items() if value is not None}
 

@@ -21,10 +21,12 @@ from sqlalchemy.orm import Session
 from services.orchestrator.service import get_run, list_iterations
 from shared.auth import Principal
 from shared.db.models import Sample, Step
+from shared.diagnostics import diagnostic, diagnostic_series
 from shared.names import (
     EVALUATION_ERRORS,
     REFERENCE_EXAMPLES,
     TRAIN_LOSS,
+    Diagnostic,
     Stage,
     eval_metric,
     fewshot_metric,
@@ -194,10 +196,14 @@ def per_iteration(data: RunData, name: str) -> list[tuple[int, float]]:
     return [(it.index, it.metrics[name]) for it in _loop_iterations(data) if name in it.metrics]
 
 
-def _lines(ax: Axes, runs: list[RunData], names: dict[str, str]) -> None:
+def diagnostic_points(data: RunData, name: Diagnostic) -> list[tuple[int, float]]:
+    return diagnostic_series(_loop_iterations(data), name)
+
+
+def _lines(ax: Axes, runs: list[RunData], names: dict[Diagnostic, str]) -> None:
     for data in runs:
         for name, style in names.items():
-            points = per_iteration(data, name)
+            points = diagnostic_points(data, name)
             if points:
                 ax.plot(*zip(*points, strict=True), style, label=f"{data.label} {name.replace('_', ' ')}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -211,9 +217,10 @@ def diversity_plot(runs: list[RunData]) -> str:
     generated so far)."""
     fig = Figure(figsize=(11, 3.4))
     left, right = fig.subplots(1, 2)
-    _lines(left, runs, {"distinct_2": "-o", "embedding_spread": "--s", "pool_spread": ":^"})
+    spreads = {Diagnostic.DISTINCT_2: "-o", Diagnostic.EMBEDDING_SPREAD: "--s", Diagnostic.POOL_SPREAD: ":^"}
+    _lines(left, runs, spreads)
     left.set_title("diversity (higher = more varied)")
-    _lines(right, runs, {"pool_coverage": "-o", "nearest_neighbour_similarity": "--s"})
+    _lines(right, runs, {Diagnostic.POOL_COVERAGE: "-o", Diagnostic.NEAREST_NEIGHBOUR_SIMILARITY: "--s"})
     right.set_title("pool coverage; nearest-neighbour similarity")
     return _png(fig)
 
@@ -221,13 +228,14 @@ def diversity_plot(runs: list[RunData]) -> str:
 def ood_plot(runs: list[RunData]) -> str | None:
     """Is the OOD batch out of distribution? Its distance from the pool against the training
     batch's, and its energy gap to the training samples under the student."""
-    if not any(per_iteration(d, "ood_novelty") for d in runs):
+    if not any(diagnostic_points(d, Diagnostic.OOD_NOVELTY) for d in runs):
         return None
     fig = Figure(figsize=(11, 3.4))
     left, right = fig.subplots(1, 2)
-    _lines(left, runs, {"ood_novelty": "-o", "train_novelty": "--s"})
+    _lines(left, runs, {Diagnostic.OOD_NOVELTY: "-o", Diagnostic.TRAIN_NOVELTY: "--s"})
     left.set_title("distance from the pool (1 - nearest cosine)")
-    _lines(right, [d for d in runs if per_iteration(d, "ood_energy_gap")], {"ood_energy_gap": "-o"})
+    gapped = [d for d in runs if diagnostic_points(d, Diagnostic.OOD_ENERGY_GAP)]
+    _lines(right, gapped, {Diagnostic.OOD_ENERGY_GAP: "-o"})
     right.axhline(0.0, color="grey", linewidth=0.8)
     right.set_title("energy gap: E(OOD) - E(held-out training samples)")
     return _png(fig)
@@ -241,19 +249,32 @@ def _ood_attributes(data: RunData) -> str:
     return f"<p>Each OOD prompt named one of these subjects, listed by the teacher: {listed}.</p>"
 
 
+NAN = float("nan")
+
+
+def _or(metrics: dict[str, float], name: Diagnostic, missing: float) -> float:
+    """A diagnostic in a table cell: `missing` where the iteration did not record it."""
+    value = diagnostic(metrics, name)
+    return missing if value is None else value
+
+
 def _feedback_summary(data: RunData) -> str:
     """The teacher's check of the band per iteration (loop.feedback_check) and its judgement of
     the task (teacher.min_kappa)."""
-    rows = [(it.index, it.metrics) for it in _loop_iterations(data) if "feedback_checked" in it.metrics]
+    rows = [
+        (it.index, it.metrics)
+        for it in _loop_iterations(data)
+        if diagnostic(it.metrics, Diagnostic.FEEDBACK_CHECKED) is not None
+    ]
     if not rows:
         return ""
-    nan = float("nan")
     body = "".join(
-        f"<tr><td>{index}</td><td>{m['feedback_checked']:.0f}</td>"
-        f"<td>{m.get('feedback_teacher_agreement', nan):.2f}</td>"
-        f"<td>{m.get('feedback_relabelled', 0):.0f}</td><td>{m.get('feedback_dropped', 0):.0f}</td>"
-        f"<td>{m.get('teacher_kappa', nan):.2f}</td>"
-        f"<td>{'withheld' if m.get('feedback_withheld') else 'fed back'}</td></tr>"
+        f"<tr><td>{index}</td><td>{_or(m, Diagnostic.FEEDBACK_CHECKED, 0):.0f}</td>"
+        f"<td>{_or(m, Diagnostic.FEEDBACK_TEACHER_AGREEMENT, NAN):.2f}</td>"
+        f"<td>{_or(m, Diagnostic.FEEDBACK_RELABELLED, 0):.0f}</td>"
+        f"<td>{_or(m, Diagnostic.FEEDBACK_DROPPED, 0):.0f}</td>"
+        f"<td>{_or(m, Diagnostic.TEACHER_KAPPA, NAN):.2f}</td>"
+        f"<td>{'withheld' if diagnostic(m, Diagnostic.FEEDBACK_WITHHELD) else 'fed back'}</td></tr>"
         for index, m in rows
     )
     return (
@@ -270,16 +291,20 @@ def _feedback_summary(data: RunData) -> str:
 def _verification_summary(data: RunData) -> str:
     """The teacher's check of every generated label per iteration (verification.policy) and
     whether it judged the task well enough to change any (teacher.min_kappa)."""
-    rows = [(it.index, it.metrics) for it in _loop_iterations(data) if "teacher_agreement" in it.metrics]
+    rows = [
+        (it.index, it.metrics)
+        for it in _loop_iterations(data)
+        if diagnostic(it.metrics, Diagnostic.TEACHER_AGREEMENT) is not None
+    ]
     if not rows:
         return "<p>Labels were not checked by the teacher (verification.policy = off).</p>"
-    nan = float("nan")
+    at_chance = "kept as asked (teacher at chance)"
     body = "".join(
-        f"<tr><td>{index}</td><td>{m['teacher_agreement']:.2f}</td>"
-        f"<td>{m.get('verification_kappa', nan):.2f}</td>"
-        f"<td>{'kept as asked (teacher at chance)' if m.get('verification_withheld') else 'applied'}</td>"
-        f"<td>{m.get('label_fidelity_after_verification', nan):.2f}</td>"
-        f"<td>{m.get('verified_excluded', 0):.0f}</td></tr>"
+        f"<tr><td>{index}</td><td>{_or(m, Diagnostic.TEACHER_AGREEMENT, NAN):.2f}</td>"
+        f"<td>{_or(m, Diagnostic.VERIFICATION_KAPPA, NAN):.2f}</td>"
+        f"<td>{at_chance if diagnostic(m, Diagnostic.VERIFICATION_WITHHELD) else 'applied'}</td>"
+        f"<td>{_or(m, Diagnostic.LABEL_FIDELITY_AFTER_VERIFICATION, NAN):.2f}</td>"
+        f"<td>{_or(m, Diagnostic.VERIFIED_EXCLUDED, 0):.0f}</td></tr>"
         for index, m in rows
     )
     return (

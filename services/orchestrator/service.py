@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, select, true
 from sqlalchemy.exc import IntegrityError
@@ -20,7 +21,7 @@ from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.names import TERMINAL_RUN_STATUSES, RunStatus
 from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage, SampleRead
-from shared.spec import RunSpec
+from shared.spec import RunSpec, stored_spec
 
 
 def resolve_data_path(raw: str, settings: OrchestratorSettings, field: str) -> Path:
@@ -86,6 +87,7 @@ def create_run(
     if generator is not None:
         check_models(spec, settings=settings, generator=generator)
     owner = principal.name
+    stored = _stored(spec, settings)
     if idempotency_key:
         existing = session.scalar(
             select(Run).where(
@@ -94,15 +96,15 @@ def create_run(
             )
         )
         if existing is not None:
-            if existing.spec.get("name") != spec.name:
-                raise Conflict("Idempotency-Key was already used for a different run spec")
+            # A retry sends the same spec; the same key with another spec is a client bug that
+            # must not silently answer with the first run (its name alone says too little).
+            if stored_spec(existing.spec).model_dump(mode="json") != stored:
+                raise Conflict(
+                    f"the Idempotency-Key header {idempotency_key!r} was already used for run "
+                    f"{existing.id} with a different spec: send a new key for a new run, or the "
+                    "same spec to read that run"
+                )
             return existing
-    stored = spec.model_dump(mode="json")
-    if spec.evaluation:
-        for name in ("path", "reference_path"):
-            raw = getattr(spec.evaluation, name)
-            if raw is not None:
-                stored["evaluation"][name] = str(resolve_data_path(raw, settings, f"evaluation.{name}"))
     run = Run(id=uuid.uuid4(), name=spec.name, spec=stored, idempotency_key=idempotency_key, owner=owner)
     session.add(run)
     try:
@@ -124,6 +126,17 @@ def create_run(
     ]
     session.execute(Sample.__table__.insert(), seeds)
     return run
+
+
+def _stored(spec: RunSpec, settings: OrchestratorSettings) -> dict[str, Any]:
+    """The spec as a run stores it: its data paths resolved inside the data roots."""
+    stored = spec.model_dump(mode="json")
+    if spec.evaluation:
+        for name in ("path", "reference_path"):
+            raw = getattr(spec.evaluation, name)
+            if raw is not None:
+                stored["evaluation"][name] = str(resolve_data_path(raw, settings, f"evaluation.{name}"))
+    return stored
 
 
 def get_run(run_id: uuid.UUID, *, session: Session, principal: Principal, for_update: bool = False) -> Run:

@@ -23,11 +23,12 @@ from services.trainer.train import evaluate_few_shot, train
 from services.trainer.train_config import TrainConfig, config_from_spec, evaluation_items
 from shared.artifacts import ArtifactStore
 from shared.checkpoints import CheckpointNotFound, checkpoint_uuid, read_metadata
-from shared.db.models import Checkpoint, Metric, Run, Sample
+from shared.db.metrics import upsert_metrics
+from shared.db.models import Checkpoint, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
 from shared.evaluation_data import load_evaluation
 from shared.logging import configure_logging, log_context
-from shared.names import REFERENCE_EXAMPLES, Stage, fewshot_metric, reference_metric
+from shared.names import REFERENCE_EXAMPLES, TRAIN_EXAMPLES_PER_S, Stage, fewshot_metric, reference_metric
 from shared.schemas.training import TrainJob, TrainResult
 from shared.spec import RunSpec
 
@@ -182,29 +183,7 @@ def record(
         id=uuid.UUID(result.checkpoint_id), run_id=run_id, iteration=job.iteration, role=job.role, **values
     )
     session.execute(stmt.on_conflict_do_update(index_elements=["run_id", "iteration", "role"], set_=values))
-    record_metrics(session, job, result.metrics)
-
-
-def record_metrics(session: Session, job: TrainJob, metrics: dict[str, float]) -> None:
-    """Upsert one Metric row per metric at the job's iteration (the caller commits)."""
-    if not metrics:
-        return
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "run_id": uuid.UUID(job.run_id),
-            "iteration": job.iteration,
-            "name": name,
-            "value": float(value),
-        }
-        for name, value in sorted(metrics.items())
-    ]
-    stmt = insert(Metric).values(rows)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["run_id", "iteration", "name"], set_={"value": stmt.excluded.value}
-        )
-    )
+    upsert_metrics(session, run_id, job.iteration, result.metrics)
 
 
 def _finished(session: Session, checkpoint_id: uuid.UUID, store: ArtifactStore) -> TrainResult | None:
@@ -222,7 +201,7 @@ def _finished(session: Session, checkpoint_id: uuid.UUID, store: ArtifactStore) 
         checkpoint_id=str(row.id),
         metrics=metrics,
         seconds=0.0,
-        examples_per_second=metrics.get("train_examples_per_s", 0.0),
+        examples_per_second=metrics.get(TRAIN_EXAMPLES_PER_S, 0.0),
         extra={"reused": True, "base_model": meta.base_model},
     )
 
@@ -270,7 +249,7 @@ def _train_student(job: TrainJob, settings: TrainerSettings) -> dict[str, Any]:
             result = evaluate_few_shot(cfg)
             result.metrics = {fewshot_metric(name): value for name, value in result.metrics.items()}
             with transaction(factory) as session:
-                record_metrics(session, job, result.metrics)
+                upsert_metrics(session, uuid.UUID(job.run_id), job.iteration, result.metrics)
             return result.model_dump()
         store.require_writable()  # before training, not after
         _report("training", train_examples=len(cfg.train))

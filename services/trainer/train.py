@@ -50,6 +50,7 @@ from shared.names import (
     EVAL_SECONDS_PER_EXAMPLE,
     EVALUATION_ERRORS,
     STUDENT_PARAMETERS,
+    TRAIN_EXAMPLES_PER_S,
     TRAIN_LOSS,
     TRAINABLE_PARAMETERS,
     eval_metric,
@@ -405,7 +406,7 @@ def _training_metrics(student: Student, data: _Data, fit: _Fit) -> dict[str, flo
         TRAIN_LOSS: fit.epoch_losses[fit.final_epoch - 1],
         "train_examples": float(len(data.train)),
         "train_seconds": fit.seconds,
-        "train_examples_per_s": seen / fit.seconds if fit.seconds > 0 else 0.0,
+        TRAIN_EXAMPLES_PER_S: seen / fit.seconds if fit.seconds > 0 else 0.0,
         TRAINABLE_PARAMETERS: _parameters(student.model, trainable=True),
     }
 
@@ -574,7 +575,7 @@ def _result(
         checkpoint_id=cfg.checkpoint_id,
         metrics=metrics,
         seconds=time.perf_counter() - started,
-        examples_per_second=metrics["train_examples_per_s"],
+        examples_per_second=metrics[TRAIN_EXAMPLES_PER_S],
         extra={
             "best_epoch": fit.final_epoch,
             "epochs_run": fit.epochs_run,

@@ -18,10 +18,10 @@ from services.orchestrator.stages.records import (
     samples,
     sampling,
     stage_seed,
-    upsert_metrics,
 )
+from shared.db.metrics import upsert_metrics
 from shared.db.models import Rejection, Sample, Step
-from shared.names import Stage
+from shared.names import Stage, near_duplicates, novelty
 from shared.schemas.generation import AttributesRequest, GenerateRequest
 from shared.spec import RunSpec
 
@@ -132,8 +132,8 @@ def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: str) -> Done:
         it.parse_stats = {**it.parse_stats, kind: stats}
         metrics = pool.diversity_metrics(ctx, samples(session, ctx.run_id), iteration)
         if batch.novelty is not None:
-            metrics[f"{kind}_novelty"] = batch.novelty
-        metrics[f"{kind}_near_duplicates"] = float(len(batch.near_duplicates))
+            metrics[novelty(kind)] = batch.novelty
+        metrics[near_duplicates(kind)] = float(len(batch.near_duplicates))
         upsert_metrics(session, ctx.run_id, iteration, metrics)
 
     # An OOD batch may come back empty (a small teacher's deliberately different samples often fail

@@ -1,5 +1,5 @@
-"""The rows every stage reads and writes: samples, the iteration row, metrics and the step's own
-mark, and the per-stage seeds that make a re-run of a step draw the same."""
+"""The rows every stage reads and writes: samples, the iteration row and the step's own mark
+(metrics: shared.db.metrics), and the per-stage seeds that make a re-run of a step draw the same."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
-from shared.db.models import Iteration, Metric, Sample, Step
+from shared.db.models import Iteration, Sample, Step
 from shared.names import IterationStatus, StepStatus
 from shared.schemas.generation import SamplingSettings
 from shared.spec import RunSpec
@@ -89,19 +89,3 @@ def iteration_row(session: Session, run_id: uuid.UUID, index: int) -> Iteration:
         )
     assert it is not None
     return it
-
-
-def upsert_metrics(session: Session, run_id: uuid.UUID, iteration: int, metrics: dict[str, float]) -> None:
-    for name, value in metrics.items():
-        session.execute(
-            pg_insert(Metric)
-            .values(
-                id=uuid.uuid4(),
-                run_id=run_id,
-                iteration=iteration,
-                name=name,
-                value=value,
-                created_at=utcnow(),
-            )
-            .on_conflict_do_update(index_elements=["run_id", "iteration", "name"], set_={"value": value})
-        )

@@ -18,8 +18,10 @@ from services.orchestrator.feedback import (
     trusts_teacher,
 )
 from services.orchestrator.stages.done import Done
-from services.orchestrator.stages.records import iteration_row, samples, upsert_metrics
+from services.orchestrator.stages.records import iteration_row, samples
+from shared.db.metrics import upsert_metrics
 from shared.db.models import Iteration, Sample
+from shared.names import Diagnostic
 from shared.schemas.scoring import EnergyRequest, SelectRequest
 
 # The teacher's label of each OOD sample of an iteration beside the requested one, kept in the
@@ -60,7 +62,7 @@ def score(ctx: RunContext, iteration: int) -> Done:
         )
         if ood_energies and holdout_energies:
             gap = float(np.mean(ood_energies) - np.mean(holdout_energies))
-            upsert_metrics(session, ctx.run_id, iteration, {"ood_energy_gap": gap})
+            upsert_metrics(session, ctx.run_id, iteration, {Diagnostic.OOD_ENERGY_GAP: gap})
 
     return Done({"scored": len(scored)}, write)
 
@@ -93,7 +95,7 @@ def select_feedback(ctx: RunContext, iteration: int) -> Done:
             judgement = [(requested_label(c.sample), c.teacher_label) for c in judged]
             kappa = teacher_kappa(earlier + judgement)
             withheld = not trusts_teacher(ctx.spec, kappa)
-            stats = {"teacher_kappa": kappa, "feedback_withheld": float(withheld)}
+            stats = {Diagnostic.TEACHER_KAPPA: kappa, Diagnostic.FEEDBACK_WITHHELD: float(withheld)}
             band = set(ctx.call(ctx.scorer.select, request).selected)
             checks = [c for i, c in enumerate(judged) if i in band]
             checked_label = {c.sample.id: c.label for c in checks}
@@ -143,9 +145,10 @@ def _feedback_stats(checks: list[Checked], chosen: set[uuid.UUID]) -> dict[str, 
         return {}
     fed = [c for c in checks if c.sample.id in chosen]
     return {
-        "feedback_checked": float(len(checks)),
-        "feedback_teacher_agreement": sum(c.teacher_label == c.sample.label for c in checks) / len(checks),
-        "feedback_relabelled": float(sum(c.relabelled for c in fed)),
-        "feedback_dropped": float(sum(not c.keep for c in checks)),
-        "feedback_contradicted": float(sum(c.teacher_label != c.label for c in fed)),
+        Diagnostic.FEEDBACK_CHECKED: float(len(checks)),
+        Diagnostic.FEEDBACK_TEACHER_AGREEMENT: sum(c.teacher_label == c.sample.label for c in checks)
+        / len(checks),
+        Diagnostic.FEEDBACK_RELABELLED: float(sum(c.relabelled for c in fed)),
+        Diagnostic.FEEDBACK_DROPPED: float(sum(not c.keep for c in checks)),
+        Diagnostic.FEEDBACK_CONTRADICTED: float(sum(c.teacher_label != c.label for c in fed)),
     }

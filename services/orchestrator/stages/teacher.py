@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from services.orchestrator.context import RunContext, StepFailed
 from services.orchestrator.stages.done import Done
-from services.orchestrator.stages.records import iteration_row, upsert_metrics
+from services.orchestrator.stages.records import iteration_row
+from shared.db.metrics import upsert_metrics
 from shared.db.models import Step
 from shared.evaluation_data import load_evaluation
 from shared.names import (

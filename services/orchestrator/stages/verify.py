@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from services.orchestrator.context import RunContext, StepFailed
 from services.orchestrator.feedback import (
+    decide_label,
     requested_label,
     teacher_distributions,
     teacher_kappa,
@@ -15,8 +16,10 @@ from services.orchestrator.feedback import (
     trusts_teacher,
 )
 from services.orchestrator.stages.done import Done
-from services.orchestrator.stages.records import iteration_row, samples, upsert_metrics
+from services.orchestrator.stages.records import iteration_row, samples
+from shared.db.metrics import upsert_metrics
 from shared.db.models import Sample
+from shared.names import Diagnostic
 
 
 def verify_labels(ctx: RunContext, iteration: int) -> Done:
@@ -38,26 +41,23 @@ def verify_labels(ctx: RunContext, iteration: int) -> Done:
     kappa = teacher_kappa(
         [(requested_label(s), top_label(p)) for s, p in zip(generated, judged, strict=True)]
     )
-    trusted = trusts_teacher(spec, kappa)  # else: the requested labels stay, nothing is left out
+    trusted = trusts_teacher(spec, kappa)
+    # A teacher at chance changes nothing: the requested labels stay, none is left out.
+    rule, floor = (policy.policy, policy.min_confidence) if trusted else ("keep", 0.0)
     updates, agree, kept_agree, confidences = [], 0, 0, []
     for sample, probabilities in zip(generated, judged, strict=True):
-        teacher_label = top_label(probabilities)
         requested = requested_label(sample)
-        agree += teacher_label == requested
-        label = teacher_label if policy.policy == "relabel" and trusted else requested
-        confidence = probabilities.get(label, 0.0)
-        confidences.append(confidence)
-        excluded = trusted and (
-            (policy.policy == "drop" and teacher_label != requested) or confidence < policy.min_confidence
-        )
-        kept_agree += not excluded and teacher_label == label
+        d = decide_label(probabilities, requested, rule, floor)
+        agree += d.teacher_label == requested
+        confidences.append(d.confidence)
+        kept_agree += d.keep and d.teacher_label == d.label
         updates.append(
             {
                 "id": sample.id,
-                "label": label,
-                "fields": {**sample.fields, output_field: label},
+                "label": d.label,
+                "fields": {**sample.fields, output_field: d.label},
                 "teacher_probs": probabilities if trusted else None,
-                "excluded": excluded,
+                "excluded": not d.keep,
             }
         )
     kept = sum(not u["excluded"] for u in updates)
@@ -83,12 +83,12 @@ def verify_labels(ctx: RunContext, iteration: int) -> Done:
             ctx.run_id,
             iteration,
             {
-                "teacher_agreement": stats["agreement"],
-                "label_fidelity_after_verification": stats["fidelity_after"],
-                "verified_excluded": float(stats["excluded"]),
-                "teacher_mean_confidence": stats["mean_confidence"],
-                "verification_kappa": kappa,
-                "verification_withheld": float(not trusted),
+                Diagnostic.TEACHER_AGREEMENT: stats["agreement"],
+                Diagnostic.LABEL_FIDELITY_AFTER_VERIFICATION: stats["fidelity_after"],
+                Diagnostic.VERIFIED_EXCLUDED: float(stats["excluded"]),
+                Diagnostic.TEACHER_MEAN_CONFIDENCE: stats["mean_confidence"],
+                Diagnostic.VERIFICATION_KAPPA: kappa,
+                Diagnostic.VERIFICATION_WITHHELD: float(not trusted),
             },
         )
 

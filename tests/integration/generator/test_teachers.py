@@ -134,3 +134,36 @@ def test_teachers_come_from_the_allow_list_local_or_remote() -> None:
             generator_teachers=["local"],
             generator_models={"default": "x", "local": "/models/local"},
         )
+
+
+class GoneOnClose(FakeEngine):
+    """An engine whose process died: closing what is left of it fails."""
+
+    async def close(self) -> None:
+        self.started = False
+        raise RuntimeError("engine process already gone")
+
+
+def test_a_dead_engine_that_fails_to_close_is_logged_and_reloaded(caplog: pytest.LogCaptureFixture) -> None:
+    engine = GoneOnClose()
+    teachers = Teachers(GeneratorSettings(generator_watch_s=0.01), {"default": engine})
+
+    async def die_and_reload() -> None:
+        await teachers.start(exit_on_failure=False)
+        engine.started = False  # the engine process is killed
+        watching = asyncio.create_task(teachers.watch(exit_on_failure=False))
+        deadline = time.monotonic() + 10
+        while not (teachers.default.restarts and engine.ready()):
+            assert time.monotonic() < deadline, "the dead engine was not reloaded"
+            await asyncio.sleep(0.01)
+        watching.cancel()
+
+    asyncio.run(die_and_reload())
+    assert "closing the dead engine of 'default' failed: engine process already gone" in caplog.text
+
+
+def test_shutdown_while_a_teacher_loads_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    slow = SlowStart()
+    with TestClient(create_app(GeneratorSettings(generator_start_timeout_s=0.05), engines={"default": slow})):
+        pass  # shut down before the teacher loaded
+    assert "the teachers were still loading" in caplog.text

@@ -28,6 +28,7 @@ from shared.db.models import Iteration, Metric, Rejection, Run, Sample, Step
 from shared.errors import UpstreamError
 from shared.jobs import train_queue
 from shared.logging import make_handler
+from shared.names import Diagnostic
 from shared.schemas.generation import (
     AnswerRequest,
     AnswerResponse,
@@ -298,6 +299,11 @@ def test_gold_run_stores_every_step(
         )
         assert 0.0 <= teacher <= 1.0
         assert _count(session, Step, Step.run_id == run_id, Step.status == "done") == 15  # + attributes
+        # The stages write every diagnostic the renderers read (by the same names: shared.diagnostics).
+        for i in (1, 2):
+            stored = select(Metric.name).where(Metric.run_id == run_id, Metric.iteration == i)
+            written = set(session.scalars(stored))
+            assert set(Diagnostic) <= written, set(Diagnostic) - written
     # feedback of iteration 1 goes into the training prompt of iteration 2, and earlier hashes are excluded
     second_train = [c for c in generator.calls if c.mode == "train"][1]
     assert len(second_train.feedback) == 1

@@ -107,6 +107,20 @@ def test_idempotency_key_returns_the_same_run(api, spec, session_factory):
         assert session.scalar(select(func.count()).select_from(Run)) == 1
 
 
+def test_idempotency_key_with_another_spec_is_409(api, spec, session_factory):
+    first = api.post("/runs", json=spec, headers={"Idempotency-Key": "abc"})
+    assert first.status_code == 201, first.text
+    # The same name, another loop: a retry must not answer with the run of the first spec.
+    changed = _with(spec, "loop.iterations", spec["loop"].get("iterations", 3) + 1)
+    second = api.post("/runs", json=changed, headers={"Idempotency-Key": "abc"})
+    assert second.status_code == 409, second.text
+    assert second.json()["error"] == "conflict" and "Idempotency-Key" in second.json()["message"]
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 1
+    # The first spec again is the retry it looks like.
+    assert api.post("/runs", json=spec, headers={"Idempotency-Key": "abc"}).json()["id"] == first.json()["id"]
+
+
 def test_cancel_queued_run(api, spec):
     run = api.post("/runs", json=spec).json()
     cancelled = api.post(f"/runs/{run['id']}/cancel").json()
