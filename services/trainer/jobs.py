@@ -145,11 +145,10 @@ def build_config(
                 f"init checkpoint is a {meta.get('student_kind')}, the spec wants {spec.student_kind}"
             )
 
-    try:
-        evaluation = evaluation_items(spec)
-    except FileNotFoundError as exc:
-        logger.warning("skipping real-data evaluation: %s", exc)
-        evaluation = []
+    # Submitting the run checked the evaluation file; one gone since fails the step (naming the
+    # field and the file) rather than train a student nobody can compare: a run that "succeeded"
+    # without its real-data metrics was dropped from `gold eval`'s statistics unseen.
+    evaluation = evaluation_items(spec)
 
     cid = checkpoint_uuid(job.run_id, job.iteration, job.role)
     return config_from_spec(
