@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from gold.demo import demo_data
 from gold.evaluate import (
     STUDENT_MODES,
     apply_overrides,
@@ -49,7 +50,6 @@ from shared.spec import load_spec_file
 
 app = typer.Typer(help="GOLD: distil a teacher LLM into a small student with OOD-guided data generation.")
 console = Console(stderr=True)
-DEMO_SPEC = Path(__file__).with_name("specs") / "demo.yaml"
 # `gold up`'s exit status when a port it serves on is taken: a script that chose the ports (the tests)
 # may start it again on others.
 EXIT_PORT_IN_USE = errno.EADDRINUSE
@@ -232,14 +232,11 @@ def status(
 
 
 def demo_spec() -> dict[str, Any]:
-    spec = load_spec_file(DEMO_SPEC)
-    evaluation = spec.get("evaluation")
-    if evaluation and not Path(evaluation["path"]).is_file():
-        console.print(
-            f"[yellow]{evaluation['path']} not found: the demo runs without real-data evaluation[/yellow]"
-        )
-        spec.pop("evaluation")
-    return spec
+    """The demo spec with the evaluation data this machine has (gold/demo.py), said in one line."""
+    chosen = demo_data()
+    style = "yellow" if chosen.source == "none" else "green"
+    console.print(chosen.message, style=style, markup=False, highlight=False, soft_wrap=True)
+    return chosen.spec
 
 
 @contextmanager
@@ -346,7 +343,7 @@ def eval_command(
         typer.Option(
             help="comma-separated: gold, vanilla, teacher, student (a causal student before "
             "distillation, few-shot from the seed examples), supervised (the student on as many real "
-            "labelled examples, when the spec has evaluation.reference_path)"
+            "labelled examples, when the spec has evaluation.reference_path or reference_split)"
         ),
     ] = "gold,vanilla,teacher,supervised",
     repeats: Annotated[int, typer.Option(min=1, max=20)] = 1,

@@ -128,6 +128,7 @@ def mode_spec(
             out["evaluation"]["student_baseline"] = True
         if not measure_supervised:
             out["evaluation"].pop("reference_path", None)
+            out["evaluation"].pop("reference_split", None)
             out["evaluation"].pop("reference_examples", None)
     return out
 
@@ -411,6 +412,10 @@ def baselines_spec(
     return out
 
 
+class UnmeasuredRun(RuntimeError):
+    """A student run finished without its headline metric on the real evaluation data."""
+
+
 def record_student(result: ModeResult, summary: RunSummary, repeat: int) -> None:
     """A gold or vanilla run's final student: its headline metric, diagnostics and costs."""
     result.run_ids.append(str(summary.run.id))
@@ -418,9 +423,13 @@ def record_student(result: ModeResult, summary: RunSummary, repeat: int) -> None
         return
     metrics = final_metrics(summary)
     headline = eval_metric(stored_spec(summary.run.spec).headline_metric)
-    if headline in metrics:
-        result.metric = headline
-        result.add(repeat, metrics[headline])
+    if headline not in metrics:  # a repeat left out of the statistics unseen would bias them
+        raise UnmeasuredRun(
+            f"run {summary.run.id} ({summary.run.name}) succeeded but its student has no {headline}: "
+            "it was not measured on real data (does the spec have an evaluation section?)"
+        )
+    result.metric = headline
+    result.add(repeat, metrics[headline])
     result.diagnostics.append(run_diagnostics(summary, headline))
     result.parameters = metrics.get(STUDENT_PARAMETERS, result.parameters)
     result.seconds_per_example = metrics.get(EVAL_SECONDS_PER_EXAMPLE, result.seconds_per_example)

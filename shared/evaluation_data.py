@@ -1,19 +1,30 @@
-"""Load a run spec's `evaluation` block: real labelled data in a JSONL file.
+"""Load a run spec's real labelled rows: the `evaluation` data and the supervised reference's.
 
-`input_map` maps each task input field to a dataset column (a field not named maps to the column of
-the same name); `label_field` is a column or a dotted path (e.g. `answers.text`), whose value may be a
-list of acceptable answers; `limit` keeps the first N usable rows (file order, so runs compare).
-Rows missing an input or a reference are skipped and counted, never silently."""
+The one place they are read, from either source the spec names (shared/spec.py DataSource): a
+local JSONL file (`path`) or one split of a Hugging Face dataset (`dataset`, `split`), loaded with
+the `datasets` library (its cache, HF_HOME, makes a second load local and works offline).
+
+`input_map` maps each task input field to a column (a field not named maps to the column of the
+same name); `label_field` is a column or a dotted path (e.g. `answers.text`), whose value may be a
+list of acceptable answers, and a dataset's class-label column reads as its class names (SST-2's
+label 1 is "positive"); `limit` keeps the first N usable rows (file or split order, so runs
+compare). Rows missing an input or a reference are skipped and counted, never silently."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.spec import EvaluationSpec, TaskSpec
+from shared.spec import DataSource, EvaluationSpec, FileSource, HubSource, TaskSpec
+
+
+class EvaluationDataError(Exception):
+    """The rows a spec names cannot be read: the message names the spec field and the source
+    (never a traceback of the library underneath)."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +35,7 @@ class EvalExample:
 
 @dataclass
 class EvaluationData:
-    path: Path
+    source: DataSource
     examples: list[EvalExample]
     skipped: Counter[str] = field(default_factory=Counter)
 
@@ -46,34 +57,87 @@ def _as_references(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v for v in out if v))  # de-duplicated, order kept
 
 
-def load_evaluation(spec: EvaluationSpec, task: TaskSpec) -> EvaluationData:
-    path = Path(spec.path).expanduser()
+def _file_rows(source: FileSource, skipped: Counter[str]) -> Iterator[dict[str, Any]]:
+    path = Path(source.path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"evaluation data not found: {path}")
-    columns = {name: spec.input_map.get(name, name) for name in task.input_fields}
-    labels = set(task.labels or [])
-    data = EvaluationData(path=path, examples=[])
+        raise EvaluationDataError(f"{source}: the file does not exist (looked for {path.resolve()})")
     with path.open(encoding="utf-8") as handle:
         for line in handle:
-            if spec.limit is not None and len(data.examples) >= spec.limit:
-                break
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                data.skipped["bad_json"] += 1
+                skipped["bad_json"] += 1
                 continue
-            fields = {name: _lookup(row, column) for name, column in columns.items()}
-            if any(not isinstance(v, str) or not v.strip() for v in fields.values()):
-                data.skipped["missing_input"] += 1
-                continue
-            references = _as_references(_lookup(row, spec.label_field))
-            if not references:
-                data.skipped["missing_reference"] += 1
-                continue
-            if labels and references[0] not in labels:
-                data.skipped["label_outside_label_set"] += 1
-                continue
-            data.examples.append(EvalExample(fields=fields, references=references))
+            yield row if isinstance(row, dict) else {}
+
+
+def _hub_rows(source: HubSource) -> Iterator[dict[str, Any]]:
+    # Imported here: only a spec with a dataset pays for the import (pyarrow, pandas).
+    import datasets
+
+    datasets.disable_progress_bars()  # a bar per load floods a service's log
+    try:
+        data = datasets.load_dataset(source.dataset, source.config, split=source.split)
+    except Exception as exc:  # noqa: BLE001 - any failure of the hub or the cache, named below
+        # The library's errors are long and nested (offline mode, a missing repo, a config or split
+        # it does not have): the user gets its last line and the source it was about.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise EvaluationDataError(
+            f"{source} could not be loaded ({type(exc).__name__}: {reason}). It needs the Hugging "
+            "Face hub (HF_HUB_OFFLINE unset or 0) or an earlier load in the cache (HF_HOME)"
+        ) from exc
+    if not isinstance(data, datasets.Dataset):  # a split always gives one Dataset
+        raise EvaluationDataError(f"{source}: expected one split, got {type(data).__name__}")
+    # Class-label columns (ints) read as their class names, so label_field matches task.labels.
+    class_names = {
+        name: feature.names
+        for name, feature in data.features.items()
+        if isinstance(feature, datasets.ClassLabel)
+    }
+    for row in data:
+        assert isinstance(row, dict)
+        for name, names in class_names.items():
+            value = row.get(name)
+            if isinstance(value, int) and 0 <= value < len(names):
+                row[name] = names[value]
+        yield row
+
+
+def load_rows(source: DataSource, spec: EvaluationSpec, task: TaskSpec, limit: int | None) -> EvaluationData:
+    """The first `limit` usable rows of `source`, read with the columns `spec` maps. Raises
+    EvaluationDataError when the source cannot be read."""
+    columns = {name: spec.input_map.get(name, name) for name in task.input_fields}
+    labels = set(task.labels or [])
+    data = EvaluationData(source=source, examples=[])
+    rows = _file_rows(source, data.skipped) if isinstance(source, FileSource) else _hub_rows(source)
+    for row in rows:
+        if limit is not None and len(data.examples) >= limit:
+            break
+        fields = {name: _lookup(row, column) for name, column in columns.items()}
+        if any(not isinstance(v, str) or not v.strip() for v in fields.values()):
+            data.skipped["missing_input"] += 1
+            continue
+        references = _as_references(_lookup(row, spec.label_field))
+        if not references:
+            data.skipped["missing_reference"] += 1
+            continue
+        if labels and references[0] not in labels:
+            data.skipped["label_outside_label_set"] += 1
+            continue
+        data.examples.append(EvalExample(fields=fields, references=references))
     return data
+
+
+def load_evaluation(spec: EvaluationSpec, task: TaskSpec) -> EvaluationData:
+    """The evaluation rows (`path` or `dataset`), `limit` of them at most."""
+    return load_rows(spec.source, spec, task, spec.limit)
+
+
+def load_reference(spec: EvaluationSpec, task: TaskSpec, limit: int) -> EvaluationData:
+    """The supervised reference's real training rows (`reference_path` or `reference_split`)."""
+    source = spec.reference_source
+    if source is None:
+        raise EvaluationDataError("evaluation: the spec names no reference_path or reference_split")
+    return load_rows(source, spec, task, limit)

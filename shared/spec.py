@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared.schemas.base import InputModel
 
@@ -241,25 +249,136 @@ TASK_METRICS = {
 MetricName = Literal["accuracy", "macro_f1", "kappa", "exact_match", "f1", "rouge_l"]
 
 
+# A Hugging Face dataset id, "owner/name": never a path (a name cannot start with / . or ~, nor
+# climb out with ..). `datasets` reads a folder of that relative name in the working directory
+# before asking the hub, which is how a machine without the hub (and the tests) provides one.
+HubDatasetName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+]
+# A split name, with the `datasets` slicing syntax allowed (train[:1000]).
+SplitName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:%+\[\]-]{0,99}$")]
+
+
+class FileSource(BaseModel):
+    """Real rows in a local JSONL file (one JSON object a line)."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["file"] = "file"
+    field: str  # the spec field that names it, for error messages: evaluation.path
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.path}"
+
+
+class HubSource(BaseModel):
+    """Real rows in one split of a Hugging Face dataset, loaded with `datasets`."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["hub"] = "hub"
+    field: str  # evaluation.dataset or evaluation.reference_split
+    dataset: str
+    config: str | None = None
+    split: str
+
+    def __str__(self) -> str:
+        config = f", config {self.config}" if self.config else ""
+        return f"{self.field}: Hugging Face dataset {self.dataset} (split {self.split}{config})"
+
+
+# Where a spec's real rows come from: the one shape shared/evaluation_data.py loads.
+DataSource = Annotated[FileSource | HubSource, Field(discriminator="kind")]
+
+
 class EvaluationSpec(InputModel):
-    path: str = Field(min_length=1, max_length=1000)
+    # The real rows: a local JSONL file (`path`) or a Hugging Face dataset (`dataset` and `split`,
+    # `config` where the dataset has several), exactly one of them.
+    path: str | None = Field(default=None, min_length=1, max_length=1000)
+    dataset: HubDatasetName | None = Field(default=None, validate_default=True)
+    config: str | None = Field(default=None, min_length=1, max_length=200)
+    split: SplitName | None = Field(default=None, validate_default=True)
     # The headline metric of tables, plots and `gold eval` (default: the task type's first in
     # TASK_METRICS: accuracy, or token F1 for seq2seq).
     metric: MetricName | None = None
     input_map: dict[FieldName, str] = Field(default_factory=dict)
+    # A column or a dotted path; a dataset's class-label column reads as the class names.
     label_field: str = Field(default="label_text", max_length=64)
     limit: int | None = Field(default=None, ge=1, le=100000)
     # Also measure the teacher answering the same data few-shot (the label by likelihood for
     # classification, its greedy answer for seq2seq).
     teacher_baseline: bool = True
     # The supervised reference: a labelled JSONL file of REAL training examples (same columns as
-    # `path`). A fresh student trained on as many of its rows as the run's generation budget
-    # (or `reference_examples`) is measured on the evaluation data beside the distilled one.
+    # `path`), or with `dataset` another split of it (reference_split: train). A fresh student
+    # trained on as many of its rows as the run's generation budget (or `reference_examples`) is
+    # measured on the evaluation data beside the distilled one.
     reference_path: str | None = Field(default=None, min_length=1, max_length=1000)
+    reference_split: SplitName | None = None
     reference_examples: int | None = Field(default=None, ge=2, le=100000)
     # Also measure the student BEFORE distillation answering the same data few-shot after the seed
     # examples (causal students: what distillation added). `gold eval --modes student` sets it.
     student_baseline: bool = False
+
+    # Field validators, so that the 422 names the field (evaluation.dataset, evaluation.split).
+    @field_validator("dataset")
+    @classmethod
+    def _one_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "path" not in info.data:
+            return value  # path's own error is reported instead
+        path = info.data["path"]
+        if path is not None and value is not None:
+            raise ValueError("give path (a JSONL file) or dataset (a Hugging Face dataset), not both")
+        if path is None and value is None:
+            raise ValueError(
+                "the evaluation data is missing: give path (a JSONL file) or dataset "
+                "(a Hugging Face dataset name, with split)"
+            )
+        return value
+
+    @field_validator("config", "split")
+    @classmethod
+    def _dataset_parts(cls, value: str | None, info: ValidationInfo) -> str | None:
+        has_dataset = info.data.get("dataset") is not None
+        if value is not None and info.data.get("path") is not None:
+            raise ValueError(f"{info.field_name} applies to a dataset, not to path")
+        if info.field_name == "split" and value is None and has_dataset:
+            raise ValueError("name the dataset's split to evaluate on (e.g. validation)")
+        return value
+
+    @field_validator("reference_split")
+    @classmethod
+    def _reference_split(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("reference_path") is not None:
+            raise ValueError("give reference_path or reference_split, not both")
+        if info.data.get("dataset") is None:
+            raise ValueError("reference_split is a split of `dataset`: with path, use reference_path")
+        return value
+
+    @property
+    def source(self) -> DataSource:
+        """Where the evaluation rows come from."""
+        if self.dataset is not None:
+            assert self.split is not None  # the validators require it
+            return HubSource(
+                field="evaluation.dataset", dataset=self.dataset, config=self.config, split=self.split
+            )
+        assert self.path is not None
+        return FileSource(field="evaluation.path", path=self.path)
+
+    @property
+    def reference_source(self) -> DataSource | None:
+        """Where the supervised reference's real training rows come from (None: no reference)."""
+        if self.reference_path is not None:
+            return FileSource(field="evaluation.reference_path", path=self.reference_path)
+        if self.reference_split is not None and self.dataset is not None:
+            return HubSource(
+                field="evaluation.reference_split",
+                dataset=self.dataset,
+                config=self.config,
+                split=self.reference_split,
+            )
+        return None
 
 
 class RunSpec(InputModel):
@@ -318,12 +437,12 @@ class RunSpec(InputModel):
         if self.loop.iterations > 0:
             return self
         e = self.evaluation
-        if e is None or not (e.teacher_baseline or e.student_baseline or e.reference_path):
+        if e is None or not (e.teacher_baseline or e.student_baseline or e.reference_source):
             raise ValueError(
                 "loop.iterations: 0 trains no student and measures only baselines; add an evaluation "
-                "section with teacher_baseline, student_baseline or reference_path"
+                "section with teacher_baseline, student_baseline or reference_path (reference_split)"
             )
-        if e.reference_path and e.reference_examples is None:
+        if e.reference_source and e.reference_examples is None:
             raise ValueError(
                 "evaluation.reference_examples: with loop.iterations 0 there is no generation budget "
                 "to match; say how many real examples the supervised reference trains on"

@@ -21,7 +21,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+# The benchmark data beside the project, present on the developers' machines only; tests about
+# those files are marked `shared_data` and skipped where it is absent. TESTS_SHARED_DATA points
+# elsewhere (a folder that does not exist, say) to run the suite as a user's clone would.
+SHARED_DATA = Path(os.environ.get("TESTS_SHARED_DATA") or PROJECT_ROOT.parent / "shared" / "data")
+# Rows written for the tests (tests/fixtures/data/README.md): what every other test evaluates on.
+FIXTURE_DATA = PROJECT_ROOT / "tests" / "fixtures" / "data"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("shared_data") and not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the benchmark data in {SHARED_DATA}, which is absent on this machine")
 
 
 @pytest.fixture(scope="session")
@@ -77,9 +87,17 @@ def redis_conn(redis_url: str) -> Redis:
     return Redis.from_url(redis_url)
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
+@pytest.fixture
+def shared_data(request: pytest.FixtureRequest) -> Path:
+    """The benchmark data folder, for tests about those files only (marked, so they skip without it)."""
+    if request.node.get_closest_marker("shared_data") is None:
+        pytest.fail("a test that reads ../shared/data must be marked shared_data (or use fixture_data)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def fixture_data() -> Path:
+    return FIXTURE_DATA
 
 
 @pytest.fixture(scope="session")

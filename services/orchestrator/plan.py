@@ -21,7 +21,7 @@ def build_plan(spec: RunSpec) -> list[PlannedStep]:
         steps.append(PlannedStep(0, Stage.TEACHER_EVAL))
     if spec.evaluation is not None and spec.evaluation.student_baseline:
         steps.append(PlannedStep(0, Stage.STUDENT_EVAL))
-    if spec.evaluation is not None and spec.evaluation.reference_path:
+    if spec.evaluation is not None and spec.evaluation.reference_source is not None:
         steps.append(PlannedStep(0, Stage.REFERENCE_TRAIN))
     if spec.loop.iterations == 0:  # a baselines-only run
         return steps

@@ -26,7 +26,7 @@ from shared.checkpoints import CheckpointNotFound, checkpoint_uuid, read_metadat
 from shared.db.metrics import upsert_metrics
 from shared.db.models import Checkpoint, Run, Sample
 from shared.db.session import make_engine, make_sessionmaker, transaction
-from shared.evaluation_data import load_evaluation
+from shared.evaluation_data import load_reference
 from shared.logging import configure_logging, log_context
 from shared.names import REFERENCE_EXAMPLES, TRAIN_EXAMPLES_PER_S, Stage, fewshot_metric, reference_metric
 from shared.schemas.training import TrainJob, TrainResult
@@ -109,18 +109,16 @@ def _generated_examples(session: Session, job: TrainJob) -> tuple[list[Example],
 
 
 def reference_examples(spec: RunSpec) -> tuple[list[Example], list[Example]]:
-    """The supervised reference's data: the first N real labelled rows of evaluation.reference_path,
-    N being reference_examples or else the run's generation budget (the final student trains on
-    every generated sample, OOD ones included); the last holdout_fraction of them is held out for
-    early stopping, as generated data is."""
-    assert spec.evaluation is not None and spec.evaluation.reference_path
+    """The supervised reference's data: the first N real labelled rows of evaluation.reference_path
+    (or reference_split), N being reference_examples or else the run's generation budget (the final
+    student trains on every generated sample, OOD ones included); the last holdout_fraction of them
+    is held out for early stopping, as generated data is."""
+    assert spec.evaluation is not None
     wanted = spec.evaluation.reference_examples or spec.loop.generation_budget
-    source = spec.evaluation.model_copy(update={"path": spec.evaluation.reference_path, "limit": wanted})
-    rows = [
-        Example(fields=e.fields, label=e.references[0]) for e in load_evaluation(source, spec.task).examples
-    ]
+    data = load_reference(spec.evaluation, spec.task, wanted)
+    rows = [Example(fields=e.fields, label=e.references[0]) for e in data.examples]
     if len(rows) < 2:
-        raise ValueError(f"evaluation.reference_path {source.path}: fewer than 2 usable labelled rows")
+        raise ValueError(f"{data.source}: fewer than 2 usable labelled rows")
     held = min(int(round(len(rows) * spec.loop.holdout_fraction)), len(rows) - 1)
     return rows[: len(rows) - held], rows[len(rows) - held :]
 
@@ -146,11 +144,10 @@ def build_config(
         if meta.student_kind != spec.student_kind:
             raise ValueError(f"init checkpoint is a {meta.student_kind}, the spec wants {spec.student_kind}")
 
-    try:
-        evaluation = evaluation_items(spec)
-    except FileNotFoundError as exc:
-        logger.warning("skipping real-data evaluation: %s", exc)
-        evaluation = []
+    # Submitting the run checked the evaluation file; one gone since fails the step (naming the
+    # field and the file) rather than train a student nobody can compare: a run that "succeeded"
+    # without its real-data metrics was dropped from `gold eval`'s statistics unseen.
+    evaluation = evaluation_items(spec)
 
     cid = checkpoint_uuid(job.run_id, job.iteration, job.role)
     return config_from_spec(

@@ -26,7 +26,7 @@ class EvalItem(BaseModel):
 
 def evaluation_items(spec: RunSpec) -> list[EvalItem]:
     """The spec's real evaluation data, as a student is scored on it (none without `evaluation`);
-    FileNotFoundError when its file is missing."""
+    EvaluationDataError when its source cannot be read."""
     if spec.evaluation is None:
         return []
     data = load_evaluation(spec.evaluation, spec.task)

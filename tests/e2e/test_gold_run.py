@@ -23,7 +23,7 @@ from tests.support import SENTIMENT_TASK, stack_on_free_ports
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1500)]
 
 
-def tiny_spec(shared_data) -> dict:
+def tiny_spec(fixture_data) -> dict:
     return {
         "name": "e2e-sentiment",
         "task": SENTIMENT_TASK,
@@ -38,19 +38,19 @@ def tiny_spec(shared_data) -> dict:
             "feedback_per_iteration": 2,
         },
         "evaluation": {
-            "path": str(shared_data / "sst2" / "validation.jsonl"),
+            "path": str(fixture_data / "sentiment" / "validation.jsonl"),
             "input_map": {"text": "sentence"},
             "limit": 60,
         },
     }
 
 
-def test_tiny_gold_run_end_to_end(tmp_path, shared_data, models_dir, monkeypatch):
+def test_tiny_gold_run_end_to_end(tmp_path, fixture_data, models_dir, monkeypatch):
     monkeypatch.setenv("GOLD_MODEL_DIR", str(models_dir))
     settings = GoldSettings(data_dir=tmp_path / "gold")
     with stack_on_free_ports(settings) as stack:
         client = OrchestratorClient(stack.orchestrator_url, stack.token)
-        run = client.create_run(tiny_spec(shared_data))
+        run = client.create_run(tiny_spec(fixture_data))
         deadline = time.monotonic() + 1200
         while (current := client.get_run(str(run.id))).status not in ("succeeded", "failed", "cancelled"):
             assert time.monotonic() < deadline, f"run stuck at {current.stage}"

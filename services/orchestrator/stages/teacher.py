@@ -16,7 +16,7 @@ from services.orchestrator.stages.done import Done
 from services.orchestrator.stages.records import iteration_row
 from shared.db.metrics import upsert_metrics
 from shared.db.models import Step
-from shared.evaluation_data import load_evaluation
+from shared.evaluation_data import EvaluationDataError, load_evaluation
 from shared.names import (
     TEACHER_PARAMETERS,
     TEACHER_SECONDS_PER_EXAMPLE,
@@ -26,7 +26,7 @@ from shared.names import (
     teacher_eval_metric,
 )
 from shared.schemas.generation import AnswerRequest, ClassifyRequest
-from shared.spec import RunSpec
+from shared.spec import FileSource, HubSource, RunSpec
 from shared.task_metrics import task_scores
 
 # Evaluation inputs per generator request: each answers well inside the client timeout on a CPU teacher.
@@ -60,15 +60,17 @@ def teacher_baseline_key(spec: RunSpec) -> str:
     """What the teacher's few-shot answers depend on: the teacher, its prompt (task and seed
     examples) and the evaluation rows. Runs with the same key share one measurement."""
     assert spec.evaluation is not None
-    data = Path(spec.evaluation.path)
-    stamp = data.stat() if data.is_file() else None
+    source = spec.evaluation.source
+    data = Path(source.path) if isinstance(source, FileSource) else None
+    stamp = data.stat() if data is not None and data.is_file() else None
+    fields = {"path", "input_map", "label_field", "limit"}
+    if isinstance(source, HubSource):  # only then: the keys of file runs measured earlier stay the same
+        fields |= {"dataset", "config", "split"}
     parts = {
         "teacher": spec.teacher.model,
         "max_tokens": spec.teacher.max_tokens if spec.task.type == "seq2seq" else None,
         "task": spec.task.model_dump(mode="json"),
-        "evaluation": spec.evaluation.model_dump(
-            mode="json", include={"path", "input_map", "label_field", "limit"}
-        ),
+        "evaluation": spec.evaluation.model_dump(mode="json", include=fields),
         "data": [stamp.st_size, stamp.st_mtime_ns] if stamp else None,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -96,9 +98,12 @@ def teacher_eval(ctx: RunContext, iteration: int) -> Done:
         metrics = {k: float(v) for k, v in earlier.result.get("metrics", {}).items()}
         result = {"metrics": metrics, "cache_key": key, "reused_from": str(earlier.run_id)}
     else:
-        rows = load_evaluation(spec.evaluation, spec.task).examples
+        try:
+            rows = load_evaluation(spec.evaluation, spec.task).examples
+        except EvaluationDataError as exc:
+            raise StepFailed(str(exc)) from exc
         if not rows:
-            raise StepFailed(f"evaluation.path {spec.evaluation.path}: no usable rows")
+            raise StepFailed(f"{spec.evaluation.source}: no usable rows")
         started = time.monotonic()
         answers, parameters = _teacher_answers(ctx, [r.fields for r in rows])
         seconds = time.monotonic() - started

@@ -19,7 +19,7 @@ TOKEN = "test-token"
 
 
 @pytest.fixture
-def orchestrator_settings(database_url, redis_url, shared_data, tmp_path) -> OrchestratorSettings:
+def orchestrator_settings(database_url, redis_url, fixture_data, tmp_path) -> OrchestratorSettings:
     return OrchestratorSettings(
         database_url=database_url,
         redis_url=redis_url,
@@ -28,7 +28,7 @@ def orchestrator_settings(database_url, redis_url, shared_data, tmp_path) -> Orc
         # The operator's key, as "local" is for `gold up`: it also sees runs created in-process
         # (no owner). Tenants have their own tests (test_tenants.py).
         admin_keys=["tests"],
-        data_roots=[shared_data, tmp_path],
+        data_roots=[fixture_data, tmp_path],
     )
 
 
@@ -40,13 +40,13 @@ def api(orchestrator_settings, session_factory) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def spec(shared_data) -> dict:
+def spec(fixture_data) -> dict:
     return {
         "name": "t",
         "task": sentiment_task(),
         "loop": {"iterations": 2, "samples_per_iteration": 8, "ood_samples_per_iteration": 4},
         "evaluation": {
-            "path": str(shared_data / "sst2" / "validation.jsonl"),
+            "path": str(fixture_data / "sentiment" / "validation.jsonl"),
             "input_map": {"text": "sentence"},
             "limit": 20,
         },

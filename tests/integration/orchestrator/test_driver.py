@@ -11,6 +11,7 @@ import logging
 import uuid
 from datetime import timedelta
 
+import datasets
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -514,7 +515,7 @@ def test_time_budget_skips_later_iterations_and_the_reference_is_trained_apart(
 
 
 def test_seq2seq_teacher_baseline_answers_in_batches_scored_like_the_students(
-    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer, shared_data, monkeypatch
+    make_driver, spec, session_factory, orchestrator_settings, stand_in_trainer, fixture_data, monkeypatch
 ):
     monkeypatch.setattr(teacher_stage, "TEACHER_BATCH", 2)
     spec["task"] = {
@@ -528,7 +529,7 @@ def test_seq2seq_teacher_baseline_answers_in_batches_scored_like_the_students(
         ],
     }
     spec["evaluation"] = {
-        "path": str(shared_data / "squad" / "validation_sample1000.jsonl"),
+        "path": str(fixture_data / "qa" / "validation.jsonl"),
         "input_map": {"text": "question"},
         "label_field": "answers.text",
         "limit": 5,
@@ -546,6 +547,57 @@ def test_seq2seq_teacher_baseline_answers_in_batches_scored_like_the_students(
         )
     assert {"teacher_eval_exact_match", "teacher_eval_f1", "teacher_eval_rouge_l"} <= names
     assert {"teacher_seconds_per_example", "teacher_parameters"} <= names
+
+
+def _hub_spec(spec: dict, dataset: str) -> dict:
+    """A run that measures the teacher only, on a Hugging Face dataset's validation split."""
+    spec["loop"] = {"iterations": 0}
+    spec["evaluation"] = {
+        "dataset": dataset,
+        "split": "validation",
+        "input_map": {"text": "sentence"},
+        "label_field": "label",
+    }
+    return spec
+
+
+def test_the_teacher_baseline_reads_a_hub_dataset_by_its_class_names(
+    make_driver, spec, session_factory, orchestrator_settings, tmp_path, monkeypatch
+):
+    # The hub is out of reach (HF_HUB_OFFLINE=1): `datasets` reads a folder named as the hub id in
+    # the working directory first, as it reads its own download.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    folder = tmp_path / "acme" / "reviews"
+    folder.mkdir(parents=True)
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"])}
+    )
+    rows = [{"sentence": f"review {i}", "label": int(i < 3)} for i in range(4)]  # 3 positive, 1 negative
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(folder / "validation.parquet"))
+    run_id = _submit(_hub_spec(spec, "acme/reviews"), session_factory, orchestrator_settings)
+    make_driver().drive(run_id)  # the stand-in teacher answers "positive" to everything
+    with session_factory() as session:
+        assert session.get(Run, run_id).status == "succeeded"
+        accuracy = session.scalar(
+            select(Metric.value).where(Metric.run_id == run_id, Metric.name == "teacher_eval_accuracy")
+        )
+    assert accuracy == pytest.approx(0.75)
+
+
+def test_a_hub_dataset_that_does_not_load_fails_the_run_naming_it(
+    make_driver, spec, session_factory, orchestrator_settings
+):
+    run_id = _submit(_hub_spec(spec, "nobody/missing"), session_factory, orchestrator_settings)
+    make_driver().drive(run_id)
+    with session_factory() as session:
+        run = session.get(Run, run_id)
+    assert run.status == "failed"
+    assert (
+        "evaluation.dataset: Hugging Face dataset nobody/missing (split validation) could not be loaded"
+        in (run.error)
+    )
+    assert "Traceback" not in run.error
 
 
 @pytest.mark.parametrize("policy", ["relabel", "drop"])

@@ -64,6 +64,9 @@ _DELETE = object()
         ("evaluation.path", "/etc/passwd", "evaluation.path"),
         ("evaluation.path", "../../../../etc/passwd", "evaluation.path"),
         ("evaluation.reference_path", "/etc/passwd", "evaluation.reference_path"),
+        ("evaluation.dataset", "stanfordnlp/sst2", "evaluation.dataset"),  # beside path: one source
+        ("evaluation.path", _DELETE, "evaluation.dataset"),  # nor none: path or dataset
+        ("evaluation.dataset", "/etc", "evaluation.dataset"),  # a hub id, never a path
         ("evaluation.metric", "rouge_l", "evaluation"),  # a seq2seq metric on a classification task
         ("evaluation.metric", "bleu", "evaluation.metric"),
         ("loop.unknown_knob", 3, "loop.unknown_knob"),
@@ -128,10 +131,11 @@ def test_cancel_queued_run(api, spec):
     assert cancelled["finished_at"] is not None
 
 
-def test_evaluation_path_is_stored_resolved(api, spec, shared_data):
-    spec = _with(spec, "evaluation.path", "sst2/validation.jsonl")
+def test_evaluation_path_is_stored_resolved(api, spec, fixture_data):
+    spec = _with(spec, "evaluation.path", "sentiment/validation.jsonl")
     run = api.post("/runs", json=spec).json()
-    assert run["spec"]["evaluation"]["path"] == str((shared_data / "sst2" / "validation.jsonl").resolve())
+    stored = run["spec"]["evaluation"]["path"]
+    assert stored == str((fixture_data / "sentiment" / "validation.jsonl").resolve())
 
 
 def test_delete_only_finished_runs(api, spec, session_factory):

@@ -14,6 +14,7 @@ from services.trainer.jobs import build_config
 from shared.artifacts import ArtifactStore
 from shared.checkpoints import CheckpointNotFound
 from shared.db.models import Run, Sample
+from shared.evaluation_data import EvaluationDataError
 from shared.schemas.training import TrainJob, TrainResult
 from shared.spec import RunSpec
 from tests.support import SENTIMENT_TASK
@@ -124,3 +125,16 @@ def test_a_missing_init_checkpoint_is_a_domain_error_naming_the_file(session_fac
     with pytest.raises(CheckpointNotFound) as caught:
         _job_config(session_factory, _spec(tmp_path), settings, role="loop", init_checkpoint_id=missing)
     assert str(settings.artifacts / "checkpoints" / missing / "gold_checkpoint.json") in str(caught.value)
+
+
+@pytest.mark.parametrize("role", ["loop", "final"])
+def test_an_evaluation_file_gone_since_submission_fails_the_job_naming_it(
+    session_factory, settings, tmp_path, role
+):
+    """Submitting checked the file; one removed since fails the step instead of a student "measured"
+    on nothing (the run succeeded without real-data metrics and `gold eval` left the repeat out)."""
+    spec = _spec(tmp_path)
+    (tmp_path / "real.jsonl").unlink()
+    with pytest.raises(EvaluationDataError) as caught:
+        _job_config(session_factory, spec, settings, role=role)
+    assert str(caught.value).startswith(f"evaluation.path {tmp_path / 'real.jsonl'}: the file does not exist")

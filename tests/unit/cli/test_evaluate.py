@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from gold import cli
 from gold.evaluate import (
+    UnmeasuredRun,
     apply_overrides,
     budget_spec,
     canonical_spec,
@@ -646,3 +647,15 @@ def test_eval_resume_from_runs_only_the_missing_repeats_and_reports_a_run_of_thi
     assert reported[-1] in orchestrator.runs  # the report is of a run this stack has
     refused = CliRunner().invoke(cli.app, [*args, "--repeats", "2", "--resume-from", str(out)])
     assert refused.exit_code == 1 and "beyond --repeats 2" in refused.stderr
+
+
+def test_a_succeeded_run_without_its_real_data_score_stops_the_evaluation_naming_it():
+    """Left out silently, the repeat would leave gold and vanilla unpaired and the statistics biased."""
+
+    def run(spec):
+        if spec["loop"]["feedback"]:  # gold's student was not measured: no eval_accuracy
+            return summary(spec, 0.8, metric="f1", run_id=uuid.UUID(int=7))
+        return summary(spec, 0.7)
+
+    with pytest.raises(UnmeasuredRun, match=f"run {uuid.UUID(int=7)} .*succeeded .* no eval_accuracy"):
+        evaluate(SPEC, ["gold", "vanilla"], 1, run)

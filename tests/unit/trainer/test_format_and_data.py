@@ -5,7 +5,7 @@ import pytest
 
 from services.trainer.checkpoints import publish
 from shared.checkpoints import checkpoint_uuid, read_metadata, write_metadata
-from shared.evaluation_data import load_evaluation
+from shared.evaluation_data import EvaluationDataError, load_evaluation
 from shared.spec import EvaluationSpec, TaskSpec
 from shared.student_format import StudentFormat
 from tests.checkpoint_meta import checkpoint_meta
@@ -57,7 +57,7 @@ def test_evaluation_data_dotted_lists_input_map_limit_and_skips(tmp_path):
     assert data.skipped == {"missing_input": 1, "missing_reference": 1}
 
 
-def test_evaluation_labels_outside_the_label_set_are_skipped(shared_data, tmp_path):
+def test_evaluation_labels_outside_the_label_set_are_skipped(tmp_path):
     path = tmp_path / "sst.jsonl"
     path.write_text(
         '{"sentence": "good", "label_text": "positive"}\n{"sentence": "meh", "label_text": "neutral"}\n'
@@ -65,7 +65,7 @@ def test_evaluation_labels_outside_the_label_set_are_skipped(shared_data, tmp_pa
     task = TaskSpec.model_validate(SENTIMENT_TASK)
     data = load_evaluation(EvaluationSpec(path=str(path), input_map={"text": "sentence"}), task)
     assert len(data.examples) == 1 and data.skipped["label_outside_label_set"] == 1
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(EvaluationDataError, match="evaluation.path .*nope.jsonl: the file does not exist"):
         load_evaluation(EvaluationSpec(path=str(tmp_path / "nope.jsonl")), task)
 
 
