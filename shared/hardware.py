@@ -1,6 +1,6 @@
 """What the host can do, read once: a visible CUDA GPU, native bf16 matmuls on the CPU, the cores
 this process may use. Every service picks its engine, dtype and threads from here, so the rules
-live in one place (README "Engines: which runs where" has the measurements behind them).
+live in one place (docs/platform.md, "Engines: which runs where", has the measurements behind them).
 
 The rule for dtype: bfloat16 only where the hardware multiplies it natively (a CUDA GPU; an x86 CPU
 with AVX512-BF16 or AMX-BF16; an Arm CPU with the BF16 extension). Elsewhere bf16 weights are

@@ -105,7 +105,7 @@ def convert_gguf(gguf: Path, out: Path, dtype: str) -> tuple[Any, Any]:
 def gguf_adds_bos(gguf: Path) -> bool:
     """Whether the GGUF's tokenizer starts a sequence with BOS (tokenizer.ggml.add_bos_token), as its
     model was trained. Kept in the conversion marker: a converted tokenizer that adds none cannot
-    otherwise tell "trained without BOS" (SmolLM2) from "BOS lost in conversion" (PLATFORM.md)."""
+    otherwise tell "trained without BOS" (SmolLM2) from "BOS lost in conversion" (docs/platform.md)."""
     from gguf import GGUFReader
 
     field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.add_bos_token")

@@ -98,8 +98,8 @@ class TeacherSpec(InputModel):
 # flan-t5-*, bart-*; any other name of a seq2seq task is a causal LM.
 ENCODER_DECODER_FAMILIES = ("t5", "bart")
 # A classifier's final student at this rate rather than the loop's 2e-4, retrained on the same
-# pools (`gold retrain`, README "The final student's learning rate"): SST-2 +1.5 [+0.3, +2.6] on
-# 9 pools, TREC +1.3 on 4; 5e-5 gave SST-2 +2.9 but TREC -5.
+# pools (`gold retrain`, docs/experiments/2026-12-01-final-student-learning-rate.md): SST-2 +1.5
+# [+0.3, +2.6] on 9 pools, TREC +1.3 on 4; 5e-5 gave SST-2 +2.9 but TREC -5.
 CLASSIFIER_FINAL_LEARNING_RATE = 1.0e-4
 
 
@@ -138,13 +138,13 @@ class StudentSpec(InputModel):
     # Soft-label distillation (classifier): loss = (1 - w) * hard loss + w * T^2 * KL(teacher_T || student_T)
     # with the teacher's label distribution from verification (on samples it has one for: none
     # while teacher.min_kappa distrusts the teacher). 0 = the paper's hard labels only. The default
-    # was measured on SST-2 (README, "Default recipe").
+    # was measured on SST-2 (docs/experiments/2026-11-30-default-recipe.md).
     distill_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     distill_temperature: float = Field(default=2.0, gt=0.0, le=20.0)
     # Classifier: weight each label's examples so that every label carries the same total weight.
     # The requested labels are balanced, but the teacher's relabelling skews the pool (SST-2 63%
-    # positive, TREC 33% NUM). Off: measured +9 points on TREC, -3 on SST-2 (README, "Tried on the
-    # default recipe"), one repeat each.
+    # positive, TREC 33% NUM). Off: measured +9 points on TREC, -3 on SST-2
+    # (docs/experiments/2026-12-01-tried-not-adopted.md), one repeat each.
     balance_classes: bool = False
     # LoRA (peft) instead of full fine-tuning: adapters of this rank on every linear layer (alpha
     # = 2 x rank), merged into the weights when a checkpoint is saved, so the checkpoint is a
@@ -157,8 +157,9 @@ class VerificationSpec(InputModel):
 
     # off: no check. keep: record agreement only. relabel: train on the teacher's label.
     # drop: leave out samples whose requested label the teacher disagrees with. auto: relabel for
-    # classification, off for seq2seq (the default, measured: README "Default recipe"). Whatever
-    # the policy, a teacher at chance on the task (teacher.min_kappa) changes no label.
+    # classification, off for seq2seq (the default, measured:
+    # docs/experiments/2026-11-30-default-recipe.md). Whatever the policy, a teacher at chance on the
+    # task (teacher.min_kappa) changes no label.
     policy: Literal["auto", "off", "keep", "relabel", "drop"] = "auto"
     # Also leave out samples whose (final) label has a teacher probability below this.
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -180,7 +181,7 @@ class LoopSpec(InputModel):
     # negative right before "Label: negative", so the teacher writes more like it, instead of
     # whichever label the draw gives (a base model copies the example nearest the new one).
     # Off: with stratify_selection, SST-2's loop students ended 1.9 points higher but its final
-    # students 1.0 lower (3 repeats; README, "Measured again on 2026-12-01").
+    # students 1.0 lower (3 repeats; docs/experiments/2026-12-01-measured-again.md).
     feedback_same_label: bool = False
     selection_band: tuple[float, float] = (0.5, 0.8)
     energy_temperature: float = Field(default=1.0, gt=0.0, le=100.0)

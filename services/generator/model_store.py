@@ -202,7 +202,7 @@ def _convert_default_teacher(out: Path) -> None:
     logger.info("converting %s to a bf16 Hugging Face folder (once, about a minute)", gguf.name)
     _, tokenizer = convert_gguf(gguf, out, "bfloat16")
     # transformers 5.19 builds the Gemma tokenizer from GGUF without BOS; without BOS the model
-    # degenerates into copies of the last example (PLATFORM.md), so force it on and verify below.
+    # degenerates into copies of the last example (docs/platform.md), so force it on and verify below.
     tokenizer.add_bos_token = True
     tokenizer.save_pretrained(out)
     _set_add_bos(out)
@@ -275,10 +275,10 @@ def check_bos(tokenizer: Any, where: str = "tokenizer", model_path: str | None =
     """Refuse a tokenizer that declares a BOS token but does not start prompts with it, unless the
     model folder records that its model is used without one (used_without_bos).
 
-    The trap (PLATFORM.md): transformers 5.19 builds Gemma's tokenizer from a GGUF without BOS, and
-    Gemma without BOS degenerates into copies of the last example. SmolLM2's tokenizer declares
-    <|im_start|> as BOS and never adds it, as the original does: its files look exactly like the
-    trapped Gemma's, so only the folder's record can tell them apart."""
+    The trap (docs/platform.md, "The BOS trap"): transformers 5.19 builds Gemma's tokenizer from a
+    GGUF without BOS, and Gemma without BOS degenerates into copies of the last example. SmolLM2's
+    tokenizer declares <|im_start|> as BOS and never adds it, as the original does: its files look
+    exactly like the trapped Gemma's, so only the folder's record can tell them apart."""
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return  # models without a BOS token (e.g. GPT-2 style) have nothing to check

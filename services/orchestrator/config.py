@@ -13,7 +13,7 @@ class OrchestratorSettings(GoldSettings):
     # first); the default is the benchmark data beside the project and the project itself.
     data_roots: list[Path] = Field(default_factory=lambda: [Path("../shared/data"), Path(".")])
     # How many runs one orchestrator drives at the same time. 0: this orchestrator only serves the
-    # API; runs are driven by the orchestrators that have a number here (README, "Several hosts").
+    # API; runs are driven by the orchestrators that have a number here (docs/deploy.md, "Several hosts").
     concurrent_runs: int = Field(default=1, ge=0, le=64)
     driver_poll_s: float = 1.0
     lease_s: float = 120.0

@@ -5,7 +5,7 @@ the measurements in docs/results/cpu-engines.json support (bench/cpu_engines.py)
 - CPU only: llama.cpp on the model's GGUF, where llama-cpp-python is installed and the teacher
   ships as a GGUF (the default teacher does). Its quantized kernels run several times faster on a
   CPU than vLLM's CPU backend, which on an AVX2 host without AVX-512 fell back to plain torch
-  matmuls (README "Engines: which runs where" has the table).
+  matmuls (docs/platform.md, "Engines: which runs where", has the table).
 - Otherwise vLLM, and the transformers engine where vLLM is not installed either.
 """
 
