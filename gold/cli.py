@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shlex
 import signal
 import sys
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from gold.config import CliSettings
 from gold.demo import demo_data
 from gold.evaluate import (
     STUDENT_MODES,
@@ -57,7 +57,8 @@ T = TypeVar("T")
 
 
 def _client(settings: GoldSettings) -> OrchestratorClient:
-    token = os.environ.get("GOLD_API_TOKEN")
+    secret = CliSettings().api_token
+    token = secret.get_secret_value() if secret is not None else None
     if token is None and (settings.data_dir / "api_token").exists():
         token = local_token(settings.data_dir)
     return OrchestratorClient(settings.orchestrator_url, token)
@@ -95,11 +96,6 @@ def follow(
     return patiently(lambda: client.summary(run_id), stack)
 
 
-# How long a followed run's status may stay unreadable (orchestrator timing out or restarting
-# under load) before `gold` gives up on it; the run itself goes on either way.
-FOLLOW_PATIENCE_S = float(os.environ.get("GOLD_FOLLOW_PATIENCE_S", "600"))
-
-
 class PatientClient:
     """The calls `gold eval` and `gold retrain` make, each retried by `patiently` (creating a run
     is safe to retry: eval always sends an Idempotency-Key)."""
@@ -134,7 +130,7 @@ def patiently(read: Callable[[], T], stack: Stack | None = None) -> T:
     retrying = Retrying(
         retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable),
         wait=wait_exponential(min=1, max=30),
-        stop=stop_after_delay(FOLLOW_PATIENCE_S),
+        stop=stop_after_delay(CliSettings().follow_patience_s),
         before_sleep=warn,
         reraise=True,
     )

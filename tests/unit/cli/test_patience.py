@@ -27,7 +27,7 @@ def test_a_wrong_request_is_not_retried():
 
 
 def test_patience_runs_out(monkeypatch):
-    monkeypatch.setattr(cli, "FOLLOW_PATIENCE_S", 0.0)
+    monkeypatch.setenv("GOLD_FOLLOW_PATIENCE_S", "0")  # read when the wait starts, not at import
     down = UpstreamError("orchestrator", "ConnectError", 503, retryable=True)
     with pytest.raises(UpstreamError, match="ConnectError"):
         cli.patiently(flaky([down, down, down]))
