@@ -62,8 +62,12 @@ class ServiceClient:
         return self._request("POST", path, response_type, json=body.model_dump(mode="json"))
 
     def _request(self, method: str, path: str, response_type: type[ResponseT], **kwargs: Any) -> ResponseT:
+        return response_type.model_validate(self._exchange(method, path, **kwargs).json())
+
+    def _exchange(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Sent to one replica; to the next one only when the request cannot have been handled (the
-        connection failed, or a 503: not ready). Errors name the URL that failed."""
+        connection failed, or a 503: not ready). Errors name the URL that failed; any answer below
+        400 is returned."""
         unreached: list[str] = []
         for base in self.replicas.candidates():
             url = f"{base}{path}"
@@ -93,7 +97,7 @@ class ServiceClient:
                     retryable=transient,
                 )
             self.replicas.succeeded(base)
-            return response_type.model_validate(response.json())
+            return response
         raise UpstreamError(self.service, "; ".join(unreached), 503, retryable=True)
 
     def _answers_ready(self, base: str) -> bool:
@@ -148,18 +152,40 @@ class OrchestratorClient(ServiceClient):
 
     service = "orchestrator"
 
+    # How many bodies `_conditional_get` keeps: enough for a CLI or a program following a few runs.
+    remembered_bodies = 64
+
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0):
         super().__init__(base_url, token, timeout_s)
+        self._last: dict[str, tuple[str, bytes]] = {}  # path -> (ETag, body), oldest first
 
     def create_run(self, spec: dict[str, Any], idempotency_key: str | None = None) -> RunRead:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._request("POST", "/runs", RunRead, json=spec, headers=headers)
 
     def get_run(self, run_id: str) -> RunRead:
-        return self._request("GET", f"/runs/{run_id}", RunRead)
+        return self._conditional_get(f"/runs/{run_id}", RunRead)
 
     def summary(self, run_id: str) -> RunSummary:
-        return self._request("GET", f"/runs/{run_id}/summary", RunSummary)
+        return self._conditional_get(f"/runs/{run_id}/summary", RunSummary)
+
+    def _conditional_get(self, path: str, response_type: type[ResponseT]) -> ResponseT:
+        """GET that sends the ETag of the last body read from `path` as If-None-Match and reuses that
+        body on 304, so polling an unchanged run sends no body over the wire. Each call returns a fresh
+        model (callers may change what they get)."""
+        last = self._last.get(path)
+        headers = {"If-None-Match": last[0]} if last else {}
+        response = self._exchange("GET", path, headers=headers)
+        if response.status_code == 304 and last is not None:
+            return response_type.model_validate_json(last[1])
+        body = response.content
+        model = response_type.model_validate_json(body)
+        self._last.pop(path, None)
+        if etag := response.headers.get("ETag"):
+            self._last[path] = (etag, body)
+            if len(self._last) > self.remembered_bodies:
+                self._last.pop(next(iter(self._last)), None)
+        return model
 
     def cancel(self, run_id: str) -> RunRead:
         return self._request("POST", f"/runs/{run_id}/cancel", RunRead)

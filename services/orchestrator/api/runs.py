@@ -9,6 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from services.orchestrator import exports, predictions, report, service
+from services.orchestrator.conditional import NOT_MODIFIED, IfNoneMatch, conditional_json
 from services.orchestrator.deps import (
     ArtifactsDep,
     GeneratorDep,
@@ -62,14 +63,22 @@ def list_runs(
     ]
 
 
-@router.get("/{run_id}", response_model=RunRead)
-def get_run(run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep) -> RunRead:
-    return RunRead.model_validate(service.get_run(run_id, session=session, principal=principal))
+@router.get("/{run_id}", response_model=RunRead, responses=NOT_MODIFIED)
+def get_run(
+    run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep, if_none_match: IfNoneMatch = None
+) -> Response:
+    """The run's status, with an ETag: send it back as If-None-Match to get 304 while nothing changed."""
+    run = RunRead.model_validate(service.get_run(run_id, session=session, principal=principal))
+    return conditional_json(run, if_none_match)
 
 
-@router.get("/{run_id}/summary", response_model=RunSummary)
-def get_summary(run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep) -> RunSummary:
-    return service.run_summary(run_id, session=session, principal=principal)
+@router.get("/{run_id}/summary", response_model=RunSummary, responses=NOT_MODIFIED)
+def get_summary(
+    run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep, if_none_match: IfNoneMatch = None
+) -> Response:
+    """The run with its iterations and sample counts, with an ETag as for the run's status."""
+    summary = service.run_summary(run_id, session=session, principal=principal)
+    return conditional_json(summary, if_none_match)
 
 
 @router.get("/{run_id}/iterations", response_model=list[IterationRead])
