@@ -82,10 +82,18 @@ def follow(
         transient=False,
     ) as progress:
         task = progress.add_task(RunStatus.QUEUED, total=1.0)
+        waiting: str | None = None
         while True:
             run = patiently(lambda: client.get_run(run_id), stack)
             label = f"iteration {run.iteration} · {run.stage or run.status}"
-            progress.update(task, completed=run.progress, description=label)
+            if run.waiting_for != waiting and run.status not in TERMINAL_RUN_STATUSES:
+                waiting, since = run.waiting_for, run.waiting_since
+                at = f" since {since.astimezone():%H:%M:%S}" if since else ""
+                note = f"waiting for {waiting}{at}" if waiting else "no longer waiting"
+                console.print(f"{label}: {note}", style="yellow", markup=False, soft_wrap=True)
+            progress.update(
+                task, completed=run.progress, description=label + (" · waiting" if waiting else "")
+            )
             if run.status in TERMINAL_RUN_STATUSES:
                 done = 1.0 if run.status == RunStatus.SUCCEEDED else run.progress
                 progress.update(task, completed=done, description=run.status)

@@ -87,7 +87,7 @@ class ServiceClient:
                 unreached.append(f"{url} answered 503: {response.text[:300]}")
                 continue
             if response.status_code >= 400:
-                transient = response.status_code >= 500 or response.status_code == 429
+                transient = response.status_code >= 500 or response.status_code in (408, 429)
                 if response.status_code >= 500:
                     self.replicas.failed(base, str(response.status_code))
                 raise UpstreamError(

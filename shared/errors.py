@@ -76,7 +76,8 @@ class UpstreamError(GoldError):
         super().__init__(f"{service}: {message}", detail={"service": service})
         self.service = service
         self.status_code = status_code
-        # Unreachable, 5xx or 429: worth retrying. A 4xx means the request itself is wrong.
+        # Unreachable, timed out, 5xx, 408 or 429: worth retrying. Another 4xx means the request
+        # itself is wrong.
         self.retryable = retryable
 
 

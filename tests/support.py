@@ -110,11 +110,12 @@ def stack_on_free_ports(settings: GoldSettings) -> Iterator[Stack]:
 
 
 @contextlib.contextmanager
-def served(app) -> Iterator[str]:
-    """The app served over real HTTP by uvicorn in a thread, on a free port: its base URL."""
+def served(app, port: int | None = None) -> Iterator[str]:
+    """The app served over real HTTP by uvicorn in a thread, on `port` (a free one by default): its
+    base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, port=port or free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

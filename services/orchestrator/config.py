@@ -30,10 +30,14 @@ class OrchestratorSettings(GoldSettings):
         description="A driven run's lease, renewed as it runs; a run whose lease expired (its orchestrator "
         "died) is taken over by another.",
     )
-    upstream_deadline_s: float = Field(
-        default=300.0,
-        description="A service call is retried with backoff until this deadline (seconds), then the run "
-        "fails naming it.",
+    dependency_patience_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a run waits for a service it depends on while that service is down: "
+        "unreachable, timing out, answering 5xx, 408 or 429 (a generator reloading its engine), or a "
+        "training job with no trainer worker on its queue. The run stays running meanwhile, its "
+        "waiting_for and waiting_since saying what it waits for; past this many seconds it fails "
+        "naming it. An error that is the request's own (another 4xx) fails the run at once.",
     )
     generator_retry_s: float = Field(
         default=10.0,

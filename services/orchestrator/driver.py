@@ -177,6 +177,8 @@ class RunDriver:
                 return
             if run.status == RunStatus.QUEUED:
                 run.status, run.started_at = RunStatus.RUNNING, utcnow()
+            # A wait of the previous driver (it stopped or died) starts over, patience and all.
+            run.waiting_for, run.waiting_since = None, None
             started_at = run.started_at or utcnow()
             done = {
                 (s.iteration, s.stage)
@@ -293,6 +295,7 @@ class RunDriver:
         if run is None:
             return
         run.status, run.finished_at = status, utcnow()
+        run.waiting_for, run.waiting_since = None, None  # a failure's reason is in run.error
         if status == RunStatus.SUCCEEDED:
             run.progress, run.stage = 1.0, "done"
         # Open iterations end with the run: done, failed or cancelled.

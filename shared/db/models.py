@@ -63,6 +63,10 @@ class Run(UUIDPK, Timestamped, Base):
     # Lease held by the orchestrator process driving the run (restart-safe hand-over).
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the running step waits for, while a service it needs is down (the last error, e.g.
+    # "generator: ... answered 503: the engine is reloading ..."), and since when; NULL otherwise.
+    waiting_for: Mapped[str | None] = mapped_column(Text)
+    waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Iteration(UUIDPK, Timestamped, Base):

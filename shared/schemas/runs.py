@@ -17,6 +17,10 @@ class RunRead(OutputModel):
     stage: str | None
     progress: float
     error: str | None
+    # While a service the running step needs is down: what it waits for and since when (the run
+    # fails naming it after GOLD_DEPENDENCY_PATIENCE_S); None otherwise.
+    waiting_for: str | None = None
+    waiting_since: datetime | None = None
     spec: dict[str, Any]
     # Name of the API key that created the run; None when created without authentication or before
     # runs had owners (then only admin keys see it).

@@ -241,8 +241,8 @@ def test_generator_unreachable_for_30s_then_back(stack, client):
     assert_complete_record(stack, run_id)
 
 
-def test_generator_gone_past_the_deadline_fails_naming_it(stack, client):
-    stack.env["GOLD_UPSTREAM_DEADLINE_S"] = "8"
+def test_generator_gone_past_the_patience_fails_naming_it(stack, client):
+    stack.env["GOLD_DEPENDENCY_PATIENCE_S"] = "8"
     stack.restart("orchestrator")
     stack.kill("generator")
     run_id = submit(client, "generator-gone")

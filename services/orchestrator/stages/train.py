@@ -8,11 +8,12 @@ import time
 import uuid
 from functools import partial
 
+from rq import Worker
 from rq.job import JobStatus
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.orchestrator.context import RunCancelled, RunContext, StepFailed
+from services.orchestrator.context import Patience, RunCancelled, RunContext, StepFailed
 from services.orchestrator.stages.done import Done
 from services.orchestrator.stages.records import iteration_row
 from shared.db.models import Iteration
@@ -58,8 +59,10 @@ def run_train_job(ctx: RunContext, job: TrainJob) -> TrainResult:
     error, and its setting is the one place the count is set. RQ's Retry under this loop would
     multiply the two (a deterministic failure trained 3 x 3 times), and its delayed retries are
     invisible here. A worker killed mid-job counts as one failed attempt: RQ marks the abandoned
-    job failed and this loop enqueues it again."""
+    job failed and this loop enqueues it again. A job that waits with no worker alive to take it
+    is a trainer outage, waited out like any service's (_wait_for_a_worker)."""
     last_error = "unknown"
+    patience = ctx.patience()
     for attempt in range(1, ctx.settings.train_attempts + 1):
         if attempt > 1:
             ctx.metrics.retries.labels("train").inc()
@@ -67,17 +70,32 @@ def run_train_job(ctx: RunContext, job: TrainJob) -> TrainResult:
         while True:
             status = rq_job.get_status(refresh=True)
             if status == JobStatus.FINISHED:
+                ctx.show_waiting(None)
                 return TrainResult.model_validate(rq_job.return_value())
             if status in ENDED or status is None:
                 last_error = (rq_job.exc_info or "job lost").strip().splitlines()[-1]
                 logger.warning("run %s: training attempt %d failed: %s", ctx.run_id, attempt, last_error)
                 break
             try:
+                _wait_for_a_worker(ctx, patience, status)
                 ctx.heartbeat()
-            except RunCancelled:
-                cancel_train(rq_job)
+            except (RunCancelled, StepFailed):
+                cancel_train(rq_job)  # a job left queued would train when a worker comes, for nothing
                 raise
             time.sleep(ctx.settings.train_poll_s)
     raise StepFailed(
         f"trainer: training failed {ctx.settings.train_attempts} times; last error: {last_error}"
     )
+
+
+def _wait_for_a_worker(ctx: RunContext, patience: Patience, status: JobStatus | None) -> None:
+    """A queued job with no live worker on its queue is a trainer outage (every worker died, or
+    none was started): shown on the run, and the step fails past the patience. Queued behind
+    other runs' jobs, with workers alive, is not: that wait is the queue doing its work."""
+    if status == JobStatus.QUEUED and not Worker.all(queue=ctx.train_queue):
+        reason = f"trainer: no worker is taking jobs from the {ctx.train_queue.name!r} queue"
+        patience.down(reason)
+        ctx.show_waiting(reason)
+    else:
+        patience.up()
+        ctx.show_waiting(None)

@@ -225,7 +225,7 @@ def stand_in_trainer(monkeypatch, session_factory):
 @pytest.fixture
 def make_driver(orchestrator_settings, session_factory, redis_url):
     def make(generator=None, scorer=None, metrics=None, **overrides):
-        settings = orchestrator_settings.model_copy(update={"upstream_deadline_s": 3.0, **overrides})
+        settings = orchestrator_settings.model_copy(update={"dependency_patience_s": 3.0, **overrides})
         queue = train_queue(Redis.from_url(redis_url))
         return RunDriver(
             settings,
@@ -388,7 +388,7 @@ def test_unreachable_generator_fails_naming_it(
 
     generator.generate = always_down
     run_id = _submit(spec, session_factory, orchestrator_settings)
-    make_driver(generator, upstream_deadline_s=2.0).drive(run_id)
+    make_driver(generator, dependency_patience_s=2.0).drive(run_id)
     with session_factory() as session:
         run = session.get(Run, run_id)
     assert run.status == "failed"

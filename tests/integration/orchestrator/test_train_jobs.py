@@ -4,6 +4,7 @@ loop retries, gives up after train_attempts, or cancels the job when the run is 
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -197,3 +198,70 @@ def test_a_half_written_rq_record_does_not_stop_a_cancellation(redis_url):
     with pytest.raises(KeyError):
         rq_job.cancel()
     cancel_train(rq_job)  # logged, not raised
+
+
+def _waiting_for(ctx: RunContext) -> str | None:
+    with ctx.sessions() as session:
+        return session.get(Run, ctx.run_id).waiting_for
+
+
+NO_WORKER = "trainer: no worker is taking jobs from the 'train' queue"
+
+
+def test_a_job_no_worker_takes_waits_saying_so_then_fails_past_the_patience(run_context, trainer):
+    """Every trainer worker dead (or none started): the job would sit queued for ever with the run
+    running and nothing said. The run says what it waits for, then fails naming it, its job
+    cancelled so that a worker started later does not train for a failed run."""
+    seen: list[str | None] = []
+    ctx = dataclasses.replace(
+        run_context,
+        settings=run_context.settings.model_copy(update={"dependency_patience_s": 1.0, "train_poll_s": 0.05}),
+        heartbeat=lambda: seen.append(_waiting_for(ctx)),
+    )
+    with pytest.raises(StepFailed) as failed:
+        run_stage(ctx, TRAIN_1)
+    assert str(failed.value) == f"{NO_WORKER} (gave up after 1 s of waiting; GOLD_DEPENDENCY_PATIENCE_S)"
+    assert seen and set(seen) == {NO_WORKER}
+    assert _rq_job(ctx).get_status(refresh=True) == JobStatus.CANCELED
+    SimpleWorker([ctx.train_queue], connection=ctx.train_queue.connection).work(burst=True)
+    assert CALLS == []
+
+
+def test_a_job_waits_for_a_worker_and_trains_when_one_comes(run_context, trainer):
+    seen: list[str | None] = []
+
+    def heartbeat() -> None:
+        seen.append(_waiting_for(ctx))
+        if len(seen) >= 5:  # a worker starts at last
+            SimpleWorker(
+                [ctx.train_queue], connection=ctx.train_queue.connection, serializer=JSONSerializer
+            ).work(burst=True)
+
+    ctx = dataclasses.replace(run_context, heartbeat=heartbeat)
+    run_stage(ctx, TRAIN_1)
+    assert seen[:5] == [NO_WORKER] * 5
+    assert len(CALLS) == 1
+    assert _waiting_for(ctx) is None  # cleared once the job ran
+    step = _step(ctx)
+    assert step is not None and step.status == "done"
+
+
+def test_a_job_queued_while_a_worker_lives_is_not_an_outage(run_context, trainer):
+    """Queued behind other runs' jobs, with a worker alive (busy elsewhere), is the queue doing
+    its work: nothing to wait out, nothing shown."""
+    queue = run_context.train_queue
+    busy = SimpleWorker([queue], connection=queue.connection)
+    busy.register_birth()
+    seen: list[str | None] = []
+
+    def heartbeat() -> None:
+        seen.append(_waiting_for(ctx))
+        if len(seen) >= 3:  # the job's turn
+            SimpleWorker([queue], connection=queue.connection, serializer=JSONSerializer).work(burst=True)
+
+    ctx = dataclasses.replace(run_context, heartbeat=heartbeat)
+    try:
+        run_stage(ctx, TRAIN_1)
+    finally:
+        busy.register_death()
+    assert seen[:3] == [None] * 3 and len(CALLS) == 1

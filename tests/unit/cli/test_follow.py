@@ -1,0 +1,51 @@
+"""`gold`'s follow loop says what a run waits for while a service it needs is down, and when the
+wait is over; as plain lines, so a log (`make demo > log`) shows them too."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from gold import cli
+from shared.schemas.runs import RunSummary
+from tests.support import SENTIMENT_TASK, finished_run_read
+
+SPEC = {"name": "follow", "task": SENTIMENT_TASK}
+SINCE = datetime(2026, 1, 5, 12, 3, 4, tzinfo=UTC)
+DOWN = "generator: http://127.0.0.1:8001/v1/generate answered 503: the engine is reloading [after it died]"
+
+
+class Orchestrator:
+    """Answers GET /runs/{id} from a script of runs, then the summary of the last one."""
+
+    def __init__(self, *runs):
+        self.runs = list(runs)
+
+    def get_run(self, run_id):
+        return self.runs.pop(0) if len(self.runs) > 1 else self.runs[0]
+
+    def summary(self, run_id):
+        return RunSummary(run=self.runs[0], iterations=[], sample_counts={})
+
+
+def running(**fields):
+    values = {"status": "running", "iteration": 1, "stage": "generate_train", "progress": 0.2}
+    return finished_run_read(SPEC, finished_at=None, **(values | fields))
+
+
+def test_the_waiting_reason_is_shown_once_and_its_end_too(monkeypatch):
+    console = Console(record=True, width=300, force_terminal=False)
+    monkeypatch.setattr(cli, "console", console)
+    waiting = running(waiting_for=DOWN, waiting_since=SINCE)
+    orchestrator = Orchestrator(
+        running(), waiting, waiting, waiting, running(stage="train"), finished_run_read(SPEC)
+    )
+    summary = cli.follow(orchestrator, "run", poll_s=0)  # type: ignore[arg-type]
+    assert summary.run.status == "succeeded"
+    lines = [line for line in console.export_text().splitlines() if "wait" in line]
+    at = SINCE.astimezone().strftime("%H:%M:%S")  # shown in local time
+    assert lines == [
+        f"iteration 1 · generate_train: waiting for {DOWN} since {at}",  # square brackets kept
+        "iteration 1 · train: no longer waiting",
+    ]
