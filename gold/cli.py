@@ -21,22 +21,12 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_de
 
 from gold.config import CliSettings
 from gold.demo import demo_data
-from gold.evaluate import (
-    STUDENT_MODES,
-    apply_overrides,
-    diagnostics_table,
-    earlier_result,
-    evaluate,
-    format_paired,
-    parse_modes,
-    parse_overrides,
-    results_table,
-    resumable_run,
-    sweep,
-    sweep_plot,
-    sweep_table,
-    tasks_table,
-)
+from gold.evaluation.mode_specs import STUDENT_MODES, parse_modes
+from gold.evaluation.overrides import apply_overrides, parse_overrides
+from gold.evaluation.plots import sweep_plot
+from gold.evaluation.repeats import earlier_result, evaluate, sweep
+from gold.evaluation.resumable_runs import resumable_run
+from gold.evaluation.tables import diagnostics_table, format_paired, results_table, sweep_table, tasks_table
 from gold.report import iteration_table, time_split_table, write_report
 from gold.retrain import retrain_run, summarise
 from gold.stack import PortInUse, Stack, local_token, stop_signals_handled_by

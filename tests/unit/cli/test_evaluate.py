@@ -11,26 +11,14 @@ from scipy.stats import t as student_t
 from typer.testing import CliRunner
 
 from gold import cli
-from gold.evaluate import (
-    UnmeasuredRun,
-    apply_overrides,
-    budget_spec,
-    canonical_spec,
-    earlier_result,
-    evaluate,
-    idempotency_key,
-    mean_diagnostics,
-    mode_spec,
-    parse_modes,
-    parse_overrides,
-    results_table,
-    resumable_run,
-    run_diagnostics,
-    sweep,
-    sweep_plot,
-    sweep_table,
-    tasks_table,
-)
+from gold.evaluation.loop_diagnostics import mean_diagnostics, run_diagnostics
+from gold.evaluation.mode_results import UnmeasuredRun
+from gold.evaluation.mode_specs import budget_spec, mode_spec, parse_modes
+from gold.evaluation.overrides import apply_overrides, parse_overrides
+from gold.evaluation.plots import sweep_plot
+from gold.evaluation.repeats import earlier_result, evaluate, sweep
+from gold.evaluation.resumable_runs import canonical_spec, idempotency_key, resumable_run
+from gold.evaluation.tables import results_table, sweep_table, tasks_table
 from shared.schemas.runs import IterationRead, RunSummary
 from shared.spec import RunSpec
 from tests.support import SENTIMENT_TASK, finished_run_read
