@@ -11,6 +11,7 @@ from scipy.stats import t as student_t
 from typer.testing import CliRunner
 
 from gold import cli
+from gold.evaluation import command
 from gold.evaluation.loop_diagnostics import mean_diagnostics, run_diagnostics
 from gold.evaluation.mode_results import UnmeasuredRun
 from gold.evaluation.mode_specs import budget_spec, mode_spec, parse_modes
@@ -446,9 +447,9 @@ def test_eval_writes_the_result_file_and_ends_stdout_with_the_json(tmp_path, mon
     def local_stack(settings, attach, trainers=1):
         yield orchestrator, None
 
-    monkeypatch.setattr(cli, "local_stack", local_stack)
-    monkeypatch.setattr(cli, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
-    monkeypatch.setattr(cli, "save_report", lambda *args, **kwargs: None)
+    monkeypatch.setattr(command, "local_stack", local_stack)
+    monkeypatch.setattr(command, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
+    monkeypatch.setattr(command, "save_report", lambda *args, **kwargs: None)
     args = ["eval", str(spec_path), "--modes", "gold,vanilla", "--repeats", "2", "--json"]
     args += ["--set", "loop.selection_band=[0.2, 0.5]", "--out", str(tmp_path / "out" / "r.json")]
     monkeypatch.setattr("sys.argv", ["/somewhere/.venv/bin/gold", *args])
@@ -621,9 +622,13 @@ def test_eval_resume_from_runs_only_the_missing_repeats_and_reports_a_run_of_thi
     def local_stack(settings, attach, trainers=1):
         yield orchestrator, None
 
-    monkeypatch.setattr(cli, "local_stack", local_stack)
-    monkeypatch.setattr(cli, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
-    monkeypatch.setattr(cli, "save_report", lambda client, settings, run_id, compare: reported.append(run_id))
+    monkeypatch.setattr(command, "local_stack", local_stack)
+    monkeypatch.setattr(command, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
+
+    def save_report(client, settings, run_id, compare):
+        reported.append(run_id)
+
+    monkeypatch.setattr(command, "save_report", save_report)
     args = ["eval", str(spec_path), "--modes", "gold,vanilla", "--out", str(out)]
     assert CliRunner().invoke(cli.app, [*args, "--repeats", "2"]).exit_code == 0
     orchestrator = FakeOrchestrator(by_feedback_and_seed)  # the database is gone
