@@ -1,148 +1,45 @@
-"""The `gold` command: start the local stack, submit runs, follow them, run the demo."""
+"""The `gold` command: start the local stack, submit runs, follow them, run the demo, measure.
+The commands parse their options and print; the session with the orchestrator is gold/session.py and
+`gold eval`'s work is gold/evaluation/command.py."""
 
 from __future__ import annotations
 
 import errno
 import json
 import shlex
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from gold.config import CliSettings
 from gold.demo import demo_data
-from gold.evaluate import (
-    STUDENT_MODES,
-    apply_overrides,
-    diagnostics_table,
-    earlier_result,
-    evaluate,
-    format_paired,
-    parse_modes,
-    parse_overrides,
-    results_table,
-    resumable_run,
-    sweep,
-    sweep_plot,
-    sweep_table,
-    tasks_table,
-)
-from gold.report import iteration_table, time_split_table, write_report
+from gold.evaluation.command import plan_evaluation, run_evaluations
+from gold.evaluation.overrides import parse_overrides
+from gold.evaluation.tables import format_paired, tasks_table
+from gold.report import iteration_table, time_split_table
 from gold.retrain import retrain_run, summarise
-from gold.stack import PortInUse, Stack, local_token, stop_signals_handled_by
-from shared.clients import OrchestratorClient
+from gold.session import PatientClient, console, follow, local_stack, orchestrator_client, save_report
+from gold.stack import PortInUse
 from shared.errors import UpstreamError
 from shared.logging import configure_logging
-from shared.names import TERMINAL_RUN_STATUSES, RunStatus
-from shared.schemas.runs import RunRead, RunSummary
+from shared.names import RunStatus
+from shared.schemas.runs import RunSummary
 from shared.settings import GoldSettings
 from shared.spec import load_spec_file
 
 app = typer.Typer(help="GOLD: distil a teacher LLM into a small student with OOD-guided data generation.")
-console = Console(stderr=True)
 # `gold up`'s exit status when a port it serves on is taken: a script that chose the ports (the tests)
 # may start it again on others.
 EXIT_PORT_IN_USE = errno.EADDRINUSE
-T = TypeVar("T")
-
-
-def _client(settings: GoldSettings) -> OrchestratorClient:
-    secret = CliSettings().api_token
-    token = secret.get_secret_value() if secret is not None else None
-    if token is None and (settings.data_dir / "api_token").exists():
-        token = local_token(settings.data_dir)
-    return OrchestratorClient(settings.orchestrator_url, token)
 
 
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
-
-
-def follow(
-    client: OrchestratorClient, run_id: str, poll_s: float = 2.0, stack: Stack | None = None
-) -> RunSummary:
-    """Show live progress until the run ends; return its summary."""
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(RunStatus.QUEUED, total=1.0)
-        waiting: str | None = None
-        while True:
-            run = patiently(lambda: client.get_run(run_id), stack)
-            label = f"iteration {run.iteration} · {run.stage or run.status}"
-            if run.waiting_for != waiting and run.status not in TERMINAL_RUN_STATUSES:
-                waiting, since = run.waiting_for, run.waiting_since
-                at = f" since {since.astimezone():%H:%M:%S}" if since else ""
-                note = f"waiting for {waiting}{at}" if waiting else "no longer waiting"
-                console.print(f"{label}: {note}", style="yellow", markup=False, soft_wrap=True)
-            progress.update(
-                task, completed=run.progress, description=label + (" · waiting" if waiting else "")
-            )
-            if run.status in TERMINAL_RUN_STATUSES:
-                done = 1.0 if run.status == RunStatus.SUCCEEDED else run.progress
-                progress.update(task, completed=done, description=run.status)
-                break
-            if stack is not None:
-                stack.check_alive()
-            time.sleep(poll_s)
-    return patiently(lambda: client.summary(run_id), stack)
-
-
-class PatientClient:
-    """The calls `gold eval` and `gold retrain` make, each retried by `patiently` (creating a run
-    is safe to retry: eval always sends an Idempotency-Key)."""
-
-    def __init__(self, client: OrchestratorClient, stack: Stack | None = None) -> None:
-        self.client, self.stack = client, stack
-
-    def create_run(self, spec: dict[str, Any], idempotency_key: str | None = None) -> RunRead:
-        return patiently(lambda: self.client.create_run(spec, idempotency_key), self.stack)
-
-    def summary(self, run_id: str) -> RunSummary:
-        return patiently(lambda: self.client.summary(run_id), self.stack)
-
-    def get_run(self, run_id: str) -> RunRead:
-        return patiently(lambda: self.client.get_run(run_id), self.stack)
-
-    def dataset(self, run_id: str) -> str:
-        return patiently(lambda: self.client.dataset(run_id), self.stack)
-
-
-def patiently(read: Callable[[], T], stack: Stack | None = None) -> T:
-    """`read()`, retried with backoff while the orchestrator answers with a transient error
-    (timeout, 5xx, 429) and the local stack, if any, is alive: on a loaded machine one slow
-    answer must not end an evaluation that has run for an hour."""
-
-    def warn(state: RetryCallState) -> None:
-        if stack is not None:
-            stack.check_alive()
-        error = state.outcome.exception() if state.outcome else None
-        console.print(f"[yellow]orchestrator did not answer ({error}); retrying[/yellow]", soft_wrap=True)
-
-    retrying = Retrying(
-        retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable),
-        wait=wait_exponential(min=1, max=30),
-        stop=stop_after_delay(CliSettings().follow_patience_s),
-        before_sleep=warn,
-        reraise=True,
-    )
-    return retrying(read)
 
 
 def show_summary(summary: RunSummary, as_json: bool) -> None:
@@ -200,7 +97,7 @@ def submit(
 ) -> None:
     """Submit a run spec to the orchestrator."""
     settings = GoldSettings()
-    client = _client(settings)
+    client = orchestrator_client(settings)
     try:
         run = client.create_run(load_spec_file(spec_path), idempotency_key)
         console.print(f"run {run.id} {run.status}")
@@ -224,7 +121,7 @@ def status(
 ) -> None:
     """Show a run's status and per-iteration results."""
     try:
-        summary = _client(GoldSettings()).summary(run_id)
+        summary = orchestrator_client(GoldSettings()).summary(run_id)
     except UpstreamError as exc:
         _fail(exc.message)
         return
@@ -243,53 +140,9 @@ def demo_spec() -> dict[str, Any]:
     return chosen.spec
 
 
-@contextmanager
-def local_stack(
-    settings: GoldSettings, attach: bool, trainers: int = 1
-) -> Iterator[tuple[OrchestratorClient, Stack | None]]:
-    """A client to a running orchestrator (--attach) or to a stack started for this command."""
-    if attach:
-        yield _client(settings), None
-        return
-    started = time.monotonic()
-    with stop_on_signals():
-        with console.status("starting the stack (the first start converts the teacher: a few minutes)..."):
-            stack = Stack(settings, trainers=trainers)
-            stack.__enter__()
-        try:
-            console.print(
-                f"stack ready in {time.monotonic() - started:.0f} s; orchestrator at {stack.orchestrator_url}"
-            )
-            yield OrchestratorClient(stack.orchestrator_url, stack.token), stack
-        finally:
-            console.print("stopping the stack...")
-            stack.stop()
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """SIGTERM (kill, a CI timeout, a container stop), SIGHUP (a closed terminal) and SIGINT stop a
-    command that started the stack the way Ctrl-C does: the stack goes down before the command
-    exits."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    with stop_signals_handled_by(interrupt):
-        yield
-
-
 def _interrupted() -> None:
     console.print("stopped; the stack is down. Run the same command again to resume its runs.")
     raise typer.Exit(130)
-
-
-def save_report(
-    client: OrchestratorClient, settings: GoldSettings, run_id: str, compare: list[str] = ()
-) -> None:
-    folder = settings.data_dir / "reports"
-    html_path = write_report(client.report(run_id, list(compare)), folder / f"{run_id}.html")
-    console.print(f"report: {html_path}", soft_wrap=True)  # a path wrapped over lines is no path
 
 
 @app.command()
@@ -382,73 +235,23 @@ def eval_command(
     settings = GoldSettings()
     configure_logging("WARNING")
     try:
-        chosen = parse_modes(modes)
-        sizes = sorted({int(b) for b in budgets.split(",") if b.strip()}) if budgets else []
-    except ValueError as exc:
-        _fail(f"--modes/--budgets: {exc}")
-        return
-    try:
-        changes = parse_overrides(overrides or [])
-        specs = [apply_overrides(load_spec_file(path), changes) for path in spec_paths]
+        plan = plan_evaluation(spec_paths, modes, repeats, budgets, overrides or [], resume_from)
     except ValueError as exc:
         _fail(str(exc))
         return
-    earlier: dict[str, dict[str, Any]] = {}
-    if resume_from is not None:
-        if sizes:
-            _fail("--resume-from: budget sweeps (--budgets) do not resume from a file")
-            return
-        try:
-            document = json.loads(resume_from.read_text(encoding="utf-8"))
-            for spec in specs:
-                earlier[spec["name"]] = earlier_result(document, spec["name"], changes, repeats)
-        except (ValueError, KeyError, TypeError) as exc:
-            _fail(f"--resume-from {resume_from}: {exc}")
-            return
-    results: list[dict[str, Any]] = []
-    made: set[str] = set()  # the runs of this call (a resumed file's earlier runs may be elsewhere)
     try:
-        with local_stack(settings, attach) as (client, stack):
-
-            def run(mode_spec: dict[str, Any]) -> RunSummary:
-                summary = resumable_run(
-                    mode_spec,
-                    PatientClient(client, stack),
-                    lambda run_id: follow(client, run_id, stack=stack),
-                    lambda line: console.print(line, markup=False),
-                )
-                Console().print(iteration_table(summary))
-                made.add(str(summary.run.id))
-                return summary
-
-            for spec in specs:
-                if sizes:
-                    result = sweep(spec, chosen, repeats, sizes, run)
-                    plot = sweep_plot(
-                        result, settings.data_dir / "reports" / f"{spec['name']}-budget-sweep.png"
-                    )
-                    Console().print(sweep_table(result))
-                    console.print(f"plot: {plot}", soft_wrap=True)
-                else:
-                    result = evaluate(spec, chosen, repeats, run, earlier.get(spec["name"]))
-                    Console().print(results_table(result))
-                    if set(chosen) & set(STUDENT_MODES):  # a baselines-only run has no loop data
-                        Console().print(diagnostics_table(result))
-                    runs = {m["mode"]: [r for r in m["run_ids"] if r in made] for m in result["modes"]}
-                    if runs.get("gold"):
-                        save_report(client, settings, runs["gold"][0], runs.get("vanilla", [])[:1])
-                results.append(result)
+        results = run_evaluations(plan, settings, attach)
     except (UpstreamError, RuntimeError) as exc:
         _fail(str(exc))
         return
     except KeyboardInterrupt:
         _interrupted()
         return
-    if len(results) > 1 and not sizes:
+    if len(results) > 1 and not plan.budgets:
         Console().print(tasks_table(results))
     document = {
         **(results[0] if len(results) == 1 else {"tasks": results}),
-        "overrides": changes,
+        "overrides": plan.overrides,
         "command": command_line(sys.argv, "eval"),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -480,7 +283,7 @@ def retrain(
     except ValueError as exc:
         _fail(str(exc))
         return
-    client = PatientClient(_client(GoldSettings()))  # an orchestrator restarting mid-way is waited for
+    client = PatientClient(orchestrator_client(GoldSettings()))  # waits for an orchestrator restarting
     rows = []
     try:
         for run_id in run_ids:

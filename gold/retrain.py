@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from gold.evaluate import apply_overrides, paired_statistics, t_interval
+from gold.evaluation.intervals import paired_statistics, t_interval
+from gold.evaluation.overrides import apply_overrides
 from services.trainer.train import train_from_dataset
 from shared.names import RunStatus, eval_metric, holdout_metric
 from shared.schemas.runs import RunRead

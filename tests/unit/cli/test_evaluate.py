@@ -11,26 +11,15 @@ from scipy.stats import t as student_t
 from typer.testing import CliRunner
 
 from gold import cli
-from gold.evaluate import (
-    UnmeasuredRun,
-    apply_overrides,
-    budget_spec,
-    canonical_spec,
-    earlier_result,
-    evaluate,
-    idempotency_key,
-    mean_diagnostics,
-    mode_spec,
-    parse_modes,
-    parse_overrides,
-    results_table,
-    resumable_run,
-    run_diagnostics,
-    sweep,
-    sweep_plot,
-    sweep_table,
-    tasks_table,
-)
+from gold.evaluation import command
+from gold.evaluation.loop_diagnostics import mean_diagnostics, run_diagnostics
+from gold.evaluation.mode_results import UnmeasuredRun
+from gold.evaluation.mode_specs import budget_spec, mode_spec, parse_modes
+from gold.evaluation.overrides import apply_overrides, parse_overrides
+from gold.evaluation.plots import sweep_plot
+from gold.evaluation.repeats import earlier_result, evaluate, sweep
+from gold.evaluation.resumable_runs import canonical_spec, idempotency_key, resumable_run
+from gold.evaluation.tables import results_table, sweep_table, tasks_table
 from shared.schemas.runs import IterationRead, RunSummary
 from shared.spec import RunSpec
 from tests.support import SENTIMENT_TASK, finished_run_read
@@ -458,9 +447,9 @@ def test_eval_writes_the_result_file_and_ends_stdout_with_the_json(tmp_path, mon
     def local_stack(settings, attach, trainers=1):
         yield orchestrator, None
 
-    monkeypatch.setattr(cli, "local_stack", local_stack)
-    monkeypatch.setattr(cli, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
-    monkeypatch.setattr(cli, "save_report", lambda *args, **kwargs: None)
+    monkeypatch.setattr(command, "local_stack", local_stack)
+    monkeypatch.setattr(command, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
+    monkeypatch.setattr(command, "save_report", lambda *args, **kwargs: None)
     args = ["eval", str(spec_path), "--modes", "gold,vanilla", "--repeats", "2", "--json"]
     args += ["--set", "loop.selection_band=[0.2, 0.5]", "--out", str(tmp_path / "out" / "r.json")]
     monkeypatch.setattr("sys.argv", ["/somewhere/.venv/bin/gold", *args])
@@ -633,9 +622,13 @@ def test_eval_resume_from_runs_only_the_missing_repeats_and_reports_a_run_of_thi
     def local_stack(settings, attach, trainers=1):
         yield orchestrator, None
 
-    monkeypatch.setattr(cli, "local_stack", local_stack)
-    monkeypatch.setattr(cli, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
-    monkeypatch.setattr(cli, "save_report", lambda client, settings, run_id, compare: reported.append(run_id))
+    monkeypatch.setattr(command, "local_stack", local_stack)
+    monkeypatch.setattr(command, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
+
+    def save_report(client, settings, run_id, compare):
+        reported.append(run_id)
+
+    monkeypatch.setattr(command, "save_report", save_report)
     args = ["eval", str(spec_path), "--modes", "gold,vanilla", "--out", str(out)]
     assert CliRunner().invoke(cli.app, [*args, "--repeats", "2"]).exit_code == 0
     orchestrator = FakeOrchestrator(by_feedback_and_seed)  # the database is gone

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from gold import cli
+from gold import session
 from shared.schemas.runs import RunSummary
 from tests.support import SENTIMENT_TASK, finished_run_read
 
@@ -36,12 +36,12 @@ def running(**fields):
 
 def test_the_waiting_reason_is_shown_once_and_its_end_too(monkeypatch):
     console = Console(record=True, width=300, force_terminal=False)
-    monkeypatch.setattr(cli, "console", console)
+    monkeypatch.setattr(session, "console", console)
     waiting = running(waiting_for=DOWN, waiting_since=SINCE)
     orchestrator = Orchestrator(
         running(), waiting, waiting, waiting, running(stage="train"), finished_run_read(SPEC)
     )
-    summary = cli.follow(orchestrator, "run", poll_s=0)  # type: ignore[arg-type]
+    summary = session.follow(orchestrator, "run", poll_s=0)  # type: ignore[arg-type]
     assert summary.run.status == "succeeded"
     lines = [line for line in console.export_text().splitlines() if "wait" in line]
     at = SINCE.astimezone().strftime("%H:%M:%S")  # shown in local time

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gold import cli
+from gold import cli, session
 from shared.schemas.runs import RunSummary
 from tests.support import SENTIMENT_TASK, finished_run_read
 
@@ -31,12 +31,12 @@ def test_demo_json_is_the_last_line_after_the_report_and_the_shutdown(monkeypatc
     @contextmanager
     def local_stack(settings, attach, trainers=1):
         yield Client(), None
-        cli.console.print("stack stopped")
+        session.console.print("stack stopped")
 
     monkeypatch.setattr(cli, "demo_spec", lambda: {"name": "demo"})
     monkeypatch.setattr(cli, "local_stack", local_stack)
     monkeypatch.setattr(cli, "follow", lambda client, run_id, stack=None: summary)
-    monkeypatch.setattr(cli, "write_report", lambda report, path: Path("/a/long/" + "x" * 200 + ".html"))
+    monkeypatch.setattr(session, "write_report", lambda report, path: Path("/a/long/" + "x" * 200 + ".html"))
     outcome = CliRunner().invoke(cli.app, ["demo", "--json"])
     assert outcome.exit_code == 0, outcome.output
     lines = outcome.output.strip().splitlines()
@@ -64,7 +64,7 @@ def test_submit_and_status_json_is_the_last_line(args, monkeypatch, tmp_path):
     summary = finished_run()
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps({"name": "demo", "task": SENTIMENT_TASK}))
-    monkeypatch.setattr(cli, "_client", lambda settings: FinishedRunClient(summary))
+    monkeypatch.setattr(cli, "orchestrator_client", lambda settings: FinishedRunClient(summary))
     monkeypatch.setattr(cli, "follow", lambda client, run_id, stack=None: summary)
     args = [str(spec_path) if a == "SPEC" else str(summary.run.id) if a == "RUN" else a for a in args]
     outcome = CliRunner().invoke(cli.app, [*args, "--json"])

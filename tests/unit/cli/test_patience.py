@@ -1,6 +1,6 @@
 import pytest
 
-from gold import cli
+from gold import session
 from shared.errors import UpstreamError
 
 
@@ -15,14 +15,14 @@ def flaky(failures: list[Exception], value: str = "run"):
 
 def test_a_slow_orchestrator_is_waited_for_not_the_end_of_the_evaluation():
     timeout = UpstreamError("orchestrator", "ReadTimeout calling /runs/x: timed out", 503, retryable=True)
-    assert cli.patiently(flaky([timeout, timeout])) == "run"
+    assert session.patiently(flaky([timeout, timeout])) == "run"
 
 
 def test_a_wrong_request_is_not_retried():
     wrong = UpstreamError("orchestrator", "answered 404", 404)
     calls = [wrong]
     with pytest.raises(UpstreamError, match="404"):
-        cli.patiently(flaky(calls))
+        session.patiently(flaky(calls))
     assert calls == []  # called once
 
 
@@ -30,7 +30,7 @@ def test_patience_runs_out(monkeypatch):
     monkeypatch.setenv("GOLD_FOLLOW_PATIENCE_S", "0")  # read when the wait starts, not at import
     down = UpstreamError("orchestrator", "ConnectError", 503, retryable=True)
     with pytest.raises(UpstreamError, match="ConnectError"):
-        cli.patiently(flaky([down, down, down]))
+        session.patiently(flaky([down, down, down]))
 
 
 def test_a_dead_stack_ends_the_wait_at_once():
@@ -40,7 +40,7 @@ def test_a_dead_stack_ends_the_wait_at_once():
 
     down = UpstreamError("orchestrator", "ConnectError", 503, retryable=True)
     with pytest.raises(RuntimeError, match="exited"):
-        cli.patiently(flaky([down, down]), DeadStack())
+        session.patiently(flaky([down, down]), DeadStack())
 
 
 def test_retrain_reads_through_an_orchestrator_restart(monkeypatch):
@@ -63,5 +63,5 @@ def test_retrain_reads_through_an_orchestrator_restart(monkeypatch):
         def dataset(self, run_id: str) -> str:
             return self._answer("dataset", "{}\n")
 
-    client = cli.PatientClient(Restarting())  # type: ignore[arg-type]
+    client = session.PatientClient(Restarting())  # type: ignore[arg-type]
     assert client.get_run("r") == "r" and client.dataset("r") == "{}\n"

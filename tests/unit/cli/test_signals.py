@@ -3,7 +3,7 @@ import signal
 
 import pytest
 
-from gold.cli import stop_on_signals
+from gold.session import stop_on_signals
 
 
 def test_sigterm_interrupts_like_ctrl_c_and_an_ignored_sighup_stays_ignored():

@@ -10,7 +10,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, T5ForConditionalGeneration
 
+from services.trainer import evaluation as evaluation_module
 from services.trainer import train as train_module
+from services.trainer import training_data, training_loop
 from services.trainer.students import Example, build_fresh, head_parameters, with_lora
 from services.trainer.train import TrainConfig, train
 from services.trainer.train_config import EvalItem
@@ -56,16 +58,16 @@ def test_result_seconds_cover_the_training_epochs_not_only_evaluation(tmp_path, 
     """A clock that moves only while a training batch runs: the job's seconds must include it
     (evaluation data used to restart the job's clock)."""
     now = [0.0]
-    monkeypatch.setattr(
-        train_module, "time", SimpleNamespace(perf_counter=lambda: now[0], process_time=time.process_time)
-    )
-    loss = train_module._loss
+    clock = SimpleNamespace(perf_counter=lambda: now[0], process_time=time.process_time)
+    monkeypatch.setattr(train_module, "time", clock)
+    monkeypatch.setattr(training_loop, "time", clock)
+    loss = training_loop.batch_loss
 
     def slow_loss(*args, **kwargs):
         now[0] += 100.0
         return loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_loss", slow_loss)
+    monkeypatch.setattr(training_loop, "batch_loss", slow_loss)
     result = train(_config(tmp_path))
 
     assert result.metrics["train_seconds"] == 400.0  # 2 epochs x 2 batches
@@ -122,7 +124,7 @@ def test_the_result_carries_the_students_errors_on_the_real_data(tmp_path, monke
         EvalItem(fields={"text": "flat"}, references=["negative"]),
     ]
     monkeypatch.setattr(
-        train_module, "_predict", lambda student, examples, cfg, device: ["positive"] * len(examples)
+        evaluation_module, "predict", lambda student, examples, cfg, device: ["positive"] * len(examples)
     )
     result = train(_config(tmp_path, evaluation=evaluation))
 
@@ -147,7 +149,7 @@ def test_a_seq2seq_holdout_is_scored_by_token_f1_so_a_long_answer_can_improve(tm
         evaluation=[],
     )
     half = "maximize profit muffins 4"  # 4 of the 6 tokens: precision 1, recall 2/3
-    monkeypatch.setattr(train_module, "_predict", lambda student, rows, cfg, device: [half] * len(rows))
+    monkeypatch.setattr(evaluation_module, "predict", lambda student, rows, cfg, device: [half] * len(rows))
     result = train(cfg)
 
     assert result.metrics["holdout_f1"] == pytest.approx(0.8)
@@ -157,7 +159,7 @@ def test_a_seq2seq_holdout_is_scored_by_token_f1_so_a_long_answer_can_improve(tm
 def test_class_weights_even_out_a_skewed_pool():
     """Relabelling skewed the pool to 3 positives for 1 negative (and no neutral): each label present
     then weighs 2 in total, an absent one 0."""
-    weights = train_module._class_weights([1, 1, 1, 0], width=3)
+    weights = training_data.balanced_class_weights([1, 1, 1, 0], width=3)
     assert weights.tolist() == pytest.approx([2.0, 4 / 6, 0.0])
     assert float(weights[torch.tensor([1, 1, 1, 0])].sum()) == pytest.approx(4.0)
 
@@ -187,7 +189,7 @@ def test_a_runs_exported_dataset_reads_back_as_the_final_students_data(tmp_path)
     path = tmp_path / "gold-dataset.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    train_rows, holdout_rows = train_module.read_run_dataset(path)
+    train_rows, holdout_rows = training_data.read_run_dataset(path)
 
     assert [e.fields["text"] for e in train_rows] == ["a seed", "kept", "fed back"]
     assert train_rows[1].label == "negative" and train_rows[1].fields == {"text": "kept", "label": "negative"}
@@ -210,12 +212,12 @@ def test_a_classifiers_head_gets_its_own_learning_rate(tmp_path, lora_rank):
     head = head_parameters(model)
     assert {p.shape for p in head} == {torch.Size([3, 32]), torch.Size([3])}  # BERT's `classifier`
     cfg = _config(tmp_path, kind="classifier", learning_rate=5e-5, head_learning_rate=2e-4)
-    optimizer, _ = train_module._optimizer(cfg, model, steps_per_epoch=4)
+    optimizer, _ = training_loop.build_optimizer(cfg, model, steps_per_epoch=4)
     encoder, head_group = optimizer.param_groups
     assert head_group["params"] == head and head_group["initial_lr"] == 2e-4
     assert encoder["initial_lr"] == 5e-5
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert len(encoder["params"]) + len(head) == len(trainable)
 
-    single, _ = train_module._optimizer(_config(tmp_path, kind="classifier"), model, steps_per_epoch=4)
+    single, _ = training_loop.build_optimizer(_config(tmp_path, kind="classifier"), model, steps_per_epoch=4)
     assert len(single.param_groups) == 1  # no head rate: one rate for every trainable weight
