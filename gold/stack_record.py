@@ -44,9 +44,13 @@ class RecordedProcess:
     def alive(self) -> bool:
         try:
             process = psutil.Process(self.pid)
-            return process.create_time() == self.started and process.status() != psutil.STATUS_ZOMBIE
+            started: float = process.create_time()
+            if started != self.started:  # the pid now names another process
+                return False
+            zombie: bool = process.status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
+        return not zombie
 
     def send(self, sig: int) -> None:
         try:

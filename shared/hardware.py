@@ -16,6 +16,7 @@ import os
 import platform
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Literal
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +69,17 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def auto_dtype(on_cuda: bool | None = None) -> str:
+# The dtypes a dtype setting names; "auto" stands for one of them (auto_dtype).
+DType = Literal["bfloat16", "float16", "float32"]
+
+
+def auto_dtype(on_cuda: bool | None = None) -> DType:
     """bfloat16 where matmuls take it natively, float32 elsewhere (see the module's docstring)."""
     cuda = cuda_available() if on_cuda is None else on_cuda
     return "bfloat16" if cuda or cpu_has_native_bf16() else "float32"
 
 
-def resolve_dtype(setting: str, on_cuda: bool | None = None) -> str:
+def resolve_dtype(setting: DType | Literal["auto"], on_cuda: bool | None = None) -> DType:
     """A dtype setting ("auto" or a torch dtype name) as the dtype to use, logged when chosen."""
     if setting != "auto":
         return setting

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -26,7 +26,7 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def _access(scope: Scope):  # noqa: ANN202 - a dependency factory
+def _access(scope: Scope) -> Callable[[Request, Caller], AsyncIterator[Quota]]:
     async def dependency(request: Request, caller: Caller) -> AsyncIterator[Quota]:
         """The caller's quota for this request, once its key may call `scope`; what the request
         reserves is settled when the response is done (a yield dependency ends after it)."""

@@ -17,16 +17,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import anyio
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from services.generator.config import GeneratorSettings, Scope
 from shared.errors import Forbidden, InvalidInput, NotReady, RateLimited
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis as AsyncRedis
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +104,11 @@ class KeyLimiter:
         self._tokens = FixedWindowRateLimiter(self.storage)
 
     async def aclose(self) -> None:
-        if isinstance(self.storage, RedisStorage):
-            await self.storage.bridge.get_connection().aclose()
+        # quota_storage asks for the redis-py implementation, whose bridge holds the connection.
+        if isinstance(self.storage, RedisStorage) and isinstance(self.storage.bridge, RedispyBridge):
+            # limits types the client by the commands it sends; it is redis-py's asyncio client.
+            client = cast("AsyncRedis", self.storage.bridge.get_connection())
+            await client.aclose()
 
     def check_scope(self, key: str | None, scope: Scope) -> None:
         policy = self.settings.policy(key)

@@ -114,13 +114,13 @@ def resolve_model(
         marker = json.loads((folder / MARKER).read_text())
         return ResolvedModel(name, model_id, str(file), marker.get("revision"))
     if gguf:
-        file = gguf_file(source)
-        if file is None:
+        found = gguf_file(source)
+        if found is None:
             raise ModelError(
                 f"model {name!r} ({source}) has no GGUF file for the llamacpp engine: give a .gguf file "
                 "or a folder holding one, or set generator_engine to vllm or hf"
             )
-        return ResolvedModel(name, model_id, str(file), f"gguf-bytes:{file.stat().st_size}")
+        return ResolvedModel(name, model_id, str(found), f"gguf-bytes:{found.stat().st_size}")
     path = Path(source).expanduser()
     if path.is_dir():
         return ResolvedModel(name, model_id, str(path.resolve()), _folder_revision(path))
@@ -181,7 +181,8 @@ def has_gguf(source: str) -> bool:
 def _folder_revision(path: Path) -> str | None:
     marker = path / MARKER
     if marker.exists():
-        return json.loads(marker.read_text()).get("revision")
+        revision: str | None = json.loads(marker.read_text()).get("revision")
+        return revision
     return None
 
 

@@ -4,8 +4,10 @@ per iteration (the same for gold and vanilla runs, so they can be compared)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,14 +34,15 @@ def texts_of(ctx: RunContext, fields: Sequence[dict[str, str]]) -> list[str]:
     return [input_text(f, ctx.spec.task.input_fields) for f in fields]
 
 
-def pool_matrix(ctx: RunContext, rows: Sequence[Sample]) -> tuple[np.ndarray, list[dict]]:
+def pool_matrix(ctx: RunContext, rows: Sequence[Sample]) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """The pool's embeddings, embedding the rows stored without one (the seeds, at first); returns
     the matrix and the row updates that store the new embeddings."""
     missing = [r for r in rows if r.embedding is None]
     fresh = embed(ctx, texts_of(ctx, [r.fields for r in missing])) if missing else as_matrix([])
-    updates = [{"id": r.id, "embedding": v.tolist()} for r, v in zip(missing, fresh, strict=True)]
-    by_id = {u["id"]: u["embedding"] for u in updates}
-    return as_matrix([by_id.get(r.id, r.embedding) for r in rows]), updates
+    by_id: dict[uuid.UUID, list[float]] = {r.id: v.tolist() for r, v in zip(missing, fresh, strict=True)}
+    updates: list[dict[str, Any]] = [{"id": id_, "embedding": vector} for id_, vector in by_id.items()]
+    vectors = [r.embedding if r.embedding is not None else by_id[r.id] for r in rows]
+    return as_matrix(vectors), updates
 
 
 @dataclass
@@ -68,18 +71,23 @@ def filter_batch(ctx: RunContext, samples: Sequence[GeneratedSample], pool: np.n
 def diversity_metrics(ctx: RunContext, rows: Sequence[Sample], iteration: int) -> dict[str, float]:
     """Diversity of this iteration's generated samples (distinct-2, embedding spread) and of the
     whole generated pool so far (spread, coverage of fixed cells around the seeds)."""
-    seeds = as_matrix([r.embedding for r in rows if r.kind == "seed" and r.embedding is not None])
+    seeds = as_matrix(_embeddings(r for r in rows if r.kind == "seed"))
     generated = [r for r in rows if r.kind != "seed" and r.embedding is not None and r.iteration <= iteration]
     current = [r for r in generated if r.iteration == iteration]
-    pool = as_matrix([r.embedding for r in generated])
+    pool = as_matrix(_embeddings(generated))
     values = {
         Diagnostic.DISTINCT_2: distinct_n(texts_of(ctx, [r.fields for r in current]), 2),
-        Diagnostic.EMBEDDING_SPREAD: spread(as_matrix([r.embedding for r in current])),
+        Diagnostic.EMBEDDING_SPREAD: spread(as_matrix(_embeddings(current))),
         Diagnostic.POOL_SPREAD: spread(pool),
         Diagnostic.POOL_COVERAGE: coverage(pool, seeds),
         Diagnostic.NEAREST_NEIGHBOUR_SIMILARITY: _mean_nearest(pool),
     }
     return {name: value for name, value in values.items() if value is not None}
+
+
+def _embeddings(rows: Iterable[Sample]) -> list[list[float]]:
+    """The stored embeddings of these rows (rows without one are left out)."""
+    return [r.embedding for r in rows if r.embedding is not None]
 
 
 def _mean_nearest(pool: np.ndarray) -> float | None:

@@ -69,7 +69,7 @@ def load_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> Ru
         .order_by(Step.iteration.desc())
     )
     found = (r["extra"][EVALUATION_ERRORS] for r in trained if EVALUATION_ERRORS in r.get("extra", {}))
-    errors = next(found, {})
+    errors: dict[str, Any] = next(found, {})
     listed = session.scalar(select(Step.result).where(Step.run_id == run_id, Step.stage == Stage.ATTRIBUTES))
     return RunData(
         run_id,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,11 @@ class Group:
     def shard(self, n: int, seed: int, epoch: int) -> list[int]:
         """This rank's indices for one epoch: a shuffle shared by all ranks, split rank::world_size
         (padded by repetition so every rank runs the same number of steps)."""
-        sampler = DistributedSampler(
-            range(n), num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=seed
+        # The sampler only takes len() of its dataset (torch ignores the same mismatch inside it), so
+        # a range stands for the examples; torch's annotation asks for a Dataset all the same.
+        indices = cast("Dataset[int]", range(n))
+        sampler: DistributedSampler[int] = DistributedSampler(
+            indices, num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=seed
         )
         sampler.set_epoch(epoch)
         return list(sampler)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypedDict, cast, runtime_checkable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -41,8 +41,21 @@ MINILM_NAMES = ("minilm", MINILM_HUB_ID)
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_NAMES = (SMOLLM2, SMOLLM2_HUB_ID)
 DEFAULT_MODELS: dict[StudentKind, str] = {"classifier": "minilm", "seq2seq": TINY_T5, "causal": SMOLLM2}
+
+
+class T5Shape(TypedDict):
+    """T5Config fields, typed so that `**TINY_T5_CONFIG` type-checks against its signature."""
+
+    d_model: int
+    d_ff: int
+    num_layers: int
+    num_decoder_layers: int
+    num_heads: int
+    d_kv: int
+
+
 # Shape of the built-in T5: enough to exercise every code path, small enough for 2 CPU cores.
-TINY_T5_CONFIG = {
+TINY_T5_CONFIG: T5Shape = {
     "d_model": 128,
     "d_ff": 256,
     "num_layers": 2,
@@ -113,15 +126,17 @@ def build_fresh(
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
         return model, tokenizer
     if name == TINY_T5:
-        tokenizer = ByT5Tokenizer()
+        byt5 = ByT5Tokenizer()
         config = T5Config(
-            vocab_size=len(tokenizer),
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id,
+            vocab_size=len(byt5),
+            pad_token_id=byt5.pad_token_id,
+            eos_token_id=byt5.eos_token_id,
+            # T5Config keeps extra keys (PreTrainedConfig.__post_init__(**kwargs)); its dataclass
+            # signature does not list them.
+            decoder_start_token_id=byt5.pad_token_id,  # type: ignore[call-arg]  # an extra key
             **TINY_T5_CONFIG,
         )
-        return T5ForConditionalGeneration(config), tokenizer
+        return T5ForConditionalGeneration(config), byt5
     if name == "minilm":
         raise StudentModelError("all-MiniLM-L6-v2 is an encoder: use it as a classifier student")
     model = auto_model_class(kind).from_pretrained(name, **model_options(kind))
@@ -140,10 +155,17 @@ def with_lora(model: PreTrainedModel, kind: StudentKind, rank: int) -> PreTraine
     return get_peft_model(model, config)  # type: ignore[return-value]
 
 
+@runtime_checkable
+class _PeftWrapper(Protocol):
+    """A peft model (peft is imported only for LoRA students), as far as head_parameters reads it."""
+
+    def get_base_model(self) -> PreTrainedModel: ...
+
+
 def head_parameters(model: PreTrainedModel) -> list[torch.nn.Parameter]:
     """A classifier's head: its trainable parameters outside the pretrained encoder (BERT's
     `classifier`), under LoRA too (peft keeps the transformers model inside)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = model.get_base_model() if isinstance(model, _PeftWrapper) else model
     encoder = {id(p) for p in inner.base_model.parameters()}
     return [p for p in inner.parameters() if p.requires_grad and id(p) not in encoder]
 
@@ -158,6 +180,10 @@ def merged(model: PreTrainedModel) -> PreTrainedModel:
 # The longest answer a spec may ask for (student.max_target_length): encode_targets at this length
 # cuts no answer.
 ANSWER_TOKENS_LIMIT = 2048
+
+
+class _Seq2SeqLM(Protocol):
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor: ...
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -268,7 +294,9 @@ class Student:
         # Through DistributedDataParallel (distributed.py) the forward goes to the wrapper, the
         # helper to the model inside it.
         model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
-        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(
+        # transformers types every seq2seq model as PreTrainedModel, which does not declare the
+        # method its seq2seq classes (T5, BART, ...) define.
+        decoder_input_ids = cast(_Seq2SeqLM, model).prepare_decoder_input_ids_from_labels(
             labels=labels.masked_fill(labels == IGNORE_INDEX, self.tokenizer.pad_token_id)
         )
         return self.model(**inputs, decoder_input_ids=decoder_input_ids).logits

@@ -19,6 +19,9 @@ TeacherName = Annotated[str, StringConstraints(min_length=1, max_length=200)] | 
 # the same text in the model's chat template (an instruct model); services/generator/prompts.py.
 PromptFormat = Literal["raw", "chat"]
 
+# What a generation request is for: training samples, or out-of-distribution probes (OOD prompts).
+GenerateMode = Literal["train", "ood"]
+
 
 class SamplingSettings(InputModel):
     temperature: float = Field(default=0.8, ge=0.0, le=2.0)
@@ -40,7 +43,7 @@ class GenerateRequest(InputModel):
     # Classification: a prompt shows only feedback whose label is the one it asks for.
     feedback_same_label: bool = False
     n: int = Field(default=16, ge=1, le=512)
-    mode: Literal["train", "ood"] = "train"
+    mode: GenerateMode = "train"
     # Labels to request, one per sample (classification); default: balanced over the label set.
     labels: list[str] | None = Field(default=None, max_length=512)
     sampling: SamplingSettings = SamplingSettings()

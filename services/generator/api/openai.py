@@ -3,7 +3,7 @@ and vLLM's `POST /tokenize` and `POST /detokenize`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -76,12 +76,27 @@ OPENAI_PATHS = frozenset(
 )
 
 
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _own_handler(app: FastAPI, exc_class: type[Exception]) -> Handler:
+    """The handler the service installed for `exc_class`. Starlette types handlers as sync or
+    async; the service's own are async, and a sync one is answered all the same."""
+    handler = app.exception_handlers[exc_class]
+
+    async def call(request: Request, exc: Exception) -> Response:
+        response = handler(request, exc)
+        return response if isinstance(response, Response) else await response
+
+    return call
+
+
 def install_openai_error_format(app: FastAPI) -> None:
     """Errors on the OpenAI routes in OpenAI's shape ({"error": {"message", "type", "param",
     "code"}}), an invalid parameter a 400 naming it as OpenAI does, so the official client and
     the libraries on it show the message; the other routes keep the service's own shape."""
-    own_gold = app.exception_handlers[GoldError]
-    own_invalid = app.exception_handlers[RequestValidationError]
+    own_gold = _own_handler(app, GoldError)
+    own_invalid = _own_handler(app, RequestValidationError)
 
     def openai_error(kind: str, message: str, status: int, param: str | None) -> JSONResponse:
         return JSONResponse(
@@ -92,8 +107,8 @@ def install_openai_error_format(app: FastAPI) -> None:
         if request.url.path not in OPENAI_PATHS or not isinstance(exc, GoldError):
             return await own_gold(request, exc)
         if isinstance(exc, InvalidInput):
-            param = ".".join(str(p) for p in exc.detail[0]["loc"])
-            return openai_error("invalid_request_error", exc.message, 400, param)
+            field = ".".join(str(p) for p in exc.detail[0]["loc"])
+            return openai_error("invalid_request_error", exc.message, 400, field)
         if isinstance(exc, UnknownModel):  # as OpenAI answers a model it does not have
             return openai_error("invalid_request_error", exc.message, 404, "model")
         param = exc.param if isinstance(exc, OpenAIRequestError) else None

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from services.generator.config import GeneratorSettings
 from services.generator.engines.protocol import (
@@ -62,7 +62,9 @@ class HFEngine:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=getattr(torch, name), trust_remote_code=False
         )
-        model.to(self._device).eval()
+        # transformers wraps PreTrainedModel.to with functools.wraps, which its stubs do not bind to
+        # the instance; the call is Module.to.
+        cast(torch.nn.Module, model).to(self._device).eval()
         self._tokenizer, self._model = tokenizer, model
 
     async def close(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -39,7 +39,7 @@ class VLLMOpenAIServer:
         )
         template = None if has_chat_template else TRANSCRIPT_TEMPLATE
         # The transcript reads content as one string; a model's own template decides for itself.
-        content_format = "auto" if has_chat_template else "string"
+        content_format: Literal["auto", "string"] = "auto" if has_chat_template else "string"
         renderer = OnlineRenderer(
             llm.model_config,
             llm.renderer,
@@ -81,15 +81,24 @@ class VLLMOpenAIServer:
     async def tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
         from vllm.entrypoints.serve.tokenize.protocol import TokenizeChatRequest, TokenizeCompletionRequest
 
-        kind = TokenizeChatRequest if "messages" in body else TokenizeCompletionRequest
-        result = await self._call(self._tokens.create_tokenize(_parse(kind, body), None))
+        request: TokenizeChatRequest | TokenizeCompletionRequest = (
+            _parse(TokenizeChatRequest, body)
+            if "messages" in body
+            else _parse(TokenizeCompletionRequest, body)
+        )
+        # vLLM annotates raw_request as a Request but reads it only when it is not None.
+        call = self._tokens.create_tokenize(request, None)  # type: ignore[arg-type]  # vLLM takes None
+        result = await self._call(call)
         assert isinstance(result, dict)
         return result
 
     async def detokenize(self, body: dict[str, Any]) -> dict[str, Any]:
         from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest
 
-        result = await self._call(self._tokens.create_detokenize(_parse(DetokenizeRequest, body), None))
+        # vLLM annotates raw_request as a Request but reads it only when it is not None.
+        request = _parse(DetokenizeRequest, body)
+        call = self._tokens.create_detokenize(request, None)  # type: ignore[arg-type]  # vLLM takes None
+        result = await self._call(call)
         assert isinstance(result, dict)
         return result
 

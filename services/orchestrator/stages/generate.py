@@ -22,7 +22,7 @@ from services.orchestrator.stages.records import (
 from shared.db.metrics import upsert_metrics
 from shared.db.models import Rejection, Sample, Step
 from shared.names import Stage, near_duplicates, novelty
-from shared.schemas.generation import AttributesRequest, GenerateRequest
+from shared.schemas.generation import AttributesRequest, GenerateMode, GenerateRequest
 from shared.spec import RunSpec
 
 
@@ -34,7 +34,7 @@ def generate_ood(ctx: RunContext, iteration: int) -> Done:
     return _generate(ctx, iteration, Stage.GENERATE_OOD, "ood")
 
 
-def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: str) -> Done:
+def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: GenerateMode) -> Done:
     spec = ctx.spec
     with ctx.sessions() as session:
         # Everything generated before this batch (a re-run of this step replaces its own batch).

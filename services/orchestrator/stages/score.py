@@ -74,10 +74,13 @@ def select_feedback(ctx: RunContext, iteration: int) -> Done:
     loop = ctx.spec.loop
     with ctx.sessions() as session:
         seeds = samples(session, ctx.run_id, kind="seed")
-        ood = [
-            s for s in samples(session, ctx.run_id, iteration=iteration, kind="ood") if s.energy is not None
+        scored = [
+            (s, s.energy)
+            for s in samples(session, ctx.run_id, iteration=iteration, kind="ood")
+            if s.energy is not None
         ]
         earlier = judged_before(session, ctx.run_id, iteration)
+    ood = [s for s, _ in scored]
     selected: list[int] = []
     checks: list[Checked] = []
     judgement: list[tuple[str, str]] = []
@@ -85,7 +88,7 @@ def select_feedback(ctx: RunContext, iteration: int) -> Done:
     stats: dict[str, float] = {}
     if ood and loop.feedback_per_iteration > 0:
         request = SelectRequest(
-            energies=[s.energy for s in ood],
+            energies=[energy for _, energy in scored],
             band=loop.selection_band,
             labels=[s.label or "" for s in ood] if ctx.spec.task.labels else None,
             stratify=loop.stratify_selection,

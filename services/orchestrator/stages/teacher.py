@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -94,6 +95,7 @@ def teacher_eval(ctx: RunContext, iteration: int) -> Done:
             .order_by(Step.finished_at)
             .limit(1)
         )
+    result: dict[str, Any]
     if earlier is not None:
         metrics = {k: float(v) for k, v in earlier.result.get("metrics", {}).items()}
         result = {"metrics": metrics, "cache_key": key, "reused_from": str(earlier.run_id)}

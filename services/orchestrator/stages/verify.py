@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -61,14 +63,18 @@ def verify_labels(ctx: RunContext, iteration: int) -> Done:
             }
         )
     kept = sum(not u["excluded"] for u in updates)
-    stats = {
+    # the generator's label fidelity: the teacher's likelihood label is the one it was asked for
+    agreement = agree / len(generated)
+    # the same for the samples trained on, with the labels they are trained on
+    fidelity_after = kept_agree / kept if kept else 0.0
+    excluded = len(updates) - kept
+    mean_confidence = sum(confidences) / len(confidences)
+    stats: dict[str, Any] = {
         "policy": policy.policy,
-        # the generator's label fidelity: the teacher's likelihood label is the one it was asked for
-        "agreement": agree / len(generated),
-        # the same for the samples trained on, with the labels they are trained on
-        "fidelity_after": kept_agree / kept if kept else 0.0,
-        "excluded": len(updates) - kept,
-        "mean_confidence": sum(confidences) / len(confidences),
+        "agreement": agreement,
+        "fidelity_after": fidelity_after,
+        "excluded": excluded,
+        "mean_confidence": mean_confidence,
         "kappa": kappa,
         "trusted": trusted,
         "confidence_histogram": [int(c) for c in np.histogram(confidences, bins=10, range=(0.0, 1.0))[0]],
@@ -83,10 +89,10 @@ def verify_labels(ctx: RunContext, iteration: int) -> Done:
             ctx.run_id,
             iteration,
             {
-                Diagnostic.TEACHER_AGREEMENT: stats["agreement"],
-                Diagnostic.LABEL_FIDELITY_AFTER_VERIFICATION: stats["fidelity_after"],
-                Diagnostic.VERIFIED_EXCLUDED: float(stats["excluded"]),
-                Diagnostic.TEACHER_MEAN_CONFIDENCE: stats["mean_confidence"],
+                Diagnostic.TEACHER_AGREEMENT: agreement,
+                Diagnostic.LABEL_FIDELITY_AFTER_VERIFICATION: fidelity_after,
+                Diagnostic.VERIFIED_EXCLUDED: float(excluded),
+                Diagnostic.TEACHER_MEAN_CONFIDENCE: mean_confidence,
                 Diagnostic.VERIFICATION_KAPPA: kappa,
                 Diagnostic.VERIFICATION_WITHHELD: float(not trusted),
             },
