@@ -152,6 +152,7 @@ def with_lora(model: PreTrainedModel, kind: StudentKind, rank: int) -> PreTraine
     config = LoraConfig(
         task_type=LORA_TASKS[kind], r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear"
     )
+    # A PeftModel forwards every call to the model it wraps: it is one, as far as training goes.
     return get_peft_model(model, config)  # type: ignore[return-value]
 
 
@@ -209,10 +210,11 @@ class Student:
 
     def encode_targets(self, examples: Sequence[Example]) -> list[int] | list[list[int]]:
         if self.kind == "classifier":
-            out = [self.fmt.label_index(e.fields, e.label) for e in examples]
-            if any(v is None for v in out):
+            indices = [self.fmt.label_index(e.fields, e.label) for e in examples]
+            labelled = [i for i in indices if i is not None]
+            if len(labelled) != len(indices):
                 raise ValueError("an example has no label in the label set (filter before encoding)")
-            return out  # type: ignore[return-value]
+            return labelled
         if self.kind == "causal":
             return self._causal_targets(examples)
         targets = [self.fmt.target(e.fields, e.label) or "" for e in examples]
@@ -226,8 +228,10 @@ class Student:
         classifier, whose answer is a label."""
         if self.kind == "classifier":
             return 1
-        uncut = replace(self, max_target_length=ANSWER_TOKENS_LIMIT).encode_targets(examples)
-        longest = max((len(ids) for ids in uncut), default=1)  # type: ignore[arg-type]
+        uncut = cast(
+            list[list[int]], replace(self, max_target_length=ANSWER_TOKENS_LIMIT).encode_targets(examples)
+        )  # a generative student's targets are token lists
+        longest = max((len(ids) for ids in uncut), default=1)
         return max(2 * longest, longest + 8)
 
     def _causal_targets(self, examples: Sequence[Example]) -> list[list[int]]:
