@@ -93,6 +93,14 @@ def test_every_cited_result_file_exists(document: Path) -> None:
     assert not missing, f"{shown(document)} cites results not under docs/results/: {missing}"
 
 
+def test_every_result_file_a_make_target_writes_is_kept() -> None:
+    """`make results`, `gold-vs-vanilla` and `experiments` rewrite the files the documents cite."""
+    written = RESULT_PATH.findall((ROOT / "Makefile").read_text(encoding="utf-8"))
+    assert len(written) > 5
+    missing = sorted(name for name in written if not (RESULTS / name).exists())
+    assert not missing, f"the Makefile writes results not kept under docs/results/: {missing}"
+
+
 def test_the_checks_see_what_they_check(tmp_path: Path) -> None:
     """The patterns find real citations and real breakage, and pass over code blocks and files that
     are not results, so a passing run above means something."""
