@@ -30,6 +30,8 @@ T = TypeVar("T")
 # Backoff between attempts while a service is down: 1, 2, 4 ... 20 s.
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 20.0
 WAITING_FOR_CHARS = 1000
+# A step's progress is written at most this often: a poller sees it move, Postgres gets no write per row.
+PROGRESS_EVERY_S = 3.0
 
 
 class RunCancelled(Exception):
@@ -108,8 +110,12 @@ class RunContext:
     calls: ThreadPoolExecutor
     # Step durations and retries; the app's registry when the driver runs in the orchestrator.
     metrics: OrchestratorMetrics = field(default_factory=OrchestratorMetrics)
+    # The share of the run's progress the running step spans (the driver sets it as each step
+    # begins): show_progress moves run.progress inside it.
+    step_span: tuple[float, float] = (0.0, 0.0)
     # What the run's record says it waits for (show_waiting), so it is written only when it changes.
     _waiting_for: str | None = field(default=None, init=False)
+    _progress_shown: tuple[str, float] | None = field(default=None, init=False)  # (text, when)
 
     def call(self, fn: Callable[[Any], T], request: Any) -> T:
         """Call a service, waiting out its outages (call_patiently), staying cancellable."""
@@ -148,6 +154,29 @@ class RunContext:
         if reason is None:
             logger.info("run %s: no longer waiting", self.run_id)
         self._waiting_for = reason
+
+    def show_progress(self, done: int, total: int, what: str) -> None:
+        """Store how far the running step has got ("64 of 500 rows answered": done, total, what),
+        and move run.progress within the step's span: at most every PROGRESS_EVERY_S, so a step
+        may call it for every batch; a call skipped leaves the next one to say more."""
+        text = f"{done} of {total} {what}"
+        now = time.monotonic()
+        shown = self._progress_shown
+        if shown is not None and (shown[0] == text or now - shown[1] < PROGRESS_EVERY_S):
+            return
+        start, width = self.step_span
+        progress = start + width * min(done / total, 1.0) if total > 0 else start
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(Run)
+                .where(Run.id == self.run_id)
+                .values(stage_progress=text, progress=round(progress, 4))
+            )
+        self._progress_shown = (text, now)
+
+    def begin_step(self, start: float, width: float) -> None:
+        """A new step spans [start, start + width] of the run's progress and has shown none yet."""
+        self.step_span, self._progress_shown = (start, width), None
 
     def _retrying(self, error: UpstreamError, attempt: int) -> None:
         self.metrics.retries.labels(error.service).inc()

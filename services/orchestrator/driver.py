@@ -221,6 +221,7 @@ class RunDriver:
                 with log_context(iteration=step.iteration, stage=step.stage.value):
                     ctx.heartbeat()
                     self._enter(run_id, step, index / len(plan))
+                    ctx.begin_step(index / len(plan), 1 / len(plan))
                     started = time.monotonic()
                     logger.info(
                         "run %s: iteration %d %s: %s",
@@ -279,7 +280,12 @@ class RunDriver:
             session.execute(
                 update(Run)
                 .where(Run.id == run_id)
-                .values(iteration=step.iteration, stage=step.stage, progress=round(progress, 4))
+                .values(
+                    iteration=step.iteration,
+                    stage=step.stage,
+                    progress=round(progress, 4),
+                    stage_progress=None,  # the step says its own, as it goes
+                )
             )
 
     def _record_time(
@@ -296,6 +302,7 @@ class RunDriver:
             return
         run.status, run.finished_at = status, utcnow()
         run.waiting_for, run.waiting_since = None, None  # a failure's reason is in run.error
+        run.stage_progress = None
         if status == RunStatus.SUCCEEDED:
             run.progress, run.stage = 1.0, "done"
         # Open iterations end with the run: done, failed or cancelled.

@@ -83,6 +83,11 @@ def _report(stage: str, **values: Any) -> None:
         job.save_meta()
 
 
+def _report_epoch(epoch: int, epochs: int) -> None:
+    """After each epoch: the orchestrator shows "2 of 4 epochs" on the run."""
+    _report("training", epoch=epoch, epochs=epochs)
+
+
 def _examples(rows: list[Sample]) -> list[Example]:
     return [Example(fields=dict(r.fields), label=r.label, teacher_probs=r.teacher_probs) for r in rows]
 
@@ -249,8 +254,11 @@ def _train_student(job: TrainJob, settings: TrainerSettings) -> dict[str, Any]:
                 upsert_metrics(session, uuid.UUID(job.run_id), job.iteration, result.metrics)
             return result.model_dump()
         store.require_writable()  # before training, not after
-        _report("training", train_examples=len(cfg.train))
-        result = launch(cfg, settings.trainer_processes) if settings.trainer_processes > 1 else train(cfg)
+        _report("training", train_examples=len(cfg.train), epoch=0, epochs=cfg.epochs)
+        if settings.trainer_processes > 1:  # rank 0 trains in a child process: no epoch progress
+            result = launch(cfg, settings.trainer_processes)
+        else:
+            result = train(cfg, on_epoch=_report_epoch)
         if job.role == "reference":  # stored at iteration 0 beside the teacher's: name them apart
             result.metrics = {reference_metric(name): value for name, value in result.metrics.items()} | {
                 REFERENCE_EXAMPLES: float(len(cfg.train) + len(cfg.holdout))

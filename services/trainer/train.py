@@ -16,6 +16,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,11 @@ from shared.student_models import load_checkpoint_model, student_device
 logger = logging.getLogger(__name__)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, on_epoch: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train, evaluate and save one student. Inside a process group (services/trainer/launcher.py)
     every rank trains on its shard of each epoch; rank 0 alone then evaluates and writes the
-    checkpoint, and the other ranks return their training figures only (no evaluation metrics)."""
+    checkpoint, and the other ranks return their training figures only (no evaluation metrics).
+    `on_epoch(epochs done, epoch budget)` is told after each epoch (the job's progress)."""
     started = time.perf_counter()
     _seed(cfg)
     group = distributed.current()  # None in a single process
@@ -63,7 +65,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     # Every rank: the student, the data, the epochs.
     student, base_model = _load_student(cfg, device)
     data = prepare_data(cfg, student)
-    fit = run_epochs(cfg, student, data, group, device)
+    fit = run_epochs(cfg, student, data, group, device, on_epoch)
     report = _process_report(group, fit, student)
     metrics = _training_metrics(student, data, fit)
     if group is not None and not group.is_main:

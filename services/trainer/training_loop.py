@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -63,9 +64,11 @@ def run_epochs(
     data: TrainingData,
     group: distributed.Group | None,
     device: torch.device,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> Fit:
     """Every rank: the epochs. In a process group the forward pass goes through DDP, which
-    all-reduces gradients, and every rank follows rank 0's early-stopping decision."""
+    all-reduces gradients, and every rank follows rank 0's early-stopping decision.
+    `on_epoch(epochs done, epoch budget)` is told after each epoch (rank 0 only)."""
     model = student.model
     # batch_size is per process: with N processes a step sees N * batch_size examples.
     shard_size = group.shard_size(len(data.train)) if group is not None else len(data.train)
@@ -94,6 +97,8 @@ def run_epochs(
         else:
             total_loss, total_seen = group.sum(loss_sum, len(order))
             fit.epoch_losses.append(total_loss / total_seen)
+        if on_epoch is not None and (group is None or group.is_main):
+            on_epoch(epoch, cfg.epochs)
         if not fit.early or epoch < cfg.min_epochs:
             continue
         h_loss, h_acc = _holdout_check(cfg, student, data, group, device)

@@ -67,6 +67,9 @@ class Run(UUIDPK, Timestamped, Base):
     # "generator: ... answered 503: the engine is reloading ..."), and since when; NULL otherwise.
     waiting_for: Mapped[str | None] = mapped_column(Text)
     waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # How far the running step has got, in words (e.g. "64 of 500 rows answered"), written every few
+    # seconds by the step; NULL between steps and for steps that do not report.
+    stage_progress: Mapped[str | None] = mapped_column(Text)
 
 
 class Iteration(UUIDPK, Timestamped, Base):

@@ -21,6 +21,9 @@ class RunRead(OutputModel):
     # fails naming it after GOLD_DEPENDENCY_PATIENCE_S); None otherwise.
     waiting_for: str | None = None
     waiting_since: datetime | None = None
+    # How far the running step has got, e.g. "64 of 500 rows answered", "epoch 2 of 4"; run.progress
+    # moves with it. None between steps and for the short steps that do not report.
+    stage_progress: str | None = None
     spec: dict[str, Any]
     # Name of the API key that created the run; None when created without authentication or before
     # runs had owners (then only admin keys see it).

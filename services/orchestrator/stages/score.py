@@ -27,6 +27,9 @@ from shared.schemas.scoring import EnergyRequest, SelectRequest
 # The teacher's label of each OOD sample of an iteration beside the requested one, kept in the
 # iteration's parse_stats: the feedback gate's kappa is over every OOD sample judged in the run.
 JUDGEMENT = "teacher_judgement"
+# Samples per energy request: each answers in seconds on a CPU student, and the run's progress
+# moves between them.
+SCORE_BATCH = 256
 
 
 def score(ctx: RunContext, iteration: int) -> Done:
@@ -43,15 +46,19 @@ def score(ctx: RunContext, iteration: int) -> Done:
         )
     if checkpoint_id is None:
         raise StepFailed(f"iteration {iteration} has no student checkpoint to score with")
-    request = EnergyRequest(
-        checkpoint_id=checkpoint_id,
-        samples=[s.fields for s in scored],
-        temperature=ctx.spec.loop.energy_temperature,
-    )
-    response = ctx.call(ctx.scorer.energy, request)
+    # In batches: each sample's energy is its own, and the run shows how many are scored.
+    energies: list[float] = []
+    for start in range(0, len(scored), SCORE_BATCH):
+        request = EnergyRequest(
+            checkpoint_id=checkpoint_id,
+            samples=[s.fields for s in scored[start : start + SCORE_BATCH]],
+            temperature=ctx.spec.loop.energy_temperature,
+        )
+        energies += ctx.call(ctx.scorer.energy, request).energies
+        ctx.show_progress(len(energies), len(scored), "samples scored")
     # The student was trained on neither the OOD batch nor the held-out training samples: the
     # energy gap between them says how far out of distribution the OOD batch lies.
-    scored_energies = list(zip(scored, response.energies, strict=True))
+    scored_energies = list(zip(scored, energies, strict=True))
     ood_energies = [e for s, e in scored_energies if s.kind == "ood"]
     holdout_energies = [e for s, e in scored_energies if s.kind == "train" and s.holdout]
 

@@ -54,6 +54,7 @@ def _teacher_answers(ctx: RunContext, inputs: list[dict[str, str]]) -> tuple[lis
             answered = ctx.call(ctx.generator.answer, request)
             answers += answered.answers
             parameters = answered.parameters
+        ctx.show_progress(len(answers), len(inputs), "rows answered")
     return answers, parameters
 
 

@@ -9,7 +9,7 @@ import uuid
 from functools import partial
 
 from rq import Worker
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -76,6 +76,8 @@ def run_train_job(ctx: RunContext, job: TrainJob) -> TrainResult:
                 last_error = (rq_job.exc_info or "job lost").strip().splitlines()[-1]
                 logger.warning("run %s: training attempt %d failed: %s", ctx.run_id, attempt, last_error)
                 break
+            if status == JobStatus.STARTED:
+                _show_epochs(ctx, rq_job)
             try:
                 _wait_for_a_worker(ctx, patience, status)
                 ctx.heartbeat()
@@ -86,6 +88,15 @@ def run_train_job(ctx: RunContext, job: TrainJob) -> TrainResult:
     raise StepFailed(
         f"trainer: training failed {ctx.settings.train_attempts} times; last error: {last_error}"
     )
+
+
+def _show_epochs(ctx: RunContext, rq_job: Job) -> None:
+    """The epochs the job has trained, as the trainer reports them in job.meta (epoch, epochs:
+    services/trainer/jobs.py _report), on the run (ctx.show_progress writes every few seconds)."""
+    meta = rq_job.get_meta(refresh=True)
+    epoch, epochs = meta.get("epoch"), meta.get("epochs")
+    if isinstance(epoch, int) and isinstance(epochs, int) and epochs > 0:
+        ctx.show_progress(epoch, epochs, "epochs")
 
 
 def _wait_for_a_worker(ctx: RunContext, patience: Patience, status: JobStatus | None) -> None:

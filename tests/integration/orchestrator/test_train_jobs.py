@@ -20,10 +20,12 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
+from services.orchestrator import context
 from services.orchestrator.context import RunCancelled, RunContext, StepFailed
 from services.orchestrator.plan import PlannedStep
 from services.orchestrator.service import create_run
 from services.orchestrator.stages import run_stage
+from services.orchestrator.stages import train as train_stage
 from shared import jobs
 from shared.db.models import Iteration, Run, Step
 from shared.jobs import TRAIN_QUEUE, cancel_train, enqueue_train, train_job_id, train_queue
@@ -265,3 +267,33 @@ def test_a_job_queued_while_a_worker_lives_is_not_an_outage(run_context, trainer
     finally:
         busy.register_death()
     assert seen[:3] == [None] * 3 and len(CALLS) == 1
+
+
+def report_epochs(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in job that reports as the trainer's job does after its second epoch of four."""
+    from services.trainer.jobs import _report_epoch
+
+    _report_epoch(2, 4)
+    return {}
+
+
+def test_the_epochs_the_trainer_reports_show_on_the_run_every_few_seconds(run_context, monkeypatch):
+    queue = run_context.train_queue
+    rq_job = queue.enqueue(f"{__name__}.report_epochs", {})
+    SimpleWorker([queue], connection=queue.connection, serializer=JSONSerializer).work(burst=True)
+    run_context.begin_step(0.5, 0.25)  # the step spans [50%, 75%] of the run
+    train_stage._show_epochs(run_context, rq_job)
+
+    def shown() -> tuple[str | None, float]:
+        with run_context.sessions() as session:
+            run = session.get(Run, run_context.run_id)
+            return run.stage_progress, run.progress
+
+    assert shown() == ("2 of 4 epochs", 0.625)
+    rq_job.meta.update(epoch=3)
+    rq_job.save_meta()
+    train_stage._show_epochs(run_context, rq_job)
+    assert shown() == ("2 of 4 epochs", 0.625)  # seconds after the last write: none yet
+    monkeypatch.setattr(context, "PROGRESS_EVERY_S", 0.0)
+    train_stage._show_epochs(run_context, rq_job)
+    assert shown() == ("3 of 4 epochs", 0.6875)

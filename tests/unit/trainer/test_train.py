@@ -77,7 +77,10 @@ def test_result_seconds_cover_the_training_epochs_not_only_evaluation(tmp_path, 
 
 
 def test_checkpoint_metadata_records_the_run(tmp_path):
-    result = train(_config(tmp_path, metadata={"run_id": "r", "iteration": 2, "role": "loop"}))
+    epochs: list[tuple[int, int]] = []  # what the trainer's job reports as the run's progress
+    cfg = _config(tmp_path, metadata={"run_id": "r", "iteration": 2, "role": "loop"})
+    result = train(cfg, on_epoch=lambda done, budget: epochs.append((done, budget)))
+    assert epochs == [(1, cfg.epochs), (2, cfg.epochs)]
 
     meta = json.loads((tmp_path / "tiny" / "gold_checkpoint.json").read_text())
     assert meta["checkpoint_id"] == result.checkpoint_id == "tiny"

@@ -1,0 +1,105 @@
+"""A long step says how far it has got on the run (stage_progress, and run.progress moving within the
+step), written every few seconds rather than per row: the teacher's baseline by rows answered and
+the energy step by samples scored, seen as a poller sees them, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from redis import Redis
+
+from services.orchestrator import context
+from services.orchestrator.driver import RunDriver
+from services.orchestrator.service import create_run
+from services.orchestrator.stages import score as score_stage
+from services.orchestrator.stages import teacher as teacher_stage
+from shared.db.models import Run
+from shared.jobs import train_queue
+from shared.spec import RunSpec
+from tests.integration.orchestrator.test_driver import (  # noqa: F401  (stand_in_trainer: a fixture)
+    StandInGenerator,
+    StandInScorer,
+    stand_in_trainer,
+)
+
+pytestmark = pytest.mark.usefixtures("stand_in_trainer")  # it records the students' jobs
+
+
+class Polled:
+    """What GET /runs/{id} says (stage, stage_progress, progress) as each service call comes in."""
+
+    def __init__(self, session_factory) -> None:
+        self.session_factory = session_factory
+        self.run_id: uuid.UUID | None = None
+        self.seen: list[tuple[str | None, str | None, float]] = []
+
+    def __call__(self) -> None:
+        with self.session_factory() as session:
+            run = session.get(Run, self.run_id)
+            self.seen.append((run.stage, run.stage_progress, run.progress))
+
+
+class PolledGenerator(StandInGenerator):
+    def __init__(self, polled: Polled) -> None:
+        super().__init__()
+        self.polled = polled
+
+    def classify(self, request):
+        self.polled()
+        return super().classify(request)
+
+
+class PolledScorer(StandInScorer):
+    def __init__(self, polled: Polled) -> None:
+        self.polled = polled
+
+    def energy(self, request):
+        self.polled()
+        return super().energy(request)
+
+
+def _drive(spec, session_factory, orchestrator_settings, redis_url) -> Polled:
+    polled = Polled(session_factory)
+    with session_factory() as session, session.begin():
+        polled.run_id = create_run(
+            RunSpec.model_validate(spec), session=session, settings=orchestrator_settings
+        ).id
+    driver = RunDriver(
+        orchestrator_settings,
+        session_factory,
+        train_queue(Redis.from_url(redis_url)),
+        PolledGenerator(polled),
+        PolledScorer(polled),
+    )
+    driver.drive(polled.run_id)
+    with session_factory() as session:
+        run = session.get(Run, polled.run_id)
+        assert run.status == "succeeded", run.error
+        assert run.stage_progress is None  # said by a step while it runs, not after
+    return polled
+
+
+def test_rows_answered_and_samples_scored_show_as_the_steps_go(
+    spec, session_factory, orchestrator_settings, redis_url, monkeypatch
+):
+    monkeypatch.setattr(teacher_stage, "TEACHER_BATCH", 8)
+    monkeypatch.setattr(score_stage, "SCORE_BATCH", 5)
+    monkeypatch.setattr(context, "PROGRESS_EVERY_S", 0.0)  # every batch, to see each one
+    polled = _drive(spec, session_factory, orchestrator_settings, redis_url)
+    teacher = [seen for seen in polled.seen if seen[0] == "teacher_eval"]
+    assert [text for _, text, _ in teacher] == [None, "8 of 20 rows answered", "16 of 20 rows answered"]
+    assert teacher[0][2] < teacher[1][2] < teacher[2][2]  # the run's progress moves within the step
+    scored = [text for stage, text, _ in polled.seen if stage == "score"]
+    # each iteration scores its 4 OOD and 8 training samples, 5 at a time
+    assert scored == [None, "5 of 12 samples scored", "10 of 12 samples scored"] * 2
+
+
+def test_progress_is_written_every_few_seconds_not_per_batch(
+    spec, session_factory, orchestrator_settings, redis_url, monkeypatch
+):
+    monkeypatch.setattr(teacher_stage, "TEACHER_BATCH", 2)
+    polled = _drive(spec, session_factory, orchestrator_settings, redis_url)
+    teacher = [text for stage, text, _ in polled.seen if stage == "teacher_eval"]
+    assert len(teacher) == 10  # ten batches, answered within a second: one write, after the first
+    assert teacher == [None] + ["2 of 20 rows answered"] * 9
