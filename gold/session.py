@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -26,6 +27,8 @@ from shared.settings import GoldSettings
 # Progress and messages go to stderr: stdout is left to the tables and the --json document.
 console = Console(stderr=True)
 T = TypeVar("T")
+# Where the progress bar is not drawn (output to a file or a pipe), a plain line at least this often.
+PLAIN_LINE_EVERY_S = 30.0
 
 
 def orchestrator_client(settings: GoldSettings) -> OrchestratorClient:
@@ -37,9 +40,18 @@ def orchestrator_client(settings: GoldSettings) -> OrchestratorClient:
 
 
 def follow(
-    client: OrchestratorClient, run_id: str, poll_s: float = 2.0, stack: Stack | None = None
+    client: OrchestratorClient,
+    run_id: str,
+    poll_s: float = 2.0,
+    stack: Stack | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> RunSummary:
-    """Show live progress until the run ends; return its summary."""
+    """Show live progress until the run ends; return its summary. In a terminal: a progress bar
+    labelled with the stage and how far it has got. Elsewhere (`make demo > log`, where the bar
+    is not drawn): a plain line as each stage begins and at least every PLAIN_LINE_EVERY_S."""
+    plain = not console.is_terminal
+    began = clock()
+    last_line: tuple[float, str] | None = None  # when, and for which stage
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -58,9 +70,16 @@ def follow(
                 at = f" since {since.astimezone():%H:%M:%S}" if since else ""
                 note = f"waiting for {waiting}{at}" if waiting else "no longer waiting"
                 console.print(f"{label}: {note}", style="yellow", markup=False, soft_wrap=True)
+            within = f" · {run.stage_progress}" if run.stage_progress else ""
             progress.update(
-                task, completed=run.progress, description=label + (" · waiting" if waiting else "")
+                task,
+                completed=run.progress,
+                description=label + within + (" · waiting" if waiting else ""),
             )
+            now = clock()
+            if plain and run.status not in TERMINAL_RUN_STATUSES and _line_due(last_line, label, now, poll_s):
+                console.print(progress_line(run, now - began), markup=False, highlight=False, soft_wrap=True)
+                last_line = (now, label)
             if run.status in TERMINAL_RUN_STATUSES:
                 done = 1.0 if run.status == RunStatus.SUCCEEDED else run.progress
                 progress.update(task, completed=done, description=run.status)
@@ -69,6 +88,23 @@ def follow(
                 stack.check_alive()
             time.sleep(poll_s)
     return patiently(lambda: client.summary(run_id), stack)
+
+
+def _line_due(last_line: tuple[float, str] | None, label: str, now: float, poll_s: float) -> bool:
+    """A plain line as a stage begins, and whenever the next poll would come too late for one."""
+    return last_line is None or last_line[1] != label or now + poll_s - last_line[0] >= PLAIN_LINE_EVERY_S
+
+
+def progress_line(run: RunRead, elapsed_s: float) -> str:
+    """The run's progress as one plain line, e.g.
+    "iteration 0 · teacher_eval · 64 of 500 rows answered · 1% · 0:03:05 elapsed"."""
+    parts = [f"iteration {run.iteration}", run.stage or run.status]
+    if run.stage_progress:
+        parts.append(run.stage_progress)
+    if run.waiting_for:
+        parts.append("waiting")
+    parts += [f"{run.progress:.0%}", f"{timedelta(seconds=int(elapsed_s))} elapsed"]
+    return " · ".join(parts)
 
 
 class PatientClient:

@@ -49,3 +49,59 @@ def test_the_waiting_reason_is_shown_once_and_its_end_too(monkeypatch):
         f"iteration 1 · generate_train: waiting for {DOWN} since {at}",  # square brackets kept
         "iteration 1 · train: no longer waiting",
     ]
+
+
+class Clock:
+    """Ten seconds pass between two polls of the run."""
+
+    def __init__(self, orchestrator: Orchestrator):
+        self.now = 0.0
+        self.orchestrator = orchestrator
+        self.get_run = orchestrator.get_run
+
+    def tick(self, run_id):
+        self.now += 10.0
+        return self.get_run(run_id)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_without_a_terminal_a_plain_line_comes_as_each_stage_begins_and_every_30_s(monkeypatch):
+    console = Console(record=True, width=300, force_terminal=False)
+    monkeypatch.setattr(session, "console", console)
+
+    def scoring(done, progress):
+        return running(
+            iteration=0,
+            stage="teacher_eval",
+            stage_progress=f"{done} of 500 rows answered",
+            progress=progress,
+        )
+
+    orchestrator = Orchestrator(
+        scoring(32, 0.0),
+        scoring(64, 0.004),
+        scoring(96, 0.006),
+        scoring(128, 0.008),
+        scoring(160, 0.01),
+        running(progress=0.2),  # a stage that says nothing of its own progress
+        finished_run_read(SPEC),
+    )
+    clock = Clock(orchestrator)
+    monkeypatch.setattr(orchestrator, "get_run", clock.tick)
+    summary = session.follow(orchestrator, "run", poll_s=0, clock=clock)  # type: ignore[arg-type]
+    assert summary.run.status == "succeeded"
+    lines = [line for line in console.export_text().splitlines() if "elapsed" in line]
+    assert lines == [
+        "iteration 0 · teacher_eval · 32 of 500 rows answered · 0% · 0:00:10 elapsed",
+        "iteration 0 · teacher_eval · 128 of 500 rows answered · 1% · 0:00:40 elapsed",
+        "iteration 1 · generate_train · 20% · 0:01:00 elapsed",
+    ]
+
+
+def test_a_plain_line_is_due_before_the_next_poll_would_be_past_30_s():
+    assert session._line_due(None, "iteration 0 · train", now=0.0, poll_s=2.0)
+    assert not session._line_due((0.0, "iteration 0 · train"), "iteration 0 · train", now=27.9, poll_s=2.0)
+    assert session._line_due((0.0, "iteration 0 · train"), "iteration 0 · train", now=28.0, poll_s=2.0)
+    assert session._line_due((0.0, "iteration 0 · train"), "iteration 1 · train", now=1.0, poll_s=2.0)
