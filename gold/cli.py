@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gold.demo import demo_data
+from gold.demo import demo_data, start_demo
 from gold.evaluation.command import plan_evaluation, run_evaluations
 from gold.evaluation.overrides import parse_overrides
 from gold.evaluation.tables import format_paired, tasks_table
@@ -155,8 +155,8 @@ def demo(
     spec = demo_spec()
     try:
         with local_stack(settings, attach=False) as (client, stack):
-            run = client.create_run(spec)
-            console.print(f"run {run.id}: {spec['name']}")
+            run, line = start_demo(client, spec, stack)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
             summary = follow(client, str(run.id), stack=stack)
             show_summary(summary, as_json=False)
             save_report(client, settings, str(run.id))

@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gold.session import patiently
+from gold.stack import LOCAL_KEY_NAME, Stack
+from shared.clients import OrchestratorClient
 from shared.evaluation_data import EvaluationDataError, load_evaluation
+from shared.names import RunStatus
+from shared.schemas.runs import RunRead
 from shared.spec import RunSpec, load_spec_file
 
 DEMO_SPEC = Path(__file__).with_name("specs") / "demo.yaml"
 # The same rows on the hub: GLUE SST-2's validation split, whose class-label column `label` reads as
 # negative/positive. Replaces the spec's `path` and `label_field` where the local copy is absent.
 HUB_EVALUATION = {"dataset": "stanfordnlp/sst2", "split": "validation", "label_field": "label"}
+# A demo run in these states resumes when the stack starts again: the next `gold demo` follows it.
+UNFINISHED = (RunStatus.RUNNING, RunStatus.QUEUED)
 
 
 @dataclass(frozen=True)
@@ -73,3 +81,32 @@ def _short_reason(exc: EvaluationDataError) -> str:
 
 def demo_data() -> DemoData:
     return choose_evaluation(load_spec_file(DEMO_SPEC))
+
+
+def interrupted_demo(runs: list[RunRead], name: str, owner: str | None = LOCAL_KEY_NAME) -> RunRead | None:
+    """The newest unfinished run of the demo (its name, submitted with the local stack's key) among
+    `runs`, or None. A finished, failed or cancelled one is never followed: the demo runs anew."""
+    mine = [r for r in runs if r.name == name and r.owner == owner and r.status in UNFINISHED]
+    return max(mine, key=lambda r: r.created_at, default=None)
+
+
+def start_demo(
+    client: OrchestratorClient, spec: dict[str, Any], stack: Stack | None = None
+) -> tuple[RunRead, str]:
+    """The run `gold demo` follows, and one line saying which. An interrupted demo (Ctrl-C, a
+    SIGTERM: the stack stopped with its run unfinished) resumes as the stack starts again, so the
+    demo follows that run rather than queue a second one behind it; otherwise it submits the spec.
+
+    The orchestrator's own list is the record (no file of ours to go stale): what is unfinished
+    there is exactly what the driver resumes. The spec is not compared: the bundled demo's
+    evaluation source may differ between two attempts (file, hub, none) and it is still the
+    interrupted demo."""
+    unfinished: list[RunRead] = []
+    for status in UNFINISHED:
+        unfinished += patiently(partial(client.list_runs, status), stack)
+    earlier = interrupted_demo(unfinished, spec["name"])
+    if earlier is not None:
+        started = (earlier.started_at or earlier.created_at).astimezone()
+        return earlier, f"resuming the interrupted demo run {earlier.id} (started {started:%Y-%m-%d %H:%M})"
+    run = client.create_run(spec)
+    return run, f"run {run.id}: {spec['name']}"

@@ -286,11 +286,15 @@ def stop_signals_handled_by(handler: Any) -> Iterator[None]:
             signal.signal(sig, restored)
 
 
+# The name of the launcher's own API key: the owner of the runs `gold demo` and `gold eval` submit.
+LOCAL_KEY_NAME = "local"
+
+
 def api_keys_json(settings: GoldSettings, token: str) -> str:
     """GOLD_API_KEYS for the services: the keys the user set (their teams keep working against the
-    local stack) plus the launcher's own under "local"."""
+    local stack) plus the launcher's own under LOCAL_KEY_NAME."""
     keys = {name: secret.get_secret_value() for name, secret in settings.api_keys.items()}
-    return json.dumps(keys | {"local": token})
+    return json.dumps(keys | {LOCAL_KEY_NAME: token})
 
 
 def local_token(data_dir: Path) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from shared.balancing import Replicas
 from shared.errors import UpstreamError
@@ -36,6 +36,7 @@ from shared.schemas.scoring import (
 
 logger = logging.getLogger(__name__)
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
+RUN_LIST = TypeAdapter(list[RunRead])
 
 
 class ServiceClient:
@@ -165,6 +166,11 @@ class OrchestratorClient(ServiceClient):
 
     def get_run(self, run_id: str) -> RunRead:
         return self._conditional_get(f"/runs/{run_id}", RunRead)
+
+    def list_runs(self, status: str | None = None, limit: int = 50) -> list[RunRead]:
+        """The caller's runs (every tenant's for an admin key), newest first (GET /runs)."""
+        params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
+        return RUN_LIST.validate_json(self._exchange("GET", "/runs", params=params).content)
 
     def summary(self, run_id: str) -> RunSummary:
         return self._conditional_get(f"/runs/{run_id}/summary", RunSummary)
