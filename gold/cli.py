@@ -26,7 +26,7 @@ from gold.session import PatientClient, console, follow, local_stack, orchestrat
 from gold.stack import PortInUse
 from shared.errors import UpstreamError
 from shared.logging import configure_logging
-from shared.names import RunStatus
+from shared.names import TERMINAL_RUN_STATUSES, RunStatus
 from shared.schemas.runs import RunSummary
 from shared.settings import GoldSettings
 from shared.spec import load_spec_file
@@ -46,8 +46,15 @@ def show_summary(summary: RunSummary, as_json: bool) -> None:
     out = Console()
     out.print(iteration_table(summary))
     out.print(time_split_table(summary))
-    if summary.run.error:
-        out.print(f"[red]run failed:[/red] {summary.run.error}")
+    run = summary.run
+    if run.status not in TERMINAL_RUN_STATUSES:  # where a running step has got, and what it waits for
+        step = " · ".join(filter(None, [run.stage, run.stage_progress, f"{run.progress:.0%}"]))
+        out.print(f"iteration {run.iteration} · {step}", markup=False)
+        if run.waiting_for:
+            since = f" since {run.waiting_since.astimezone():%H:%M:%S}" if run.waiting_since else ""
+            out.print(f"waiting for {run.waiting_for}{since}", style="yellow", markup=False)
+    if run.error:
+        out.print(f"[red]run failed:[/red] {run.error}")
     if as_json:
         print_json_last(summary.model_dump_json())
 

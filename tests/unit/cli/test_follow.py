@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from gold import session
+from gold import cli, session
 from shared.schemas.runs import RunSummary
 from tests.support import SENTIMENT_TASK, finished_run_read
 
@@ -105,3 +105,16 @@ def test_a_plain_line_is_due_before_the_next_poll_would_be_past_30_s():
     assert not session._line_due((0.0, "iteration 0 · train"), "iteration 0 · train", now=27.9, poll_s=2.0)
     assert session._line_due((0.0, "iteration 0 · train"), "iteration 0 · train", now=28.0, poll_s=2.0)
     assert session._line_due((0.0, "iteration 0 · train"), "iteration 1 · train", now=1.0, poll_s=2.0)
+
+
+def test_status_of_a_running_run_says_how_far_its_step_is_and_what_it_waits_for(capsys):
+    run = running(stage_progress="64 of 500 rows answered", waiting_for=DOWN, waiting_since=SINCE)
+    cli.show_summary(RunSummary(run=run, iterations=[], sample_counts={}), as_json=False)
+    out = capsys.readouterr().out
+    assert "iteration 1 · generate_train · 64 of 500 rows answered · 20%" in out
+    assert f"waiting for {DOWN} since {SINCE.astimezone():%H:%M:%S}" in " ".join(out.split())
+
+
+def test_status_of_a_finished_run_shows_no_step(capsys):
+    cli.show_summary(RunSummary(run=finished_run_read(SPEC), iterations=[], sample_counts={}), as_json=False)
+    assert "waiting" not in capsys.readouterr().out
