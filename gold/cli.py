@@ -22,7 +22,15 @@ from gold.evaluation.overrides import parse_overrides
 from gold.evaluation.tables import format_paired, tasks_table
 from gold.report import iteration_table, time_split_table
 from gold.retrain import retrain_run, summarise
-from gold.session import PatientClient, console, follow, local_stack, orchestrator_client, save_report
+from gold.session import (
+    PatientClient,
+    console,
+    follow,
+    local_stack,
+    orchestrator_client,
+    save_report,
+    waiting_note,
+)
 from gold.stack import PortInUse
 from shared.errors import UpstreamError
 from shared.logging import configure_logging
@@ -50,9 +58,8 @@ def show_summary(summary: RunSummary, as_json: bool) -> None:
     if run.status not in TERMINAL_RUN_STATUSES:  # where a running step has got, and what it waits for
         step = " · ".join(filter(None, [run.stage, run.stage_progress, f"{run.progress:.0%}"]))
         out.print(f"iteration {run.iteration} · {step}", markup=False)
-        if run.waiting_for:
-            since = f" since {run.waiting_since.astimezone():%H:%M:%S}" if run.waiting_since else ""
-            out.print(f"waiting for {run.waiting_for}{since}", style="yellow", markup=False)
+        if note := waiting_note(run):
+            out.print(note, style="yellow", markup=False)
     if run.error:
         out.print(f"[red]run failed:[/red] {run.error}")
     if as_json:

@@ -66,9 +66,8 @@ def follow(
             run = patiently(lambda: client.get_run(run_id), stack)
             label = f"iteration {run.iteration} · {run.stage or run.status}"
             if run.waiting_for != waiting and run.status not in TERMINAL_RUN_STATUSES:
-                waiting, since = run.waiting_for, run.waiting_since
-                at = f" since {since.astimezone():%H:%M:%S}" if since else ""
-                note = f"waiting for {waiting}{at}" if waiting else "no longer waiting"
+                waiting = run.waiting_for
+                note = waiting_note(run) or "no longer waiting"
                 console.print(f"{label}: {note}", style="yellow", markup=False, soft_wrap=True)
             within = f" · {run.stage_progress}" if run.stage_progress else ""
             progress.update(
@@ -93,6 +92,14 @@ def follow(
 def _line_due(last_line: tuple[float, str] | None, label: str, now: float, poll_s: float) -> bool:
     """A plain line as a stage begins, and whenever the next poll would come too late for one."""
     return last_line is None or last_line[1] != label or now + poll_s - last_line[0] >= PLAIN_LINE_EVERY_S
+
+
+def waiting_note(run: RunRead) -> str | None:
+    """What the run's step waits for, and since when (local time); None while it waits for nothing."""
+    if not run.waiting_for:
+        return None
+    since = f" since {run.waiting_since.astimezone():%H:%M:%S}" if run.waiting_since else ""
+    return f"waiting for {run.waiting_for}{since}"
 
 
 def progress_line(run: RunRead, elapsed_s: float) -> str:
