@@ -24,6 +24,7 @@ from services.generator.model_store import (
     packaged_prompt_format,
     resolve_model,
 )
+from services.generator.start_check import check_generation
 from shared.errors import NotFound, NotReady
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,15 @@ class Teacher:
         return f"failed: {self.error}" if self.error else "loading"
 
 
+async def _checked(engine: TextEngine) -> None:
+    """The start check (start_check.py); an engine that fails it is closed, not served."""
+    try:
+        await check_generation(engine)
+    except Exception:  # a failed check, or the probe itself failing
+        await engine.close()
+        raise
+
+
 class Teachers:
     """Every teacher of the generator, the default first. `engines` replaces the configured ones
     (tests of the serving logic): its keys are then the teachers' names."""
@@ -145,10 +155,13 @@ class Teachers:
     async def _start(self, teacher: Teacher, engine: TextEngine | None, exit_on_failure: bool) -> None:
         started = time.perf_counter()
         try:
+            built = engine is None
             if engine is None:
                 engine = await asyncio.to_thread(_build, self.settings, teacher.name)
             teacher.starting = engine
             await engine.start()
+            if built and self._packaged(teacher.name):
+                await _checked(engine)
             teacher.engine = engine
             logger.info(
                 "%s engine of %r ready with %s in %.1f s",
@@ -162,6 +175,11 @@ class Teachers:
             logger.exception("the engine of %r failed to start", teacher.name)
             if exit_on_failure:  # a service that can never serve should stop, not answer 503 forever
                 os.kill(os.getpid(), signal.SIGTERM)
+
+    def _packaged(self, name: str) -> bool:
+        """A teacher of the packaged-model registry (model_store): checked by a first generation
+        when it first loads. A user's own folder or server is served as given."""
+        return self.settings.generator_models.get(name, "").startswith("package:")
 
     async def watch(self, *, exit_on_failure: bool) -> None:
         """Reload an engine that dies while serving (vLLM's engine process killed, e.g. by the OOM

@@ -20,6 +20,7 @@ from services.generator.engines.choice import auto_engine
 from services.generator.engines.llamacpp import LlamaCppEngine
 from services.generator.main import create_app
 from services.generator.parsing import normalise
+from services.generator.start_check import PROBE, PROBE_SAMPLING, check_generation, degenerate
 from services.generator.teachers import resolve_teacher
 from shared.hardware import cuda_available
 from shared.spec import RunSpec, load_spec_file
@@ -129,6 +130,25 @@ def test_scores_with_a_shared_prefix_equal_scores_alone() -> None:
     for row, expected in zip(together, alone, strict=True):
         assert row == pytest.approx(expected, rel=0.05, abs=0.1)
     assert together[0][0] > together[0][1] and together[1][1] > together[1][0]
+
+
+def test_the_packaged_teacher_passes_its_start_check() -> None:
+    """The registry's start check (the generator runs it before serving a packaged teacher) on the
+    real default teacher: its greedy answer to the probe is text."""
+    settings = GeneratorSettings(data_dir=data_dir(), generator_engine="llamacpp")
+    engine = LlamaCppEngine(settings, resolve_teacher(settings, "default", gguf=True))
+
+    async def probe() -> str:
+        await engine.start()
+        try:
+            await check_generation(engine)
+            (result,) = await engine.generate([PROBE], [PROBE_SAMPLING])
+            return result.completions[0].text
+        finally:
+            await engine.close()
+
+    answer = asyncio.run(probe())
+    assert degenerate(answer) is None, answer
 
 
 def test_teacher_answers_questions_few_shot(client: TestClient) -> None:
