@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from services.orchestrator.failures import explain
 from services.orchestrator.service import get_run, list_iterations
@@ -71,7 +71,10 @@ def load_run(
     samples = (
         list(
             session.scalars(
-                select(Sample).where(Sample.run_id == run_id).order_by(Sample.iteration, Sample.position)
+                select(Sample)
+                .where(Sample.run_id == run_id)
+                .order_by(Sample.iteration, Sample.position)
+                .options(defer(Sample.embedding), defer(Sample.prompt_examples))  # unread here
             )
         )
         if with_samples

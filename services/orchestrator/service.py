@@ -213,7 +213,7 @@ def _iterations(run_id: uuid.UUID, *, session: Session) -> list[IterationRead]:
 
 # The teacher agrees with a sample when the label it was asked for is (one of) the teacher's most
 # probable: Postgres compares inside the JSON, so a filtered page of a large run is one indexed query.
-_TEACHER_AGREES = literal_column(
+_TEACHER_AGREES: ColumnElement[bool] = literal_column(
     "(sample.teacher_probs ->> sample.requested_label)::float >= "
     "(SELECT max(value::float) FROM jsonb_each_text(sample.teacher_probs))"
 )

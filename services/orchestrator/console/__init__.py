@@ -5,6 +5,7 @@ itself: nothing from another origin, no build step."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -41,7 +42,8 @@ def install_console(app: FastAPI) -> None:
         """The API answers JSON; a console page answers an HTML page saying the same."""
         assert isinstance(exc, GoldError)
         if not _is_console(request):
-            return await api_errors(request, exc)
+            answer = api_errors(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
         return page(
             request,
             "error.html",

@@ -82,14 +82,11 @@ def login(
         raise BadCsrfToken
     name = key_name(request, key.strip())
     if name is None:
-        response = page(
-            request, "login.html", None, 401, csrf=csrf, next=_local(next), error="unknown API key"
-        )
-        return response
-    response = RedirectResponse(_local(next), status_code=303)
-    _cookie(response, COOKIE, sign_in(request, name))
-    response.delete_cookie(LOGIN_CSRF, path="/ui")
-    return response
+        return page(request, "login.html", None, 401, csrf=csrf, next=_local(next), error="unknown API key")
+    landing = RedirectResponse(_local(next), status_code=303)
+    _cookie(landing, COOKIE, sign_in(request, name))
+    landing.delete_cookie(LOGIN_CSRF, path="/ui")
+    return landing
 
 
 def _local(target: str) -> str:

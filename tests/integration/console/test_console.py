@@ -5,7 +5,6 @@ another tenant's 404, and the API key never in a page or a URL."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -162,10 +161,16 @@ def test_page_load_of_a_large_run(browser, console_url, session_factory, console
         ),
     ):
         page.goto(f"{console_url}{path}")  # warm: the first request pays for connections
-        started = time.perf_counter()
         page.goto(f"{console_url}{path}", wait_until="load")
-        timings[name] = time.perf_counter() - started
+        # The page's HTML (DOMContentLoaded) and the page with its images, the charts (load).
+        timings[name] = page.evaluate(
+            "(() => { const n = performance.getEntriesByType('navigation')[0];"
+            " return [n.domContentLoadedEventEnd, n.loadEventEnd]; })()"
+        )
     expect(page.locator("#total")).not_to_have_text("0")
     look(page, screenshots, "samples-large")
-    print("page loads, 10,000-sample run:", {k: f"{v * 1000:.0f} ms" for k, v in timings.items()})
-    assert all(v < 10 for v in timings.values())
+    print(
+        "page loads (HTML, with charts), 10,000-sample run:",
+        {k: [f"{v:.0f} ms" for v in t] for k, t in timings.items()},
+    )
+    assert all(t[1] < 10_000 for t in timings.values())
