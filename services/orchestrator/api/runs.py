@@ -105,7 +105,7 @@ def list_samples(
     iteration: Annotated[int | None, Query(ge=0, le=100_000)] = None,
     kind: Annotated[Literal["seed", "train", "ood"] | None, Query()] = None,
     selected: bool | None = None,
-    label: Annotated[str | None, Query(max_length=200)] = None,
+    label: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
     agreement: Annotated[
         Agreement | None, Query(description="the teacher's label against the requested")
     ] = None,

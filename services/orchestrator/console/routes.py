@@ -122,7 +122,7 @@ class RunsQuery(FormQuery):
 class SamplesQuery(FormQuery):
     iteration: int | None = Field(None, ge=0, le=100_000)
     kind: Literal["seed", "train", "ood", "fed_back", "rejected"] | None = None
-    label: str | None = Field(None, max_length=200)
+    label: str | None = Field(None, max_length=200, pattern=r"^[^\x00]*$")
     agreement: Agreement | None = None
     order: SampleOrder = "position"
     derived_from: uuid.UUID | None = None
