@@ -100,8 +100,8 @@ def _principal(request: Request, name: str) -> Principal:
 def current_session(request: Request) -> ConsoleSession:
     """The signed-in session of this request, or SignInRequired."""
     if not auth_enabled(request):
-        # As the API without keys: the operator, who sees everything. The CSRF token still guards
-        # forms, bound to the client's cookie-less state by SameSite being moot; use a fixed one.
+        # As the API without keys: the operator, who sees everything. Forms still carry a token
+        # (derived from the Redis secret) so another site cannot post them blind.
         return ConsoleSession(OPERATOR, _csrf_without_auth(request), None)
     cookie = request.cookies.get(COOKIE)
     if not cookie:

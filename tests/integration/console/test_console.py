@@ -53,7 +53,6 @@ def test_browse_a_finished_run(browser, console_url, runs, screenshots):
     rows = page.locator("table.runs tbody tr")
     expect(rows).to_have_count(3)
     expect(rows.first).to_contain_text("sst2-failed")  # newest first
-    assert "Content-Security-Policy" in str(page.request.get(f"{console_url}/ui").headers) or True
     look(page, screenshots, "runs-list")
     page.select_option("#status", "succeeded")
     page.click("form.filters button")
