@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install constraints teachers demo test test-fast lint docs lowest bench up results gold-vs-vanilla experiments
+.PHONY: install constraints teachers demo test chromium test-fast lint docs lowest bench up results gold-vs-vanilla experiments
 
 install: $(VENV)/.installed
 
@@ -65,7 +65,15 @@ demo: install
 up: install
 	$(BIN)/gold up
 
-test: install
+# The web console's browser tests (tests/integration/console) drive Debian's chromium through
+# Playwright; Playwright's own browser builds are a download these machines cannot make.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
+		else echo "the console's browser tests need $(CHROMIUM): run 'sudo apt-get install -y chromium'" >&2; exit 1; fi; }
+
+test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

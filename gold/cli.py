@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gold.demo import demo_data, start_demo
+from gold.demo import console_lines, demo_data, start_demo
 from gold.evaluation.command import plan_evaluation, run_evaluations
 from gold.evaluation.overrides import parse_overrides
 from gold.evaluation.tables import format_paired, tasks_table
@@ -84,6 +84,7 @@ def up(trainers: Annotated[int, typer.Option(min=1, max=16, help="trainer worker
             console.print(
                 f"orchestrator  {stack.orchestrator_url}  (API docs: {stack.orchestrator_url}/docs)"
             )
+            console.print(f"web console   {stack.orchestrator_url}/ui  (sign in with the API token below)")
             console.print(f"generator     {stack.generator_url}")
             console.print(f"scorer        {stack.scorer_url}")
             console.print(
@@ -169,6 +170,9 @@ def demo(
     spec = demo_spec()
     try:
         with local_stack(settings, attach=False) as (client, stack):
+            if stack is not None:
+                for where in console_lines(stack.orchestrator_url, settings.data_dir / "api_token"):
+                    console.print(where, markup=False, highlight=False, soft_wrap=True)
             run, line = start_demo(client, spec, stack)
             console.print(line, markup=False, highlight=False, soft_wrap=True)
             summary = follow(client, str(run.id), stack=stack)

@@ -110,3 +110,11 @@ def start_demo(
         return earlier, f"resuming the interrupted demo run {earlier.id} (started {started:%Y-%m-%d %H:%M})"
     run = client.create_run(spec)
     return run, f"run {run.id}: {spec['name']}"
+
+
+def console_lines(orchestrator_url: str, token_file: Path) -> list[str]:
+    """Where to watch the run: the API and the web console, with how to sign in to the console."""
+    return [
+        f"API      {orchestrator_url}  (docs: {orchestrator_url}/docs)",
+        f"console  {orchestrator_url}/ui  (sign in by pasting the key in {token_file})",
+    ]

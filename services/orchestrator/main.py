@@ -11,6 +11,7 @@ from redis import Redis
 
 from services.orchestrator.api import health, runs
 from services.orchestrator.config import OrchestratorSettings, get_orchestrator_settings
+from services.orchestrator.console import install_console
 from services.orchestrator.driver import RunDriver
 from services.orchestrator.metrics import OrchestratorMetrics
 from shared.artifacts import ArtifactStore
@@ -70,6 +71,7 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
     )
     app.include_router(health.router)
     app.include_router(runs.router)
+    install_console(app)
     return app
 
 

@@ -8,7 +8,8 @@ import html
 import io
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
+from services.orchestrator.failures import explain
 from services.orchestrator.service import get_run, list_iterations
 from shared.auth import Principal
 from shared.db.models import Sample, Step
@@ -43,6 +45,7 @@ class RunData:
     run_id: uuid.UUID
     name: str
     status: str
+    error: str | None
     spec: RunSpec
     iterations: list[IterationRead]
     samples: list[Sample]
@@ -50,18 +53,32 @@ class RunData:
     student_errors: dict[str, Any] = field(default_factory=dict)
     # The subjects the teacher listed once for the OOD prompts (loop.ood_attributes).
     ood_attributes: list[str] = field(default_factory=list)
+    # The run's name in legends, where several runs of one kind share a chart (the console's compare).
+    named: bool = False
 
     @property
     def label(self) -> str:
-        return "gold" if self.spec.loop.feedback else "vanilla"
+        kind = "gold" if self.spec.loop.feedback else "vanilla"
+        return f"{self.name} ({kind})" if self.named else kind
 
 
-def load_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> RunData:
+def load_run(
+    run_id: uuid.UUID, *, session: Session, principal: Principal, with_samples: bool = True
+) -> RunData:
+    """`with_samples=False` for the plots of iterations alone (metric, diversity, OOD): a large
+    run's samples are most of the time it takes to draw."""
     run = get_run(run_id, session=session, principal=principal)
-    samples = list(
-        session.scalars(
-            select(Sample).where(Sample.run_id == run_id).order_by(Sample.iteration, Sample.position)
+    samples = (
+        list(
+            session.scalars(
+                select(Sample)
+                .where(Sample.run_id == run_id)
+                .order_by(Sample.iteration, Sample.position)
+                .options(defer(Sample.embedding), defer(Sample.prompt_examples))  # unread here
+            )
         )
+        if with_samples
+        else []
     )
     trained = session.scalars(
         select(Step.result)
@@ -75,6 +92,7 @@ def load_run(run_id: uuid.UUID, *, session: Session, principal: Principal) -> Ru
         run_id,
         run.name,
         run.status,
+        run.error,
         RunSpec.model_validate(run.spec),
         list_iterations(run_id, session=session, principal=principal),
         samples,
@@ -91,6 +109,29 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+# The plots by name, for pages that serve each as an image of its own (the console): whether each
+# needs the runs' samples, and how it is drawn (None: no data to draw yet).
+CHARTS: dict[str, tuple[bool, Callable[[list[RunData]], str | None]]] = {
+    "metric": (False, lambda runs: metric_plot(runs)),
+    "energy": (True, lambda runs: energy_plot(runs[0])),
+    "labels": (True, lambda runs: label_plot(runs[0])),
+    "ood": (False, lambda runs: ood_plot(runs)),
+    "diversity": (False, lambda runs: diversity_plot(runs)),
+}
+
+
+def chart_png(
+    name: str, run_ids: list[uuid.UUID], *, session: Session, principal: Principal, named: bool = False
+) -> bytes | None:
+    """One plot of the report as PNG bytes, or None while it has no data."""
+    needs_samples, draw = CHARTS[name]
+    runs = [load_run(r, session=session, principal=principal, with_samples=needs_samples) for r in run_ids]
+    if named:
+        runs = [replace(r, named=True) for r in runs]
+    image = draw(runs)
+    return base64.b64decode(image) if image is not None else None
+
+
 def _loop_iterations(data: RunData) -> list[IterationRead]:
     return [it for it in data.iterations if 1 <= it.index <= data.spec.loop.iterations]
 
@@ -100,7 +141,16 @@ def baseline(data: RunData, name: str) -> float | None:
     return next((it.metrics.get(name) for it in data.iterations if it.index == 0), None)
 
 
-def metric_plot(runs: list[RunData]) -> str:
+def has_student_points(data: RunData) -> bool:
+    """Whether a student was measured yet (an iteration's real-data or held-out metric)."""
+    names = (eval_metric(data.spec.headline_metric), holdout_metric(data.spec.task.type))
+    return any(name in it.metrics for it in data.iterations if it.index >= 1 for name in names)
+
+
+def metric_plot(runs: list[RunData]) -> str | None:
+    """None until some run has a measured student: a chart of baselines alone says nothing."""
+    if not any(has_student_points(d) for d in runs):
+        return None
     metric = runs[0].spec.headline_metric
     fig = Figure(figsize=(6.5, 3.6))
     ax = fig.subplots()
@@ -140,7 +190,7 @@ def metric_plot(runs: list[RunData]) -> str:
 
 def energy_plot(data: RunData) -> str | None:
     loop = _loop_iterations(data)
-    if not any(s.energy is not None for s in data.samples):
+    if not loop or not any(s.energy is not None for s in data.samples):
         return None
     fig = Figure(figsize=(3.2 * len(loop), 2.8))
     axes = fig.subplots(1, len(loop), squeeze=False, sharey=True)
@@ -174,9 +224,9 @@ def energy_plot(data: RunData) -> str | None:
 
 def label_plot(data: RunData) -> str | None:
     labels = data.spec.task.labels
-    if not labels:
-        return None
     loop = _loop_iterations(data)
+    if not labels or not loop or not any(s.iteration >= 1 for s in data.samples):
+        return None
     counts = {it.index: Counter(s.label for s in data.samples if s.iteration == it.index) for it in loop}
     fig = Figure(figsize=(6, 3))
     ax = fig.subplots()
@@ -208,13 +258,25 @@ def _lines(ax: Axes, runs: list[RunData], names: dict[Diagnostic, str]) -> None:
                 ax.plot(*zip(*points, strict=True), style, label=f"{data.label} {name.replace('_', ' ')}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # a panel of diagnostics the run did not record is empty
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
 
 
-def diversity_plot(runs: list[RunData]) -> str:
+DIVERSITY = (
+    Diagnostic.DISTINCT_2,
+    Diagnostic.EMBEDDING_SPREAD,
+    Diagnostic.POOL_SPREAD,
+    Diagnostic.POOL_COVERAGE,
+    Diagnostic.NEAREST_NEIGHBOUR_SIMILARITY,
+)
+
+
+def diversity_plot(runs: list[RunData]) -> str | None:
     """Per iteration, in the MiniLM sentence-embedding space and in words (pool = everything
-    generated so far)."""
+    generated so far); None before any iteration measured it."""
+    if not any(diagnostic_points(d, name) for d in runs for name in DIVERSITY):
+        return None
     fig = Figure(figsize=(11, 3.4))
     left, right = fig.subplots(1, 2)
     spreads = {Diagnostic.DISTINCT_2: "-o", Diagnostic.EMBEDDING_SPREAD: "--s", Diagnostic.POOL_SPREAD: ":^"}
@@ -350,7 +412,10 @@ def _feedback_table(data: RunData) -> str:
     fields = [*data.spec.task.input_fields]
     rows = [s for s in data.samples if s.selected]
     if not rows:
-        return "<p>No feedback samples were selected (vanilla run or no OOD batch).</p>"
+        why = (
+            "no OOD batch was scored yet" if data.spec.loop.feedback else "vanilla run: loop.feedback is off"
+        )
+        return f"<p>No feedback samples were selected ({why}).</p>"
     columns = ["iteration", "energy", *fields, "requested label", "teacher label", "teacher confidence"]
     columns.append("fed back as")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -379,6 +444,18 @@ def _feedback_table(data: RunData) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _failure(data: RunData) -> str:
+    """A failed run's page opens with its error in words: which service, what it said, what to do."""
+    if not data.error:
+        return ""
+    failure = explain(data.error)
+    return (
+        f"<div class='failure'><h2>{html.escape(failure.headline)}</h2>"
+        f"<p><b>It said:</b> {html.escape(failure.said)}</p>"
+        f"<p><b>What to do:</b> {html.escape(failure.todo)}</p></div>"
+    )
+
+
 def _img(b64: str | None, alt: str) -> str:
     return f'<img alt="{alt}" src="data:image/png;base64,{b64}">' if b64 else ""
 
@@ -397,24 +474,45 @@ def render_report(runs: list[RunData]) -> str:
         for it in d.iterations
         if it.index >= 1
     )
+    vanilla = not main.spec.loop.feedback
+    sections = [
+        (
+            "Metric per iteration",
+            _img(metric_plot(runs), "metric per iteration"),
+            "No student was measured yet.",
+        ),
+        (
+            "Energy of training vs OOD samples",
+            _img(energy_plot(main), "energy histograms"),
+            "No energies (vanilla run: loop.feedback is off)." if vanilla else "No OOD batch was scored yet.",
+        ),
+        (
+            "Label distribution",
+            _img(label_plot(main), "label distribution"),
+            "No generated samples yet." if main.spec.task.labels else "Not a classification task.",
+        ),
+        (
+            "Out of distribution?",
+            _img(ood_plot(runs), "OOD distance and energy gap"),
+            "No OOD batches (vanilla run: loop.feedback is off)." if vanilla else "No OOD batch yet.",
+        ),
+        ("Diversity", _img(diversity_plot(runs), "diversity"), "No iteration measured it yet."),
+    ]
     parts = [
         f"<h1>GOLD run {html.escape(main.name)}</h1>",
+        _failure(main),
         f"<p>run {main.run_id} · {main.status}"
         + (f" · teacher few-shot {metric.replace('_', ' ')} {teacher:.3f}" if teacher is not None else "")
         + "</p>",
-        "<h2>Metric per iteration</h2>",
-        _img(metric_plot(runs), "metric per iteration"),
-        f"<table><tr><th>run</th><th>iteration</th><th>real-data {metric.replace('_', ' ')}</th>"
-        "<th>held-out generated</th>"
-        f"<th>train loss</th></tr>{metrics_rows}</table>",
-        "<h2>Energy of training vs OOD samples</h2>",
-        _img(energy_plot(main), "energy histograms") or "<p>No energies (vanilla run).</p>",
-        "<h2>Label distribution</h2>",
-        _img(label_plot(main), "label distribution") or "<p>Not a classification task.</p>",
-        "<h2>Out of distribution?</h2>",
-        _img(ood_plot(runs), "OOD distance and energy gap") or "<p>No OOD batches (vanilla run).</p>",
-        "<h2>Diversity</h2>",
-        _img(diversity_plot(runs), "diversity"),
+    ]
+    for title, image, missing in sections:
+        parts += [f"<h2>{title}</h2>", image or f"<p>{missing}</p>"]
+        if title == "Metric per iteration" and metrics_rows:
+            parts.append(
+                f"<table><tr><th>run</th><th>iteration</th><th>real-data {metric.replace('_', ' ')}</th>"
+                f"<th>held-out generated</th><th>train loss</th></tr>{metrics_rows}</table>"
+            )
+    parts += [
         "<h2>The teacher's check of the generated labels</h2>",
         _verification_summary(main),
         "<h2>The student's errors on the real data</h2>",
@@ -427,6 +525,7 @@ def render_report(runs: list[RunData]) -> str:
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+        ".failure{border:2px solid #b00020;background:#fff0f0;padding:0.5em 1em}"
     )
     title = f"<title>GOLD run {html.escape(main.name)}</title>"
     head = f"<head><meta charset='utf-8'>{title}<style>{style}</style></head>"

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, true
+from sqlalchemy import ColumnElement, delete, func, literal_column, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,10 +17,21 @@ from services.orchestrator.config import OrchestratorSettings
 from shared.auth import OPERATOR, Principal
 from shared.clients import GeneratorClient
 from shared.db.base import utcnow
-from shared.db.models import Checkpoint, Iteration, Metric, Run, Sample
+from shared.db.models import Checkpoint, Iteration, Metric, Rejection, Run, Sample
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.names import TERMINAL_RUN_STATUSES, RunStatus
-from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage, SampleRead
+from shared.schemas.runs import (
+    Agreement,
+    IterationRead,
+    MetricRead,
+    RejectionPage,
+    RejectionRead,
+    RunRead,
+    RunSummary,
+    SampleOrder,
+    SamplePage,
+    SampleRead,
+)
 from shared.spec import RunSpec, stored_spec
 
 
@@ -200,6 +211,19 @@ def _iterations(run_id: uuid.UUID, *, session: Session) -> list[IterationRead]:
     ]
 
 
+# The teacher agrees with a sample when the label it was asked for is (one of) the teacher's most
+# probable: Postgres compares inside the JSON, so a filtered page of a large run is one indexed query.
+_TEACHER_AGREES: ColumnElement[bool] = literal_column(
+    "(sample.teacher_probs ->> sample.requested_label)::float >= "
+    "(SELECT max(value::float) FROM jsonb_each_text(sample.teacher_probs))"
+)
+_ORDERS = {
+    "position": (Sample.iteration, Sample.kind, Sample.position),
+    "energy": (Sample.energy.asc().nulls_last(), Sample.iteration, Sample.position),
+    "-energy": (Sample.energy.desc().nulls_last(), Sample.iteration, Sample.position),
+}
+
+
 def list_samples(
     run_id: uuid.UUID,
     *,
@@ -210,25 +234,68 @@ def list_samples(
     selected: bool | None,
     offset: int,
     limit: int,
+    label: str | None = None,
+    agreement: Agreement | None = None,
+    derived_from: uuid.UUID | None = None,
+    order: SampleOrder = "position",
 ) -> SamplePage:
+    """A page of a run's samples. `agreement`: the teacher's most probable label is the requested
+    one ("agrees"), another ("disagrees"), or the teacher did not score it ("unchecked").
+    `derived_from`: the samples generated from prompts that showed this fed-back sample."""
     require_visible(run_id, session=session, principal=principal)
-    conditions = [Sample.run_id == run_id]
+    conditions: list[ColumnElement[bool]] = [Sample.run_id == run_id]
     if iteration is not None:
         conditions.append(Sample.iteration == iteration)
     if kind is not None:
         conditions.append(Sample.kind == kind)
     if selected is not None:
         conditions.append(Sample.selected == selected)
+    if label is not None:
+        conditions.append(Sample.label == label)
+    if agreement == "unchecked":
+        conditions.append(Sample.teacher_probs.is_(None))
+    elif agreement is not None:
+        checked = Sample.teacher_probs.is_not(None) & Sample.requested_label.is_not(None)
+        agrees = func.coalesce(_TEACHER_AGREES, False)
+        conditions.append(checked & (agrees if agreement == "agrees" else ~agrees))
+    if derived_from is not None:
+        shown = literal_column("sample.prompt_examples -> 'feedback'").op("@>")(
+            func.jsonb_build_array(str(derived_from))
+        )
+        conditions.append(shown)
     total = session.scalar(select(func.count()).select_from(Sample).where(*conditions)) or 0
     rows = session.scalars(
-        select(Sample)
-        .where(*conditions)
-        .order_by(Sample.iteration, Sample.kind, Sample.position)
-        .offset(offset)
-        .limit(limit)
+        select(Sample).where(*conditions).order_by(*_ORDERS[order]).offset(offset).limit(limit)
     )
     return SamplePage(
         items=[SampleRead.model_validate(row) for row in rows], total=total, offset=offset, limit=limit
+    )
+
+
+def list_rejections(
+    run_id: uuid.UUID,
+    *,
+    session: Session,
+    principal: Principal,
+    iteration: int | None,
+    offset: int,
+    limit: int,
+) -> RejectionPage:
+    """The completions that did not become samples, with the reason each was rejected."""
+    require_visible(run_id, session=session, principal=principal)
+    conditions = [Rejection.run_id == run_id]
+    if iteration is not None:
+        conditions.append(Rejection.iteration == iteration)
+    total = session.scalar(select(func.count()).select_from(Rejection).where(*conditions)) or 0
+    rows = session.scalars(
+        select(Rejection)
+        .where(*conditions)
+        .order_by(Rejection.iteration, Rejection.created_at)
+        .offset(offset)
+        .limit(limit)
+    )
+    return RejectionPage(
+        items=[RejectionRead.model_validate(row) for row in rows], total=total, offset=offset, limit=limit
     )
 
 

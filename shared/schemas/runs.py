@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from shared.schemas.base import OutputModel
 
@@ -56,10 +56,37 @@ class SampleRead(OutputModel):
     holdout: bool
     energy: float | None
     selected: bool
+    # The teacher's check: the label the generator was asked for, the teacher's probabilities over
+    # the labels, and whether the sample was left out of training for it.
+    requested_label: str | None = None
+    teacher_probs: dict[str, float] | None = None
+    excluded: bool = False
+
+
+# Filters of a run's samples (GET /runs/{id}/samples): the teacher's agreement with the requested
+# label, and the order of the page.
+Agreement = Literal["agrees", "disagrees", "unchecked"]
+SampleOrder = Literal["position", "energy", "-energy"]
 
 
 class SamplePage(OutputModel):
     items: list[SampleRead]
+    total: int
+    offset: int
+    limit: int
+
+
+class RejectionRead(OutputModel):
+    """A generated completion that did not become a sample, and why."""
+
+    iteration: int
+    kind: str
+    reason: str
+    text: str
+
+
+class RejectionPage(OutputModel):
+    items: list[RejectionRead]
     total: int
     offset: int
     limit: int

@@ -21,7 +21,16 @@ from services.orchestrator.deps import (
 from shared.auth import PrincipalDep
 from shared.names import RunStatus
 from shared.schemas.prediction import PredictRequest, PredictResponse
-from shared.schemas.runs import IterationRead, MetricRead, RunRead, RunSummary, SamplePage
+from shared.schemas.runs import (
+    Agreement,
+    IterationRead,
+    MetricRead,
+    RejectionPage,
+    RunRead,
+    RunSummary,
+    SampleOrder,
+    SamplePage,
+)
 from shared.spec import RunSpec
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -96,6 +105,14 @@ def list_samples(
     iteration: Annotated[int | None, Query(ge=0, le=100_000)] = None,
     kind: Annotated[Literal["seed", "train", "ood"] | None, Query()] = None,
     selected: bool | None = None,
+    label: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
+    agreement: Annotated[
+        Agreement | None, Query(description="the teacher's label against the requested")
+    ] = None,
+    derived_from: Annotated[
+        uuid.UUID | None, Query(description="samples generated from prompts that showed this fed-back sample")
+    ] = None,
+    order: SampleOrder = "position",
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> SamplePage:
@@ -106,8 +123,27 @@ def list_samples(
         iteration=iteration,
         kind=kind,
         selected=selected,
+        label=label,
+        agreement=agreement,
+        derived_from=derived_from,
+        order=order,
         offset=offset,
         limit=limit,
+    )
+
+
+@router.get("/{run_id}/rejections", response_model=RejectionPage)
+def list_rejections(
+    run_id: uuid.UUID,
+    session: ReadSessionDep,
+    principal: PrincipalDep,
+    iteration: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> RejectionPage:
+    """Generated completions that did not become samples, with the reason (unparsable, duplicate...)."""
+    return service.list_rejections(
+        run_id, session=session, principal=principal, iteration=iteration, offset=offset, limit=limit
     )
 
 
