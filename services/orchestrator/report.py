@@ -277,13 +277,20 @@ def diversity_plot(runs: list[RunData]) -> str | None:
     generated so far); None before any iteration measured it."""
     if not any(diagnostic_points(d, name) for d in runs for name in DIVERSITY):
         return None
-    fig = Figure(figsize=(11, 3.4))
-    left, right = fig.subplots(1, 2)
     spreads = {Diagnostic.DISTINCT_2: "-o", Diagnostic.EMBEDDING_SPREAD: "--s", Diagnostic.POOL_SPREAD: ":^"}
-    _lines(left, runs, spreads)
-    left.set_title("diversity (higher = more varied)")
-    _lines(right, runs, {Diagnostic.POOL_COVERAGE: "-o", Diagnostic.NEAREST_NEIGHBOUR_SIMILARITY: "--s"})
-    right.set_title("pool coverage; nearest-neighbour similarity")
+    pool = {Diagnostic.POOL_COVERAGE: "-o", Diagnostic.NEAREST_NEIGHBOUR_SIMILARITY: "--s"}
+    panels = [
+        (names, title)
+        for names, title in (
+            (spreads, "diversity (higher = more varied)"),
+            (pool, "pool coverage; nearest-neighbour similarity"),
+        )
+        if any(diagnostic_points(d, name) for d in runs for name in names)
+    ]  # a panel none of the runs recorded is left out rather than drawn empty
+    fig = Figure(figsize=(5.5 * len(panels), 3.4))
+    for ax, (names, title) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        _lines(ax, runs, names)
+        ax.set_title(title)
     return _png(fig)
 
 
