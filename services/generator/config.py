@@ -132,6 +132,13 @@ class GeneratorSettings(GoldSettings):
         default=None, description="openai engine: the model's name on the remote server."
     )
 
+    generator_interactive_priority: bool = Field(
+        default=True,
+        description="Serve interactive requests (another team's OpenAI calls: anything not marked "
+        "with the header X-Gold-Priority: batch, which the loop's client sends) before the loop's "
+        "batch work waiting for the same engine: llama.cpp and transformers take one between the "
+        "prompts of a batch request, vLLM schedules by request priority. Off: first come, first served.",
+    )
     generator_timeout_s: float = Field(
         default=600.0, gt=0, description="Every engine call is bounded by this many seconds."
     )

@@ -27,6 +27,7 @@ from services.generator.engines.protocol import (
     PromptResult,
     Sampling,
     check_context,
+    request_priority,
 )
 from services.generator.model_store import ModelError, ResolvedModel, check_bos, count_parameters
 from services.generator.prompts import chat_transcript
@@ -188,7 +189,10 @@ class VLLMEngine:
     async def _final(self, token_ids: list[int], params: Any) -> Any:
         final = None
         async for output in self._llm.generate(
-            {"prompt_token_ids": token_ids}, params, request_id=uuid.uuid4().hex
+            {"prompt_token_ids": token_ids},
+            params,
+            request_id=uuid.uuid4().hex,
+            priority=_vllm_priority(),
         ):
             final = output
         return final
@@ -237,7 +241,9 @@ class VLLMEngine:
         params = self._params(sampling, output_kind=RequestOutputKind.DELTA)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.generator_timeout_s
-        stream = self._llm.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex)
+        stream = self._llm.generate(
+            {"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex, priority=_vllm_priority()
+        )
         try:
             while True:
                 remaining = deadline - loop.time()
@@ -295,6 +301,11 @@ class VLLMEngine:
         ]
 
 
+def _vllm_priority() -> int:
+    """vLLM schedules lower values first (with scheduling_policy "priority"): batch work after."""
+    return 1 if request_priority.get() == "batch" else 0
+
+
 def cpu_environment(settings: GeneratorSettings) -> dict[str, str]:
     """What vLLM's CPU backend reads from its environment, set unless the operator set it: the KV
     cache size (GiB; small beside other work), the OpenMP threads bound to every core this
@@ -338,6 +349,8 @@ def engine_args(settings: GeneratorSettings, path: str) -> Any:
             settings.generator_max_num_batched_tokens, settings.generator_max_model_len
         ),
         trust_remote_code=False,
+        # Interactive requests (priority 0) before the loop's batch work (1), see _vllm_priority.
+        scheduling_policy="priority" if settings.generator_interactive_priority else "fcfs",
         disable_log_stats=True,
         seed=0,
     )

@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.generator.config import GeneratorSettings, KeyPolicy
-from services.generator.engines.protocol import Sampling
+from services.generator.engines.protocol import Sampling, request_priority
 from services.generator.main import create_app
+from shared.schemas.generation import PRIORITY_HEADER
 from tests.integration.generator.conftest import wait_ready
 from tests.support import SENTIMENT_TASK
 from tests.unit.generator.fakes import FakeEngine
@@ -435,3 +436,26 @@ def test_a_failed_reload_is_retried_with_backoff_and_answers_503_meanwhile(
     assert engine.starts == 4
     assert "died: EngineCore (pid 42) was killed by SIGKILL" in caplog.text
     assert "reloading the engine of 'default' failed (2 times)" in caplog.text
+
+
+class PriorityRecorder(FakeEngine):
+    """Records the priority each engine call ran with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.priorities: list[str] = []
+
+    async def generate(self, prompts, sampling):  # noqa: ANN001, ANN201
+        self.priorities.append(request_priority.get())
+        return await super().generate(prompts, sampling)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_loops_requests_are_marked_batch_and_others_interactive(enabled: bool) -> None:
+    engine = PriorityRecorder()
+    with make_client(engine, generator_interactive_priority=enabled) as client:
+        wait_ready(client, 10)
+        assert generate(client, n=2).status_code == 200
+        batch = {**HEADERS, PRIORITY_HEADER: "batch"}
+        assert generate(client, headers=batch, n=2).status_code == 200
+    assert engine.priorities == ["interactive", "batch" if enabled else "interactive"]
