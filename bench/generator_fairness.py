@@ -33,8 +33,8 @@ import httpx  # noqa: E402
 
 from bench.api_load import free_port, p50_p99_ms  # noqa: E402
 from bench.generator import start_process, stop_process  # noqa: E402
-from services.generator.engines.choice import auto_engine  # noqa: E402
 from services.generator.config import DEFAULT_TEACHER_SOURCE  # noqa: E402
+from services.generator.engines.choice import auto_engine  # noqa: E402
 from shared.schemas.generation import PRIORITY_HEADER  # noqa: E402
 from shared.settings import GoldSettings  # noqa: E402
 from shared.spec import RunSpec, load_spec_file  # noqa: E402
@@ -54,7 +54,9 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def small_latencies(url: str, count: int, max_tokens: int, stop: threading.Event | None = None) -> list[float]:
+def small_latencies(
+    url: str, count: int, max_tokens: int, stop: threading.Event | None = None
+) -> list[float]:
     """`count` small completions one after another (a pause of 0.2 s between), their latencies in
     seconds; stops early when `stop` is set (the loop finished: what follows would be idle)."""
     latencies = []
@@ -70,7 +72,9 @@ def small_latencies(url: str, count: int, max_tokens: int, stop: threading.Event
     return latencies
 
 
-def loop_generation(url: str, task: dict, n: int, max_tokens: int, figures: dict, done: threading.Event) -> None:
+def loop_generation(
+    url: str, task: dict, n: int, max_tokens: int, figures: dict, done: threading.Event
+) -> None:
     """The loop's generation of `n` samples, chunk by chunk as the orchestrator sends it."""
     headers = {"Authorization": f"Bearer {TOKEN}", PRIORITY_HEADER: "batch"}
     started = time.perf_counter()
@@ -120,7 +124,9 @@ def measure(url: str, task: dict, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--loop-n", type=int, default=48, help="samples the loop generates")
     parser.add_argument("--loop-max-tokens", type=int, default=96, help="tokens per loop sample")
     parser.add_argument("--small", type=int, default=16, help="small completions per phase")
