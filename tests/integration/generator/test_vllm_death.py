@@ -21,12 +21,15 @@ import psutil
 import pytest
 
 from shared.local_servers import LocalServer
+from shared.schemas.generation import PRIORITY_HEADER
+from shared.spec import RunSpec, load_spec_file
 from tests.integration.generator.conftest import free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "vllm-death-key"
+TASK = RunSpec.model_validate(load_spec_file(ROOT / "gold/specs/demo.yaml")).task.model_dump(mode="json")
 
 
 def _data_dir() -> Path:
@@ -122,8 +125,16 @@ def test_a_killed_engine_core_is_reloaded_and_no_process_outlives_the_generator(
                 json={"model": "google/gemma-3-270m", "prompt": "The movie was", "max_tokens": 4},
                 headers={"Authorization": f"Bearer {TOKEN}"},
             )
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["choices"][0]["text"]
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["text"]
+            # the loop's kind of request: batch priority, which vLLM schedules after interactive ones
+            batch = http.post(
+                "/v1/generate",
+                json={"task": TASK, "n": 4, "sampling": {"seed": 5, "max_tokens": 32}},
+                headers={"Authorization": f"Bearer {TOKEN}", PRIORITY_HEADER: "batch"},
+            )
+            assert batch.status_code == 200, batch.text
+            assert batch.json()["stats"]["completions"] == 4
     finally:
         look()
         generator.send_signal(signal.SIGTERM)
