@@ -13,6 +13,7 @@ from pydantic import BaseModel, TypeAdapter
 from shared.balancing import Replicas
 from shared.errors import UpstreamError
 from shared.schemas.generation import (
+    PRIORITY_HEADER,
     AnswerRequest,
     AnswerResponse,
     AttributesRequest,
@@ -113,7 +114,13 @@ class ServiceClient:
 
 
 class GeneratorClient(ServiceClient):
+    """The loop's client: its requests are bulk work, served after interactive ones."""
+
     service = "generator"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._http.headers[PRIORITY_HEADER] = "batch"
 
     def generate(self, request: GenerateRequest) -> GenerateResponse:
         return self._post("/v1/generate", request, GenerateResponse)

@@ -96,6 +96,14 @@ class GeneratorSettings(GoldSettings):
         description="vLLM and hf engines. auto: bfloat16 on a CUDA GPU or a CPU with native bf16 matmuls "
         "(AVX512-BF16, AMX), float32 elsewhere; the choice is logged at start.",
     )
+    # vLLM's step RPC (execute_model) times out after 300 s by default and the engine dies with it: a
+    # step of a full batch on a loaded 2-core host has come near that, so CPU hosts wait longer.
+    generator_vllm_cpu_step_timeout_s: int = Field(
+        default=3600,
+        ge=1,
+        description="vLLM on a CPU-only host: how long one engine step (its execute_model RPC) may take "
+        "before vLLM declares the engine dead (VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS, unless set).",
+    )
     # The loop's stages take turns, so the generator gets every core.
     generator_threads: int | None = Field(
         default=None,
@@ -124,6 +132,13 @@ class GeneratorSettings(GoldSettings):
         default=None, description="openai engine: the model's name on the remote server."
     )
 
+    generator_interactive_priority: bool = Field(
+        default=True,
+        description="Serve interactive requests (another team's OpenAI calls: anything not marked "
+        "with the header X-Gold-Priority: batch, which the loop's client sends) before the loop's "
+        "batch work waiting for the same engine: llama.cpp and transformers take one between the "
+        "prompts of a batch request, vLLM schedules by request priority. Off: first come, first served.",
+    )
     generator_timeout_s: float = Field(
         default=600.0, gt=0, description="Every engine call is bounded by this many seconds."
     )
@@ -134,6 +149,12 @@ class GeneratorSettings(GoldSettings):
         default=10.0,
         gt=0,
         description="How often a loaded engine is checked, in seconds; one that died is reloaded.",
+    )
+    generator_reload_backoff_max_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="An engine that died is reloaded until it loads: after a failed reload the next "
+        "try waits twice as long as the last (from generator_watch_s), at most this many seconds.",
     )
 
     # Generation defaults

@@ -8,10 +8,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.generator.config import GeneratorSettings, Scope
+from services.generator.engines.protocol import request_priority
 from services.generator.limits import KeyLimiter, Quota
 from services.generator.metrics import Metrics
 from services.generator.teachers import Teachers
 from shared.auth import Caller
+from shared.schemas.generation import PRIORITY_HEADER
 
 
 def get_settings(request: Request) -> GeneratorSettings:
@@ -32,6 +34,9 @@ def _access(scope: Scope) -> Callable[[Request, Caller], AsyncIterator[Quota]]:
         reserves is settled when the response is done (a yield dependency ends after it)."""
         limiter: KeyLimiter = request.app.state.limiter
         limiter.check_scope(caller, scope)
+        settings: GeneratorSettings = request.app.state.settings
+        if settings.generator_interactive_priority and request.headers.get(PRIORITY_HEADER) == "batch":
+            request_priority.set("batch")  # the route runs in this context: its engine calls wait
         async with limiter.quota(caller) as quota:
             yield quota
 

@@ -40,7 +40,7 @@ def create_app(
         teachers = app.state.teachers = Teachers(settings, given)
         app.state.limiter = KeyLimiter(settings)
         starting = asyncio.create_task(teachers.start(exit_on_failure=exit_on_engine_failure))
-        watching = asyncio.create_task(teachers.watch(exit_on_failure=exit_on_engine_failure))
+        watching = asyncio.create_task(teachers.watch())
         yield
         watching.cancel()
         # A model loads in a thread that cannot be interrupted: let it finish, then close it,

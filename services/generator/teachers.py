@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import signal
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 
 from services.generator.config import OPENAI_UPSTREAM, GeneratorSettings
@@ -74,8 +76,15 @@ class Teacher:
     names: tuple[str, ...]  # what requests may call it
     engine: TextEngine | None = None  # set while loaded and serving
     starting: TextEngine | None = None
-    error: str | None = None
+    error: str | None = None  # why its first load failed (for good: a model that cannot be served)
     restarts: int = 0
+    # While an engine that died is reloaded: the engine, why it died, when the next try is due
+    # (time.monotonic()) and how the tries so far failed.
+    dead: TextEngine | None = None
+    death: str = ""
+    reload_at: float = 0.0
+    reload_failures: int = 0
+    reload_error: str | None = None
 
     def serving(self) -> TextEngine:
         """The engine, or a 503 saying why there is none (loading, reloading, failed)."""
@@ -84,15 +93,28 @@ class Teacher:
             return engine
         if self.error:
             raise NotReady(f"the engine failed to start: {self.error}")
-        state = "reloading after it died" if self.restarts else "still loading"
+        if self.dead is None:
+            state, retry_s = "still loading", 10
+        else:
+            state, retry_s = f"reloading after it died ({self.death})", 10
+            if self.reload_error:
+                wait_s = max(0, math.ceil(self.reload_at - time.monotonic()))
+                state += (
+                    f"; {self.reload_failures} reloads failed, the last with {self.reload_error}; "
+                    f"the next try is in {wait_s} s"
+                )
+                retry_s = max(retry_s, wait_s)
         raise NotReady(
-            f"the engine is {state}; retry when /readyz answers 200", headers={"Retry-After": "10"}
+            f"the engine is {state}; retry when /readyz answers 200",
+            headers={"Retry-After": str(retry_s)},
         )
 
     def state(self) -> str:
         if self.engine is not None and self.engine.ready():
             return "ready"
-        return f"failed: {self.error}" if self.error else "loading"
+        if self.error:
+            return f"failed: {self.error}"
+        return "reloading" if self.dead is not None else "loading"
 
 
 async def _checked(engine: TextEngine) -> None:
@@ -152,24 +174,27 @@ class Teachers:
             if exit_on_failure and teacher.error is not None:
                 return
 
-    async def _start(self, teacher: Teacher, engine: TextEngine | None, exit_on_failure: bool) -> None:
+    async def _load(self, teacher: Teacher, engine: TextEngine | None) -> None:
         started = time.perf_counter()
+        built = engine is None
+        if engine is None:
+            engine = await asyncio.to_thread(_build, self.settings, teacher.name)
+        teacher.starting = engine
+        await engine.start()
+        if built and self._packaged(teacher.name):
+            await _checked(engine)
+        teacher.engine = engine
+        logger.info(
+            "%s engine of %r ready with %s in %.1f s",
+            engine.info.engine,
+            teacher.name,
+            engine.info.model.model_id,
+            time.perf_counter() - started,
+        )
+
+    async def _start(self, teacher: Teacher, engine: TextEngine | None, exit_on_failure: bool) -> None:
         try:
-            built = engine is None
-            if engine is None:
-                engine = await asyncio.to_thread(_build, self.settings, teacher.name)
-            teacher.starting = engine
-            await engine.start()
-            if built and self._packaged(teacher.name):
-                await _checked(engine)
-            teacher.engine = engine
-            logger.info(
-                "%s engine of %r ready with %s in %.1f s",
-                engine.info.engine,
-                teacher.name,
-                engine.info.model.model_id,
-                time.perf_counter() - started,
-            )
+            await self._load(teacher, engine)
         except Exception as exc:
             teacher.error = f"{type(exc).__name__}: {exc}"
             logger.exception("the engine of %r failed to start", teacher.name)
@@ -181,28 +206,63 @@ class Teachers:
         when it first loads. A user's own folder or server is served as given."""
         return self.settings.generator_models.get(name, "").startswith("package:")
 
-    async def watch(self, *, exit_on_failure: bool) -> None:
-        """Reload an engine that dies while serving (vLLM's engine process killed, e.g. by the OOM
-        killer): until then requests for it answer 503 with the reason, as while it first loads."""
+    async def watch(self) -> None:
+        """Reload an engine that dies while serving (vLLM's engine process killed by the OOM killer,
+        or dead of a step that timed out on an overloaded host), until it loads again: a failed
+        reload is retried after a wait that doubles, up to generator_reload_backoff_max_s. An
+        engine that served once can serve again (the host was busy, memory was short), so the
+        generator never gives up on it; meanwhile its requests answer 503 with the reason and a
+        Retry-After, which the orchestrator waits out (GOLD_DEPENDENCY_PATIENCE_S)."""
         while True:
             await asyncio.sleep(self.settings.generator_watch_s)
             for teacher in self.all:
                 engine = teacher.engine
-                if engine is None or engine.ready():
-                    continue
-                teacher.engine = None
-                teacher.restarts += 1
-                logger.error(
-                    "the %s engine of %r died; reloading it (restart %d)",
-                    engine.info.engine,
-                    teacher.name,
-                    teacher.restarts,
-                )
-                try:
+                if engine is not None and not engine.ready():
+                    await self._bury(teacher, engine)
+                if teacher.dead is not None and time.monotonic() >= teacher.reload_at:
+                    await self._reload(teacher)
+
+    async def _bury(self, teacher: Teacher, engine: TextEngine) -> None:
+        """Log why `teacher`'s engine died and close what is left of it (its processes too)."""
+        death_cause = getattr(engine, "death_cause", None)
+        teacher.death = death_cause() if death_cause is not None else "it stopped answering ready"
+        teacher.engine, teacher.dead, teacher.reload_at = None, engine, time.monotonic()
+        teacher.restarts += 1
+        logger.error(
+            "the %s engine of %r died: %s; reloading it (restart %d)",
+            engine.info.engine,
+            teacher.name,
+            teacher.death,
+            teacher.restarts,
+        )
+        try:
+            await engine.close()
+        except Exception as exc:  # it is dead already: reload it whatever closing says
+            logger.warning("closing the dead engine of %r failed: %s", teacher.name, exc)
+
+    async def _reload(self, teacher: Teacher) -> None:
+        engine = teacher.dead
+        try:
+            await self._load(teacher, engine)
+        except Exception as exc:
+            teacher.reload_failures += 1
+            teacher.reload_error = f"{type(exc).__name__}: {exc}"
+            wait_s = min(
+                self.settings.generator_watch_s * 2**teacher.reload_failures,
+                self.settings.generator_reload_backoff_max_s,
+            )
+            teacher.reload_at = time.monotonic() + wait_s
+            logger.exception(
+                "reloading the engine of %r failed (%d times); trying again in %.0f s",
+                teacher.name,
+                teacher.reload_failures,
+                wait_s,
+            )
+            if engine is not None:
+                with suppress(Exception):  # what a half-loaded engine started
                     await engine.close()
-                except Exception as exc:  # it is dead already: reload it whatever closing says
-                    logger.warning("closing the dead engine of %r failed: %s", teacher.name, exc)
-                await self._start(teacher, engine, exit_on_failure)
+            return
+        teacher.dead, teacher.reload_failures, teacher.reload_error = None, 0, None
 
     async def close(self) -> None:
         for teacher in self.all:

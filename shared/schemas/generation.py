@@ -23,6 +23,11 @@ PromptFormat = Literal["raw", "chat"]
 GenerateMode = Literal["train", "ood"]
 
 
+# The header the loop's generator client sends ("batch"): a generator serves requests without it
+# (interactive ones, another team's) first when both wait for its engine.
+PRIORITY_HEADER = "X-Gold-Priority"
+
+
 class SamplingSettings(InputModel):
     temperature: float = Field(default=0.8, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)

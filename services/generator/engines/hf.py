@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
@@ -15,6 +14,7 @@ from services.generator.engines.protocol import (
     Delta,
     EngineError,
     EngineInfo,
+    PriorityLock,
     PromptResult,
     Sampling,
     call_in_thread,
@@ -43,7 +43,7 @@ class HFEngine:
         self._tokenizer: Any = None
         self._device = "cpu"
         # torch's global RNG seeds each call: calls must not interleave.
-        self._lock = threading.Lock()
+        self._lock = PriorityLock()
 
     async def start(self) -> None:
         await asyncio.wait_for(asyncio.to_thread(self._load), self.settings.generator_start_timeout_s)

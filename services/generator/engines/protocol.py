@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from services.generator.model_store import ResolvedModel
 from shared.errors import GoldError, InvalidInput, UpstreamError
@@ -154,13 +157,49 @@ class TextEngine(Protocol):
         ...
 
 
-async def call_in_thread(lock: threading.Lock, timeout_s: float, fn: Callable[..., T], *args: Any) -> T:
-    """A blocking engine call in a worker thread, one at a time (`lock`), bounded by `timeout_s`:
-    for engines that are one in-process model (llama.cpp, transformers). The thread cannot be
-    stopped; the lock keeps a timed-out call from overlapping the next."""
+# Who a request serves: a person or program waiting on it (another team's completion: the
+# default) or the loop's bulk work, which its client marks with the header PRIORITY_HEADER
+# ("batch"). Set per request by the routes' access dependency (deps.py), read where engines queue
+# calls; asyncio.to_thread carries it into the worker thread.
+Priority = Literal["interactive", "batch"]
+request_priority: ContextVar[Priority] = ContextVar("request_priority", default="interactive")
+
+
+class PriorityLock:
+    """One holder at a time, like threading.Lock; when it is released the waiting interactive
+    call goes before any waiting batch call (first come, first served within each)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._held = False
+        self._waiting: list[tuple[int, int]] = []  # a heap of (rank, ticket)
+        self._tickets = itertools.count()
+
+    @contextmanager
+    def hold(self, priority: Priority = "interactive") -> Iterator[None]:
+        turn = (1 if priority == "batch" else 0, next(self._tickets))
+        with self._changed:
+            heapq.heappush(self._waiting, turn)
+            while self._held or self._waiting[0] != turn:
+                self._changed.wait()
+            heapq.heappop(self._waiting)
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held = False
+                self._changed.notify_all()
+
+
+async def call_in_thread(lock: PriorityLock, timeout_s: float, fn: Callable[..., T], *args: Any) -> T:
+    """A blocking engine call in a worker thread, one at a time (`lock`, interactive calls first),
+    bounded by `timeout_s`: for engines that are one in-process model (llama.cpp, transformers).
+    The thread cannot be stopped; the lock keeps a timed-out call from overlapping the next."""
+    priority = request_priority.get()
 
     def locked() -> T:
-        with lock:
+        with lock.hold(priority):
             return fn(*args)
 
     try:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
 from typing import Any
 
 from services.generator.config import GeneratorSettings
+from services.generator.engines import child_processes
 from services.generator.engines.protocol import (
     Completion,
     Delta,
@@ -25,6 +27,7 @@ from services.generator.engines.protocol import (
     PromptResult,
     Sampling,
     check_context,
+    request_priority,
 )
 from services.generator.model_store import ModelError, ResolvedModel, check_bos, count_parameters
 from services.generator.prompts import chat_transcript
@@ -48,6 +51,8 @@ class VLLMEngine:
         self._llm: Any = None
         self._tokenizer: Any = None
         self._openai: OpenAIServer | None = None
+        # What the engine started beside this process (child_processes.py): stopped on close.
+        self._processes: list[Any] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -62,7 +67,12 @@ class VLLMEngine:
         check_bos(self._tokenizer, where=f"tokenizer of {self.info.model.name}", model_path=path)
         cpu_environment(self.settings)
         args = engine_args(self.settings, path)
-        self._llm = AsyncLLM.from_engine_args(args)
+        before = child_processes.descendants()
+        try:
+            self._llm = AsyncLLM.from_engine_args(args)
+        finally:
+            self._processes = child_processes.started_since(before)
+        logger.info("vLLM engine processes: %s", [p.pid for p in self._processes])
         engine_tokenizer = self._llm.get_tokenizer()
         if engine_tokenizer is not None:
             try:
@@ -93,7 +103,40 @@ class VLLMEngine:
                 handler.cancel()
                 with suppress(asyncio.CancelledError, Exception):
                     await handler
-            await asyncio.to_thread(llm.shutdown)
+            try:
+                await asyncio.to_thread(llm.shutdown)
+            finally:
+                await self._stop_processes()
+        else:
+            await self._stop_processes()  # a start that failed half-way
+
+    async def _stop_processes(self) -> None:
+        processes, self._processes = self._processes, []
+        await asyncio.to_thread(
+            child_processes.stop,
+            processes,
+            f"of the vLLM engine of {self.info.model.name!r}",
+            grace_s=float(os.environ.get("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", "5")),
+        )
+
+    def death_cause(self) -> str:
+        """Why a dead engine died, in words: how its processes ended, and the error its output
+        loop raised (an RPC timeout, for one)."""
+        if self._llm is None:
+            return "it was not running"
+        causes = []
+        manager = getattr(getattr(self._llm, "engine_core", None), "resources", None)
+        for process in getattr(getattr(manager, "engine_manager", None), "processes", []):
+            code = process.exitcode
+            if code is None:
+                continue
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            causes.append(f"{process.name} (pid {process.pid}) {how}")
+        handler = getattr(self._llm, "output_handler", None)
+        if handler is not None and handler.done() and not handler.cancelled() and handler.exception():
+            exc = handler.exception()
+            causes.append(f"its output loop raised {type(exc).__name__}: {exc}")
+        return "; ".join(causes) or "vLLM reports it errored (no process exit seen)"
 
     def ready(self) -> bool:
         return self._llm is not None and not getattr(self._llm, "errored", False)
@@ -146,7 +189,10 @@ class VLLMEngine:
     async def _final(self, token_ids: list[int], params: Any) -> Any:
         final = None
         async for output in self._llm.generate(
-            {"prompt_token_ids": token_ids}, params, request_id=uuid.uuid4().hex
+            {"prompt_token_ids": token_ids},
+            params,
+            request_id=uuid.uuid4().hex,
+            priority=_vllm_priority(),
         ):
             final = output
         return final
@@ -195,7 +241,9 @@ class VLLMEngine:
         params = self._params(sampling, output_kind=RequestOutputKind.DELTA)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.generator_timeout_s
-        stream = self._llm.generate({"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex)
+        stream = self._llm.generate(
+            {"prompt_token_ids": ids}, params, request_id=uuid.uuid4().hex, priority=_vllm_priority()
+        )
         try:
             while True:
                 remaining = deadline - loop.time()
@@ -253,10 +301,16 @@ class VLLMEngine:
         ]
 
 
+def _vllm_priority() -> int:
+    """vLLM schedules lower values first (with scheduling_policy "priority"): batch work after."""
+    return 1 if request_priority.get() == "batch" else 0
+
+
 def cpu_environment(settings: GeneratorSettings) -> dict[str, str]:
     """What vLLM's CPU backend reads from its environment, set unless the operator set it: the KV
-    cache size (GiB; small beside other work) and the OpenMP threads bound to every core this
-    process may use (vLLM's default reserves one for its front end: half of a 2-core host)."""
+    cache size (GiB; small beside other work), the OpenMP threads bound to every core this
+    process may use (vLLM's default reserves one for its front end: half of a 2-core host), and
+    timeouts long enough for a slow, shared host."""
     if cuda_available():
         return {}
     cores = sorted(os.sched_getaffinity(0))[: settings.generator_threads or usable_cores()]
@@ -264,6 +318,10 @@ def cpu_environment(settings: GeneratorSettings) -> dict[str, str]:
         "VLLM_CPU_KVCACHE_SPACE": f"{settings.generator_kv_cache_gib:g}",
         "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cores)),
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        # A step that passes this kills the engine (vLLM's default is 300 s); the handshake
+        # of a loading engine gets as long as the generator gives the load.
+        "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": str(settings.generator_vllm_cpu_step_timeout_s),
+        "VLLM_ENGINE_READY_TIMEOUT_S": str(int(settings.generator_start_timeout_s)),
     }
     for name, value in wanted.items():
         os.environ.setdefault(name, value)
@@ -291,6 +349,8 @@ def engine_args(settings: GeneratorSettings, path: str) -> Any:
             settings.generator_max_num_batched_tokens, settings.generator_max_model_len
         ),
         trust_remote_code=False,
+        # Interactive requests (priority 0) before the loop's batch work (1), see _vllm_priority.
+        scheduling_policy="priority" if settings.generator_interactive_priority else "fcfs",
         disable_log_stats=True,
         seed=0,
     )

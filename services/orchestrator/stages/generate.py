@@ -3,6 +3,7 @@ and OOD batches, filtered against the pool."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import uuid
@@ -22,8 +23,19 @@ from services.orchestrator.stages.records import (
 from shared.db.metrics import upsert_metrics
 from shared.db.models import Rejection, Sample, Step
 from shared.names import Stage, near_duplicates, novelty
-from shared.schemas.generation import AttributesRequest, GenerateMode, GenerateRequest
+from shared.schemas.generation import (
+    AttributesRequest,
+    GenerateMode,
+    GenerateRequest,
+    GenerateResponse,
+    ParseStats,
+    Usage,
+)
 from shared.spec import RunSpec
+
+# Samples per generator request: one request of a whole step (hundreds of samples) ran for many
+# minutes on a CPU teacher with nothing to show; between chunks the run says how far it has got.
+GENERATE_CHUNK = 16
 
 
 def generate_train(ctx: RunContext, iteration: int) -> Done:
@@ -62,7 +74,7 @@ def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: GenerateMode)
         exclude_hashes=[s.text_hash for s in earlier if s.text_hash],
         attributes=_attributes(ctx) if kind == "ood" else [],
     )
-    response = ctx.call(ctx.generator.generate, request)
+    response = _generate_in_chunks(ctx, request)
     pool_vectors, embedded = pool.pool_matrix(ctx, earlier)
     batch = pool.filter_batch(ctx, response.samples, pool_vectors)
 
@@ -145,6 +157,62 @@ def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: GenerateMode)
         else f"generator returned no usable {kind} samples: rejected {stats['rejected']}"
     )
     return Done({"accepted": len(rows), "requested": request.n}, write, failure=failure)
+
+
+def _generate_in_chunks(ctx: RunContext, request: GenerateRequest) -> GenerateResponse:
+    """The step's samples as a few requests of GENERATE_CHUNK samples, the run showing after each
+    how many are generated. Deterministic as one request is: chunk k's seed derives from the
+    step's (the first chunk keeps it), classification labels are dealt over the whole step in turn
+    (each chunk balanced), and each chunk excludes what the chunks before it produced."""
+    n, seed = request.n, request.sampling.seed
+    sizes = [min(GENERATE_CHUNK, n - start) for start in range(0, n, GENERATE_CHUNK)]
+    labels = request.task.labels if request.task.type == "classification" and len(sizes) > 1 else None
+    responses: list[GenerateResponse] = []
+    done = 0
+    for k, size in enumerate(sizes):
+        chunk = request.model_copy(
+            update={
+                "n": size,
+                "labels": [labels[i % len(labels)] for i in range(done, done + size)] if labels else None,
+                "sampling": request.sampling.model_copy(
+                    update={"seed": seed if k == 0 or seed is None else chunk_seed(seed, k)}
+                ),
+                "exclude_hashes": request.exclude_hashes
+                + [s.text_hash for r in responses for s in r.samples],
+            }
+        )
+        responses.append(ctx.call(ctx.generator.generate, chunk))
+        done += size
+        ctx.show_progress(done, n, "samples generated")
+    return _merged(responses, seed)
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    digest = hashlib.sha256(f"{seed}/chunk/{chunk}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _merged(responses: list[GenerateResponse], seed: int | None) -> GenerateResponse:
+    """The chunks' answers as the one answer of the step's request (the step's seed reported)."""
+    rejected: dict[str, int] = {}
+    for r in responses:
+        for reason, count in r.stats.rejected.items():
+            rejected[reason] = rejected.get(reason, 0) + count
+    return GenerateResponse(
+        samples=[s for r in responses for s in r.samples],
+        stats=ParseStats(
+            requested=sum(r.stats.requested for r in responses),
+            completions=sum(r.stats.completions for r in responses),
+            accepted=sum(r.stats.accepted for r in responses),
+            rejected=rejected,
+        ),
+        rejections=[x for r in responses for x in r.rejections],
+        usage=Usage(
+            prompt_tokens=sum(r.usage.prompt_tokens for r in responses),
+            completion_tokens=sum(r.usage.completion_tokens for r in responses),
+        ),
+        settings=responses[0].settings.model_copy(update={"seed": seed}),
+    )
 
 
 def list_attributes(ctx: RunContext, iteration: int) -> Done:

@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.generator.config import GeneratorSettings, KeyPolicy
-from services.generator.engines.protocol import Sampling
+from services.generator.engines.protocol import Sampling, request_priority
 from services.generator.main import create_app
+from shared.schemas.generation import PRIORITY_HEADER
 from tests.integration.generator.conftest import wait_ready
 from tests.support import SENTIMENT_TASK
 from tests.unit.generator.fakes import FakeEngine
@@ -398,3 +399,63 @@ def test_an_engine_that_dies_is_reloaded_and_says_so_meanwhile() -> None:
         wait_ready(client, timeout_s=10)
         assert generate(client, n=2).status_code == 200
         assert client.app.state.teachers.default.restarts == 1
+
+
+class FailingReloads(DyingEngine):
+    """Dies, then its first two reloads fail (the host is still overloaded) before one loads."""
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.starts in (2, 3):
+            raise RuntimeError(f"reload {self.starts - 1} ran out of memory")
+        self.dead = False
+        self.started = True
+
+    def death_cause(self) -> str:
+        return "EngineCore (pid 42) was killed by SIGKILL"
+
+
+def test_a_failed_reload_is_retried_with_backoff_and_answers_503_meanwhile(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = FailingReloads()
+    with make_client(engine, generator_watch_s=0.1, generator_reload_backoff_max_s=1.0) as client:
+        wait_ready(client, timeout_s=10)
+        engine.dead = True
+        deadline = time.monotonic() + 10
+        while engine.starts < 2:
+            assert time.monotonic() < deadline, "the dead engine was not reloaded"
+            time.sleep(0.01)
+        down = generate(client, n=2)
+        assert down.status_code == 503 and "Retry-After" in down.headers
+        assert "killed by SIGKILL" in down.json()["message"]
+        readyz = client.get("/readyz").json()
+        assert readyz["status"] == "loading" and readyz["teachers"]["default"] == "reloading"
+        wait_ready(client, timeout_s=10)  # the third try loads: the generator did not give up
+        assert generate(client, n=2).status_code == 200
+    assert engine.starts == 4
+    assert "died: EngineCore (pid 42) was killed by SIGKILL" in caplog.text
+    assert "reloading the engine of 'default' failed (2 times)" in caplog.text
+
+
+class PriorityRecorder(FakeEngine):
+    """Records the priority each engine call ran with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.priorities: list[str] = []
+
+    async def generate(self, prompts, sampling):  # noqa: ANN001, ANN201
+        self.priorities.append(request_priority.get())
+        return await super().generate(prompts, sampling)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_loops_requests_are_marked_batch_and_others_interactive(enabled: bool) -> None:
+    engine = PriorityRecorder()
+    with make_client(engine, generator_interactive_priority=enabled) as client:
+        wait_ready(client, 10)
+        assert generate(client, n=2).status_code == 200
+        batch = {**HEADERS, PRIORITY_HEADER: "batch"}
+        assert generate(client, headers=batch, n=2).status_code == 200
+    assert engine.priorities == ["interactive", "batch" if enabled else "interactive"]

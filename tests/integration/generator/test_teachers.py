@@ -151,7 +151,7 @@ def test_a_dead_engine_that_fails_to_close_is_logged_and_reloaded(caplog: pytest
     async def die_and_reload() -> None:
         await teachers.start(exit_on_failure=False)
         engine.started = False  # the engine process is killed
-        watching = asyncio.create_task(teachers.watch(exit_on_failure=False))
+        watching = asyncio.create_task(teachers.watch())
         deadline = time.monotonic() + 10
         while not (teachers.default.restarts and engine.ready()):
             assert time.monotonic() < deadline, "the dead engine was not reloaded"

@@ -8,13 +8,16 @@ import uuid
 
 import pytest
 from redis import Redis
+from sqlalchemy import select
 
 from services.orchestrator import context
 from services.orchestrator.driver import RunDriver
 from services.orchestrator.service import create_run
+from services.orchestrator.stages import generate as generate_stage
 from services.orchestrator.stages import score as score_stage
 from services.orchestrator.stages import teacher as teacher_stage
-from shared.db.models import Run
+from services.orchestrator.stages.generate import chunk_seed
+from shared.db.models import Run, Sample
 from shared.jobs import train_queue
 from shared.spec import RunSpec
 from tests.integration.orchestrator.test_driver import (  # noqa: F401  (stand_in_trainer: a fixture)
@@ -103,3 +106,51 @@ def test_progress_is_written_every_few_seconds_not_per_batch(
     teacher = [text for stage, text, _ in polled.seen if stage == "teacher_eval"]
     assert len(teacher) == 10  # ten batches, answered within a second: one write, after the first
     assert teacher == [None] + ["2 of 20 rows answered"] * 9
+
+
+class PolledChunks(PolledGenerator):
+    def generate(self, request):
+        self.polled()
+        return super().generate(request)
+
+
+def test_samples_generated_show_chunk_by_chunk_and_chunks_are_deterministic(
+    spec, session_factory, orchestrator_settings, redis_url, monkeypatch
+):
+    monkeypatch.setattr(generate_stage, "GENERATE_CHUNK", 3)
+    monkeypatch.setattr(context, "PROGRESS_EVERY_S", 0.0)
+    polled = Polled(session_factory)
+    generator = PolledChunks(polled)
+    with session_factory() as session, session.begin():
+        polled.run_id = create_run(
+            RunSpec.model_validate(spec), session=session, settings=orchestrator_settings
+        ).id
+    driver = RunDriver(
+        orchestrator_settings,
+        session_factory,
+        train_queue(Redis.from_url(redis_url)),
+        generator,
+        PolledScorer(polled),
+    )
+    driver.drive(polled.run_id)
+    with session_factory() as session:
+        run = session.get(Run, polled.run_id)
+        assert run.status == "succeeded", run.error
+        kept = session.scalars(
+            select(Sample).where(Sample.run_id == run.id, Sample.iteration == 1, Sample.kind == "train")
+        ).all()
+    # 8 training samples, 3 a request: the run says so after each of the first two requests
+    train = [text for stage, text, _ in polled.seen if stage == "generate_train"]
+    assert train == [None, "3 of 8 samples generated", "6 of 8 samples generated"] * 2
+    ood = [text for stage, text, _ in polled.seen if stage == "generate_ood"]
+    assert ood == [None, "3 of 4 samples generated"] * 2
+    chunks = [c for c in generator.calls if c.mode == "train"][:3]
+    assert [c.n for c in chunks] == [3, 3, 2]
+    # labels dealt in turn over the step, so each chunk is balanced and the step is as one request
+    labels = [label for c in chunks for label in c.labels]
+    assert labels == ["negative", "positive"] * 4
+    seeds = [c.sampling.seed for c in chunks]
+    assert len(set(seeds)) == 3 and seeds[1:] == [chunk_seed(seeds[0], 1), chunk_seed(seeds[0], 2)]
+    # a later chunk excludes what the earlier ones produced
+    assert len(chunks[2].exclude_hashes) == len(chunks[0].exclude_hashes) + 6
+    assert len(kept) == 8 and [s.position for s in kept] == list(range(8))
