@@ -54,6 +54,8 @@ class Tracker:
         # the outbox is the one retry layer here, its backoff the one schedule.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(settings.mlflow_timeout_s))))
+        # A service logs; it does not print a "View run" line to stdout for every run it ends.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.settings = settings
         self.uri = settings.mlflow_tracking_uri
         self.sessions = sessions
