@@ -96,6 +96,9 @@ class Sender:
         for tags_chunk in _chunks(tags, MAX_TAGS):
             self.client.log_batch(run, tags=tags_chunk, synchronous=True)
             sent_tags.update({t.key: t.value for t in tags_chunk})
+        for gone in sorted(set(sent_tags) - set(content.tags)):  # e.g. gold.error of a run resumed since
+            self.client.delete_tag(run, gone)
+            del sent_tags[gone]
 
         sent_points: dict[str, float] = logged.setdefault("metrics", {})
         points = [p for p in content.metrics if sent_points.get(p.key) != p.value]
