@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.db.models import Iteration, Metric, Run, Sample
-from shared.names import TERMINAL_RUN_STATUSES, RunStatus
+from shared.names import TERMINAL_RUN_STATUSES, IterationStatus, RunStatus
 
 # MLflow's limits (mlflow/utils/validation.py): longer values are refused, so they are cut.
 MAX_PARAM_KEY = 250
@@ -129,7 +129,8 @@ def iteration_points(session: Session, run: Run) -> list[Point]:
     """Every metric row (the students' scores on real and held-out generated data, training loss,
     the loop's diagnostics: label agreement, diversity, ...) at step = its iteration, and what the
     iteration rows and samples hold: seconds per stage, samples kept and fed back, parse yield, the
-    OOD energy band the feedback was picked from."""
+    OOD energy band the feedback was picked from. Those are sent once the iteration has closed: they
+    grow while it runs (fed_back is 0 until its select step), and a step holds one point a name."""
     points = [
         Point(m.name, m.iteration, m.value, _ms(m.created_at))
         for m in session.scalars(select(Metric).where(Metric.run_id == run.id))
@@ -138,7 +139,8 @@ def iteration_points(session: Session, run: Run) -> list[Point]:
     band = (run.spec.get("loop") or {}).get("selection_band", [0.5, 0.8])
     energies = _energies_by_iteration(session, run)
     totals: dict[str, float] = defaultdict(float)
-    for it in session.scalars(select(Iteration).where(Iteration.run_id == run.id)):
+    closed = select(Iteration).where(Iteration.run_id == run.id, Iteration.status != IterationStatus.RUNNING)
+    for it in session.scalars(closed):
         at = _ms(it.finished_at or it.started_at or it.created_at)
         values: dict[str, float] = {}
         for stage, seconds in (it.timings or {}).items():
@@ -157,9 +159,11 @@ def iteration_points(session: Session, run: Run) -> list[Point]:
         if train:
             values["energy_train_mean"] = float(np.mean(train))
         points += [Point(name, it.index, value, at) for name, value in values.items()]
-    now = _ms(run.updated_at)
-    points += [Point(name, 0, value, now) for name, value in totals.items()]
     if run.status in TERMINAL_RUN_STATUSES:
+        # Sent when the run ends (they grow while it runs), at the iteration it ended at: a run that
+        # failed, was resumed and ended again gets a point at each end rather than two at one step.
+        end = _ms(run.finished_at or run.updated_at)
+        points += [Point(name, run.iteration, value, end) for name, value in totals.items()]
         points += _final_points(points, run)
     return points
 
@@ -173,10 +177,14 @@ def _final_points(points: list[Point], run: Run) -> list[Point]:
     out = []
     if student:
         last = max(p.step for p in student)
-        out = [Point(f"final_{p.name}", 0, p.value, p.timestamp_ms) for p in student if p.step == last]
+        out = [
+            Point(f"final_{p.name}", run.iteration, p.value, p.timestamp_ms)
+            for p in student
+            if p.step == last
+        ]
     if run.started_at and run.finished_at:
         seconds = (run.finished_at - run.started_at).total_seconds()
-        out.append(Point("run_seconds", 0, seconds, _ms(run.finished_at)))
+        out.append(Point("run_seconds", run.iteration, seconds, _ms(run.finished_at)))
     return out
 
 

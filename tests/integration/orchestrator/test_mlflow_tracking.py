@@ -132,6 +132,13 @@ def test_a_run_is_an_mlflow_run_with_its_spec_metrics_and_artifacts_and_a_resume
     tracked, spec, session_factory
 ):
     driver, tracker, client, experiment = tracked
+    choose = driver.scorer.select
+
+    def send_then_select(request):  # mid-iteration: trained and scored, its feedback not yet chosen
+        tracker.send_due()
+        return choose(request)
+
+    driver.scorer.select = send_then_select
     driver.generator.fail_on_call = 3  # iteration 2's generation: the run fails, then resumes
     driver.generator.failure = RuntimeError("process died")
     run_id = _submit(spec, session_factory, driver.settings)
@@ -176,6 +183,9 @@ def test_a_run_is_an_mlflow_run_with_its_spec_metrics_and_artifacts_and_a_resume
     assert fed_back == {1: 0, 2: 0} | {i: n for i, n in selected}
     assert metrics["final_eval_accuracy"] == 0.5 and metrics["run_seconds"] > 0
     assert metrics["time_total_train"] >= metrics["time_train"]
+    for name in metrics:  # sent before, between and after the steps: each point once all the same
+        steps = _steps(client, mlflow_run_id, name)
+        assert len(steps) == len(set(steps)), (name, steps)
 
     names = {a.path for a in client.list_artifacts(mlflow_run_id)}
     assert names == {"spec.yaml", "report.html", "dataset", "student"}
@@ -245,8 +255,16 @@ def test_the_runs_of_one_gold_eval_share_an_experiment_tagged_by_mode_and_repeat
                 idempotency_key=key,
             )
             runs[(mode, repeat)] = (run.id, key)
-        driver.drive(runs[(mode, repeat)][0])
-    assert tracker.send_due() == 3
+    tracker.start()  # sending as the steps commit, while the runs are driven
+    try:
+        for run_id, _ in runs.values():
+            driver.drive(run_id)
+        deadline = time.monotonic() + 30
+        while _unsent(session_factory, [r for r, _ in runs.values()]):
+            assert time.monotonic() < deadline, "the outbox did not drain"
+            time.sleep(0.3)
+    finally:
+        tracker.stop()
     experiment = client.get_experiment_by_name(f"gold eval: {evaluated}")
     found = client.search_runs([experiment.experiment_id])
     assert len(found) == 3
@@ -256,3 +274,14 @@ def test_the_runs_of_one_gold_eval_share_an_experiment_tagged_by_mode_and_repeat
         assert tags["gold.eval.mode"] == tags["gold.mode"] == mode
         assert tags["gold.eval.repeat"] == str(repeat) and tags["gold.eval.spec"] == evaluated
         assert tags["gold.eval.spec_hash"] == key.removeprefix("gold-eval-")
+    for logged in found:  # sent step by step as the runs went, each point once all the same
+        for name in logged.data.metrics:
+            steps = _steps(client, logged.info.run_id, name)
+            assert len(steps) == len(set(steps)), (name, steps)
+    assert _steps(client, found[0].info.run_id, "eval_accuracy") == [1, 2]  # 2: the final student
+
+
+def _unsent(session_factory, run_ids) -> bool:
+    with session_factory() as session:
+        rows = session.scalars(select(RunTracking).where(RunTracking.run_id.in_(run_ids))).all()
+    return len(rows) < len(run_ids) or any(r.due > r.synced for r in rows)
