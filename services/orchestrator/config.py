@@ -59,6 +59,28 @@ class OrchestratorSettings(GoldSettings):
         description="/readyz: how long Postgres and Redis each get to answer (also Redis's socket timeouts "
         "when the queue depth is read for /metrics), in seconds.",
     )
+    # Experiment tracking (services/orchestrator/tracking, docs/mlflow.md); needs the mlflow extra.
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="An MLflow tracking server (e.g. http://127.0.0.1:5000): every run is logged to it as an "
+        "MLflow run (its spec, tags, metrics per iteration, report, dataset and student), from a "
+        "background outbox that retries while the server is down. Unset: no tracking.",
+    )
+    mlflow_experiment: str = Field(
+        default="gold",
+        min_length=1,
+        description="The MLflow experiment of runs not made by `gold eval` (whose runs share one "
+        "experiment per evaluated spec, named after it).",
+    )
+    mlflow_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of each call to the MLflow tracking server, in seconds."
+    )
+    mlflow_retry_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest wait between two tries to send a run to an MLflow tracking server that failed "
+        "(the wait doubles from 1 s up to this), in seconds.",
+    )
 
 
 @lru_cache

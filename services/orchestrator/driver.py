@@ -25,6 +25,7 @@ from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.plan import PlannedStep, build_plan, steps_past_plateau, steps_past_time_budget
 from services.orchestrator.stages import STAGES, run_stage
 from services.orchestrator.stages.records import iteration_row, mark_step
+from services.orchestrator.tracking.outbox import mark_due
 from shared.clients import GeneratorClient, ScorerClient
 from shared.db.base import utcnow
 from shared.db.models import Iteration, Metric, Run, Step
@@ -179,6 +180,7 @@ class RunDriver:
                 run.status, run.started_at = RunStatus.RUNNING, utcnow()
             # A wait of the previous driver (it stopped or died) starts over, patience and all.
             run.waiting_for, run.waiting_since = None, None
+            self._track(session, run_id)
             started_at = run.started_at or utcnow()
             done = {
                 (s.iteration, s.stage)
@@ -296,6 +298,14 @@ class RunDriver:
             it.timings = {**it.timings, step.stage: round(seconds, 3)}
             if closes_iteration:
                 it.status, it.finished_at = IterationStatus.DONE, utcnow()
+            self._track(session, run_id)
+
+    def _track(self, session: Session, run_id: uuid.UUID) -> None:
+        """With MLflow tracking on, what the caller commits is sent to MLflow after the commit, by
+        the tracker (services/orchestrator/tracking): this only marks the run due, in the same
+        transaction, so a step never waits for the tracking server."""
+        if self.settings.mlflow_tracking_uri:
+            mark_due(session, run_id)
 
     def _finish(self, session: Session, run: Run | None, status: RunStatus) -> None:
         if run is None:
@@ -311,6 +321,7 @@ class RunDriver:
             .where(Iteration.run_id == run.id, Iteration.status == IterationStatus.RUNNING)
             .values(status=IterationStatus.DONE if status == RunStatus.SUCCEEDED else IterationStatus(status))
         )
+        self._track(session, run.id)
 
     def _fail(self, run_id: uuid.UUID, message: str) -> None:
         logger.error("run %s failed: %s", run_id, message)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from redis import Redis
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.orchestrator.api import health, runs
 from services.orchestrator.config import OrchestratorSettings, get_orchestrator_settings
@@ -20,6 +22,9 @@ from shared.db.session import make_engine, make_sessionmaker
 from shared.jobs import train_queue
 from shared.logging import configure_logging
 from shared.service_app import create_service_app, serve
+
+if TYPE_CHECKING:
+    from services.orchestrator.tracking.worker import Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +56,10 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
         if drive_runs and settings.concurrent_runs > 0:
             driver = RunDriver(settings, app.state.sessions, train_queue(redis), generator, scorer, metrics)
             driver.start()
+        tracker = start_tracker(settings, app.state.sessions, app.state.artifacts) if drive_runs else None
         yield
+        if tracker is not None:
+            tracker.stop()
         if driver is not None:
             driver.stop()
         generator.close()
@@ -73,6 +81,26 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
     app.include_router(runs.router)
     install_console(app)
     return app
+
+
+def start_tracker(
+    settings: OrchestratorSettings, sessions: sessionmaker[Session], artifacts: ArtifactStore
+) -> Tracker | None:
+    """The MLflow tracker (services/orchestrator/tracking) when GOLD_MLFLOW_TRACKING_URI is set. It
+    also runs where concurrent_runs is 0: it sends the runs other orchestrators drive."""
+    if not settings.mlflow_tracking_uri:
+        return None
+    try:
+        from services.orchestrator.tracking.worker import Tracker
+    except ImportError as exc:  # the optional extra is missing: say how to get it, at startup
+        raise RuntimeError(
+            f"GOLD_MLFLOW_TRACKING_URI is set but mlflow cannot be imported ({exc}): "
+            "install the mlflow extra (pip install 'gold[mlflow]')"
+        ) from exc
+    tracker = Tracker(settings, sessions, artifacts)
+    tracker.start()
+    logger.info("MLflow tracking to %s", settings.mlflow_tracking_uri)
+    return tracker
 
 
 def main() -> None:

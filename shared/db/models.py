@@ -70,6 +70,10 @@ class Run(UUIDPK, Timestamped, Base):
     # How far the running step has got, in words (e.g. "64 of 500 rows answered"), written every few
     # seconds by the step; NULL between steps and for steps that do not report.
     stage_progress: Mapped[str | None] = mapped_column(Text)
+    # MLflow tracking (GOLD_MLFLOW_TRACKING_URI; services/orchestrator/tracking): the MLflow run this
+    # run is logged to, and while the tracking server is behind (down, failing), since when and why.
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    tracking_lag: Mapped[str | None] = mapped_column(Text)
 
 
 class Iteration(UUIDPK, Timestamped, Base):
@@ -168,3 +172,22 @@ class Step(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RunTracking(Base):
+    """The MLflow outbox of one run (services/orchestrator/tracking). The driver bumps `due` in each
+    step's commit; the tracker sends what changed and sets `synced` to the `due` it read, so a
+    tracking server that is down only delays the sending. `logged` keys what MLflow already holds
+    (a metric by name and step), so a resumed run or a retried send never logs a point twice."""
+
+    __tablename__ = "run_tracking"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"), primary_key=True)
+    due: Mapped[int] = mapped_column(Integer, default=1)
+    synced: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed sends in a row
+    next_try_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lagging_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Held by the orchestrator sending it, so two never send the same run at once.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    logged: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

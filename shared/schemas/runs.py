@@ -24,6 +24,10 @@ class RunRead(OutputModel):
     # How far the running step has got, e.g. "64 of 500 rows answered", "epoch 2 of 4"; run.progress
     # moves with it. None between steps and for the short steps that do not report.
     stage_progress: str | None = None
+    # MLflow tracking (GOLD_MLFLOW_TRACKING_URI): the MLflow run this run is logged to, and while
+    # the tracking server is behind (down, failing), since when and why; the run goes on meanwhile.
+    mlflow_run_id: str | None = None
+    tracking_lag: str | None = None
     spec: dict[str, Any]
     # Name of the API key that created the run; None when created without authentication or before
     # runs had owners (then only admin keys see it).

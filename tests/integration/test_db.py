@@ -28,6 +28,7 @@ def test_migrations_create_the_schema_at_head(db_engine, database_url):
         "checkpoint",
         "metric",
         "step",
+        "run_tracking",
     }
     head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
     with db_engine.connect() as connection:
