@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from shared.clients import OrchestratorClient
+from gold.client import Client
 from shared.db.models import Checkpoint, Iteration, Metric, Rejection, Sample
 from shared.settings import GoldSettings
 from tests.support import SENTIMENT_TASK, stack_on_free_ports
@@ -49,7 +49,7 @@ def test_tiny_gold_run_end_to_end(tmp_path, fixture_data, models_dir, monkeypatc
     monkeypatch.setenv("GOLD_MODEL_DIR", str(models_dir))
     settings = GoldSettings(data_dir=tmp_path / "gold")
     with stack_on_free_ports(settings) as stack:
-        client = OrchestratorClient(stack.orchestrator_url, stack.token)
+        client = Client(stack.orchestrator_url, stack.token)
         run = client.create_run(tiny_spec(fixture_data))
         deadline = time.monotonic() + 1200
         while (current := client.get_run(str(run.id))).status not in ("succeeded", "failed", "cancelled"):
