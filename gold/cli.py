@@ -121,7 +121,7 @@ def submit(
             return
         summary = follow(client, str(run.id))
     except GoldError as exc:
-        _fail(exc.message)
+        _fail(str(exc))
         return
     show_summary(summary, as_json)
     if summary.run.status != RunStatus.SUCCEEDED:
@@ -137,7 +137,7 @@ def status(
     try:
         summary = orchestrator_client(GoldSettings()).summary(run_id)
     except GoldError as exc:
-        _fail(exc.message)
+        _fail(str(exc))
         return
     console.print(
         f"run {summary.run.id} ({summary.run.name}): {summary.run.status}, "

@@ -71,6 +71,13 @@ class ValidationError(GoldError):
         self.errors = _field_errors(self.detail)
         self.field: str | None = self.errors[0]["field"] if self.errors else None
 
+    def __str__(self) -> str:
+        """Each bad field with its reason ("loop.selection_band: need 0 <= low < high <= 1"), which
+        the API's one-line message ("invalid fields: loop.selection_band") leaves out."""
+        if not self.errors:
+            return self.message
+        return "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in self.errors)
+
 
 class RateLimitedError(GoldError):
     """429 after the client's own retries: `retry_after_s` is the server's Retry-After, if any."""

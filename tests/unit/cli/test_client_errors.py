@@ -89,6 +89,8 @@ def test_a_422_names_the_field():
         {"field": "loop.selection_band", "message": "must be increasing"},
         {"field": "name", "message": "too long"},
     ]
+    assert caught.value.message == "invalid fields: loop.selection_band, name"
+    assert str(caught.value) == "loop.selection_band: must be increasing; name: too long"  # what gold prints
 
 
 def test_an_answer_that_is_not_the_apis_shape_keeps_its_text():
