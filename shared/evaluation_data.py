@@ -139,8 +139,11 @@ def usable_examples(
 def load_rows(source: DataSource, columns: ColumnMap, task: TaskSpec, limit: int | None) -> EvaluationData:
     """The first `limit` usable rows of `source`. Raises EvaluationDataError when it cannot be read."""
     data = EvaluationData(source=source, examples=[])
-    for example in usable_examples(source, columns, task, data.skipped):
-        if limit is not None and len(data.examples) >= limit:
+    examples = usable_examples(source, columns, task, data.skipped)
+    # Checked before the next row is read, so rows past the limit are not counted as skipped.
+    while limit is None or len(data.examples) < limit:
+        example = next(examples, None)
+        if example is None:
             break
         data.examples.append(example)
     return data
