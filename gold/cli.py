@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from gold.client_errors import GoldError
 from gold.demo import console_lines, demo_data, start_demo
 from gold.evaluation.command import plan_evaluation, run_evaluations
 from gold.evaluation.overrides import parse_overrides
@@ -32,7 +33,6 @@ from gold.session import (
     waiting_note,
 )
 from gold.stack import PortInUse
-from shared.errors import UpstreamError
 from shared.logging import configure_logging
 from shared.names import TERMINAL_RUN_STATUSES, RunStatus
 from shared.schemas.runs import RunSummary
@@ -121,8 +121,8 @@ def submit(
                 print_json_last(run.model_dump_json())
             return
         summary = follow(client, str(run.id))
-    except UpstreamError as exc:
-        _fail(exc.message)
+    except GoldError as exc:
+        _fail(str(exc))
         return
     show_summary(summary, as_json)
     if summary.run.status != RunStatus.SUCCEEDED:
@@ -137,8 +137,8 @@ def status(
     """Show a run's status and per-iteration results."""
     try:
         summary = orchestrator_client(GoldSettings()).summary(run_id)
-    except UpstreamError as exc:
-        _fail(exc.message)
+    except GoldError as exc:
+        _fail(str(exc))
         return
     console.print(
         f"run {summary.run.id} ({summary.run.name}): {summary.run.status}, "
@@ -178,7 +178,7 @@ def demo(
             summary = follow(client, str(run.id), stack=stack)
             show_summary(summary, as_json=False)
             save_report(client, settings, str(run.id))
-    except (UpstreamError, RuntimeError) as exc:
+    except (GoldError, RuntimeError) as exc:
         _fail(str(exc))
         return
     except KeyboardInterrupt:
@@ -259,7 +259,7 @@ def eval_command(
         return
     try:
         results = run_evaluations(plan, settings, attach)
-    except (UpstreamError, RuntimeError) as exc:
+    except (GoldError, RuntimeError) as exc:
         _fail(str(exc))
         return
     except KeyboardInterrupt:
@@ -309,7 +309,7 @@ def retrain(
                 rows.append(retrain_run(client, run_id, changes))
             row = rows[-1]
             console.print(f"{run_id} {row['spec']}: as run {row['as_run']:.3f}, changed {row['changed']:.3f}")
-    except (UpstreamError, ValueError) as exc:
+    except (GoldError, ValueError) as exc:
         _fail(str(exc))
         return
     document = {

@@ -13,9 +13,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gold.client import Client
 from gold.session import patiently
 from gold.stack import LOCAL_KEY_NAME, Stack
-from shared.clients import OrchestratorClient
 from shared.evaluation_data import EvaluationDataError, load_evaluation
 from shared.names import RunStatus
 from shared.schemas.runs import RunRead
@@ -90,9 +90,7 @@ def interrupted_demo(runs: list[RunRead], name: str, owner: str | None = LOCAL_K
     return max(mine, key=lambda r: r.created_at, default=None)
 
 
-def start_demo(
-    client: OrchestratorClient, spec: dict[str, Any], stack: Stack | None = None
-) -> tuple[RunRead, str]:
+def start_demo(client: Client, spec: dict[str, Any], stack: Stack | None = None) -> tuple[RunRead, str]:
     """The run `gold demo` follows, and one line saying which. An interrupted demo (Ctrl-C, a
     SIGTERM: the stack stopped with its run unfinished) resumes as the stack starts again, so the
     demo follows that run rather than queue a second one behind it; otherwise it submits the spec.

@@ -6,6 +6,7 @@ generation noise and no generation paid for again."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -24,7 +25,7 @@ class RunData(Protocol):
 
     def get_run(self, run_id: str) -> RunRead: ...
 
-    def dataset(self, run_id: str) -> str: ...
+    def dataset_rows(self, run_id: str) -> list[dict[str, Any]]: ...
 
 
 def retrain_run(client: RunData, run_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +39,8 @@ def retrain_run(client: RunData, run_id: str, overrides: dict[str, Any]) -> dict
     row: dict[str, Any] = {"run_id": run_id, "spec": spec["name"], "metric": headline}
     with tempfile.TemporaryDirectory() as tmp:
         dataset = Path(tmp) / "dataset.jsonl"
-        dataset.write_text(client.dataset(run_id), encoding="utf-8")
+        rows = client.dataset_rows(run_id)
+        dataset.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         for name, chosen in (("as_run", RunSpec.model_validate(spec)), ("changed", changed)):
             result = train_from_dataset(chosen, dataset, Path(tmp) / name)
             row[name] = result.metrics[headline]

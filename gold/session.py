@@ -15,11 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from gold.client import Client
+from gold.client_errors import GoldError
 from gold.config import CliSettings
 from gold.report import write_report
 from gold.stack import Stack, local_token, stop_signals_handled_by
-from shared.clients import OrchestratorClient
-from shared.errors import UpstreamError
 from shared.names import TERMINAL_RUN_STATUSES, RunStatus
 from shared.schemas.runs import RunRead, RunSummary
 from shared.settings import GoldSettings
@@ -31,16 +31,16 @@ T = TypeVar("T")
 PLAIN_LINE_EVERY_S = 30.0
 
 
-def orchestrator_client(settings: GoldSettings) -> OrchestratorClient:
+def orchestrator_client(settings: GoldSettings) -> Client:
     secret = CliSettings().api_token
     token = secret.get_secret_value() if secret is not None else None
     if token is None and (settings.data_dir / "api_token").exists():
         token = local_token(settings.data_dir)
-    return OrchestratorClient(settings.orchestrator_url, token)
+    return Client(settings.orchestrator_url, token)
 
 
 def follow(
-    client: OrchestratorClient,
+    client: Client,
     run_id: str,
     poll_s: float = 2.0,
     stack: Stack | None = None,
@@ -118,7 +118,7 @@ class PatientClient:
     """The calls `gold eval` and `gold retrain` make, each retried by `patiently` (creating a run
     is safe to retry: eval always sends an Idempotency-Key)."""
 
-    def __init__(self, client: OrchestratorClient, stack: Stack | None = None) -> None:
+    def __init__(self, client: Client, stack: Stack | None = None) -> None:
         self.client, self.stack = client, stack
 
     def create_run(self, spec: dict[str, Any], idempotency_key: str | None = None) -> RunRead:
@@ -130,8 +130,8 @@ class PatientClient:
     def get_run(self, run_id: str) -> RunRead:
         return patiently(lambda: self.client.get_run(run_id), self.stack)
 
-    def dataset(self, run_id: str) -> str:
-        return patiently(lambda: self.client.dataset(run_id), self.stack)
+    def dataset_rows(self, run_id: str) -> list[dict[str, Any]]:
+        return patiently(lambda: self.client.dataset_rows(run_id), self.stack)
 
 
 def patiently(read: Callable[[], T], stack: Stack | None = None) -> T:
@@ -146,7 +146,7 @@ def patiently(read: Callable[[], T], stack: Stack | None = None) -> T:
         console.print(f"[yellow]orchestrator did not answer ({error}); retrying[/yellow]", soft_wrap=True)
 
     retrying = Retrying(
-        retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable),
+        retry=retry_if_exception(lambda e: isinstance(e, GoldError) and e.retryable),
         wait=wait_exponential(min=1, max=30),
         stop=stop_after_delay(CliSettings().follow_patience_s),
         before_sleep=warn,
@@ -158,7 +158,7 @@ def patiently(read: Callable[[], T], stack: Stack | None = None) -> T:
 @contextmanager
 def local_stack(
     settings: GoldSettings, attach: bool, trainers: int = 1
-) -> Iterator[tuple[OrchestratorClient, Stack | None]]:
+) -> Iterator[tuple[Client, Stack | None]]:
     """A client to a running orchestrator (--attach) or to a stack started for this command."""
     if attach:
         yield orchestrator_client(settings), None
@@ -172,7 +172,7 @@ def local_stack(
             console.print(
                 f"stack ready in {time.monotonic() - started:.0f} s; orchestrator at {stack.orchestrator_url}"
             )
-            yield OrchestratorClient(stack.orchestrator_url, stack.token), stack
+            yield Client(stack.orchestrator_url, stack.token), stack
         finally:
             console.print("stopping the stack...")
             stack.stop()
@@ -191,9 +191,7 @@ def stop_on_signals() -> Iterator[None]:
         yield
 
 
-def save_report(
-    client: OrchestratorClient, settings: GoldSettings, run_id: str, compare: Sequence[str] = ()
-) -> None:
+def save_report(client: Client, settings: GoldSettings, run_id: str, compare: Sequence[str] = ()) -> None:
     folder = settings.data_dir / "reports"
     html_path = write_report(client.report(run_id, list(compare)), folder / f"{run_id}.html")
     console.print(f"report: {html_path}", soft_wrap=True)  # a path wrapped over lines is no path

@@ -1,5 +1,6 @@
-"""Typed httpx clients for the internal services. Every call has a timeout; failures become
-UpstreamError naming the service, so a run's error says which service failed and why."""
+"""Typed httpx clients for the internal services (the orchestrator's public API: gold.Client). Every
+call has a timeout; failures become UpstreamError naming the service, so a run's error says which
+service failed and why."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from shared.balancing import Replicas
 from shared.errors import UpstreamError
@@ -25,7 +26,6 @@ from shared.schemas.generation import (
     ServedModels,
 )
 from shared.schemas.prediction import CheckpointPredictRequest, CheckpointPredictResponse
-from shared.schemas.runs import RunRead, RunSummary
 from shared.schemas.scoring import (
     EmbedRequest,
     EmbedResponse,
@@ -37,7 +37,6 @@ from shared.schemas.scoring import (
 
 logger = logging.getLogger(__name__)
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
-RUN_LIST = TypeAdapter(list[RunRead])
 
 
 class ServiceClient:
@@ -153,70 +152,3 @@ class ScorerClient(ServiceClient):
 
     def predict(self, request: CheckpointPredictRequest) -> CheckpointPredictResponse:
         return self._post("/v1/predict", request, CheckpointPredictResponse)
-
-
-class OrchestratorClient(ServiceClient):
-    """What the `gold` CLI uses; other programs can use it too."""
-
-    service = "orchestrator"
-
-    # How many bodies `_conditional_get` keeps: enough for a CLI or a program following a few runs.
-    remembered_bodies = 64
-
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0):
-        super().__init__(base_url, token, timeout_s)
-        self._last: dict[str, tuple[str, bytes]] = {}  # path -> (ETag, body), oldest first
-
-    def create_run(self, spec: dict[str, Any], idempotency_key: str | None = None) -> RunRead:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._request("POST", "/runs", RunRead, json=spec, headers=headers)
-
-    def get_run(self, run_id: str) -> RunRead:
-        return self._conditional_get(f"/runs/{run_id}", RunRead)
-
-    def list_runs(self, status: str | None = None, limit: int = 50) -> list[RunRead]:
-        """The caller's runs (every tenant's for an admin key), newest first (GET /runs)."""
-        params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
-        return RUN_LIST.validate_json(self._exchange("GET", "/runs", params=params).content)
-
-    def summary(self, run_id: str) -> RunSummary:
-        return self._conditional_get(f"/runs/{run_id}/summary", RunSummary)
-
-    def _conditional_get(self, path: str, response_type: type[ResponseT]) -> ResponseT:
-        """GET that sends the ETag of the last body read from `path` as If-None-Match and reuses that
-        body on 304, so polling an unchanged run sends no body over the wire. Each call returns a fresh
-        model (callers may change what they get)."""
-        last = self._last.get(path)
-        headers = {"If-None-Match": last[0]} if last else {}
-        response = self._exchange("GET", path, headers=headers)
-        if response.status_code == 304 and last is not None:
-            return response_type.model_validate_json(last[1])
-        body = response.content
-        model = response_type.model_validate_json(body)
-        self._last.pop(path, None)
-        if etag := response.headers.get("ETag"):
-            self._last[path] = (etag, body)
-            if len(self._last) > self.remembered_bodies:
-                self._last.pop(next(iter(self._last)), None)
-        return model
-
-    def cancel(self, run_id: str) -> RunRead:
-        return self._request("POST", f"/runs/{run_id}/cancel", RunRead)
-
-    def report(self, run_id: str, compare: list[str] | None = None) -> str:
-        return self._text(f"/runs/{run_id}/report", "the report", params={"compare": compare or []})
-
-    def dataset(self, run_id: str) -> str:
-        """The run's generated samples as JSONL (GET /runs/{id}/dataset)."""
-        return self._text(f"/runs/{run_id}/dataset", "the dataset")
-
-    def _text(self, path: str, what: str, params: dict[str, Any] | None = None) -> str:
-        try:
-            response = self._http.get(f"{self.replicas.urls[0]}{path}", params=params)
-        except httpx.HTTPError as exc:
-            raise UpstreamError(self.service, f"{type(exc).__name__} fetching {what}: {exc}", 503) from exc
-        if response.status_code >= 400:
-            raise UpstreamError(
-                self.service, f"{what} answered {response.status_code}: {response.text[:300]}"
-            )
-        return response.text

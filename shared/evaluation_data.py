@@ -1,4 +1,5 @@
-"""Load a run spec's real labelled rows: the `evaluation` data and the supervised reference's.
+"""Load a run spec's real labelled rows: the `evaluation` data, the supervised reference's, and the
+seed examples of `task.seed_source`.
 
 The one place they are read, from either source the spec names (shared/spec.py DataSource): a
 local JSONL file (`path`) or one split of a Hugging Face dataset (`dataset`, `split`), loaded with
@@ -17,9 +18,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from shared.spec import DataSource, EvaluationSpec, FileSource, HubSource, TaskSpec
+from shared.spec import DataSource, EvaluationSpec, FileSource, HubSource, SeedSourceSpec, TaskSpec
 
 
 class EvaluationDataError(Exception):
@@ -105,29 +106,69 @@ def _hub_rows(source: HubSource) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def load_rows(source: DataSource, spec: EvaluationSpec, task: TaskSpec, limit: int | None) -> EvaluationData:
-    """The first `limit` usable rows of `source`, read with the columns `spec` maps. Raises
-    EvaluationDataError when the source cannot be read."""
-    columns = {name: spec.input_map.get(name, name) for name in task.input_fields}
+class ColumnMap(Protocol):
+    """How a spec's rows map to the task's fields: EvaluationSpec and SeedSourceSpec."""
+
+    input_map: dict[str, str]
+    label_field: str
+
+
+def usable_examples(
+    source: DataSource, columns: ColumnMap, task: TaskSpec, skipped: Counter[str]
+) -> Iterator[EvalExample]:
+    """The usable rows of `source` in order, read lazily with the columns `columns` maps; the others
+    counted in `skipped` by reason. Raises EvaluationDataError when the source cannot be read."""
+    fields_of = {name: columns.input_map.get(name, name) for name in task.input_fields}
     labels = set(task.labels or [])
-    data = EvaluationData(source=source, examples=[])
-    rows = _file_rows(source, data.skipped) if isinstance(source, FileSource) else _hub_rows(source)
+    rows = _file_rows(source, skipped) if isinstance(source, FileSource) else _hub_rows(source)
     for row in rows:
-        if limit is not None and len(data.examples) >= limit:
-            break
-        fields = {name: _lookup(row, column) for name, column in columns.items()}
+        fields = {name: _lookup(row, column) for name, column in fields_of.items()}
         if any(not isinstance(v, str) or not v.strip() for v in fields.values()):
-            data.skipped["missing_input"] += 1
+            skipped["missing_input"] += 1
             continue
-        references = _as_references(_lookup(row, spec.label_field))
+        references = _as_references(_lookup(row, columns.label_field))
         if not references:
-            data.skipped["missing_reference"] += 1
+            skipped["missing_reference"] += 1
             continue
         if labels and references[0] not in labels:
-            data.skipped["label_outside_label_set"] += 1
+            skipped["label_outside_label_set"] += 1
             continue
-        data.examples.append(EvalExample(fields=fields, references=references))
+        yield EvalExample(fields=fields, references=references)
+
+
+def load_rows(source: DataSource, columns: ColumnMap, task: TaskSpec, limit: int | None) -> EvaluationData:
+    """The first `limit` usable rows of `source`. Raises EvaluationDataError when it cannot be read."""
+    data = EvaluationData(source=source, examples=[])
+    examples = usable_examples(source, columns, task, data.skipped)
+    # Checked before the next row is read, so rows past the limit are not counted as skipped.
+    while limit is None or len(data.examples) < limit:
+        example = next(examples, None)
+        if example is None:
+            break
+        data.examples.append(example)
     return data
+
+
+def load_seeds(seeds: SeedSourceSpec, task: TaskSpec) -> list[dict[str, str]]:
+    """`task.seed_source`'s rows as seed examples (every input field and the output field): the first
+    `limit` usable rows, for classification as even a share of each label as the rows allow (a split
+    sorted by label must not give seeds of one label). Raises EvaluationDataError naming the field
+    when the source cannot be read or gives fewer than two."""
+    source, skipped = seeds.source, Counter[str]()
+    per_label = -(-seeds.limit // len(task.labels)) if task.labels else seeds.limit
+    taken: dict[str, list[EvalExample]] = {}
+    chosen: list[EvalExample] = []
+    for example in usable_examples(source, seeds, task, skipped):
+        group = taken.setdefault(example.references[0] if task.labels else "", [])
+        if len(group) < per_label:
+            group.append(example)
+            chosen.append(example)
+        if len(chosen) >= seeds.limit:
+            break
+    if len(chosen) < 2:
+        found = f"; skipped: {dict(skipped)}" if skipped else ""
+        raise EvaluationDataError(f"{source} gave {len(chosen)} usable seed example(s), 2 are needed{found}")
+    return [{**e.fields, task.output_field: e.references[0]} for e in chosen]
 
 
 def load_evaluation(spec: EvaluationSpec, task: TaskSpec) -> EvaluationData:

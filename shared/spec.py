@@ -41,11 +41,19 @@ class TaskSpec(InputModel):
         validate_default=True,
         description="The label set: at least two, distinct, for classification; none for seq2seq.",
     )
+    seed_source: SeedSourceSpec | None = Field(
+        default=None,
+        description="Where the seed examples come from instead of `seed_examples`: a JSONL file or a "
+        "Hugging Face dataset, read as `evaluation` is. Loaded when the run is created; the run's "
+        "stored spec keeps the rows it read as `seed_examples`. null: `seed_examples` is given.",
+    )
     seed_examples: list[dict[str, Annotated[str, StringConstraints(max_length=4000)]]] = Field(
-        min_length=2,
+        default_factory=list,
         max_length=16,
+        validate_default=True,
         description="Hand-written examples, each a mapping of every input field and the output field "
-        "to its text (a label from `labels` for classification); the few-shot examples of every prompt.",
+        "to its text (a label from `labels` for classification); the few-shot examples of every prompt. "
+        "At least two, unless `seed_source` names where to read them.",
     )
 
     # Field validators (not one model validator) so a 422 names the exact field, e.g. task.labels.
@@ -73,6 +81,10 @@ class TaskSpec(InputModel):
     def _seeds(cls, value: list[dict[str, str]], info: ValidationInfo) -> list[dict[str, str]]:
         if "input_fields" not in info.data or "output_field" not in info.data:
             return value  # the field errors above are reported instead
+        if not value and ("seed_source" not in info.data or info.data["seed_source"] is not None):
+            return value  # read from seed_source when the run is created (or its own error is reported)
+        if len(value) < 2:
+            raise ValueError("give at least two seed examples, or a seed_source to read them from")
         fields = [*info.data["input_fields"], info.data["output_field"]]
         labels = info.data.get("labels")
         for i, example in enumerate(value):
@@ -441,6 +453,88 @@ class HubSource(BaseModel):
 DataSource = Annotated[FileSource | HubSource, Field(discriminator="kind")]
 
 
+def check_one_source(path: str | None, dataset: str | None) -> None:
+    """A spec's rows come from a JSONL file (`path`) or a Hugging Face dataset, exactly one."""
+    if path is not None and dataset is not None:
+        raise ValueError("give path (a JSONL file) or dataset (a Hugging Face dataset), not both")
+    if path is None and dataset is None:
+        raise ValueError(
+            "the data is missing: give path (a JSONL file) or dataset (a Hugging Face dataset name, "
+            "with split)"
+        )
+
+
+class SeedSourceSpec(InputModel):
+    """The seed examples read from real rows (`task.seed_source`), from either source `evaluation`
+    reads: a JSONL file or one split of a Hugging Face dataset, with the same column mapping."""
+
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="A JSONL file of examples under one of GOLD_DATA_ROOTS. Give it or `dataset`.",
+    )
+    dataset: HubDatasetName | None = Field(
+        default=None,
+        validate_default=True,
+        description="A Hugging Face dataset (owner/name) loaded with `datasets`; needs `split`.",
+    )
+    config: str | None = Field(
+        default=None, min_length=1, max_length=200, description="With `dataset`: its configuration."
+    )
+    split: SplitName | None = Field(
+        default=None,
+        validate_default=True,
+        description="With `dataset`: the split the seeds are read from (e.g. train).",
+    )
+    input_map: dict[FieldName, str] = Field(
+        default_factory=dict,
+        description="Task input field -> column, for columns named otherwise (as in `evaluation`).",
+    )
+    label_field: str = Field(
+        default="label_text",
+        max_length=64,
+        description="The column holding the label or answer (a dotted path allowed; a class-label "
+        "column reads as the class names).",
+    )
+    limit: int = Field(
+        default=8,
+        ge=2,
+        le=16,
+        description="How many seed examples to read: the first usable rows, as many of each label "
+        "as the others for classification (rows in file or split order).",
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _one_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "path" in info.data:  # else path's own error is reported
+            check_one_source(info.data["path"], value)
+        return value
+
+    @field_validator("config", "split")
+    @classmethod
+    def _dataset_parts(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("path") is not None:
+            raise ValueError(f"{info.field_name} applies to a dataset, not to path")
+        if info.field_name == "split" and value is None and info.data.get("dataset") is not None:
+            raise ValueError("name the dataset's split to read the seeds from (e.g. train)")
+        return value
+
+    @property
+    def source(self) -> DataSource:
+        if self.dataset is not None:
+            assert self.split is not None  # the validators require it
+            return HubSource(
+                field="task.seed_source.dataset", dataset=self.dataset, config=self.config, split=self.split
+            )
+        assert self.path is not None
+        return FileSource(field="task.seed_source.path", path=self.path)
+
+
+TaskSpec.model_rebuild()  # its seed_source field names SeedSourceSpec, defined here beside the sources
+
+
 class EvaluationSpec(InputModel):
     # The real rows: a local JSONL file (`path`) or a Hugging Face dataset (`dataset` and `split`,
     # `config` where the dataset has several), exactly one of them.
@@ -527,16 +621,8 @@ class EvaluationSpec(InputModel):
     @field_validator("dataset")
     @classmethod
     def _one_source(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if "path" not in info.data:
-            return value  # path's own error is reported instead
-        path = info.data["path"]
-        if path is not None and value is not None:
-            raise ValueError("give path (a JSONL file) or dataset (a Hugging Face dataset), not both")
-        if path is None and value is None:
-            raise ValueError(
-                "the evaluation data is missing: give path (a JSONL file) or dataset "
-                "(a Hugging Face dataset name, with split)"
-            )
+        if "path" in info.data:  # else path's own error is reported
+            check_one_source(info.data["path"], value)
         return value
 
     @field_validator("config", "split")

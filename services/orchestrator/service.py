@@ -19,6 +19,7 @@ from shared.clients import GeneratorClient
 from shared.db.base import utcnow
 from shared.db.models import Checkpoint, Iteration, Metric, Rejection, Run, Sample
 from shared.errors import Conflict, InvalidInput, NotFound
+from shared.evaluation_data import EvaluationDataError, load_seeds
 from shared.names import TERMINAL_RUN_STATUSES, RunStatus
 from shared.schemas.runs import (
     Agreement,
@@ -32,7 +33,7 @@ from shared.schemas.runs import (
     SamplePage,
     SampleRead,
 )
-from shared.spec import RunSpec, stored_spec
+from shared.spec import RunSpec, SeedSourceSpec, stored_spec
 
 
 def resolve_data_path(raw: str, settings: OrchestratorSettings, field: str) -> Path:
@@ -133,21 +134,46 @@ def create_run(
             "label": example[spec.task.output_field] if spec.task.labels else None,
             "prompt_examples": {},
         }
-        for i, example in enumerate(spec.task.seed_examples)
+        for i, example in enumerate(stored["task"]["seed_examples"])
     ]
     session.execute(Sample.__table__.insert(), seeds)
     return run
 
 
 def _stored(spec: RunSpec, settings: OrchestratorSettings) -> dict[str, Any]:
-    """The spec as a run stores it: its data paths resolved inside the data roots."""
+    """The spec as a run stores it: its data paths resolved inside the data roots, and the seed
+    examples of a seed_source read into seed_examples (the source stays, for the record)."""
     stored = spec.model_dump(mode="json")
+    if spec.task.seed_source is not None:
+        seeds = _resolved_seed_source(spec, settings)
+        stored["task"]["seed_source"] = seeds.model_dump(mode="json")
+        stored["task"]["seed_examples"] = _seed_examples(seeds, spec)
     if spec.evaluation:
         for name in ("path", "reference_path"):
             raw = getattr(spec.evaluation, name)
             if raw is not None:
                 stored["evaluation"][name] = str(resolve_data_path(raw, settings, f"evaluation.{name}"))
     return stored
+
+
+def _resolved_seed_source(spec: RunSpec, settings: OrchestratorSettings) -> SeedSourceSpec:
+    """task.seed_source with its path resolved inside the data roots, as evaluation.path is."""
+    seeds = spec.task.seed_source
+    assert seeds is not None
+    if spec.task.seed_examples:
+        raise InvalidInput("task.seed_examples", "give seed_examples or seed_source, not both")
+    if seeds.path is None:
+        return seeds
+    path = resolve_data_path(seeds.path, settings, "task.seed_source.path")
+    return seeds.model_copy(update={"path": str(path)})
+
+
+def _seed_examples(seeds: SeedSourceSpec, spec: RunSpec) -> list[dict[str, str]]:
+    """The seed examples the source gives, read once, now: a run's seeds never change under it."""
+    try:
+        return load_seeds(seeds, spec.task)
+    except EvaluationDataError as exc:
+        raise InvalidInput(seeds.source.field, str(exc)) from exc
 
 
 def get_run(run_id: uuid.UUID, *, session: Session, principal: Principal, for_update: bool = False) -> Run:

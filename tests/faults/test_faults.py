@@ -17,12 +17,12 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
+from gold.client import Client
+from gold.client_errors import GoldError
 from gold.stack import Stack
 from services.orchestrator.plan import build_plan
 from shared.checkpoints import checkpoints_root
-from shared.clients import OrchestratorClient
 from shared.db.models import Checkpoint, Iteration, Sample, Step
-from shared.errors import UpstreamError
 from shared.schemas.runs import RunRead
 from shared.settings import GoldSettings
 from shared.spec import RunSpec
@@ -62,22 +62,22 @@ def stack(tmp_path_factory, models_dir) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def client(stack) -> OrchestratorClient:
-    return OrchestratorClient(stack.orchestrator_url, stack.token)
+def client(stack) -> Client:
+    return Client(stack.orchestrator_url, stack.token)
 
 
 # The runs the current test submitted (see healthy_stack_after).
 SUBMITTED: list[str] = []
 
 
-def submit(client: OrchestratorClient, name: str) -> str:
+def submit(client: Client, name: str) -> str:
     run_id = str(client.create_run({**SPEC, "name": name}).id)
     SUBMITTED.append(run_id)
     return run_id
 
 
 @pytest.fixture(autouse=True)
-def healthy_stack_after(stack: Stack, client: OrchestratorClient) -> Iterator[None]:
+def healthy_stack_after(stack: Stack, client: Client) -> Iterator[None]:
     """Each test hands the next one the stack it was given, whether it passed or failed: the
     launcher's environment as it was, every service running and started with that environment,
     PostgreSQL up, and none of its runs still holding the services."""
@@ -102,7 +102,7 @@ def healthy_stack_after(stack: Stack, client: OrchestratorClient) -> Iterator[No
 
 
 def wait_for(
-    client: OrchestratorClient, run_id: str, until: Callable[[RunRead], bool], timeout_s: float = 900
+    client: Client, run_id: str, until: Callable[[RunRead], bool], timeout_s: float = 900
 ) -> RunRead:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -110,13 +110,13 @@ def wait_for(
             run = client.get_run(run_id)
             if until(run):
                 return run
-        except UpstreamError:  # the orchestrator may be down on purpose
+        except GoldError:  # the orchestrator may be down on purpose
             pass
         assert time.monotonic() < deadline, "timed out waiting for the run"
         time.sleep(0.5)
 
 
-def finished(client: OrchestratorClient, run_id: str) -> RunRead:
+def finished(client: Client, run_id: str) -> RunRead:
     return wait_for(client, run_id, lambda r: r.status in ("succeeded", "failed", "cancelled"))
 
 
@@ -171,7 +171,7 @@ def assert_complete_record(stack: Stack, run_id: str) -> None:
     engine.dispose()
 
 
-def training(stack: Stack, client: OrchestratorClient, run_id: str, iteration: int) -> Job:
+def training(stack: Stack, client: Client, run_id: str, iteration: int) -> Job:
     """Returns 3 s into the training job of this iteration's student (the final one past the loop)."""
     role = "final" if iteration == ITERATIONS + 1 else "loop"
     wait_for(client, run_id, reached(iteration, "final_train" if role == "final" else "train"))
@@ -185,7 +185,7 @@ def training(stack: Stack, client: OrchestratorClient, run_id: str, iteration: i
     return job
 
 
-def kill_trainer_mid_job(stack: Stack, client: OrchestratorClient, run_id: str, iteration: int) -> None:
+def kill_trainer_mid_job(stack: Stack, client: Client, run_id: str, iteration: int) -> None:
     """kill -9 the trainer worker (and its work horse) while it trains this iteration's student,
     then start a new worker: RQ fails the abandoned job and the orchestrator's next attempt runs."""
     training(stack, client, run_id, iteration)

@@ -6,10 +6,11 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 
 from services.orchestrator import exports, predictions, report, service
 from services.orchestrator.conditional import NOT_MODIFIED, IfNoneMatch, conditional_json
+from services.orchestrator.dataset_card import dataset_card as dataset_card_text
 from services.orchestrator.deps import (
     ArtifactsDep,
     GeneratorDep,
@@ -171,14 +172,36 @@ def delete_run(
 
 
 @router.get("/{run_id}/dataset", response_class=StreamingResponse)
-def download_dataset(run_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> StreamingResponse:
-    """The generated dataset as JSONL (load with `datasets.load_dataset("json", data_files=...)`)."""
+def download_dataset(
+    run_id: uuid.UUID,
+    session: SessionDep,
+    principal: PrincipalDep,
+    format: Annotated[  # noqa: A002 - the query parameter's name
+        Literal["jsonl", "parquet"], Query(description="jsonl (one object a line) or parquet")
+    ] = "jsonl",
+) -> Response:
+    """The generated dataset, one row a sample (columns: docs/python-client.md), as JSONL or parquet
+    (load either with `datasets.load_dataset("json" | "parquet", data_files=...)`)."""
+    if format == "parquet":
+        data = exports.dataset_parquet(run_id, session=session, principal=principal)
+        return Response(
+            data,
+            media_type="application/vnd.apache.parquet",
+            headers={"Content-Disposition": f'attachment; filename="gold-dataset-{run_id}.parquet"'},
+        )
     lines = list(exports.dataset_lines(run_id, session=session, principal=principal))
     return StreamingResponse(
         iter(lines),
         media_type="application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="gold-dataset-{run_id}.jsonl"'},
     )
+
+
+@router.get("/{run_id}/dataset/card", response_class=PlainTextResponse)
+def dataset_card(run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep) -> PlainTextResponse:
+    """The dataset's card (README.md, Hugging Face format): task, teacher, student, row counts, licence."""
+    card = dataset_card_text(run_id, session=session, principal=principal)
+    return PlainTextResponse(card, media_type="text/markdown; charset=utf-8")
 
 
 @router.get("/{run_id}/model")

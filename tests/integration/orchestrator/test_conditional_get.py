@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from gold.client import Client
 from services.orchestrator.main import create_app
-from shared.clients import OrchestratorClient
 from shared.db.models import Run, Sample
 from shared.names import RunStatus
 from tests.integration.orchestrator.conftest import TOKEN
@@ -102,7 +102,7 @@ def test_another_tenant_gets_404_whatever_it_sends(orchestrator_settings, sessio
 
 def test_client_reuses_its_last_body_on_304(orchestrator_settings, session_factory, spec):
     with served(create_app(orchestrator_settings, drive_runs=False)) as url:
-        client = OrchestratorClient(url, TOKEN)
+        client = Client(url, TOKEN)
         answered: list[tuple[str, int]] = []
 
         def record(response: httpx.Response) -> None:

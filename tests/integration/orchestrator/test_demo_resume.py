@@ -9,9 +9,9 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from gold.client import Client
 from gold.demo import start_demo
 from services.orchestrator.main import create_app
-from shared.clients import OrchestratorClient
 from shared.db.models import Run
 from shared.names import RunStatus
 from tests.support import served
@@ -25,7 +25,7 @@ def clients(orchestrator_settings, session_factory):
     keys = {"local": SecretStr(LOCAL), "team": SecretStr(TEAM)}
     settings = orchestrator_settings.model_copy(update={"api_keys": keys, "admin_keys": ["local"]})
     with served(create_app(settings, drive_runs=False)) as url:
-        local, team = OrchestratorClient(url, LOCAL), OrchestratorClient(url, TEAM)
+        local, team = Client(url, LOCAL), Client(url, TEAM)
         try:
             yield local, team
         finally:

@@ -122,3 +122,24 @@ def test_auth_and_tenants(api, session_factory, scorer_artifacts):
     missing = api.post(f"/runs/{uuid.uuid4()}/predict", json=body)
     assert other.status_code == missing.status_code == 404
     assert other.json()["message"] == f"run {run_id} not found"
+
+
+def test_the_python_client_predicts_over_http(
+    api, orchestrator_settings, session_factory, scorer_artifacts, scorer_url
+):
+    from gold import Client, ValidationError
+
+    cid = scorer_artifacts["classifier"]
+    run_id = student_run(api, session_factory, NLI_TASK, checkpoint=cid)
+    settings = orchestrator_settings.model_copy(
+        update={"scorer_url": scorer_url, "service_token": SecretStr(TOKEN)}
+    )
+    with served(create_app(settings, drive_runs=False)) as url, Client(url, TOKEN) as gold:
+        inputs = [fields for fields, _ in NLI]
+        answer = gold.predict(run_id, inputs)
+        assert str(answer.checkpoint_id) == cid and answer.output_field == "label"
+        expected = _scorer_answer(scorer_url, cid, inputs)["predictions"]
+        assert [p.model_dump() for p in answer.predictions] == expected
+        with pytest.raises(ValidationError) as caught:
+            gold.predict(run_id, [inputs[0], {"premise": "a cat sleeps"}])
+        assert caught.value.field == "inputs.1.hypothesis"

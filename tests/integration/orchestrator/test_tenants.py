@@ -28,6 +28,8 @@ READS = [
     ("GET", "/metrics"),
     ("GET", "/report"),
     ("GET", "/dataset"),
+    ("GET", "/dataset?format=parquet"),
+    ("GET", "/dataset/card"),
     ("GET", "/model"),
 ]
 WRITES = [("POST", "/cancel"), ("DELETE", "")]

@@ -20,14 +20,14 @@ ROWS = [
 
 
 class StandInOrchestrator:
-    def __init__(self, spec: dict, dataset: str):
-        self.spec, self.text = spec, dataset
+    def __init__(self, spec: dict, rows: list[dict]):
+        self.spec, self.rows = spec, rows
 
     def get_run(self, run_id: str):
         return finished_run_read(self.spec, status="running" if run_id == "running" else "succeeded")
 
-    def dataset(self, run_id: str) -> str:
-        return self.text
+    def dataset_rows(self, run_id: str) -> list[dict]:
+        return self.rows
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def orchestrator(tmp_path) -> StandInOrchestrator:
         }
         for i, (t, y) in enumerate(ROWS)
     ]
-    return StandInOrchestrator(spec, "".join(json.dumps(r) + "\n" for r in lines))
+    return StandInOrchestrator(spec, lines)
 
 
 def test_the_runs_recipe_and_the_changed_one_on_the_same_data(orchestrator):

@@ -94,7 +94,8 @@ def test_checkpoint_metadata_records_the_run(tmp_path):
         "eval_accuracy",
         "eval_seconds_per_example",
     }
-    assert (tmp_path / "tiny" / "README.md").is_file()
+    card = (tmp_path / "tiny" / "README.md").read_text()
+    assert "GET /runs/r/dataset?format=parquet" in card and "GET /runs/r/dataset/card" in card  # the data
 
 
 def test_a_lora_student_trains_its_adapters_only_and_saves_a_plain_model(tmp_path):
