@@ -1,6 +1,7 @@
-"""Many users at once through a schedule of faults (tests/faults/many_users.py), bounded to a few
-minutes: one run per tenant, one iteration each, a fault every 10 s until each kind has been injected
-once. bench/soak.py runs the same scenario for longer and reports its figures."""
+"""Many users at once through a schedule of faults (tests/faults/many_users.py), bounded: one run per
+tenant, one iteration each, a fault every 15 s until each kind has been injected once (about 4 minutes
+on an idle 2-core machine, 10.5 on one shared with a load average of 10). bench/soak.py runs the same
+scenario for longer and reports its figures."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import pytest
 
 from tests.faults.many_users import FAULTS, Scenario, run_scenario
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1500)]
 
 
 def test_two_tenants_and_another_team_through_kills_and_restarts(tmp_path, models_dir):
-    report = run_scenario(Scenario(data_dir=tmp_path / "gold", models_dir=models_dir, run_timeout_s=600))
+    report = run_scenario(Scenario(data_dir=tmp_path / "gold", models_dir=models_dir, run_timeout_s=1200))
     figures = report.figures()
     print(figures)  # pytest shows it with -s or on failure: the scenario's own figures
 
