@@ -1,6 +1,6 @@
 """Many users at once through a schedule of faults (tests/faults/many_users.py), bounded: one run per
-tenant, one iteration each, a fault every 15 s until each kind has been injected once (about 4 minutes
-on an idle 2-core machine, 10.5 on one shared with a load average of 10). bench/soak.py runs the same
+tenant, one iteration each, a fault every 15 s until each kind has been injected once (10.5 minutes
+on 2 cores shared with other work, load average about 10; most of it the two runs themselves). bench/soak.py runs the same
 scenario for longer and reports its figures."""
 
 from __future__ import annotations
