@@ -1,7 +1,7 @@
 """Many users at once through a schedule of faults (tests/faults/many_users.py), bounded: one run per
 tenant, one iteration each, a fault every 15 s until each kind has been injected once (10.5 minutes
-on 2 cores shared with other work, load average about 10; most of it the two runs themselves). bench/soak.py runs the same
-scenario for longer and reports its figures."""
+on 2 cores shared with other work, load average about 10; most of it the two runs themselves).
+bench/soak.py runs the same scenario for longer and reports its figures."""
 
 from __future__ import annotations
 
