@@ -70,13 +70,13 @@ SPEC = {
 
 def add_floor(app: FastAPI) -> None:
     """`GET /floor/{run_id}`: one run row by primary key, on a connection of the pool the status route
-    reads with (the read sessions' autocommit engine: one SELECT, no BEGIN/COMMIT), as plain JSON."""
+    reads with (app.state.read_engine, autocommit: one SELECT, no BEGIN/COMMIT), as plain JSON."""
     table = Run.__table__
     query = select(table).where(table.c.id == bindparam("run_id"))
 
     # A plain def, as the status route is: both run in the same thread pool.
     def floor(run_id: uuid.UUID, request: Request) -> Response:
-        with request.app.state.read_sessions.kw["bind"].connect() as connection:
+        with request.app.state.read_engine.connect() as connection:
             row = connection.execute(query, {"run_id": run_id}).mappings().one_or_none()
         if row is None:
             return Response(status_code=404)

@@ -13,6 +13,7 @@ from services.orchestrator.conditional import NOT_MODIFIED, IfNoneMatch, conditi
 from services.orchestrator.deps import (
     ArtifactsDep,
     GeneratorDep,
+    ReadEngineDep,
     ReadSessionDep,
     ScorerDep,
     SessionDep,
@@ -65,10 +66,10 @@ def list_runs(
 
 @router.get("/{run_id}", response_model=RunRead, responses=NOT_MODIFIED)
 def get_run(
-    run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep, if_none_match: IfNoneMatch = None
+    run_id: uuid.UUID, engine: ReadEngineDep, principal: PrincipalDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     """The run's status, with an ETag: send it back as If-None-Match to get 304 while nothing changed."""
-    return conditional_json(service.run_status(run_id, session=session, principal=principal), if_none_match)
+    return conditional_json(service.run_status(run_id, engine=engine, principal=principal), if_none_match)
 
 
 @router.get("/{run_id}/summary", response_model=RunSummary, responses=NOT_MODIFIED)
