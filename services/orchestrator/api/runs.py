@@ -14,6 +14,7 @@ from services.orchestrator.dataset_card import dataset_card as dataset_card_text
 from services.orchestrator.deps import (
     ArtifactsDep,
     GeneratorDep,
+    ReadEngineDep,
     ReadSessionDep,
     ScorerDep,
     SessionDep,
@@ -75,11 +76,10 @@ def list_runs(
 
 @router.get("/{run_id}", response_model=RunRead, responses=NOT_MODIFIED)
 def get_run(
-    run_id: uuid.UUID, session: ReadSessionDep, principal: PrincipalDep, if_none_match: IfNoneMatch = None
+    run_id: uuid.UUID, engine: ReadEngineDep, principal: PrincipalDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     """The run's status, with an ETag: send it back as If-None-Match to get 304 while nothing changed."""
-    run = RunRead.model_validate(service.get_run(run_id, session=session, principal=principal))
-    return conditional_json(run, if_none_match)
+    return conditional_json(service.run_status(run_id, engine=engine, principal=principal), if_none_match)
 
 
 @router.get("/{run_id}/summary", response_model=RunSummary, responses=NOT_MODIFIED)

@@ -130,10 +130,19 @@ def iteration_points(session: Session, run: Run) -> list[Point]:
     the loop's diagnostics: label agreement, diversity, ...) at step = its iteration, and what the
     iteration rows and samples hold: seconds per stage, samples kept and fed back, parse yield, the
     OOD energy band the feedback was picked from. Those are sent once the iteration has closed: they
-    grow while it runs (fed_back is 0 until its select step), and a step holds one point a name."""
+    grow while it runs (fed_back is 0 until its select step; the diversity metrics are measured
+    again once the OOD batch joins), and a step holds one point a name."""
+    running = set(
+        session.scalars(
+            select(Iteration.index).where(
+                Iteration.run_id == run.id, Iteration.status == IterationStatus.RUNNING
+            )
+        )
+    )
     points = [
         Point(m.name, m.iteration, m.value, _ms(m.created_at))
         for m in session.scalars(select(Metric).where(Metric.run_id == run.id))
+        if m.iteration not in running
     ]
     counts = _counts_by_iteration(session, run)
     band = (run.spec.get("loop") or {}).get("selection_band", [0.5, 0.8])
