@@ -3,11 +3,14 @@
 One description (`FieldFormat`, built by prompts.field_format from a planned prompt) and one
 rendering per engine family: a regular expression for vLLM's structured outputs, a GBNF grammar for
 llama.cpp's grammar sampler. Both accept the same texts: the field the prompt ends with (its marker
-already written), then each remaining field on its own line under its marker, then the end of the
-line and, optionally, the blank line that ends an example (a stop string: the engine stops there;
-once the constraint is complete vLLM and llama.cpp allow only end-of-text). The blank line is
-allowed because it is how the model ends an example on its own: Gemma writes "\n\n" as one token,
-and forbidding it pushed the model on to write longer values.
+already written), then each remaining field on its own line under its marker, then any number of
+line ends (the blank line that ends an example is a stop string: the engine stops there). The
+completion may end wherever the last field could: ending where free text would have ended keeps
+guided decoding from changing a completion that parses anyway (an end-of-text token or a "\\n\\n\\n"
+the grammar refused pushed gemma-3-270m on to write longer values).
+
+A field whose examples are all JSON objects (NL4OPT's formulations) is a one-line JSON object in
+the grammar; a regular expression cannot count brackets, so the regex keeps only its braces.
 """
 
 from __future__ import annotations
@@ -21,14 +24,25 @@ from dataclasses import dataclass
 _FIRST = r"[^ \t\r\n]"
 _REST = r"[^\n]"
 
+# JSON on one line (the field format's values are lines): no line ends, at most one space between
+# tokens, as the examples write it.
+_JSON_RULES = r"""json-object ::= "{" jws ( json-member ( jws "," jws json-member )* )? jws "}"
+json-member ::= json-string jws ":" jws json-value
+json-array ::= "[" jws ( json-value ( jws "," jws json-value )* )? jws "]"
+json-value ::= json-object | json-array | json-string | json-number | "true" | "false" | "null"
+json-string ::= "\"" ( [^"\\\n\r] | "\\" ["\\/bfnrt] | "\\u" [0-9a-fA-F]{4} )* "\""
+json-number ::= "-"? [0-9]+ ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?
+jws ::= " "?"""
+
 
 @dataclass(frozen=True)
 class FieldSlot:
-    """One field still to write: its marker ("" for the field the prompt ends with) and the
-    fewest characters its value may have."""
+    """One field still to write: its marker ("" for the field the prompt ends with), the fewest
+    characters its value may have, and whether the value is a JSON object."""
 
     marker: str
     min_chars: int = 1
+    json_object: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,23 +53,36 @@ class FieldFormat:
         """For vLLM (StructuredOutputsParams(regex=...)); matched against the whole completion."""
         parts = []
         for k, slot in enumerate(self.slots):
-            value = f" {_FIRST}{_REST}{{{max(slot.min_chars, 1) - 1},}}"
+            if slot.json_object:
+                value = r" \{[^\n]*\}"
+            else:
+                value = f" {_FIRST}{_REST}{{{max(slot.min_chars, 1) - 1},}}"
             parts.append(value if k == 0 else f"\\n{re.escape(slot.marker)}:{value}")
-        return "".join(parts) + "\\n\\n?"
+        return "".join(parts) + "\\n*"
 
     def gbnf(self) -> str:
         """For llama.cpp (llama_sampler_init_grammar, root rule "root")."""
-        names = [f"field{k}" for k in range(len(self.slots))]
-        root = []
-        rules = []
-        for k, (slot, name) in enumerate(zip(self.slots, names, strict=True)):
+        root, rules = [], []
+        for k, slot in enumerate(self.slots):
+            name = f"field{k}"
             if k:
                 root.append(_gbnf_literal(f"\n{slot.marker}:"))
             root.append(name)
-            rest = max(slot.min_chars, 1) - 1
-            rules.append(f'{name} ::= " " {_FIRST} {_REST}{{{rest},}}')
-        root.append(_gbnf_literal("\n") + " " + _gbnf_literal("\n") + "?")
+            if slot.json_object:
+                rules.append(f'{name} ::= " " json-object')
+            else:
+                rules.append(f'{name} ::= " " {_FIRST} {_REST}{{{max(slot.min_chars, 1) - 1},}}')
+        root.append(_gbnf_literal("\n") + "*")
+        if any(slot.json_object for slot in self.slots):
+            rules.append(_JSON_RULES)
         return "\n".join([f"root ::= {' '.join(root)}", *rules]) + "\n"
+
+
+def is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def _gbnf_literal(text: str) -> str:

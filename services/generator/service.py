@@ -184,7 +184,7 @@ async def _generate(
                 **base.__dict__,
                 "n": plan.n,
                 "seed": derive_seed(seed, request.mode, i),
-                "field_format": field_format(task, plan, settings.generator_min_chars)
+                "field_format": field_format(task, plan, settings.generator_min_chars, examples)
                 if structured
                 else None,
             }
