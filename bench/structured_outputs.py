@@ -6,8 +6,9 @@ a GBNF grammar; vLLM: a regex).
 Per task (examples/sst2.yaml, examples/nl4opt.yaml) and mode (train; ood, steered by the teacher's own
 attribute list as the loop does): parse yield (accepted / completions), rejections by reason,
 distinct-2 of the accepted inputs, seconds per 100 accepted samples; for SST-2 label fidelity (the
-teacher's /v1/classify gives back the requested label), for NL4OPT the share of targets that parse
-as a JSON object with the seed examples' top-level keys.
+teacher's /v1/classify gives back the requested label), for NL4OPT the share of accepted targets
+that parse as a JSON object (json_valid) and that have the seed examples' top-level keys too
+(json_targets).
 
     GOLD_DATA_DIR=.gold .venv/bin/python bench/structured_outputs.py \\
         [--sst2-n 48] [--nl4opt-n 12] [--out docs/results/structured-outputs.json] [--samples FILE]
@@ -97,6 +98,8 @@ def measure(
         good = [
             s for s in samples if (keys := json_keys(s["fields"][task.output_field])) and expected <= keys
         ]
+        valid = [s for s in samples if json_keys(s["fields"][task.output_field]) is not None]
+        row["json_valid"] = round(len(valid) / len(samples), 3) if samples else None
         row["json_targets"] = round(len(good) / len(samples), 3) if samples else None
     return row, [*samples, *({"rejected": r} for r in out["rejections"])]
 
