@@ -100,6 +100,11 @@ class TaskSpec(InputModel):
         return value
 
 
+# Guided decoding of the field format: on, off, or "auto" (on where the engine supports it and it
+# was measured to help the task's type; services/generator/service.py STRUCTURED_HELPS).
+StructuredChoice = Literal["auto"] | bool
+
+
 class TeacherSpec(InputModel):
     model: str = Field(
         default="default",
@@ -117,6 +122,13 @@ class TeacherSpec(InputModel):
     max_tokens: int = Field(default=96, ge=8, le=1024, description="Longest generated sample, in tokens.")
     seed: int = Field(
         default=0, ge=0, le=2**31 - 1, description="Seed the run's generation requests derive theirs from."
+    )
+    structured: StructuredChoice = Field(
+        default="auto",
+        description="Guided decoding of generated samples: every completion is constrained to the loop's "
+        "field format (a grammar on llama.cpp, a regex on vLLM) instead of parsed from free text. "
+        "auto: on where the serving engine supports it and it was measured to help the task type "
+        "(docs/generator-api.md, Structured outputs).",
     )
     # Below the bound the teacher's judgement is no better than its label prior (gemma-3-270m
     # answers "entailment" to every SNLI and RTE pair: kappa 0).

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from services.generator.field_format import FieldFormat, FieldSlot, is_json_object
 from shared.spec import TaskSpec
 
 EXAMPLE_HEADER = "Example"
@@ -237,17 +238,24 @@ def parse_attributes(completion: str, cut: bool) -> list[str]:
     return items
 
 
-def field_pattern(task: TaskSpec, plan: PlannedPrompt, min_chars: int) -> str:
-    """A regular expression for the rest of the example in the field format, for guided decoding:
-    every remaining field on its line under its marker, input fields at least min_chars long."""
+def field_format(
+    task: TaskSpec, plan: PlannedPrompt, min_chars: int, examples: Sequence[dict[str, str]] = ()
+) -> FieldFormat:
+    """The rest of the example in the field format, for guided decoding: every remaining field on
+    its line under its marker, input fields at least min_chars long, a field that is a JSON object
+    in every example (`examples`: those the prompts show) a JSON object."""
     names = titles(task)
     rest = [f for f in generation_order(task) if f not in plan.given]
-    parts = []
-    for k, name in enumerate(rest):
-        low = max(min_chars, 1) if name in task.input_fields else 1
-        value = f" [^\\s][^\\n]{{{low - 1},}}"
-        parts.append(value if k == 0 else f"\\n{re.escape(names[name])}:{value}")
-    return "".join(parts) + "\\n"
+    return FieldFormat(
+        tuple(
+            FieldSlot(
+                marker="" if k == 0 else names[name],
+                min_chars=max(min_chars, 1) if name in task.input_fields else 1,
+                json_object=bool(examples) and all(is_json_object(e.get(name, "")) for e in examples),
+            )
+            for k, name in enumerate(rest)
+        )
+    )
 
 
 def answer_prefix(task: TaskSpec, examples: Sequence[dict[str, str]]) -> str:

@@ -28,7 +28,7 @@ from services.generator.prompts import (
     answer_prompt,
     assign_labels,
     attributes_prompt,
-    field_pattern,
+    field_format,
     in_chat,
     parse_attributes,
     plan_generation,
@@ -125,16 +125,31 @@ async def generate(
     )
 
 
-async def _generate(
-    engine: TextEngine, request: GenerateRequest, settings: GeneratorSettings, metrics: Metrics
-) -> GenerateResponse:
-    task = request.task
+# Task types whose samples guided decoding of the field format makes better (structured="auto").
+# None so far (bench/structured_outputs.py, docs/generator-api.md): gemma-3-270m on llama.cpp keeps
+# the format on its own (SST-2 samples unchanged), and on NL4OPT the grammar only makes its
+# mis-nested JSON valid.
+STRUCTURED_HELPS: frozenset[str] = frozenset()
+
+
+def use_structured(engine: TextEngine, request: GenerateRequest) -> bool:
+    """Whether the request's completions are decoded under the field format."""
+    if request.structured == "auto":
+        return engine.info.supports_structured and request.task.type in STRUCTURED_HELPS
     if request.structured and not engine.info.supports_structured:
         raise InvalidInput(
             "structured",
             f"structured output (guided decoding) is not available with the {engine.info.engine} engine; "
-            "send structured=false (free-text parsing)",
+            "send structured=false (free-text parsing) or auto",
         )
+    return request.structured
+
+
+async def _generate(
+    engine: TextEngine, request: GenerateRequest, settings: GeneratorSettings, metrics: Metrics
+) -> GenerateResponse:
+    task = request.task
+    structured = use_structured(engine, request)
     examples = list(request.examples) if request.examples is not None else list(task.seed_examples)
     if not examples:
         raise InvalidInput("examples", "give at least one in-context example (or leave it out for the seeds)")
@@ -171,8 +186,8 @@ async def _generate(
                 **base.__dict__,
                 "n": plan.n,
                 "seed": derive_seed(seed, request.mode, i),
-                "regex": field_pattern(task, plan, settings.generator_min_chars)
-                if request.structured
+                "field_format": field_format(task, plan, settings.generator_min_chars, examples)
+                if structured
                 else None,
             }
         )
@@ -249,7 +264,7 @@ async def _generate(
         ),
         rejections=rejections,
         usage=usage,
-        settings=settings_used(engine, base, seed),
+        settings=settings_used(engine, base, seed).model_copy(update={"structured": structured}),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from shared.schemas.base import InputModel, OutputModel
-from shared.spec import TaskSpec
+from shared.spec import StructuredChoice, TaskSpec
 
 Example = dict[str, Annotated[str, StringConstraints(max_length=4000)]]
 
@@ -56,7 +56,7 @@ class GenerateRequest(InputModel):
     exclude_hashes: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
         default_factory=list, max_length=100000
     )
-    structured: bool = False
+    structured: StructuredChoice = False
     # OOD mode: attributes (topics, settings, kinds of writer; see /v1/attributes), one drawn per
     # prompt and written into the new example's header, so each prompt steers somewhere else.
     attributes: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
@@ -106,6 +106,7 @@ class GenerationSettingsUsed(OutputModel):
     top_p: float
     top_k: int
     max_tokens: int
+    structured: bool = False  # whether completions were decoded under the field format
 
 
 class GenerateResponse(OutputModel):

@@ -49,7 +49,11 @@ class LlamaCppEngine:
 
         self.settings = settings
         self.info = EngineInfo(
-            engine="llamacpp", engine_version=llama_cpp.__version__, model=model, supports_logprobs=True
+            engine="llamacpp",
+            engine_version=llama_cpp.__version__,
+            model=model,
+            supports_structured=True,  # a GBNF grammar in each completion's sampler chain
+            supports_logprobs=True,
         )
         self._model: Any = None
         self._ctx: Any = None
@@ -172,8 +176,6 @@ class LlamaCppEngine:
     def _generate_sync(self, prompts: list[str], samplings: list[Sampling]) -> list[PromptResult]:
         ids = [self._encode(p) for p in prompts]
         for tokens, s in zip(ids, samplings, strict=True):
-            if s.regex is not None:
-                raise EngineRejected("structured output (regex) is not available with the llamacpp engine")
             self._check_length(tokens, s.max_tokens)
         # A prompt's n completions are decoded together, up to the engine's sequences at once:
         # more are split into parts that keep their sample indices (and so their seeds).

@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from services.generator.field_format import FieldFormat
 from services.generator.model_store import ResolvedModel
 from shared.errors import GoldError, InvalidInput, UpstreamError
 
@@ -35,7 +36,8 @@ class Sampling:
     max_tokens: int = 96
     seed: int | None = None
     stop: tuple[str, ...] = ()
-    regex: str | None = None  # guided decoding: the completion must match (engines that support it)
+    # Guided decoding: the completion must be in this format (engines with supports_structured).
+    field_format: FieldFormat | None = None
     # With each completion token, its log-probability and this many most likely alternatives
     # (engines with supports_logprobs; OpenAI's `logprobs`).
     logprobs: int | None = None

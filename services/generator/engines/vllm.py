@@ -159,8 +159,8 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
-        if sampling.regex is not None:
-            extra["structured_outputs"] = StructuredOutputsParams(regex=sampling.regex)
+        if sampling.field_format is not None:
+            extra["structured_outputs"] = StructuredOutputsParams(regex=sampling.field_format.regex())
         return SamplingParams(
             n=sampling.n,
             temperature=sampling.temperature,

@@ -73,6 +73,7 @@ def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: GenerateMode)
         sampling=sampling(spec, iteration, stage),
         exclude_hashes=[s.text_hash for s in earlier if s.text_hash],
         attributes=_attributes(ctx) if kind == "ood" else [],
+        structured=spec.teacher.structured,
     )
     response = _generate_in_chunks(ctx, request)
     pool_vectors, embedded = pool.pool_matrix(ctx, earlier)

@@ -83,6 +83,7 @@ def test_generate_batches_one_request_with_a_seed_per_prompt(client: TestClient,
         "top_p": 0.95,
         "top_k": 50,
         "max_tokens": 40,
+        "structured": False,
     }
     assert body["usage"]["completion_tokens"] > 0 and body["usage"]["prompt_tokens"] > 0
     # The same seed gives the same samples; the engine saw the same per-prompt seeds.

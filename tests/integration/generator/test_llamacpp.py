@@ -7,6 +7,7 @@ One module-scoped app (the GGUF loads in seconds); few, small requests.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -18,8 +19,11 @@ from fastapi.testclient import TestClient
 from services.generator.config import GeneratorSettings
 from services.generator.engines.choice import auto_engine
 from services.generator.engines.llamacpp import LlamaCppEngine
+from services.generator.engines.protocol import Sampling
+from services.generator.field_format import FieldFormat, FieldSlot
 from services.generator.main import create_app
 from services.generator.parsing import normalise
+from services.generator.prompts import STOP
 from services.generator.start_check import PROBE, PROBE_SAMPLING, check_generation, degenerate
 from services.generator.teachers import resolve_teacher
 from shared.hardware import cuda_available
@@ -30,6 +34,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[3]
 TASK = RunSpec.model_validate(load_spec_file(ROOT / "gold/specs/demo.yaml")).task.model_dump()
+PROBE_REVIEW = "Example 1\nLabel: positive\nText: A warm, funny film.\n\nExample 2\nLabel: negative\nText:"
 
 
 def data_dir() -> Path:
@@ -75,6 +80,28 @@ def test_generate_gives_well_formed_diverse_balanced_seeded_samples(client: Test
     # A seed gives the same samples; another seed others.
     assert [s["fields"] for s in _generate(client, 11)["samples"]] == [s["fields"] for s in samples]
     assert {normalise(s["fields"]["text"]) for s in _generate(client, 12)["samples"]} != set(texts)
+
+
+def test_structured_generation_gives_parseable_samples_only(client: TestClient) -> None:
+    body = {"task": TASK, "n": 4, "structured": True, "sampling": {"seed": 5, "max_tokens": 64}}
+    response = client.post("/v1/generate", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["settings"]["structured"] is True
+    # Every completion is in the field format: none is lost to parsing (duplicates may still go).
+    parse_failures = {"missing_field", "too_short", "label_not_in_label_set"}
+    assert not parse_failures & set(out["stats"]["rejected"]), out["stats"]
+    assert out["stats"]["accepted"] >= 3, out["stats"]
+    # The grammar does constrain: a marker the model would never write on its own, and a JSON value.
+    engine = client.app.state.teachers.engine(None)  # type: ignore[attr-defined]
+    unusual = FieldFormat((FieldSlot("", 10), FieldSlot("Zebra count", 1, json_object=True)))
+    sampling = Sampling(n=2, seed=3, max_tokens=96, stop=STOP, field_format=unusual)
+    (result,) = client.portal.call(engine.generate, [PROBE_REVIEW], [sampling])  # type: ignore[union-attr]
+    finished = [c.text for c in result.completions if c.finish_reason == "stop"]
+    assert finished, [c.text for c in result.completions]
+    for text in finished:
+        review, value = text.split("\nZebra count: ")
+        assert len(review.strip()) >= 10 and isinstance(json.loads(value), dict), text
 
 
 def test_a_teacher_prompted_in_its_chat_template_writes_parseable_samples() -> None:

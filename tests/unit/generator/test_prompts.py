@@ -16,7 +16,7 @@ from services.generator.prompts import (
     assign_labels,
     attributes_prompt,
     chat_transcript,
-    field_pattern,
+    field_format,
     in_chat,
     parse_attributes,
     plan_generation,
@@ -184,7 +184,7 @@ def test_captured_prompts_match_the_current_prompt_builder() -> None:
         assert [p.text for p in plans] == [p.text for p, _ in prompts], name
 
 
-def test_field_pattern_accepts_the_real_well_formed_completions_only() -> None:
+def test_field_format_regex_accepts_the_real_well_formed_completions_only() -> None:
     import re
 
     from services.generator.parsing import Candidate, Limits, parse_completion
@@ -193,7 +193,7 @@ def test_field_pattern_accepts_the_real_well_formed_completions_only() -> None:
     for name in ("sentiment_train", "rte_train", "squad_train"):
         task, prompts, _ = load_capture(name)
         for plan, completions in prompts:
-            pattern = re.compile(field_pattern(task, plan, 10))
+            pattern = re.compile(field_format(task, plan, 10).regex())
             rest = [f for f in generation_order(task) if f not in plan.given]
             for c in completions:
                 sample = parse_completion(task, plan, c["text"], c["finish_reason"], Limits())
@@ -204,7 +204,7 @@ def test_field_pattern_accepts_the_real_well_formed_completions_only() -> None:
                     )
                     assert pattern.fullmatch(text + "\n"), (name, text)
     task, prompts, _ = load_capture("rte_train")
-    pattern = re.compile(field_pattern(task, prompts[0][0], 10))
+    pattern = re.compile(field_format(task, prompts[0][0], 10).regex())
     assert not pattern.fullmatch(" A premise that is long enough.\nLabel: entailment\n")  # a field is missing
     assert not pattern.fullmatch(" Short\nHypothesis: Something long enough here.\n")  # under 10 characters
 
