@@ -27,11 +27,11 @@ import psutil
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
+from gold.client import Client
+from gold.client_errors import GoldError
 from gold.stack import Stack
 from services.orchestrator.plan import build_plan
-from shared.clients import OrchestratorClient
 from shared.db.models import Checkpoint, Iteration, Metric, Rejection, Sample, Step
-from shared.errors import UpstreamError
 from shared.settings import GoldSettings
 from shared.spec import RunSpec
 from tests.faults.support import pg_ctl
@@ -313,7 +313,7 @@ class Tenant(threading.Thread):
     def __init__(self, name: str, url: str, token: str, scenario: Scenario, deadline: float):
         super().__init__(name=name, daemon=True)
         self.tenant = name
-        self.client = OrchestratorClient(url, token)
+        self.client = Client(url, token)
         self.scenario = scenario
         self.deadline = deadline  # no new run after this (time.monotonic)
         self.outcomes: list[RunOutcome] = []
@@ -336,8 +336,11 @@ class Tenant(threading.Thread):
     def _submit(self, spec: dict[str, Any]) -> str:
         key = str(uuid.uuid4())
         while True:
-            with contextlib.suppress(UpstreamError):
+            try:
                 return str(self.client.create_run(spec, idempotency_key=key).id)
+            except GoldError as exc:
+                if not exc.retryable:  # the request's own fault: no retry makes it right
+                    raise
             time.sleep(1.0)
 
     def _wait(self, run_id: str, deadline: float):
@@ -351,8 +354,9 @@ class Tenant(threading.Thread):
                     logger.error("run %s not finished in time: cancelling it", run_id)
                     self.client.cancel(run_id)
                     cancelled = True
-            except UpstreamError:  # the orchestrator (or its database) is down on purpose
-                pass
+            except GoldError as exc:
+                if not exc.retryable:
+                    raise  # the orchestrator (or its database) down on purpose is retryable: waited out
             time.sleep(1.0)
 
 
