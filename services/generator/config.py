@@ -136,8 +136,16 @@ class GeneratorSettings(GoldSettings):
         default=True,
         description="Serve interactive requests (another team's OpenAI calls: anything not marked "
         "with the header X-Gold-Priority: batch, which the loop's client sends) before the loop's "
-        "batch work waiting for the same engine: llama.cpp and transformers take one between the "
-        "prompts of a batch request, vLLM schedules by request priority. Off: first come, first served.",
+        "batch work waiting for the same engine: llama.cpp and transformers take one before the next "
+        "batch request (the loop sends 16 samples a request), vLLM schedules by request priority. "
+        "Off: first come, first served.",
+    )
+    generator_batch_prompt_at_a_time: bool = Field(
+        default=False,
+        description="llama.cpp: decode a batch request a prompt at a time, so that an interactive "
+        "request waits for one prompt's completions rather than a whole batch request: another "
+        "team's p99 about halved, but the loop's generation took 1.6-1.7x as long with no one else "
+        "asking (docs/benchmarks.md). For a generator shared with interactive users.",
     )
     generator_timeout_s: float = Field(
         default=600.0, gt=0, description="Every engine call is bounded by this many seconds."
