@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -476,45 +476,50 @@ def check_one_source(path: str | None, dataset: str | None) -> None:
         )
 
 
-class SeedSourceSpec(InputModel):
-    """The seed examples read from real rows (`task.seed_source`), from either source `evaluation`
-    reads: a JSONL file or one split of a Hugging Face dataset, with the same column mapping."""
+class RealRowsSpec(InputModel):
+    """Real labelled rows: a local JSONL file (`path`) or one split of a Hugging Face dataset
+    (`dataset` and `split`, `config` where it has several), exactly one of them, with the columns
+    mapped to the task's fields. The validators are field validators, so that a 422 names the field
+    (evaluation.dataset, task.seed_source.split)."""
+
+    field_prefix: ClassVar[str]  # where the spec holds it, for the source's error messages
+    split_example: ClassVar[str]  # the split such rows usually come from, for the split's error
 
     path: str | None = Field(
         default=None,
         min_length=1,
         max_length=1000,
-        description="A JSONL file of examples under one of GOLD_DATA_ROOTS. Give it or `dataset`.",
+        description="A labelled JSONL file (one JSON object a line) under one of GOLD_DATA_ROOTS "
+        "(relative paths resolve against the first). Give it or `dataset`, not both.",
     )
     dataset: HubDatasetName | None = Field(
         default=None,
         validate_default=True,
-        description="A Hugging Face dataset (owner/name) loaded with `datasets`; needs `split`.",
+        description="A Hugging Face dataset (owner/name), loaded with the `datasets` library; needs "
+        "`split`. Give it or `path`, not both.",
     )
     config: str | None = Field(
-        default=None, min_length=1, max_length=200, description="With `dataset`: its configuration."
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="With `dataset`: its configuration, where it has several. null: the default one.",
     )
     split: SplitName | None = Field(
         default=None,
         validate_default=True,
-        description="With `dataset`: the split the seeds are read from (e.g. train).",
+        description="With `dataset`: the split read (`train[:1000]` slicing allowed).",
     )
     input_map: dict[FieldName, str] = Field(
         default_factory=dict,
-        description="Task input field -> column, for columns named otherwise (as in `evaluation`).",
+        description="Task input field -> column of the data, for columns named otherwise (unnamed "
+        "fields are read from the column of the same name).",
     )
     label_field: str = Field(
         default="label_text",
         max_length=64,
-        description="The column holding the label or answer (a dotted path allowed; a class-label "
-        "column reads as the class names).",
-    )
-    limit: int = Field(
-        default=8,
-        ge=2,
-        le=16,
-        description="How many seed examples to read: the first usable rows, as many of each label "
-        "as the others for classification (rows in file or split order).",
+        description="The column holding the label or answer, or a dotted path into a row "
+        "(answers.text), whose value may be a list of acceptable answers; a dataset's class-label "
+        "column reads as the class names.",
     )
 
     @field_validator("dataset")
@@ -530,67 +535,53 @@ class SeedSourceSpec(InputModel):
         if value is not None and info.data.get("path") is not None:
             raise ValueError(f"{info.field_name} applies to a dataset, not to path")
         if info.field_name == "split" and value is None and info.data.get("dataset") is not None:
-            raise ValueError("name the dataset's split to read the seeds from (e.g. train)")
+            raise ValueError(f"name the dataset's split to read ({cls.split_example})")
         return value
 
     @property
     def source(self) -> DataSource:
+        """Where the rows come from."""
         if self.dataset is not None:
             assert self.split is not None  # the validators require it
             return HubSource(
-                field="task.seed_source.dataset", dataset=self.dataset, config=self.config, split=self.split
+                field=f"{self.field_prefix}.dataset",
+                dataset=self.dataset,
+                config=self.config,
+                split=self.split,
             )
         assert self.path is not None
-        return FileSource(field="task.seed_source.path", path=self.path)
+        return FileSource(field=f"{self.field_prefix}.path", path=self.path)
+
+
+class SeedSourceSpec(RealRowsSpec):
+    """The seed examples read from real rows (`task.seed_source`) rather than written in the spec."""
+
+    field_prefix: ClassVar[str] = "task.seed_source"
+    split_example: ClassVar[str] = "e.g. train"
+
+    limit: int = Field(
+        default=8,
+        ge=2,
+        le=16,
+        description="How many seed examples to read: the first usable rows, as many of each label "
+        "as the others for classification (rows in file or split order).",
+    )
 
 
 TaskSpec.model_rebuild()  # its seed_source field names SeedSourceSpec, defined here beside the sources
 
 
-class EvaluationSpec(InputModel):
-    # The real rows: a local JSONL file (`path`) or a Hugging Face dataset (`dataset` and `split`,
-    # `config` where the dataset has several), exactly one of them.
-    path: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=1000,
-        description="The labelled real data the students are measured on: a JSONL file under one of "
-        "GOLD_DATA_ROOTS (relative paths resolve against the first). Give it or `dataset`, not both.",
-    )
-    dataset: HubDatasetName | None = Field(
-        default=None,
-        validate_default=True,
-        description="The labelled real data as a Hugging Face dataset (owner/name), loaded with the "
-        "`datasets` library; needs `split`. Give it or `path`, not both.",
-    )
-    config: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="With `dataset`: its configuration, where it has several. null: the default one.",
-    )
-    split: SplitName | None = Field(
-        default=None,
-        validate_default=True,
-        description="With `dataset`: the split measured on (e.g. validation, test).",
-    )
+class EvaluationSpec(RealRowsSpec):
+    """The labelled real data the students (and the teacher, few-shot) are measured on."""
+
+    field_prefix: ClassVar[str] = "evaluation"
+    split_example: ClassVar[str] = "the one measured on, e.g. validation or test"
+
     metric: MetricName | None = Field(
         default=None,
         description="The headline metric of tables, plots and `gold eval`, one of the task type's "
         "(classification: accuracy, macro_f1, kappa; seq2seq: f1, exact_match, rouge_l). null: the "
         "first of them.",
-    )
-    input_map: dict[FieldName, str] = Field(
-        default_factory=dict,
-        description="Task input field -> column of the data, for columns named otherwise (unnamed "
-        "fields are read from the column of the same name).",
-    )
-    label_field: str = Field(
-        default="label_text",
-        max_length=64,
-        description="The column holding the label or answer, or a dotted path into a row "
-        "(answers.text), whose value may be a list of acceptable answers; a dataset's class-label "
-        "column reads as the class names.",
     )
     limit: int | None = Field(
         default=None,
@@ -629,24 +620,6 @@ class EvaluationSpec(InputModel):
         "sets it.",
     )
 
-    # Field validators, so that the 422 names the field (evaluation.dataset, evaluation.split).
-    @field_validator("dataset")
-    @classmethod
-    def _one_source(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if "path" in info.data:  # else path's own error is reported
-            check_one_source(info.data["path"], value)
-        return value
-
-    @field_validator("config", "split")
-    @classmethod
-    def _dataset_parts(cls, value: str | None, info: ValidationInfo) -> str | None:
-        has_dataset = info.data.get("dataset") is not None
-        if value is not None and info.data.get("path") is not None:
-            raise ValueError(f"{info.field_name} applies to a dataset, not to path")
-        if info.field_name == "split" and value is None and has_dataset:
-            raise ValueError("name the dataset's split to evaluate on (e.g. validation)")
-        return value
-
     @field_validator("reference_split")
     @classmethod
     def _reference_split(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -657,17 +630,6 @@ class EvaluationSpec(InputModel):
         if info.data.get("dataset") is None:
             raise ValueError("reference_split is a split of `dataset`: with path, use reference_path")
         return value
-
-    @property
-    def source(self) -> DataSource:
-        """Where the evaluation rows come from."""
-        if self.dataset is not None:
-            assert self.split is not None  # the validators require it
-            return HubSource(
-                field="evaluation.dataset", dataset=self.dataset, config=self.config, split=self.split
-            )
-        assert self.path is not None
-        return FileSource(field="evaluation.path", path=self.path)
 
     @property
     def reference_source(self) -> DataSource | None:
