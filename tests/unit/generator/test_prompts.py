@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 
 from services.generator.prompts import (
+    ANSWER_REQUEST,
     ATTRIBUTES_OPENING,
     LIST_REQUEST,
     NEXT_EXAMPLE_REQUEST,
@@ -21,9 +23,11 @@ from services.generator.prompts import (
     parse_attributes,
     plan_generation,
 )
+from services.generator.service import asked
 from shared.spec import TaskSpec
 from tests.support import sentiment_task
 from tests.unit.generator.conftest import load_capture
+from tests.unit.generator.fakes import FakeEngine
 
 # Eight short seeds: enough for prompts to show different subsets of the in-context examples.
 SENTIMENT = TaskSpec.model_validate(
@@ -298,3 +302,23 @@ def test_an_instruct_teacher_gets_the_same_prompt_in_its_chat_template() -> None
     assert chat.endswith("</user><assistant>Example 4\nLabel: negative\nText:")
     listing = in_chat(attributes_prompt(SENTIMENT), ATTRIBUTES_OPENING, LIST_REQUEST, template)
     assert listing.endswith("could be about:\n\n" + LIST_REQUEST + "</user><assistant>1.")
+
+
+def test_classify_and_answer_prompts_follow_the_teachers_prompt_format() -> None:
+    """The few-shot examples as the user's turn, the new input under its header opening the model's
+    turn, ending at the output marker whose continuation is scored (classify) or read (answer)."""
+    engine = FakeEngine()
+    prefix = answer_prefix(QA, QA.seed_examples)
+    question = {"context": "Rain fell all week.", "question": "What fell?"}
+    raw = asked(engine, QA, prefix, 2, question)
+    assert raw == answer_prompt(QA, prefix, 2, question)
+    engine.info = dataclasses.replace(
+        engine.info, model=dataclasses.replace(engine.info.model, prompt_format="chat")
+    )
+    chat = asked(engine, QA, prefix, 2, question)
+    assert (
+        chat
+        == chat_transcript([{"role": "user", "content": prefix.rstrip() + "\n\n" + ANSWER_REQUEST}])
+        + raw[len(prefix) :]
+    )
+    assert chat.endswith("Assistant:Example 3\nContext: Rain fell all week.\nQuestion: What fell?\nAnswer:")
