@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.orchestrator import exports, predictions, report, service
+from services.orchestrator.conditional import IfNoneMatch, etag_of, none_match
 from services.orchestrator.console import views
 from services.orchestrator.console.session import (
     COOKIE,
@@ -29,6 +30,7 @@ from services.orchestrator.console.session import (
 from services.orchestrator.deps import (
     ArtifactsDep,
     GeneratorDep,
+    ReadEngineDep,
     ReadSessionDep,
     ScorerDep,
     SessionDep,
@@ -165,11 +167,27 @@ ChartName = Literal["metric", "energy", "labels", "ood", "diversity"]
 
 
 @router.get("/runs/{run_id}/charts/{name}.png")
-def run_chart(run_id: uuid.UUID, name: ChartName, session: SignedInDep, db: ReadSessionDep) -> Response:
+def run_chart(
+    run_id: uuid.UUID,
+    name: ChartName,
+    session: SignedInDep,
+    db: ReadSessionDep,
+    engine: ReadEngineDep,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """A chart is drawn from the run's samples (seconds on a large run), so it is tagged with the
+    state of the run it was drawn at: a browser that has the current one gets a 304, not a redraw."""
+    run = service.run_status(run_id, engine=engine, principal=session.principal)
+    headers = {
+        "ETag": etag_of(f"{name}:{run.model_dump_json()}".encode()),
+        "Cache-Control": "private, no-cache",
+    }
+    if if_none_match is not None and none_match(if_none_match, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
     image = report.chart_png(name, [run_id], session=db, principal=session.principal)
     if image is None:
         return Response(status_code=404)
-    return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=5"})
+    return Response(image, media_type="image/png", headers=headers)
 
 
 @router.post("/runs/{run_id}/cancel")

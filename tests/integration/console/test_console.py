@@ -64,6 +64,11 @@ def test_browse_a_finished_run(browser, console_url, runs, screenshots):
     expect(charts).to_have_count(5)
     page.wait_for_load_state("networkidle")
     assert all(width > 0 for width in charts.evaluate_all("imgs => imgs.map(i => i.naturalWidth)"))
+    chart = f"{console_url}/ui/runs/{runs['gold']}/charts/energy.png"
+    drawn = page.request.get(chart)
+    assert drawn.status == 200 and drawn.headers["etag"]
+    # the run has not changed since: the browser's copy is current, nothing is drawn again
+    assert page.request.get(chart, headers={"If-None-Match": drawn.headers["etag"]}).status == 304
     expect(page.locator("pre.spec")).to_contain_text("feedback: true")
     look(page, screenshots, "run-page")
 
