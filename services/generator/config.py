@@ -73,9 +73,10 @@ class GeneratorSettings(GoldSettings):
     )
     generator_prompt_formats: dict[str, PromptFormat] = Field(
         default={},
-        description="How generation prompts are written for a teacher, by its name: raw few-shot "
-        "continuation for a base model, chat for an instruct model (the same few-shot text in its chat "
-        "template). Unset: a packaged teacher's registry entry, else raw.",
+        description="How a teacher's prompts (generation, attribute list, few-shot classify and answer) "
+        "are written, by its name: raw few-shot continuation for a base model, chat for an instruct "
+        "model (the same few-shot text in its chat template). Unset: a packaged teacher's registry "
+        "entry, else raw.",
     )
 
     # vLLM engine
