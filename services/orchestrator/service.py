@@ -191,20 +191,18 @@ def get_run(run_id: uuid.UUID, *, session: Session, principal: Principal, for_up
 # statement on a connection of the autocommit read engine. An ORM Run in a Session cost a third more
 # CPU a read than this floor of it (bench/api_load.py, docs/benchmarks.md).
 _RUN_READ_COLUMNS = [Run.__table__.c[name] for name in RunRead.model_fields]
-_ANY_RUN_READ = select(*_RUN_READ_COLUMNS).where(Run.__table__.c.id == bindparam("run_id"))
-_OWN_RUN_READ = _ANY_RUN_READ.where(Run.__table__.c.owner == bindparam("owner"))
+_RUN_READ = select(*_RUN_READ_COLUMNS).where(Run.__table__.c.id == bindparam("run_id"))
 
 
 def run_status(run_id: uuid.UUID, *, engine: Engine, principal: Principal) -> RunRead:
     """What get_run answers, as RunRead, for the status route (same access check: `visible`). `engine`
     is the autocommit read engine: one SELECT, nothing to commit."""
-    query, params = (
-        (_ANY_RUN_READ, {"run_id": run_id})
-        if principal.admin
-        else (_OWN_RUN_READ, {"run_id": run_id, "owner": principal.name})
-    )
     with engine.connect() as connection:
-        row = connection.execute(query, params).mappings().one_or_none()
+        row = (
+            connection.execute(_RUN_READ.where(visible(principal)), {"run_id": run_id})
+            .mappings()
+            .one_or_none()
+        )
     if row is None:
         raise NotFound(f"run {run_id} not found")
     return RunRead.model_validate(dict(row))
