@@ -94,7 +94,9 @@ def written_for(engine: TextEngine, text: str, opening: str, request: str) -> st
     return text
 
 
-def asked(engine: TextEngine, task: TaskSpec, prefix: str, count: int, inputs: dict[str, str]) -> str:
+def answer_prompt_for(
+    engine: TextEngine, task: TaskSpec, prefix: str, count: int, inputs: dict[str, str]
+) -> str:
     """A classify or answer prompt as the teacher is prompted: the few-shot prefix, then the new
     input under the next example's header, in its chat template where the teacher speaks chat."""
     text = answer_prompt(task, prefix, count, inputs)
@@ -351,7 +353,7 @@ async def _content_free_prior(
     this prior (Zhao et al. 2021, contextual calibration) recovers most of its accuracy."""
     empty = [{field: text for field in task.input_fields} for text in CONTENT_FREE]
     rows = await engine.score_continuations(
-        [asked(engine, task, prefix, count, x) for x in empty], continuations
+        [answer_prompt_for(engine, task, prefix, count, x) for x in empty], continuations
     )
     return _normalise([sum(column) / len(rows) for column in zip(*(_softmax(r) for r in rows), strict=True)])
 
@@ -396,7 +398,7 @@ async def classify(
         prior = await _content_free_prior(engine, task, prefix, len(examples), continuations)
         for start in range(0, len(request.inputs), CLASSIFY_CHUNK):
             chunk = request.inputs[start : start + CLASSIFY_CHUNK]
-            prompts = [asked(engine, task, prefix, len(examples), x) for x in chunk]
+            prompts = [answer_prompt_for(engine, task, prefix, len(examples), x) for x in chunk]
             for row in await engine.score_continuations(prompts, continuations):
                 probabilities = _softmax(row)
                 if request.calibrate:
@@ -444,7 +446,7 @@ async def _answer(
     examples = _answer_examples(request, settings)
     prefix = answer_prefix(task, examples)
     sampling = Sampling(temperature=0.0, top_p=1.0, top_k=-1, max_tokens=request.max_tokens, stop=ANSWER_STOP)
-    prompts = [asked(engine, task, prefix, len(examples), x) for x in request.inputs]
+    prompts = [answer_prompt_for(engine, task, prefix, len(examples), x) for x in request.inputs]
     with engine_errors("max_tokens"):
         results = await engine.generate(prompts, [sampling] * len(prompts))
     usage = Usage(

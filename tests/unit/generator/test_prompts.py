@@ -23,7 +23,7 @@ from services.generator.prompts import (
     parse_attributes,
     plan_generation,
 )
-from services.generator.service import asked
+from services.generator.service import answer_prompt_for
 from shared.spec import TaskSpec
 from tests.support import sentiment_task
 from tests.unit.generator.conftest import load_capture
@@ -310,12 +310,12 @@ def test_classify_and_answer_prompts_follow_the_teachers_prompt_format() -> None
     engine = FakeEngine()
     prefix = answer_prefix(QA, QA.seed_examples)
     question = {"context": "Rain fell all week.", "question": "What fell?"}
-    raw = asked(engine, QA, prefix, 2, question)
+    raw = answer_prompt_for(engine, QA, prefix, 2, question)
     assert raw == answer_prompt(QA, prefix, 2, question)
     engine.info = dataclasses.replace(
         engine.info, model=dataclasses.replace(engine.info.model, prompt_format="chat")
     )
-    chat = asked(engine, QA, prefix, 2, question)
+    chat = answer_prompt_for(engine, QA, prefix, 2, question)
     assert (
         chat
         == chat_transcript([{"role": "user", "content": prefix.rstrip() + "\n\n" + ANSWER_REQUEST}])
