@@ -41,11 +41,22 @@ def none_match(if_none_match: str, etag: str) -> bool:
     return etag in _ENTITY_TAG.findall(if_none_match)
 
 
+def validators(etag: str) -> dict[str, str]:
+    """The headers of a representation tagged `etag`, and of its 304."""
+    return {"ETag": etag, "Cache-Control": _CACHE_CONTROL}
+
+
+def not_modified(etag: str, if_none_match: str | None) -> Response | None:
+    """304 with the ETag and no body when the client's copy is current, else None (send the body)."""
+    if if_none_match is not None and none_match(if_none_match, etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=validators(etag))
+    return None
+
+
 def conditional_json(model: BaseModel, if_none_match: str | None) -> Response:
     """The model as JSON with its ETag, or 304 with the same ETag and no body when the client's copy
     is current. Call it after the access check: another tenant's run must stay a 404."""
     body = model.model_dump_json().encode()
-    headers = {"ETag": etag_of(body), "Cache-Control": _CACHE_CONTROL}
-    if if_none_match is not None and none_match(if_none_match, headers["ETag"]):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+    etag = etag_of(body)
+    unchanged = not_modified(etag, if_none_match)
+    return unchanged or Response(body, media_type="application/json", headers=validators(etag))

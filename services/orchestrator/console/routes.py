@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.orchestrator import exports, predictions, report, service
-from services.orchestrator.conditional import IfNoneMatch, etag_of, none_match
+from services.orchestrator.conditional import IfNoneMatch, etag_of, not_modified, validators
 from services.orchestrator.console import views
 from services.orchestrator.console.session import (
     COOKIE,
@@ -178,16 +178,13 @@ def run_chart(
     """A chart is drawn from the run's samples (seconds on a large run), so it is tagged with the
     state of the run it was drawn at: a browser that has the current one gets a 304, not a redraw."""
     run = service.run_status(run_id, engine=engine, principal=session.principal)
-    headers = {
-        "ETag": etag_of(f"{name}:{run.model_dump_json()}".encode()),
-        "Cache-Control": "private, no-cache",
-    }
-    if if_none_match is not None and none_match(if_none_match, headers["ETag"]):
-        return Response(status_code=304, headers=headers)
+    etag = etag_of(f"{name}:{run.model_dump_json()}".encode())
+    if unchanged := not_modified(etag, if_none_match):
+        return unchanged
     image = report.chart_png(name, [run_id], session=db, principal=session.principal)
     if image is None:
         return Response(status_code=404)
-    return Response(image, media_type="image/png", headers=headers)
+    return Response(image, media_type="image/png", headers=validators(etag))
 
 
 @router.post("/runs/{run_id}/cancel")
