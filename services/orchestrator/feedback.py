@@ -13,19 +13,29 @@ from shared.schemas.generation import ClassifyRequest
 from shared.spec import RunSpec
 from shared.task_metrics import cohen_kappa
 
+# Samples per classify request: a step may check more than one request takes (4096), and a smaller
+# request shows progress on a CPU teacher.
+CHECK_BATCH = 256
+
 
 def teacher_distributions(
     ctx: RunContext, samples: Sequence[Sample], seeds: Sequence[Sample]
 ) -> list[dict[str, float]]:
-    """The teacher's calibrated label distribution of each sample's inputs, few-shot from the seeds."""
+    """The teacher's calibrated label distribution of each sample's inputs, few-shot from the seeds,
+    CHECK_BATCH samples a request."""
     task = ctx.spec.task
-    request = ClassifyRequest(
-        task=task,
-        model=ctx.spec.teacher.served_model,
-        examples=[s.fields for s in seeds],
-        inputs=[{f: s.fields[f] for f in task.input_fields} for s in samples],
-    )
-    return [p.probabilities for p in ctx.call(ctx.generator.classify, request).predictions]
+    distributions: list[dict[str, float]] = []
+    for start in range(0, len(samples), CHECK_BATCH):
+        batch = samples[start : start + CHECK_BATCH]
+        request = ClassifyRequest(
+            task=task,
+            model=ctx.spec.teacher.served_model,
+            examples=[s.fields for s in seeds],
+            inputs=[{f: s.fields[f] for f in task.input_fields} for s in batch],
+        )
+        distributions += [p.probabilities for p in ctx.call(ctx.generator.classify, request).predictions]
+        ctx.show_progress(len(distributions), len(samples), "samples checked by the teacher")
+    return distributions
 
 
 def top_label(probabilities: dict[str, float]) -> str:

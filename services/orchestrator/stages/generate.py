@@ -61,6 +61,9 @@ def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: GenerateMode)
     # The OOD prompt shows a couple of the samples just generated next to the seeds (method).
     shown = random.Random(stage_seed(spec, iteration, "shown")).sample(fresh, k=min(2, len(fresh)))
     examples = seeds + shown
+    n = spec.loop.train_samples_per_iteration if kind == "train" else spec.loop.ood_samples_per_iteration
+    # The request each chunk copies: a step may ask for more samples (the spec allows 10000) than
+    # one generator request may (512), so the step's n is the chunks' business.
     request = GenerateRequest(
         task=spec.task,
         model=spec.teacher.served_model,
@@ -68,14 +71,14 @@ def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: GenerateMode)
         feedback=[s.fields for s in feedback],
         feedback_per_prompt=spec.loop.feedback_per_prompt,
         feedback_same_label=spec.loop.feedback_same_label,
-        n=spec.loop.train_samples_per_iteration if kind == "train" else spec.loop.ood_samples_per_iteration,
+        n=min(n, GENERATE_CHUNK),
         mode=kind,
         sampling=sampling(spec, iteration, stage),
         exclude_hashes=[s.text_hash for s in earlier if s.text_hash],
         attributes=_attributes(ctx) if kind == "ood" else [],
         structured=spec.teacher.structured,
     )
-    response = _generate_in_chunks(ctx, request)
+    response = _generate_in_chunks(ctx, request, n)
     pool_vectors, embedded = pool.pool_matrix(ctx, earlier)
     batch = pool.filter_batch(ctx, response.samples, pool_vectors)
 
@@ -157,15 +160,16 @@ def _generate(ctx: RunContext, iteration: int, stage: Stage, kind: GenerateMode)
         if rows or kind == "ood"
         else f"generator returned no usable {kind} samples: rejected {stats['rejected']}"
     )
-    return Done({"accepted": len(rows), "requested": request.n}, write, failure=failure)
+    return Done({"accepted": len(rows), "requested": n}, write, failure=failure)
 
 
-def _generate_in_chunks(ctx: RunContext, request: GenerateRequest) -> GenerateResponse:
-    """The step's samples as a few requests of GENERATE_CHUNK samples, the run showing after each
-    how many are generated. Deterministic as one request is: chunk k's seed derives from the
-    step's (the first chunk keeps it), classification labels are dealt over the whole step in turn
-    (each chunk balanced), and each chunk excludes what the chunks before it produced."""
-    n, seed = request.n, request.sampling.seed
+def _generate_in_chunks(ctx: RunContext, request: GenerateRequest, n: int) -> GenerateResponse:
+    """The step's n samples as requests of GENERATE_CHUNK samples (copies of `request`), the run
+    showing after each how many are generated. Deterministic as one request is: chunk k's seed
+    derives from the step's (the first chunk keeps it), classification labels are dealt over the
+    whole step in turn (each chunk balanced), and each chunk excludes what the chunks before it
+    produced."""
+    seed = request.sampling.seed
     sizes = [min(GENERATE_CHUNK, n - start) for start in range(0, n, GENERATE_CHUNK)]
     labels = request.task.labels if request.task.type == "classification" and len(sizes) > 1 else None
     responses: list[GenerateResponse] = []
