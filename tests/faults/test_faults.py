@@ -196,7 +196,10 @@ def kill_trainer_mid_job(stack: Stack, client: Client, run_id: str, iteration: i
     stack.restart("trainer-0")
 
 
-def test_trainer_killed_mid_job_and_scorer_down_while_scoring(stack, client):
+def test_trainer_killed_twice_and_scorer_down_while_scoring(stack, client):
+    """One run through three faults (one run, not three: each costs minutes): the trainer killed
+    while it trains iteration 1's student, the scorer down across iteration 2's score step, and the
+    trainer killed again while it trains the final student."""
     run_id = submit(client, "kill-trainer-and-scorer")
     kill_trainer_mid_job(stack, client, run_id, iteration=1)
     # scoring takes a fraction of a second, so the scorer goes down during training and stays down
@@ -206,30 +209,30 @@ def test_trainer_killed_mid_job_and_scorer_down_while_scoring(stack, client):
     wait_for(client, run_id, reached(2, "score"))
     time.sleep(3)
     stack.restart("scorer")
-    run = finished(client, run_id)
-    assert run.status == "succeeded", run.error
-    assert_complete_record(stack, run_id)
-
-
-def test_trainer_killed_while_training_the_final_student(stack, client):
-    run_id = submit(client, "kill-trainer-final")
     kill_trainer_mid_job(stack, client, run_id, iteration=ITERATIONS + 1)
     run = finished(client, run_id)
     assert run.status == "succeeded", run.error
     assert_complete_record(stack, run_id)
 
 
-def test_orchestrator_killed_and_postgres_restarted_mid_run(stack, client):
-    run_id = submit(client, "kill-orchestrator-restart-postgres")
+def test_orchestrator_killed_then_postgres_and_redis_restarted_mid_run(stack, client):
+    """One run through three faults: the orchestrator killed in iteration 1 (it resumes the run
+    from its last completed step), PostgreSQL restarted in iteration 2, and Redis down for 5 s, then
+    back with its data (append-only file), while the worker's horse trains the final student: every
+    service reconnects and the run finishes complete."""
+    run_id = submit(client, "kill-orchestrator-restart-postgres-redis")
     wait_for(client, run_id, reached(1, "generate_ood"))
     stack.kill("orchestrator")
     time.sleep(2)
-    stack.restart("orchestrator")  # resumes the run from its last completed step
+    stack.restart("orchestrator")
     wait_for(client, run_id, reached(2, "generate_train"))
     pg_ctl(stack.settings.data_dir / "postgres", "restart")
+    training(stack, client, run_id, iteration=ITERATIONS + 1)
+    restart_local_redis(stack.env["GOLD_REDIS_URL"], down_s=5)
     run = finished(client, run_id)
     assert run.status == "succeeded", run.error
     assert_complete_record(stack, run_id)
+    stack.check_alive()  # no service gave up on Redis
 
 
 def test_generator_unreachable_for_30s_then_back(stack, client):
@@ -251,18 +254,6 @@ def test_generator_gone_past_the_patience_fails_naming_it(stack, client):
     run = finished(client, run_id)
     assert run.status == "failed"
     assert run.error.startswith("generator:") and "gave up after 8 s" in run.error
-
-
-def test_redis_restarted_while_a_student_trains(stack, client):
-    """Redis down for 5 s, then back with its data (append-only file), while the worker's horse
-    trains: the worker and the orchestrator reconnect and the run finishes complete."""
-    run_id = submit(client, "redis-restart")
-    training(stack, client, run_id, iteration=1)
-    restart_local_redis(stack.env["GOLD_REDIS_URL"], down_s=5)
-    run = finished(client, run_id)
-    assert run.status == "succeeded", run.error
-    assert_complete_record(stack, run_id)
-    stack.check_alive()  # no service gave up on Redis
 
 
 def test_unwritable_artifact_directory_fails_the_run_naming_it(stack, client):
