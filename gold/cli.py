@@ -201,11 +201,18 @@ ResultFile = Annotated[
 
 def _write_result(document: dict[str, Any], out: Path | None, as_json: bool) -> None:
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        _write_file(document, out)
         console.print(f"results: {out}", soft_wrap=True)
     if as_json:
         print_json_last(json.dumps(document))
+
+
+def _write_file(document: dict[str, Any], out: Path) -> None:
+    """Whole or not at all: a process stopped while writing leaves the file it replaces."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(f".{out.name}.part")
+    part.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    part.replace(out)
 
 
 @app.command("eval")
@@ -257,8 +264,22 @@ def eval_command(
     except ValueError as exc:
         _fail(str(exc))
         return
+
+    def document(results: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            **(results[0] if len(results) == 1 else {"tasks": results}),
+            "overrides": plan.overrides,
+            "command": command_line(sys.argv, "eval"),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    def partial(results: list[dict[str, Any]]) -> None:
+        # after each run: a stopped evaluation leaves what it measured (--resume-from reads it)
+        if out is not None:
+            _write_file({**document(results), "partial": True}, out)
+
     try:
-        results = run_evaluations(plan, settings, attach)
+        results = run_evaluations(plan, settings, attach, partial)
     except (GoldError, RuntimeError) as exc:
         _fail(str(exc))
         return
@@ -267,13 +288,7 @@ def eval_command(
         return
     if len(results) > 1 and not plan.budgets:
         Console().print(tasks_table(results))
-    document = {
-        **(results[0] if len(results) == 1 else {"tasks": results}),
-        "overrides": plan.overrides,
-        "command": command_line(sys.argv, "eval"),
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    _write_result(document, out, as_json)
+    _write_result(document(results), out, as_json)
 
 
 @app.command()

@@ -6,6 +6,7 @@ with its tables, plot and report."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,16 @@ def plan_evaluation(
     return EvalPlan(specs, chosen, repeats, sizes, changes, earlier)
 
 
-def run_evaluations(plan: EvalPlan, settings: GoldSettings, attach: bool) -> list[dict[str, Any]]:
+def run_evaluations(
+    plan: EvalPlan,
+    settings: GoldSettings,
+    attach: bool,
+    progress: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Each spec's result, its runs made one after the other on a stack started for this call (or a
     running one: attach). Each run's iterations, then the spec's tables (and a sweep's plot) are
-    printed as they end, and a report is written of the first gold run this call made."""
+    printed as they end, and a report is written of the first gold run this call made. `progress`
+    is told the results so far after each run (the spec under way's partial)."""
     results: list[dict[str, Any]] = []
     made: set[str] = set()  # the runs of this call (a resumed file's earlier runs may be elsewhere)
     with local_stack(settings, attach) as (client, stack):
@@ -85,14 +92,18 @@ def run_evaluations(plan: EvalPlan, settings: GoldSettings, attach: bool) -> lis
             made.add(str(summary.run.id))
             return summary
 
+        def told(partial: dict[str, Any]) -> None:
+            if progress is not None:
+                progress([*results, partial])
+
         for spec in plan.specs:
             if plan.budgets:
-                result = sweep(spec, plan.modes, plan.repeats, plan.budgets, run)
+                result = sweep(spec, plan.modes, plan.repeats, plan.budgets, run, told)
                 plot = sweep_plot(result, settings.data_dir / "reports" / f"{spec['name']}-budget-sweep.png")
                 Console().print(sweep_table(result))
                 console.print(f"plot: {plot}", soft_wrap=True)
             else:
-                result = evaluate(spec, plan.modes, plan.repeats, run, plan.earlier.get(spec["name"]))
+                result = evaluate(spec, plan.modes, plan.repeats, run, plan.earlier.get(spec["name"]), told)
                 Console().print(results_table(result))
                 if set(plan.modes) & set(STUDENT_MODES):  # a baselines-only run has no loop data
                     Console().print(diagnostics_table(result))

@@ -90,21 +90,22 @@ class ModeResult:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        """A snapshot: later repeats recorded here do not change it."""
         return {
             "mode": self.mode,
             "metric": self.metric,
             "mean": statistics.fmean(self.values) if self.values else None,
             "std": statistics.stdev(self.values) if len(self.values) > 1 else None,
             "ci95": t_interval(self.values),
-            "values": self.values,
-            "value_repeats": self.value_repeats,
+            "values": list(self.values),
+            "value_repeats": list(self.value_repeats),
             "repeats": len(self.values),
-            "run_ids": self.run_ids,
+            "run_ids": list(self.run_ids),
             "parameters": self.parameters,
             "seconds_per_example": self.seconds_per_example,
             "examples": self.examples,
             "diagnostics": mean_diagnostics(self.diagnostics) if self.diagnostics else None,
-            "diagnostics_by_repeat": self.diagnostics,
+            "diagnostics_by_repeat": list(self.diagnostics),
         }
 
 

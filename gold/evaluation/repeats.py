@@ -11,6 +11,10 @@ from gold.evaluation.mode_specs import STUDENT_MODES, baselines_spec, budget_spe
 from shared.names import RunStatus
 from shared.schemas.runs import RunSummary
 
+# Told the result so far after each run (a partial result: the repeats and budgets not yet run are
+# absent), so a stopped evaluation leaves what it measured.
+Progress = Callable[[dict[str, Any]], None]
+
 
 def evaluate(
     spec: dict[str, Any],
@@ -18,12 +22,13 @@ def evaluate(
     repeats: int,
     run: Callable[[dict[str, Any]], RunSummary],
     earlier: dict[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run every (repeat, mode) one after the other through `run`; collect the headline metrics.
     The teacher and the student's few-shot baseline (greedy, deterministic) are measured once, by
     the first run; the supervised reference, whose student seed moves with the repeat like the
     others', once per repeat. `earlier` (see `earlier_result`) holds repeats measured before: they
-    are kept, not run again."""
+    are kept, not run again. `progress` is told the result so far after each run."""
     results = {m: ModeResult(m) for m in modes}
     if earlier is not None:
         results |= {
@@ -52,6 +57,14 @@ def evaluate(
                 record_student(results[mode], summary, repeat)
             if summary.run.status == RunStatus.SUCCEEDED:
                 record_baselines(results, summary, repeat, [b for b, wanted in measured.items() if wanted])
+            if progress is not None:
+                progress(_result(spec, modes, repeats, results))
+    return _result(spec, modes, repeats, results)
+
+
+def _result(
+    spec: dict[str, Any], modes: list[str], repeats: int, results: dict[str, ModeResult]
+) -> dict[str, Any]:
     both = {"gold", "vanilla"} <= set(modes)
     paired = paired_difference(results["gold"], results["vanilla"]) if both else None
     return {
@@ -87,10 +100,24 @@ def sweep(
     repeats: int,
     budgets: list[int],
     run: Callable[[dict[str, Any]], RunSummary],
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """`evaluate` at each generation budget; the teacher is measured once (it does not depend on it)."""
-    points = []
+    """`evaluate` at each generation budget; the teacher is measured once (it does not depend on it).
+    `progress` is told the sweep so far after each run (the budgets not reached yet have no point)."""
+    points: list[dict[str, Any]] = []
     for i, budget in enumerate(budgets):
         chosen = modes if i == 0 else [m for m in modes if m not in ("teacher", "student")]
-        points.append({"budget": budget, **evaluate(budget_spec(spec, budget), chosen, repeats, run)})
+
+        def told(point: dict[str, Any], budget: int = budget) -> None:
+            if progress is not None:
+                progress(_swept(spec, repeats, budgets, [*points, {"budget": budget, **point}]))
+
+        point = evaluate(budget_spec(spec, budget), chosen, repeats, run, progress=told)
+        points.append({"budget": budget, **point})
+    return _swept(spec, repeats, budgets, points)
+
+
+def _swept(
+    spec: dict[str, Any], repeats: int, budgets: list[int], points: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {"spec": spec["name"], "repeats": repeats, "budgets": budgets, "points": points}

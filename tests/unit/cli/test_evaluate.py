@@ -438,6 +438,46 @@ def test_sweep_tables_and_plots_intervals_and_the_paired_difference(tmp_path):
     assert sweep_plot(result, tmp_path / "s.png").stat().st_size > 1000
 
 
+def test_a_sweep_tells_its_partial_result_after_each_run():
+    def run(spec):
+        return summary(spec, 0.5 + 0.1 * spec["loop"]["feedback"])
+
+    told: list[dict] = []
+    result = sweep(SPEC, ["gold", "vanilla"], 2, [64, 128], run, told.append)
+    assert len(told) == 8 and told[-1] == result  # 2 budgets x 2 repeats x 2 modes
+    fifth = told[4]  # budget 64 done, budget 128's first run (gold, repeat 0)
+    assert [p["budget"] for p in fifth["points"]] == [64, 128]
+    assert fifth["points"][0] == result["points"][0]
+    assert [m["values"] for m in fifth["points"][1]["modes"]] == [[0.6], []]
+    assert fifth["points"][1]["paired"]["n"] == 0
+
+
+def test_a_stopped_eval_leaves_the_runs_it_finished_in_its_result_file(tmp_path, monkeypatch):
+    orchestrator = FakeOrchestrator(by_feedback)
+    orchestrator.kill_at = 4  # stopped while vanilla's repeat 1 runs
+    spec_path = tmp_path / "s.json"
+    spec_path.write_text(json.dumps(SPEC))
+
+    @contextmanager
+    def local_stack(settings, attach, trainers=1):
+        yield orchestrator, None
+
+    monkeypatch.setattr(command, "local_stack", local_stack)
+    monkeypatch.setattr(command, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
+    monkeypatch.setattr(command, "save_report", lambda *args, **kwargs: None)
+    out = tmp_path / "r.json"
+    args = ["eval", str(spec_path), "--modes", "gold,vanilla", "--repeats", "2", "--out", str(out)]
+    outcome = CliRunner().invoke(cli.app, args)
+    assert outcome.exit_code != 0
+    written = json.loads(out.read_text())
+    assert written["partial"] is True
+    assert [m["values"] for m in written["modes"]] == [[0.8, 0.8], [0.7]]
+    assert written["paired"]["n"] == 1 and [p.name for p in tmp_path.iterdir()] == ["s.json", "r.json"]
+    orchestrator.kill_at = None
+    assert CliRunner().invoke(cli.app, args).exit_code == 0  # run again: finished, the file whole
+    assert "partial" not in json.loads(out.read_text())
+
+
 def test_eval_writes_the_result_file_and_ends_stdout_with_the_json(tmp_path, monkeypatch):
     orchestrator = FakeOrchestrator(by_feedback)
     spec_path = tmp_path / "s.json"
