@@ -197,7 +197,7 @@ def kill_trainer_mid_job(stack: Stack, client: Client, run_id: str, iteration: i
 
 
 def test_trainer_killed_twice_and_scorer_down_while_scoring(stack, client):
-    """One run through three faults (one run, not three: each costs minutes): the trainer killed
+    """One run through three faults (a run costs minutes, so faults share one): the trainer killed
     while it trains iteration 1's student, the scorer down across iteration 2's score step, and the
     trainer killed again while it trains the final student."""
     run_id = submit(client, "kill-trainer-and-scorer")
