@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -394,7 +395,15 @@ def test_distilabel_generates_a_small_dataset(server: str, tmp_path: Path) -> No
             generation_kwargs={"max_new_tokens": 12, "temperature": 0.8},
         )
         load >> TextGeneration(llm=llm, num_generations=2)
-    rows = pipeline.run(use_cache=False)["default"]["train"]
+    # distilabel points the root logger at a queue it closes when the pipeline ends; left there, every
+    # later log record (embedded PostgreSQL's exit hook's, at the end of the session) fails to emit
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        rows = pipeline.run(use_cache=False)["default"]["train"]
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
     assert len(rows) == 2 * len(topics) and set(rows["model_name"]) == {"default"}
     generations = rows["generation"]
     # A failed call gives None; a sample may be empty (gemma-3-270m at temperature 0.8 sometimes ends
