@@ -452,11 +452,8 @@ def test_a_sweep_tells_its_partial_result_after_each_run():
     assert fifth["points"][1]["paired"]["n"] == 0
 
 
-def test_a_stopped_eval_leaves_the_runs_it_finished_in_its_result_file(tmp_path, monkeypatch):
-    orchestrator = FakeOrchestrator(by_feedback)
-    orchestrator.kill_at = 4  # stopped while vanilla's repeat 1 runs
-    spec_path = tmp_path / "s.json"
-    spec_path.write_text(json.dumps(SPEC))
+def on_stack(monkeypatch, orchestrator: FakeOrchestrator) -> None:
+    """`gold eval` runs on `orchestrator` instead of a stack it starts; no report is written."""
 
     @contextmanager
     def local_stack(settings, attach, trainers=1):
@@ -465,6 +462,15 @@ def test_a_stopped_eval_leaves_the_runs_it_finished_in_its_result_file(tmp_path,
     monkeypatch.setattr(command, "local_stack", local_stack)
     monkeypatch.setattr(command, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
     monkeypatch.setattr(command, "save_report", lambda *args, **kwargs: None)
+
+
+def test_a_stopped_eval_leaves_the_runs_it_finished_in_its_result_file(tmp_path, monkeypatch):
+    orchestrator = FakeOrchestrator(by_feedback)
+    orchestrator.kill_at = 4  # stopped while vanilla's repeat 1 runs
+    spec_path = tmp_path / "s.json"
+    spec_path.write_text(json.dumps(SPEC))
+
+    on_stack(monkeypatch, orchestrator)
     out = tmp_path / "r.json"
     args = ["eval", str(spec_path), "--modes", "gold,vanilla", "--repeats", "2", "--out", str(out)]
     outcome = CliRunner().invoke(cli.app, args)
@@ -483,13 +489,7 @@ def test_eval_writes_the_result_file_and_ends_stdout_with_the_json(tmp_path, mon
     spec_path = tmp_path / "s.json"
     spec_path.write_text(json.dumps(SPEC))
 
-    @contextmanager
-    def local_stack(settings, attach, trainers=1):
-        yield orchestrator, None
-
-    monkeypatch.setattr(command, "local_stack", local_stack)
-    monkeypatch.setattr(command, "follow", lambda client, run_id, stack=None: orchestrator.follow(run_id))
-    monkeypatch.setattr(command, "save_report", lambda *args, **kwargs: None)
+    on_stack(monkeypatch, orchestrator)
     args = ["eval", str(spec_path), "--modes", "gold,vanilla", "--repeats", "2", "--json"]
     args += ["--set", "loop.selection_band=[0.2, 0.5]", "--out", str(tmp_path / "out" / "r.json")]
     monkeypatch.setattr("sys.argv", ["/somewhere/.venv/bin/gold", *args])
