@@ -92,9 +92,12 @@ def _examples(rows: list[Sample]) -> list[Example]:
     return [Example(fields=dict(r.fields), label=r.label, teacher_probs=r.teacher_probs) for r in rows]
 
 
-def _generated_examples(session: Session, job: TrainJob) -> tuple[list[Example], list[Example]]:
+def _generated_examples(
+    session: Session, job: TrainJob, spec: RunSpec
+) -> tuple[list[Example], list[Example]]:
     """The run's generated samples (for the loop's student: up to the job's iteration, without its
-    OOD batch), split into training and held-out examples as the generate step marked them."""
+    OOD batch, and of its newest student.loop_window iterations only), split into training and
+    held-out examples as the generate step marked them."""
     query = (
         select(Sample)
         .where(Sample.run_id == uuid.UUID(job.run_id))
@@ -108,6 +111,13 @@ def _generated_examples(session: Session, job: TrainJob) -> tuple[list[Example],
             (Sample.iteration < job.iteration)
             | ((Sample.iteration == job.iteration) & (Sample.kind != "ood"))
         )
+        window = spec.student.loop_window
+        if window is not None:  # the newest iterations' samples; the human seeds always
+            query = query.where(
+                (Sample.kind == "seed")
+                | ((Sample.kind == "train") & (Sample.iteration > job.iteration - window))
+                | ((Sample.kind == "ood") & (Sample.iteration >= job.iteration - window))
+            )
     # Samples the teacher-verification step left out (Sample.excluded) are never trained or scored on.
     rows = [r for r in session.scalars(query) if not r.excluded]
     return _examples([r for r in rows if not r.holdout]), _examples([r for r in rows if r.holdout])
@@ -140,7 +150,7 @@ def build_config(
     elif job.role == "fewshot":  # the seed examples are the shots; nothing is trained
         train_examples, holdout_examples = [Example(fields=dict(s)) for s in spec.task.seed_examples], []
     else:
-        train_examples, holdout_examples = _generated_examples(session, job)
+        train_examples, holdout_examples = _generated_examples(session, job, spec)
 
     init_from = None
     if not fresh and spec.student.continue_training and job.init_checkpoint_id:

@@ -138,3 +138,55 @@ def test_an_evaluation_file_gone_since_submission_fails_the_job_naming_it(
     with pytest.raises(EvaluationDataError) as caught:
         _job_config(session_factory, spec, settings, role=role)
     assert str(caught.value).startswith(f"evaluation.path {tmp_path / 'real.jsonl'}: the file does not exist")
+
+
+def _trained_on(session_factory, spec: dict, settings, role: str, window: int | None) -> set[str]:
+    """The texts a job at iteration 3 trains on, of a run with a seed and a train and an OOD
+    sample in each of iterations 1-3."""
+    spec = {**spec, "student": {**spec["student"], "loop_window": window}}
+    run_id = uuid.uuid4()
+    rows = [(0, "seed")] + [(i, kind) for i in (1, 2, 3) for kind in ("train", "ood")]
+    with session_factory() as session, session.begin():
+        session.add(Run(id=run_id, name=spec["name"], spec=spec, status="running"))
+        for iteration, kind in rows:
+            session.add(
+                Sample(
+                    run_id=run_id,
+                    iteration=iteration,
+                    kind=kind,
+                    position=0,
+                    fields={"text": f"{kind}{iteration}"},
+                    label="positive",
+                )
+            )
+    with session_factory() as session:
+        cfg = build_config(
+            session,
+            TrainJob(run_id=str(run_id), iteration=3, role=role),
+            RunSpec.model_validate(spec),
+            settings,
+            ArtifactStore.from_settings(settings),
+        )
+    return {e.fields["text"] for e in cfg.train}
+
+
+@pytest.mark.parametrize(
+    ("role", "window", "expected"),
+    [
+        ("loop", None, {"seed0", "train1", "ood1", "train2", "ood2", "train3"}),  # not its own OOD batch
+        ("loop", 1, {"seed0", "train3", "ood2"}),  # the OOD batch joins the iteration after its own
+        ("loop", 2, {"seed0", "train2", "ood1", "train3", "ood2"}),
+        ("final", 1, {"seed0", "train1", "ood1", "train2", "ood2", "train3", "ood3"}),
+    ],
+)
+def test_the_loop_window_keeps_the_newest_iterations_and_the_seeds(
+    session_factory, settings, tmp_path, role, window, expected
+):
+    assert _trained_on(session_factory, _spec(tmp_path), settings, role, window) == expected
+
+
+def test_a_loop_window_without_continued_training_is_refused_naming_the_field(tmp_path):
+    spec = _spec(tmp_path)
+    spec["student"] |= {"loop_window": 1, "continue_training": False}
+    with pytest.raises(ValueError, match="student.loop_window"):
+        RunSpec.model_validate(spec)
