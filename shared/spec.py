@@ -231,8 +231,8 @@ class StudentSpec(InputModel):
         le=1000,
         description="The loop's student trains each iteration on the samples of the newest N "
         "iterations only (an OOD batch joins the iteration after its own), continuing from the "
-        "previous iteration's student; the final student still trains on all. null: everything "
-        "generated so far.",
+        "previous iteration's student (its held-out score is still on every held-out sample so far); "
+        "the final student trains on all. null: everything generated so far.",
     )
     seed: int = Field(
         default=44, ge=0, le=2**31 - 1, description="Seed of the student's initialisation and data order."

@@ -92,12 +92,18 @@ def _examples(rows: list[Sample]) -> list[Example]:
     return [Example(fields=dict(r.fields), label=r.label, teacher_probs=r.teacher_probs) for r in rows]
 
 
+def _first_trained_in(sample: Sample) -> int:
+    """The iteration whose loop student first trains on a generated sample: an OOD batch joins in
+    the iteration after its own."""
+    return sample.iteration + 1 if sample.kind == "ood" else sample.iteration
+
+
 def _generated_examples(
     session: Session, job: TrainJob, spec: RunSpec
 ) -> tuple[list[Example], list[Example]]:
     """The run's generated samples (for the loop's student: up to the job's iteration, without its
-    OOD batch, and of its newest student.loop_window iterations only), split into training and
-    held-out examples as the generate step marked them."""
+    OOD batch), split into training and held-out examples as the generate step marked them; a loop
+    student trains on its newest student.loop_window iterations' samples only."""
     query = (
         select(Sample)
         .where(Sample.run_id == uuid.UUID(job.run_id))
@@ -111,16 +117,15 @@ def _generated_examples(
             (Sample.iteration < job.iteration)
             | ((Sample.iteration == job.iteration) & (Sample.kind != "ood"))
         )
-        window = spec.student.loop_window
-        if window is not None:  # the newest iterations' samples; the human seeds always
-            query = query.where(
-                (Sample.kind == "seed")
-                | ((Sample.kind == "train") & (Sample.iteration > job.iteration - window))
-                | ((Sample.kind == "ood") & (Sample.iteration >= job.iteration - window))
-            )
     # Samples the teacher-verification step left out (Sample.excluded) are never trained or scored on.
     rows = [r for r in session.scalars(query) if not r.excluded]
-    return _examples([r for r in rows if not r.holdout]), _examples([r for r in rows if r.holdout])
+    train = [r for r in rows if not r.holdout]
+    window = spec.student.loop_window
+    if job.role == "loop" and window is not None:
+        # The newest iterations' samples and the human seeds. The held-out samples stay all of
+        # them: patience compares the loop students' scores on one growing set, not on each window's few.
+        train = [r for r in train if r.kind == "seed" or _first_trained_in(r) > job.iteration - window]
+    return _examples(train), _examples([r for r in rows if r.holdout])
 
 
 def reference_examples(spec: RunSpec) -> tuple[list[Example], list[Example]]:

@@ -142,10 +142,10 @@ def test_an_evaluation_file_gone_since_submission_fails_the_job_naming_it(
 
 def _trained_on(session_factory, spec: dict, settings, role: str, window: int | None) -> set[str]:
     """The texts a job at iteration 3 trains on, of a run with a seed and a train and an OOD
-    sample in each of iterations 1-3."""
+    sample in each of iterations 1-3 (and a held-out one in iteration 1, which every job holds out)."""
     spec = {**spec, "student": {**spec["student"], "loop_window": window}}
     run_id = uuid.uuid4()
-    rows = [(0, "seed")] + [(i, kind) for i in (1, 2, 3) for kind in ("train", "ood")]
+    rows = [(0, "seed"), (1, "held")] + [(i, kind) for i in (1, 2, 3) for kind in ("train", "ood")]
     with session_factory() as session, session.begin():
         session.add(Run(id=run_id, name=spec["name"], spec=spec, status="running"))
         for iteration, kind in rows:
@@ -153,10 +153,11 @@ def _trained_on(session_factory, spec: dict, settings, role: str, window: int | 
                 Sample(
                     run_id=run_id,
                     iteration=iteration,
-                    kind=kind,
-                    position=0,
+                    kind="train" if kind == "held" else kind,
+                    position=int(kind == "held"),
                     fields={"text": f"{kind}{iteration}"},
                     label="positive",
+                    holdout=kind == "held",
                 )
             )
     with session_factory() as session:
@@ -167,6 +168,7 @@ def _trained_on(session_factory, spec: dict, settings, role: str, window: int | 
             settings,
             ArtifactStore.from_settings(settings),
         )
+    assert [e.fields["text"] for e in cfg.holdout] == ["held1"]
     return {e.fields["text"] for e in cfg.train}
 
 
