@@ -109,16 +109,13 @@ def _generated_examples(
         .where(Sample.run_id == uuid.UUID(job.run_id))
         .order_by(Sample.iteration, Sample.kind, Sample.position)
     )
+    # Samples the teacher-verification step left out (Sample.excluded) are never trained or scored on.
+    rows = [r for r in session.scalars(query) if not r.excluded]
     if job.role == "loop":
         # The iteration's own OOD batch is left out: the student scores it next, and free energy
         # tells unfamiliar samples apart only on samples it has not been trained on. It joins the
         # training data from the next iteration on (and the final student's).
-        query = query.where(
-            (Sample.iteration < job.iteration)
-            | ((Sample.iteration == job.iteration) & (Sample.kind != "ood"))
-        )
-    # Samples the teacher-verification step left out (Sample.excluded) are never trained or scored on.
-    rows = [r for r in session.scalars(query) if not r.excluded]
+        rows = [r for r in rows if _first_trained_in(r) <= job.iteration]
     train = [r for r in rows if not r.holdout]
     window = spec.student.loop_window
     if job.role == "loop" and window is not None:
